@@ -1,0 +1,1 @@
+//! cella.yaml → typed model (being written).

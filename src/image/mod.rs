@@ -1,0 +1,1 @@
+//! Setup steps → read-only rootfs images (being written).

@@ -1,1 +1,73 @@
-//! cella.yaml → typed model (being written).
+//! cella.yaml → typed model, with errors at `file:line:col: field`.
+//!
+//! The YAML is read into a tree of nodes that keep their positions
+//! (`yaml`), then decoded into plain data (`decode`, `model`). Nothing
+//! outside this module sees YAML types.
+
+mod decode;
+mod error;
+mod model;
+mod yaml;
+
+#[cfg(test)]
+mod tests;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, Location, Pos};
+pub use model::{Command, CommandKind, Config, Container, SetupStep, SimpleCommand};
+
+/// Config file names, in order of preference within one directory.
+pub const FILE_NAMES: [&str; 2] = ["cella.yaml", "vagga.yaml"];
+
+/// Finds the config for `start`: the first directory from `start` up
+/// through its parents holding `cella.yaml`, else `vagga.yaml`.
+pub fn find_config(start: &Path) -> Result<PathBuf, ConfigError> {
+    let start = std::path::absolute(start).map_err(|source| ConfigError::Read {
+        path: start.to_path_buf(),
+        source,
+    })?;
+    for dir in start.ancestors() {
+        for name in FILE_NAMES {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(ConfigError::NotFound { dir: start })
+}
+
+/// Reads, parses and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let path = std::path::absolute(path).map_err(read_error)?;
+    let text = fs::read_to_string(&path).map_err(read_error)?;
+    parse(&text, &path)
+}
+
+/// Parses and validates config text as if read from `path`: errors name
+/// `path`, and relative paths in it resolve against its directory.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let project_dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let root = yaml::parse(text).map_err(|e| ConfigError::Syntax {
+        at: Location {
+            file: path.to_path_buf(),
+            pos: e.pos,
+            field: String::new(),
+        },
+        message: e.message,
+    })?;
+    let decoder = decode::Decoder {
+        file: path,
+        project_dir: &project_dir,
+    };
+    decoder.config(root.as_ref(), path.to_path_buf())
+}

@@ -1,0 +1,115 @@
+//! `ConfigError` and the source locations (`file:line:col: field`) it names.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// A 1-based position in the config file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// Where an error is: the file, the position in it and the field path
+/// (`commands.test.container`, `containers.base.setup[0].url`); the field
+/// is empty for errors outside any field, such as malformed YAML.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub pos: Pos,
+    pub field: String,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.pos)?;
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why cella.yaml could not be found, read or accepted.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("no cella.yaml or vagga.yaml in {} or any parent", dir.display())]
+    NotFound { dir: PathBuf },
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{at}: invalid YAML: {message}")]
+    Syntax { at: Location, message: String },
+    #[error("{at}: unknown tag !{tag}, expected {expected}")]
+    UnknownTag {
+        at: Location,
+        tag: String,
+        expected: String,
+    },
+    #[error("{at}: missing tag, expected {expected}")]
+    MissingTag { at: Location, expected: String },
+    #[error("{at}: unexpected tag !{tag}")]
+    UnexpectedTag { at: Location, tag: String },
+    #[error("{at}: unknown field, expected one of: {expected}")]
+    UnknownField { at: Location, expected: String },
+    #[error("{at}: missing required field")]
+    MissingField { at: Location },
+    #[error("{at}: duplicate key")]
+    DuplicateKey { at: Location },
+    #[error("{at}: expected {expected}, found {found}")]
+    WrongType {
+        at: Location,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("{at}: unknown container \"{name}\"")]
+    UnknownContainer { at: Location, name: String },
+    #[error("{at}: no such file: {}", path.display())]
+    MissingFile { at: Location, path: PathBuf },
+    #[error("{at}: not a regular file: {}", path.display())]
+    NotAFile { at: Location, path: PathBuf },
+    #[error("{at}: command must not be empty")]
+    EmptyRun { at: Location },
+    #[error("{at}: name must not be empty")]
+    EmptyName { at: Location },
+    #[error("{at}: name \"{name}\" is reserved: names starting with \"_\" are for builtins")]
+    ReservedName { at: Location, name: String },
+    #[error("{at}: {message}")]
+    Invalid { at: Location, message: String },
+}
+
+impl ConfigError {
+    /// The location the error points at, when it has one.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            ConfigError::NotFound { .. } | ConfigError::Read { .. } => None,
+            ConfigError::Syntax { at, .. }
+            | ConfigError::UnknownTag { at, .. }
+            | ConfigError::MissingTag { at, .. }
+            | ConfigError::UnexpectedTag { at, .. }
+            | ConfigError::UnknownField { at, .. }
+            | ConfigError::MissingField { at }
+            | ConfigError::DuplicateKey { at }
+            | ConfigError::WrongType { at, .. }
+            | ConfigError::UnknownContainer { at, .. }
+            | ConfigError::MissingFile { at, .. }
+            | ConfigError::NotAFile { at, .. }
+            | ConfigError::EmptyRun { at }
+            | ConfigError::EmptyName { at }
+            | ConfigError::ReservedName { at, .. }
+            | ConfigError::Invalid { at, .. } => Some(at),
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! Tests of loading, discovery and error messages, on files in temporary directories.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+
+use super::*;
+
+/// A project directory with `images/busybox.tar` and `name` holding `yaml`.
+fn project(name: &str, yaml: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("images")).unwrap();
+    fs::write(dir.path().join("images/busybox.tar"), b"").unwrap();
+    let path = dir.path().join(name);
+    fs::write(&path, yaml).unwrap();
+    (dir, path)
+}
+
+fn load_ok(yaml: &str) -> Config {
+    let (_dir, path) = project("cella.yaml", yaml);
+    load(&path).unwrap()
+}
+
+/// The error's text, with the project directory shown as `/p`.
+fn load_err(yaml: &str) -> String {
+    let (dir, path) = project("cella.yaml", yaml);
+    let err = load(&path).unwrap_err();
+    assert!(err.location().is_some(), "{err:?}");
+    err.to_string()
+        .replace(&dir.path().display().to_string(), "/p")
+}
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn simple(config: &Config, name: &str) -> SimpleCommand {
+    let CommandKind::Command(c) = &config.commands[name].kind;
+    c.clone()
+}
+
+const BASE: &str = "\
+containers:
+  base:
+    setup:
+    - !Tar { url: ./images/busybox.tar }
+";
+
+#[test]
+fn full_config() {
+    let (dir, path) = project(
+        "cella.yaml",
+        r#"minimum-vagga: v0.8.1
+containers:
+  base:
+    setup:
+    - !Tar { url: ./images/busybox.tar }
+    environ: { LANG: C.UTF-8 }
+commands:
+  test: !Command
+    description: Run the test suite
+    container: base
+    run: [sh, -c, "cat /etc/motd && exit 3"]
+    environ: { FOO: bar, PORT: 8080 }
+  shell: !Command
+    container: base
+    run: "echo $HOME; ls"
+"#,
+    );
+    let config = load(&path).unwrap();
+    assert_eq!(config.path, path);
+    assert_eq!(config.project_dir, dir.path());
+    assert_eq!(config.containers.len(), 1);
+    let base = &config.containers["base"];
+    assert_eq!(base.name, "base");
+    assert_eq!(base.pos, Pos { line: 3, column: 3 });
+    assert_eq!(base.environ, env(&[("LANG", "C.UTF-8")]));
+    assert_eq!(
+        base.setup,
+        vec![SetupStep::Tar {
+            url: "./images/busybox.tar".into(),
+            path: dir.path().join("./images/busybox.tar"),
+            pos: Pos { line: 5, column: 7 },
+        }]
+    );
+    assert_eq!(base.setup[0].tag(), "Tar");
+
+    let test = &config.commands["test"];
+    assert_eq!(test.name, "test");
+    assert_eq!(test.description.as_deref(), Some("Run the test suite"));
+    assert_eq!(test.pos, Pos { line: 8, column: 3 });
+    assert_eq!(test.kind.tag(), "Command");
+    let test = simple(&config, "test");
+    assert_eq!(test.container, "base");
+    assert_eq!(test.run, ["sh", "-c", "cat /etc/motd && exit 3"]);
+    assert_eq!(test.environ, env(&[("FOO", "bar"), ("PORT", "8080")]));
+
+    let shell = &config.commands["shell"];
+    assert_eq!(shell.description, None);
+    let shell = simple(&config, "shell");
+    assert_eq!(shell.run, ["/bin/sh", "-c", "echo $HOME; ls"]);
+    assert!(shell.environ.is_empty());
+}
+
+#[test]
+fn run_forms() {
+    let config = load_ok(&format!(
+        "{BASE}commands:
+  list: !Command {{ container: base, run: [echo, 1, 'a b'] }}
+  string: !Command {{ container: base, run: echo hi }}
+  block: !Command
+    container: base
+    run: |
+      echo one
+      echo two
+"
+    ));
+    assert_eq!(simple(&config, "list").run, ["echo", "1", "a b"]);
+    assert_eq!(simple(&config, "string").run, ["/bin/sh", "-c", "echo hi"]);
+    assert_eq!(
+        simple(&config, "block").run,
+        ["/bin/sh", "-c", "echo one\necho two\n"]
+    );
+}
+
+#[test]
+fn empty_file_and_empty_sections() {
+    let config = load_ok("");
+    assert!(config.containers.is_empty() && config.commands.is_empty());
+    let config = load_ok("containers:\n  empty:\ncommands:\n");
+    assert!(config.containers["empty"].setup.is_empty());
+}
+
+#[test]
+fn anchors_aliases_and_merge_keys() {
+    let config = load_ok(
+        "\
+containers:
+  base: &base
+    setup:
+    - !Tar { url: ./images/busybox.tar }
+    environ: &env { A: '1', B: '2' }
+  copy: *base
+  merged:
+    <<: *base
+    environ:
+      <<: *env
+      B: override
+commands:
+  test: !Command &test
+    container: base
+    run: [a]
+    environ: { X: x }
+  other: !Command
+    <<: *test
+    run: [b]
+  multi: !Command
+    <<: [{ run: [first] }, { run: [second], description: d }]
+    container: copy
+",
+    );
+    assert_eq!(
+        config.containers["copy"].setup,
+        config.containers["base"].setup
+    );
+    assert_eq!(config.containers["copy"].name, "copy");
+    assert_eq!(config.containers["merged"].setup.len(), 1);
+    assert_eq!(
+        config.containers["merged"].environ,
+        env(&[("A", "1"), ("B", "override")])
+    );
+    let other = simple(&config, "other");
+    assert_eq!(other.container, "base");
+    assert_eq!(other.run, ["b"]);
+    assert_eq!(other.environ, env(&[("X", "x")]));
+    let multi = simple(&config, "multi");
+    assert_eq!(multi.run, ["first"]);
+    assert_eq!(multi.container, "copy");
+    assert_eq!(config.commands["multi"].description.as_deref(), Some("d"));
+}
+
+#[test]
+fn find_prefers_cella_yaml_then_vagga_yaml_then_parents() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let deep = root.join("a/b/c");
+    fs::create_dir_all(&deep).unwrap();
+
+    let err = find_config(&deep).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no cella.yaml or vagga.yaml in {} or any parent",
+            deep.display()
+        )
+    );
+
+    fs::write(root.join("a/vagga.yaml"), "").unwrap();
+    assert_eq!(find_config(&deep).unwrap(), root.join("a/vagga.yaml"));
+    fs::write(root.join("a/cella.yaml"), "").unwrap();
+    assert_eq!(find_config(&deep).unwrap(), root.join("a/cella.yaml"));
+    fs::write(root.join("a/b/vagga.yaml"), "").unwrap();
+    assert_eq!(find_config(&deep).unwrap(), root.join("a/b/vagga.yaml"));
+    assert_eq!(
+        find_config(&root.join("a")).unwrap(),
+        root.join("a/cella.yaml")
+    );
+}
+
+#[test]
+fn loads_vagga_yaml() {
+    let (_dir, path) = project("vagga.yaml", BASE);
+    let found = find_config(path.parent().unwrap()).unwrap();
+    assert_eq!(found, path);
+    assert!(load(&found).unwrap().containers.contains_key("base"));
+}
+
+#[test]
+fn unreadable_file() {
+    let err = load(Path::new("/nonexistent/cella.yaml")).unwrap_err();
+    assert_eq!(err.to_string(), "cannot read /nonexistent/cella.yaml");
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+#[test]
+fn malformed_yaml() {
+    assert_eq!(
+        load_err("containers:\n  base: [a, b\ncommands: {}\n"),
+        "/p/cella.yaml:3:9: invalid YAML: illegal placement of ':' indicator"
+    );
+    assert_eq!(
+        load_err("a: 1\n---\nb: 2\n"),
+        "/p/cella.yaml:2:1: invalid YAML: expected one YAML document, found another"
+    );
+}
+
+#[test]
+fn unknown_tags() {
+    assert_eq!(
+        load_err("containers:\n  base:\n    setup:\n    - !Tarr { url: x }\n"),
+        "/p/cella.yaml:4:7: containers.base.setup[0]: unknown tag !Tarr, expected !Tar"
+    );
+    assert_eq!(
+        load_err(&format!("{BASE}commands:\n  test: !Comand {{}}\n")),
+        "/p/cella.yaml:6:9: commands.test: unknown tag !Comand, expected !Command"
+    );
+    assert_eq!(
+        load_err(&format!(
+            "{BASE}commands:\n  test: {{ container: base, run: x }}\n"
+        )),
+        "/p/cella.yaml:6:9: commands.test: missing tag, expected !Command"
+    );
+    assert_eq!(
+        load_err("containers:\n  base:\n    setup:\n    - { url: x }\n"),
+        "/p/cella.yaml:4:7: containers.base.setup[0]: missing tag, expected !Tar"
+    );
+    assert_eq!(
+        load_err(&format!(
+            "{BASE}commands:\n  t: !Command {{ container: !Name base, run: x }}\n"
+        )),
+        "/p/cella.yaml:6:28: commands.t.container: unexpected tag !Name"
+    );
+}
+
+#[test]
+fn unknown_fields() {
+    assert_eq!(
+        load_err(&format!(
+            "{BASE}commands:\n  test: !Command\n    container: base\n    colour: red\n    run: x\n"
+        )),
+        "/p/cella.yaml:8:5: commands.test.colour: unknown field, \
+         expected one of: description, container, run, environ"
+    );
+    assert_eq!(
+        load_err("mixins: [a.yaml]\n"),
+        "/p/cella.yaml:1:1: mixins: unknown field, \
+         expected one of: containers, commands, minimum-vagga"
+    );
+    assert_eq!(
+        load_err("containers:\n  base:\n    setup:\n    - !Tar { url: x, sha256: abc }\n"),
+        "/p/cella.yaml:4:22: containers.base.setup[0].sha256: unknown field, \
+         expected one of: url"
+    );
+    assert_eq!(
+        load_err("containers:\n  base:\n    volumes: {}\n"),
+        "/p/cella.yaml:3:5: containers.base.volumes: unknown field, \
+         expected one of: setup, environ"
+    );
+}
+
+#[test]
+fn missing_fields() {
+    assert_eq!(
+        load_err(&format!("{BASE}commands:\n  test: !Command\n    run: x\n")),
+        "/p/cella.yaml:6:9: commands.test.container: missing required field"
+    );
+    assert_eq!(
+        load_err(&format!("{BASE}commands:\n  test: !Command\n")),
+        "/p/cella.yaml:6:9: commands.test.container: missing required field"
+    );
+    assert_eq!(
+        load_err(&format!(
+            "{BASE}commands:\n  test: !Command {{ container: base }}\n"
+        )),
+        "/p/cella.yaml:6:9: commands.test.run: missing required field"
+    );
+    assert_eq!(
+        load_err("containers:\n  base:\n    setup:\n    - !Tar {}\n"),
+        "/p/cella.yaml:4:7: containers.base.setup[0].url: missing required field"
+    );
+}
+
+#[test]
+fn wrong_types() {
+    assert_eq!(
+        load_err(&format!(
+            "{BASE}commands:\n  test: !Command\n    container: base\n    run: {{ a: b }}\n"
+        )),
+        "/p/cella.yaml:8:10: commands.test.run: expected a list or a string, found a mapping"
+    );
+    assert_eq!(
+        load_err(&format!(
+            "{BASE}commands:\n  test: !Command\n    container: [base]\n    run: x\n"
+        )),
+        "/p/cella.yaml:7:16: commands.test.container: expected a string, found a list"
+    );
+    assert_eq!(
+        load_err(&format!(
+            "{BASE}commands:\n  test: !Command\n    container: base\n    run: [a, [b]]\n"
+        )),
+        "/p/cella.yaml:8:14: commands.test.run[1]: expected a string, found a list"
+    );
+    assert_eq!(
+        load_err(&format!("{BASE}    environ: [A=1]\n")),
+        "/p/cella.yaml:5:14: containers.base.environ: expected a mapping, found a list"
+    );
+    assert_eq!(
+        load_err(&format!("{BASE}    environ: {{ A: }}\n")),
+        "/p/cella.yaml:5:17: containers.base.environ.A: expected a string, found null"
+    );
+    assert_eq!(
+        load_err("containers:\n  base:\n    setup: !Tar { url: x }\n"),
+        "/p/cella.yaml:3:12: containers.base.setup: unexpected tag !Tar"
+    );
+    assert_eq!(
+        load_err("containers:\n  base:\n    setup: { url: x }\n"),
+        "/p/cella.yaml:3:12: containers.base.setup: expected a list, found a mapping"
+    );
+    assert_eq!(
+        load_err("- a\n- b\n"),
+        "/p/cella.yaml:1:1: expected a mapping, found a list"
+    );
+}
+
+#[test]
+fn duplicate_key() {
+    assert_eq!(
+        load_err(&format!("{BASE}    environ: {{ A: x, A: y }}\n")),
+        "/p/cella.yaml:5:22: containers.base.environ.A: duplicate key"
+    );
+}
+
+#[test]
+fn unknown_container() {
+    assert_eq!(
+        load_err(&format!(
+            "{BASE}commands:\n  test: !Command\n    container: foo\n    run: x\n"
+        )),
+        "/p/cella.yaml:7:16: commands.test.container: unknown container \"foo\""
+    );
+}
+
+#[test]
+fn tarball_must_exist() {
+    let (dir, path) = project(
+        "cella.yaml",
+        "containers:\n  base:\n    setup:\n    - !Tar { url: images/nope.tar }\n",
+    );
+    let err = load(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:4:19: containers.base.setup[0].url: no such file: {}",
+            path.display(),
+            dir.path().join("images/nope.tar").display()
+        )
+    );
+    assert_eq!(
+        load_err("containers:\n  base:\n    setup:\n    - !Tar\n      url: images\n"),
+        "/p/cella.yaml:5:12: containers.base.setup[0].url: not a regular file: /p/images"
+    );
+    assert_eq!(
+        load_err("containers:\n  base:\n    setup:\n    - !Tar { url: 'http://x/y.tar' }\n"),
+        "/p/cella.yaml:4:19: containers.base.setup[0].url: \
+         only local paths are supported, not \"http://x/y.tar\""
+    );
+}
+
+#[test]
+fn tarball_absolute_path() {
+    let (dir, _) = project("cella.yaml", "");
+    let tar = dir.path().join("images/busybox.tar");
+    let config = load_ok(&format!(
+        "containers:\n  base:\n    setup:\n    - !Tar {{ url: '{}' }}\n",
+        tar.display()
+    ));
+    let SetupStep::Tar { path, .. } = &config.containers["base"].setup[0];
+    assert_eq!(path, &tar);
+}
+
+#[test]
+fn empty_run() {
+    let cmd = |run: &str| {
+        format!("{BASE}commands:\n  test: !Command\n    container: base\n    run: {run}\n")
+    };
+    let expected = "/p/cella.yaml:8:10: commands.test.run: command must not be empty";
+    assert_eq!(load_err(&cmd("[]")), expected);
+    assert_eq!(load_err(&cmd("''")), expected);
+    assert_eq!(load_err(&cmd("~")), expected);
+}
+
+#[test]
+fn reserved_and_empty_names() {
+    assert_eq!(
+        load_err(&format!(
+            "{BASE}commands:\n  _run: !Command {{ container: base, run: x }}\n"
+        )),
+        "/p/cella.yaml:6:3: commands._run: name \"_run\" is reserved: \
+         names starting with \"_\" are for builtins"
+    );
+    assert_eq!(
+        load_err("containers:\n  _base: {}\n"),
+        "/p/cella.yaml:2:3: containers._base: name \"_base\" is reserved: \
+         names starting with \"_\" are for builtins"
+    );
+    assert_eq!(
+        load_err(&format!(
+            "{BASE}commands:\n  '': !Command {{ container: base, run: x }}\n"
+        )),
+        "/p/cella.yaml:6:3: commands.\"\": name must not be empty"
+    );
+}
+
+#[test]
+fn bad_environ_name() {
+    assert_eq!(
+        load_err(&format!("{BASE}    environ: {{ 'A=B': x }}\n")),
+        "/p/cella.yaml:5:16: containers.base.environ.A=B: \
+         a variable name must not be empty or contain \"=\""
+    );
+}
+
+#[test]
+fn merge_of_a_non_mapping() {
+    assert_eq!(
+        load_err(&format!("{BASE}commands:\n  t: !Command\n    <<: [x]\n")),
+        "/p/cella.yaml:7:10: commands.t.<<: expected a mapping to merge, found a string"
+    );
+}

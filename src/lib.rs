@@ -1,4 +1,8 @@
 //! cella: run each command of a project in its own KVM microVM.
 
+pub mod commands;
 pub mod config;
+pub mod devices;
+pub mod guest;
 pub mod image;
+pub mod vmm;

@@ -1,1 +1,73 @@
-fn main() {}
+//! `cella`: parse the command line, run one command, print the error chain
+//! and map the outcome to an exit status.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cella::commands::{self, list, run, CommandError};
+use cli::{Cli, Sub};
+
+/// cella, the build or the VM failed.
+const EXIT_CELLA: u8 = 125;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage = e.use_stderr();
+            let _ = e.print();
+            return ExitCode::from(if usage { EXIT_CELLA } else { 0 });
+        }
+    };
+    match dispatch(cli) {
+        Ok(status) => {
+            // Flushing can only fail if the reader is gone: nothing to report to.
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            ExitCode::from(status.clamp(0, 255) as u8)
+        }
+        Err(e) => {
+            print_chain(&e);
+            ExitCode::from(EXIT_CELLA)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<i32, CommandError> {
+    let opts = run::RunOptions {
+        verbose: cli.verbose,
+    };
+    let config = commands::load_config()?;
+    match cli.command {
+        None => {
+            print!("{}", list::commands(&config));
+            Ok(0)
+        }
+        Some(Sub::List) => {
+            print!("{}", list::everything(&config));
+            Ok(0)
+        }
+        Some(Sub::Run { container, argv }) => {
+            run::in_container(&config, &container, argv, &Default::default(), &opts)
+        }
+        Some(Sub::External(args)) => {
+            let (name, rest) = args
+                .split_first()
+                .map_or(("", &[][..]), |(n, r)| (n.as_str(), r));
+            run::command(&config, name, rest, &opts)
+        }
+    }
+}
+
+/// `error: …` then one `caused by: …` line per source.
+fn print_chain(e: &dyn std::error::Error) {
+    eprintln!("error: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        eprintln!("caused by: {s}");
+        source = s.source();
+    }
+}

@@ -1,0 +1,58 @@
+//! One module per user-facing command; this one holds what they share.
+
+pub mod list;
+pub mod run;
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{self, Config, ConfigError};
+
+/// Why a command could not be carried out (exit status 125).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot find the current directory")]
+    Cwd(#[source] std::io::Error),
+    #[error("unknown command \"{name}\" in {}; run `cella` to list them", .config.display())]
+    UnknownCommand { name: String, config: PathBuf },
+    #[error("unknown container \"{name}\" in {}{}", .config.display(), list_known(.known))]
+    UnknownContainer {
+        name: String,
+        config: PathBuf,
+        known: Vec<String>,
+    },
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+}
+
+fn list_known(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" (it defines: {})", names.join(", "))
+    }
+}
+
+/// Finds and loads the project's cella.yaml from the current directory up.
+pub fn load_config() -> Result<Config, CommandError> {
+    let cwd = std::env::current_dir().map_err(CommandError::Cwd)?;
+    let path = config::find_config(&cwd)?;
+    Ok(config::load(&path)?)
+}
+
+/// The project's state directory, `.cella/` beside cella.yaml.
+pub fn state_dir(config: &Config) -> PathBuf {
+    config.project_dir.join(".cella")
+}
+
+/// Where an asset shipped beside the binary is: `$ENV`, else next to the
+/// `cella` executable.
+pub fn find_asset(env: &str, file_name: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent().map(|d: &Path| d.join(file_name))?;
+    candidate.exists().then_some(candidate)
+}

@@ -1,0 +1,257 @@
+//! The virtio-mmio transport (version 2): the register file the guest
+//! driver programs, wrapping one [`VirtioDevice`].
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+use super::{Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::devices::bus::BusDevice;
+
+/// Size of one device's MMIO window.
+pub const MMIO_SIZE: u64 = 0x1000;
+/// Offset of the QueueNotify register, where ioeventfds are attached.
+pub const NOTIFY_OFFSET: u64 = 0x50;
+
+const MAGIC: u32 = 0x7472_6976; // "virt"
+const VENDOR: u32 = 0x4c4c_4543; // "CELL"
+
+const STATUS_DRIVER_OK: u32 = 4;
+const STATUS_FAILED: u32 = 0x80;
+
+pub struct MmioTransport<D: VirtioDevice> {
+    pub device: D,
+    mem: GuestMemoryMmap,
+    interrupt: Interrupt,
+    queues: Vec<Queue>,
+    queue_sel: u32,
+    device_features_sel: u32,
+    driver_features_sel: u32,
+    driver_features: u64,
+    status: u32,
+    activated: bool,
+}
+
+impl<D: VirtioDevice> MmioTransport<D> {
+    pub fn new(device: D, mem: GuestMemoryMmap, interrupt: Interrupt) -> Self {
+        let queues = device
+            .queue_max_sizes()
+            .iter()
+            // A queue of a power-of-two size up to 32768 is always valid.
+            .filter_map(|&max| Queue::new(max).ok())
+            .collect();
+        MmioTransport {
+            device,
+            mem,
+            interrupt,
+            queues,
+            queue_sel: 0,
+            device_features_sel: 0,
+            driver_features_sel: 0,
+            driver_features: 0,
+            status: 0,
+            activated: false,
+        }
+    }
+
+    /// Forwards a queue kick to the device once it is live.
+    pub fn notify(&mut self, queue: usize) {
+        if self.activated {
+            self.device.queue_notify(queue);
+        }
+    }
+
+    fn features(&self) -> u64 {
+        self.device.features() | VIRTIO_F_VERSION_1
+    }
+
+    fn selected(&mut self) -> Option<&mut Queue> {
+        self.queues.get_mut(self.queue_sel as usize)
+    }
+
+    fn reset(&mut self) {
+        self.status = 0;
+        self.driver_features = 0;
+        self.queue_sel = 0;
+        for q in &mut self.queues {
+            q.reset();
+        }
+    }
+
+    fn set_status(&mut self, value: u32) {
+        if value == 0 {
+            self.reset();
+            return;
+        }
+        let becomes_ok = value & STATUS_DRIVER_OK != 0 && self.status & STATUS_DRIVER_OK == 0;
+        self.status = value;
+        if becomes_ok && !self.activated {
+            if self
+                .queues
+                .iter()
+                .all(|q| !q.ready() || q.is_valid(&self.mem))
+            {
+                self.activated = true;
+                let queues = std::mem::take(&mut self.queues);
+                self.device
+                    .activate(self.mem.clone(), queues, self.interrupt.clone());
+            } else {
+                self.status |= STATUS_FAILED;
+            }
+        }
+    }
+
+    fn read_reg(&self, offset: u64) -> u32 {
+        let q = self.queues.get(self.queue_sel as usize);
+        match offset {
+            0x00 => MAGIC,
+            0x04 => 2,
+            0x08 => self.device.device_type(),
+            0x0c => VENDOR,
+            0x10 => match self.device_features_sel {
+                0 => self.features() as u32,
+                1 => (self.features() >> 32) as u32,
+                _ => 0,
+            },
+            0x34 => q.map_or(0, |q| u32::from(q.max_size())),
+            0x44 => q.map_or(0, |q| u32::from(q.ready())),
+            0x60 => self.interrupt.status(),
+            0x70 => self.status,
+            0xfc => 0, // config generation: the config never changes under the driver
+            _ => 0,
+        }
+    }
+
+    fn write_reg(&mut self, offset: u64, v: u32) {
+        // Queue layout can only change before the device is live.
+        let live = self.activated;
+        match offset {
+            0x14 => self.device_features_sel = v,
+            0x20 => match self.driver_features_sel {
+                0 => self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(v),
+                1 => {
+                    self.driver_features =
+                        (self.driver_features & 0xffff_ffff) | (u64::from(v) << 32)
+                }
+                _ => {}
+            },
+            0x24 => self.driver_features_sel = v,
+            0x30 => self.queue_sel = v,
+            0x38 if !live => {
+                if let Some(q) = self.selected() {
+                    q.set_size(v as u16);
+                }
+            }
+            0x44 if !live => {
+                if let Some(q) = self.selected() {
+                    q.set_ready(v == 1);
+                }
+            }
+            0x64 => self.interrupt.ack(v),
+            0x70 => self.set_status(v),
+            0x80 | 0x84 | 0x90 | 0x94 | 0xa0 | 0xa4 if !live => {
+                let (low, high) = if offset & 4 == 0 {
+                    (Some(v), None)
+                } else {
+                    (None, Some(v))
+                };
+                if let Some(q) = self.selected() {
+                    match offset & !4 {
+                        0x80 => q.set_desc_table_address(low, high),
+                        0x90 => q.set_avail_ring_address(low, high),
+                        _ => q.set_used_ring_address(low, high),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl<D: VirtioDevice> BusDevice for MmioTransport<D> {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if offset >= 0x100 {
+            self.device.read_config(offset - 0x100, data);
+        } else if data.len() == 4 {
+            data.copy_from_slice(&self.read_reg(offset).to_le_bytes());
+        } else {
+            data.fill(0);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if offset >= 0x100 {
+            self.device.write_config(offset - 0x100, data);
+        } else if let Ok(bytes) = <[u8; 4]>::try_from(data) {
+            self.write_reg(offset, u32::from_le_bytes(bytes));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use vm_memory::GuestAddress;
+    use vmm_sys_util::eventfd::EventFd;
+
+    struct Dummy {
+        activated: Arc<Mutex<Option<usize>>>,
+    }
+
+    impl VirtioDevice for Dummy {
+        fn device_type(&self) -> u32 {
+            42
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[16, 16]
+        }
+        fn features(&self) -> u64 {
+            1 << 5
+        }
+        fn read_config(&self, offset: u64, data: &mut [u8]) {
+            super::super::read_config_bytes(&[1, 2, 3, 4], offset, data);
+        }
+        fn activate(&mut self, _mem: GuestMemoryMmap, queues: Vec<Queue>, _i: Interrupt) {
+            *self.activated.lock().expect("lock") = Some(queues.len());
+        }
+        fn queue_notify(&mut self, _queue: usize) {}
+    }
+
+    fn reg(t: &mut MmioTransport<Dummy>, offset: u64) -> u32 {
+        let mut b = [0u8; 4];
+        t.read(offset, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn driver_handshake_activates_device() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).expect("mem");
+        let activated = Arc::new(Mutex::new(None));
+        let irq = Interrupt::new(EventFd::new(0).expect("eventfd"));
+        let mut t = MmioTransport::new(
+            Dummy {
+                activated: activated.clone(),
+            },
+            mem,
+            irq,
+        );
+        assert_eq!(reg(&mut t, 0), MAGIC);
+        assert_eq!(reg(&mut t, 8), 42);
+        t.write(0x14, &1u32.to_le_bytes());
+        assert_eq!(reg(&mut t, 0x10), 1, "VERSION_1 in the high word");
+        for (q, base) in [(0u32, 0x1000u32), (1, 0x2000)] {
+            t.write(0x30, &q.to_le_bytes());
+            assert_eq!(reg(&mut t, 0x34), 16);
+            t.write(0x38, &16u32.to_le_bytes());
+            t.write(0x80, &base.to_le_bytes());
+            t.write(0x90, &(base + 0x100).to_le_bytes());
+            t.write(0xa0, &(base + 0x200).to_le_bytes());
+            t.write(0x44, &1u32.to_le_bytes());
+        }
+        t.write(0x70, &(STATUS_DRIVER_OK | 3).to_le_bytes());
+        assert_eq!(*activated.lock().expect("lock"), Some(2));
+        let mut cfg = [0u8; 2];
+        t.read(0x102, &mut cfg);
+        assert_eq!(cfg, [3, 4]);
+    }
+}

@@ -1,0 +1,76 @@
+//! virtio devices behind the virtio-mmio transport (virtio 1.x, split rings).
+
+pub mod block;
+pub mod console;
+pub mod mmio;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+/// VIRTIO_F_VERSION_1: the device speaks virtio 1.x, not the legacy layout.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// The guest-visible interrupt line of one virtio-mmio device: a status word
+/// the guest reads and acknowledges, and an irqfd that raises the GSI.
+#[derive(Clone)]
+pub struct Interrupt {
+    status: Arc<AtomicU32>,
+    irqfd: Arc<EventFd>,
+}
+
+/// Interrupt status bit: a queue has new used buffers.
+pub const INT_VRING: u32 = 1;
+
+impl Interrupt {
+    pub fn new(irqfd: EventFd) -> Self {
+        Interrupt {
+            status: Arc::new(AtomicU32::new(0)),
+            irqfd: Arc::new(irqfd),
+        }
+    }
+
+    /// Tells the guest that some queue has used buffers.
+    pub fn signal_used_queue(&self) {
+        self.status.fetch_or(INT_VRING, Ordering::SeqCst);
+        // A failed write means the counter is saturated: the interrupt is
+        // already pending.
+        let _ = self.irqfd.write(1);
+    }
+
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+}
+
+/// The device side of a virtio device; the transport owns the registers.
+pub trait VirtioDevice: Send {
+    fn device_type(&self) -> u32;
+    /// Maximum size of each queue; its length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    fn features(&self) -> u64;
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// The driver set DRIVER_OK: the queues are configured and live.
+    fn activate(&mut self, mem: GuestMemoryMmap, queues: Vec<Queue>, interrupt: Interrupt);
+    /// The guest kicked queue `queue` (through its ioeventfd).
+    fn queue_notify(&mut self, queue: usize);
+}
+
+/// Writes `bytes` at `offset` of a config space `config` into `data`,
+/// leaving out-of-range bytes zero.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let start = offset as usize;
+    if start < config.len() {
+        let n = data.len().min(config.len() - start);
+        data[..n].copy_from_slice(&config[start..start + n]);
+    }
+}

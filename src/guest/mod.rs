@@ -1,0 +1,378 @@
+//! The host side of the guest protocol: drives a running VM's console
+//! ports (stdin in; stdout, stderr and control out), forwards signals, and
+//! turns the guest's final message into an exit status.
+
+pub mod initramfs;
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
+use std::time::Duration;
+
+use guest_init::{
+    encode, Decoder, GuestMsg, HostMsg, RunSpec, PORT_CONTROL, PORT_STDERR, PORT_STDIN,
+    PORT_STDOUT, PROTOCOL_VERSION,
+};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::timerfd::TimerFd;
+
+use crate::devices::bus::lock;
+use crate::devices::virtio::console::RX_HIGH_WATER;
+use crate::vmm::Vm;
+
+/// Signals `cella` passes on to the workload.
+pub const FORWARDED_SIGNALS: [i32; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// How many kernel log lines an error report shows.
+const LOG_LINES: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    #[error("the guest did not become ready within {0} s{1}")]
+    BootTimeout(u64, LogTail),
+    #[error("the guest stopped before the workload finished: {0}{1}")]
+    Died(String, LogTail),
+    #[error("guest speaks protocol version {0}, this cella speaks {PROTOCOL_VERSION}")]
+    Version(u32),
+    #[error("guest-init failed: {0}")]
+    Init(String),
+    #[error("bad message from the guest")]
+    Protocol(#[source] guest_init::DecodeError),
+    #[error("unexpected message from the guest: {0:?}")]
+    Unexpected(Box<GuestMsg>),
+    #[error("event loop")]
+    Io(#[source] std::io::Error),
+}
+
+/// The last kernel log lines, shown under an error.
+#[derive(Debug)]
+pub struct LogTail(Vec<String>);
+
+impl std::fmt::Display for LogTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return write!(
+                f,
+                " (the kernel printed nothing; run with -v to see its log)"
+            );
+        }
+        write!(f, "; last kernel messages:")?;
+        for line in &self.0 {
+            write!(f, "\n    {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a run ended, as far as the host is concerned.
+pub enum Outcome {
+    /// The workload finished; this is cella's exit status.
+    Status(i32),
+    /// cella was signalled before the workload started.
+    Interrupted(i32),
+}
+
+#[derive(Clone, Copy)]
+enum Token {
+    Kick(usize),
+    PowerOff,
+    VcpuStopped,
+    Stdin,
+    Signal,
+    BootTimer,
+}
+
+impl Token {
+    fn to_u64(self) -> u64 {
+        match self {
+            Token::Kick(i) => 0x100 + i as u64,
+            Token::PowerOff => 1,
+            Token::VcpuStopped => 2,
+            Token::Stdin => 3,
+            Token::Signal => 4,
+            Token::BootTimer => 5,
+        }
+    }
+
+    fn from_u64(v: u64) -> Option<Token> {
+        Some(match v {
+            1 => Token::PowerOff,
+            2 => Token::VcpuStopped,
+            3 => Token::Stdin,
+            4 => Token::Signal,
+            5 => Token::BootTimer,
+            v if v >= 0x100 => Token::Kick((v - 0x100) as usize),
+            _ => return None,
+        })
+    }
+}
+
+enum Input {
+    Data(Vec<u8>),
+    Eof,
+}
+
+/// A thread that reads host stdin in chunks; bounded, so a fast producer
+/// waits for the guest instead of filling host memory.
+fn spawn_stdin(ready: EventFd) -> std::io::Result<Receiver<Input>> {
+    let (tx, rx) = sync_channel(4);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let msg = match stdin.read(&mut buf) {
+                    Ok(0) => Input::Eof,
+                    Ok(n) => Input::Data(buf[..n].to_vec()),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => Input::Eof,
+                };
+                let eof = matches!(msg, Input::Eof);
+                if tx.send(msg).is_err() {
+                    return;
+                }
+                let _ = ready.write(1);
+                if eof {
+                    return;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+/// Catches the forwarded signals on a thread and queues their numbers.
+fn spawn_signals(ready: EventFd) -> std::io::Result<Receiver<i32>> {
+    let mut signals = signal_hook::iterator::Signals::new(FORWARDED_SIGNALS)?;
+    let (tx, rx) = sync_channel(64);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if tx.send(sig).is_err() {
+                    return;
+                }
+                let _ = ready.write(1);
+            }
+        })?;
+    Ok(rx)
+}
+
+struct Session<'a> {
+    vm: &'a Vm,
+    spec: RunSpec,
+    decoder: Decoder,
+    started: bool,
+    stdout_open: bool,
+    stderr_open: bool,
+}
+
+/// Runs `spec` in the booted `vm` and waits for its exit status.
+pub fn run(vm: &Vm, spec: RunSpec, boot_timeout: Duration) -> Result<Outcome, GuestError> {
+    let io = GuestError::Io;
+    let epoll = Epoll::new().map_err(io)?;
+    let add = |fd: i32, token: Token| {
+        epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(EventSet::IN, token.to_u64()),
+        )
+    };
+    for (i, kick) in vm.kicks.iter().enumerate() {
+        add(kick.evt.as_raw_fd(), Token::Kick(i)).map_err(io)?;
+    }
+    add(vm.power_off.as_raw_fd(), Token::PowerOff).map_err(io)?;
+    add(vm.vcpu_stopped.as_raw_fd(), Token::VcpuStopped).map_err(io)?;
+    let stdin_ready = EventFd::new(EFD_NONBLOCK).map_err(io)?;
+    add(stdin_ready.as_raw_fd(), Token::Stdin).map_err(io)?;
+    let stdin = spawn_stdin(stdin_ready.try_clone().map_err(io)?).map_err(io)?;
+    let signal_ready = EventFd::new(EFD_NONBLOCK).map_err(io)?;
+    add(signal_ready.as_raw_fd(), Token::Signal).map_err(io)?;
+    let signals = spawn_signals(signal_ready.try_clone().map_err(io)?).map_err(io)?;
+    let errno = |e: vmm_sys_util::errno::Error| io(std::io::Error::from_raw_os_error(e.errno()));
+    let mut timer = TimerFd::new().map_err(errno)?;
+    timer.reset(boot_timeout, None).map_err(errno)?;
+    add(timer.as_raw_fd(), Token::BootTimer).map_err(io)?;
+
+    let mut session = Session {
+        vm,
+        spec,
+        decoder: Decoder::default(),
+        started: false,
+        stdout_open: true,
+        stderr_open: true,
+    };
+    let mut stdin_done = false;
+    let mut events = vec![EpollEvent::default(); 32];
+    loop {
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
+        };
+        let mut guest_stopped = false;
+        for ev in &events[..n] {
+            match Token::from_u64(ev.data()) {
+                Some(Token::Kick(i)) => {
+                    let kick = &vm.kicks[i];
+                    let _ = kick.evt.read();
+                    lock(&vm.virtio[kick.device]).notify(kick.queue);
+                }
+                Some(Token::PowerOff) | Some(Token::VcpuStopped) => guest_stopped = true,
+                Some(Token::Stdin) => {
+                    let _ = stdin_ready.read();
+                }
+                Some(Token::Signal) => {
+                    let _ = signal_ready.read();
+                    while let Ok(sig) = signals.try_recv() {
+                        if !session.started {
+                            return Ok(Outcome::Interrupted(sig));
+                        }
+                        session.send(&HostMsg::Signal(sig));
+                    }
+                }
+                Some(Token::BootTimer) => {
+                    if !session.started {
+                        return Err(GuestError::BootTimeout(
+                            boot_timeout.as_secs(),
+                            session.log_tail(),
+                        ));
+                    }
+                }
+                None => {}
+            }
+        }
+        if let Some(status) = session.pump_output()? {
+            return Ok(Outcome::Status(status));
+        }
+        if guest_stopped {
+            // Whatever the guest queued before it went down still counts.
+            lock(&vm.console).device.drain_all();
+            if let Some(status) = session.pump_output()? {
+                return Ok(Outcome::Status(status));
+            }
+            return Err(session.died());
+        }
+        if !stdin_done {
+            stdin_done = session.pump_stdin(&stdin);
+        }
+    }
+}
+
+impl Session<'_> {
+    fn send(&self, msg: &HostMsg) {
+        lock(&self.vm.console)
+            .device
+            .send(PORT_CONTROL as usize, &encode(msg));
+    }
+
+    fn log_tail(&self) -> LogTail {
+        LogTail(lock(&self.vm.log).last_lines(LOG_LINES))
+    }
+
+    fn died(&self) -> GuestError {
+        let stop = lock(&self.vm.stop).clone();
+        let why = match stop {
+            Some(stop) => stop.to_string(),
+            None if lock(&self.vm.log).saw_panic() => "the guest kernel panicked".into(),
+            None => "the guest powered off".into(),
+        };
+        GuestError::Died(why, self.log_tail())
+    }
+
+    /// Moves host stdin into the guest while it keeps up; true once EOF is passed on.
+    fn pump_stdin(&self, stdin: &Receiver<Input>) -> bool {
+        let mut console = lock(&self.vm.console);
+        while console.device.pending(PORT_STDIN as usize) < RX_HIGH_WATER {
+            match stdin.try_recv() {
+                Ok(Input::Data(d)) => console.device.send(PORT_STDIN as usize, &d),
+                Ok(Input::Eof) | Err(TryRecvError::Disconnected) => {
+                    console.device.close(PORT_STDIN as usize);
+                    return true;
+                }
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        false
+    }
+
+    /// Writes what the guest sent to the host's streams and handles control
+    /// messages; returns the exit status once the workload has finished.
+    fn pump_output(&mut self) -> Result<Option<i32>, GuestError> {
+        let output = lock(&self.vm.console).device.take_output();
+        for (port, data) in output {
+            match port as u32 {
+                PORT_STDOUT => write_stream(&mut std::io::stdout(), &data, &mut self.stdout_open),
+                PORT_STDERR => write_stream(&mut std::io::stderr(), &data, &mut self.stderr_open),
+                PORT_CONTROL => {
+                    self.decoder.push(&data);
+                    while let Some(msg) = self
+                        .decoder
+                        .next::<GuestMsg>()
+                        .map_err(GuestError::Protocol)?
+                    {
+                        if let Some(status) = self.handle(msg)? {
+                            return Ok(Some(status));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    fn handle(&mut self, msg: GuestMsg) -> Result<Option<i32>, GuestError> {
+        match msg {
+            GuestMsg::Hello { version } if version != PROTOCOL_VERSION => {
+                Err(GuestError::Version(version))
+            }
+            GuestMsg::Hello { .. } if !self.started => {
+                self.started = true;
+                self.send(&HostMsg::Run(self.spec.clone()));
+                Ok(None)
+            }
+            GuestMsg::Error { message } => Err(GuestError::Init(message)),
+            msg => match msg.exit_status() {
+                Some(status) => {
+                    // Everything the workload wrote was queued before guest-init
+                    // reported its end: collect it before returning.
+                    lock(&self.vm.console).device.drain_all();
+                    let rest = lock(&self.vm.console).device.take_output();
+                    for (port, data) in rest {
+                        match port as u32 {
+                            PORT_STDOUT => {
+                                write_stream(&mut std::io::stdout(), &data, &mut self.stdout_open)
+                            }
+                            PORT_STDERR => {
+                                write_stream(&mut std::io::stderr(), &data, &mut self.stderr_open)
+                            }
+                            _ => {}
+                        }
+                    }
+                    if let GuestMsg::SpawnFailed { message, .. } = &msg {
+                        eprintln!("cella: {message}");
+                    }
+                    Ok(Some(status))
+                }
+                None => Err(GuestError::Unexpected(Box::new(msg))),
+            },
+        }
+    }
+}
+
+/// Writes to a host stream; once the reader is gone, output is dropped
+/// rather than stopping the workload.
+fn write_stream(w: &mut impl Write, data: &[u8], open: &mut bool) {
+    if *open && (w.write_all(data).is_err() || w.flush().is_err()) {
+        *open = false;
+    }
+}

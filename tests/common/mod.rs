@@ -1,0 +1,167 @@
+//! Shared helpers for the end-to-end tests: locate the built guest assets,
+//! make throwaway projects and run the real `cella` binary with a timeout.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TIMEOUT: Duration = Duration::from_secs(600);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The kernel, guest-init and base rootfs the tests boot, or None (with a
+/// note) when this machine can't run them. With CELLA_REQUIRE_KVM=1 a
+/// missing piece fails the test instead.
+pub struct Assets {
+    pub kernel: PathBuf,
+    pub init: PathBuf,
+    pub rootfs: PathBuf,
+}
+
+pub fn assets() -> Option<Assets> {
+    let from_env =
+        |var: &str, default: PathBuf| std::env::var_os(var).map(PathBuf::from).unwrap_or(default);
+    let a = Assets {
+        kernel: from_env("CELLA_KERNEL", repo().join("target/release/cella-vmlinux")),
+        init: from_env(
+            "CELLA_GUEST_INIT",
+            repo().join("target/release/cella-guest-init"),
+        ),
+        rootfs: from_env("CELLA_TEST_ROOTFS", repo().join("images/busybox.tar")),
+    };
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let missing: Vec<String> = [&a.kernel, &a.init, &a.rootfs]
+        .iter()
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .chain((!kvm).then(|| "/dev/kvm".to_string()))
+        .collect();
+    if missing.is_empty() {
+        return Some(a);
+    }
+    let msg = format!(
+        "cannot boot guests, missing: {} (run ./setup.sh first)",
+        missing.join(", ")
+    );
+    if std::env::var("CELLA_REQUIRE_KVM").as_deref() == Ok("1") {
+        panic!("{msg}");
+    }
+    eprintln!("skipping: {msg}");
+    None
+}
+
+/// A throwaway project whose `base` container is the test rootfs.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub assets: Assets,
+}
+
+impl Project {
+    pub fn new(assets: Assets, commands: &str) -> Project {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink(&assets.rootfs, dir.path().join("rootfs.tar")).expect("symlink");
+        let yaml = format!(
+            "containers:\n  base:\n    setup:\n    - !Tar {{ url: ./rootfs.tar }}\ncommands:\n{commands}"
+        );
+        std::fs::write(dir.path().join("cella.yaml"), yaml).expect("write cella.yaml");
+        Project { dir, assets }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cella(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cella"));
+        c.current_dir(self.path())
+            .env("CELLA_KERNEL", &self.assets.kernel)
+            .env("CELLA_GUEST_INIT", &self.assets.init)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Runs cella with `args`, feeding `stdin`, and waits (bounded).
+    pub fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = self.cella();
+        cmd.args(args);
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd.spawn().expect("spawn cella");
+        if let Some(data) = stdin {
+            let mut w = child.stdin.take().expect("stdin");
+            let data = data.to_vec();
+            std::thread::spawn(move || {
+                let _ = w.write_all(&data);
+            });
+        }
+        wait_output(child, TIMEOUT)
+    }
+}
+
+/// Collects a child's output, killing it if it outlives `timeout`.
+pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    let t_out = read_all(child.stdout.take());
+    let t_err = read_all(child.stderr.take());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("cella did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: t_out.join().expect("stdout thread"),
+        stderr: t_err.join().expect("stderr thread"),
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Lists every file under `dir`, for "nothing written outside" checks.
+pub fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn read_all<R: std::io::Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(mut r) = r {
+            let _ = r.read_to_end(&mut v);
+        }
+        v
+    })
+}

@@ -21,12 +21,8 @@ const EMULATED_HOST_PARAMS: &str = "cella_pvm noxsave \
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("{at}: {source}")]
-    Image {
-        at: String,
-        #[source]
-        source: ImageError,
-    },
+    #[error(transparent)]
+    Image(#[from] StepError),
     #[error("container \"{0}\" has no !Tar step to start from")]
     NoBase(String),
     #[error(
@@ -43,6 +39,26 @@ pub enum RunError {
     Vm(#[from] VmError),
     #[error(transparent)]
     Guest(#[from] GuestError),
+}
+
+/// A setup step failed: one line naming the step's place in cella.yaml and
+/// what went wrong; deeper causes follow in the chain.
+#[derive(Debug)]
+pub struct StepError {
+    at: String,
+    source: ImageError,
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.at, self.source)
+    }
+}
+
+impl std::error::Error for StepError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.source()
+    }
 }
 
 /// Options from the command line that shape a run.
@@ -115,14 +131,15 @@ fn container_image(config: &Config, container: &str) -> Result<PathBuf, RunError
         return Err(RunError::NoBase(container.to_string()));
     };
     let images = state_dir(config).join("images");
-    image::image_from_tar(&images, path).map_err(|source| RunError::Image {
+    let image = image::image_from_tar(&images, path).map_err(|source| StepError {
         at: format!(
             "{}:{}: containers.{container}.setup[{i}]",
             config.path.display(),
             pos
         ),
         source,
-    })
+    })?;
+    Ok(image)
 }
 
 fn boot_timeout() -> Duration {
@@ -181,7 +198,14 @@ fn boot_and_run(disks: Vec<PathBuf>, spec: RunSpec, opts: &RunOptions) -> Result
         ports: PORT_NAMES.iter().map(|s| s.to_string()).collect(),
     };
     let vm = vmm::build_and_start(&vm_spec)?;
-    match guest::run(&vm, spec, boot_timeout())? {
+    let outcome = guest::run(&vm, spec, boot_timeout())?;
+    // For bench/: how much host memory the VMM itself costs.
+    if std::env::var_os("CELLA_STATS").is_some() {
+        if let Some((peak, guest)) = vm.memory_stats() {
+            eprintln!("cella-stats: peak_rss_kib={peak} guest_touched_kib={guest}");
+        }
+    }
+    match outcome {
         Outcome::Status(status) => Ok(status),
         Outcome::Interrupted(sig) => Ok(128 + sig),
     }

@@ -345,7 +345,8 @@ impl Decoder<'_> {
                 message: format!("only local paths are supported, not \"{url}\""),
             });
         }
-        let file = self.project_dir.join(&url);
+        // `components()` drops the `.` segments, so messages show a clean path.
+        let file: std::path::PathBuf = self.project_dir.join(&url).components().collect();
         match std::fs::metadata(&file) {
             Ok(meta) if meta.is_file() => {}
             Ok(_) => return Err(ConfigError::NotAFile { at, path: file }),

@@ -31,6 +31,10 @@ pub const FORWARDED_SIGNALS: [i32; 6] = [
     libc::SIGUSR2,
 ];
 
+/// The third SIGINT/SIGTERM/SIGQUIT stops the VM even if the workload
+/// ignores them (as `docker compose` does on a third Ctrl-C).
+const FORCE_STOP_AFTER: u32 = 3;
+
 /// How many kernel log lines an error report shows.
 const LOG_LINES: usize = 20;
 
@@ -211,6 +215,7 @@ pub fn run(vm: &Vm, spec: RunSpec, boot_timeout: Duration) -> Result<Outcome, Gu
         stderr_open: true,
     };
     let mut stdin_done = false;
+    let mut stop_requests = 0;
     let mut events = vec![EpollEvent::default(); 32];
     loop {
         let n = match epoll.wait(-1, &mut events) {
@@ -236,17 +241,23 @@ pub fn run(vm: &Vm, spec: RunSpec, boot_timeout: Duration) -> Result<Outcome, Gu
                         if !session.started {
                             return Ok(Outcome::Interrupted(sig));
                         }
+                        if [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT].contains(&sig) {
+                            stop_requests += 1;
+                        }
+                        if stop_requests >= FORCE_STOP_AFTER {
+                            eprintln!("cella: stopping the VM ({stop_requests} stop signals)");
+                            return Ok(Outcome::Interrupted(sig));
+                        }
                         session.send(&HostMsg::Signal(sig));
                     }
                 }
-                Some(Token::BootTimer) => {
-                    if !session.started {
-                        return Err(GuestError::BootTimeout(
-                            boot_timeout.as_secs(),
-                            session.log_tail(),
-                        ));
-                    }
+                Some(Token::BootTimer) if !session.started => {
+                    return Err(GuestError::BootTimeout(
+                        boot_timeout.as_secs(),
+                        session.log_tail(),
+                    ));
                 }
+                Some(Token::BootTimer) => {}
                 None => {}
             }
         }

@@ -99,6 +99,8 @@ pub struct Vm {
     pub vcpu_stopped: EventFd,
     pub stop: Arc<Mutex<Option<VcpuStop>>>,
     pub log: Arc<Mutex<ConsoleLog>>,
+    /// Host address of guest RAM, for memory accounting.
+    guest_ram_host: u64,
     // Held so the VM and its memory outlive the vCPU threads' use of them.
     _vm: VmFd,
     _mem: GuestMemoryMmap,
@@ -190,6 +192,7 @@ pub fn build_and_start(spec: &VmSpec) -> Result<Vm, VmError> {
     let mem_size = u64::from(spec.mem_mib.max(64)) << 20;
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size as usize)])
         .map_err(|e| VmError::Memory(spec.mem_mib, e))?;
+    let mut guest_ram_host = 0;
     for (slot, region) in mem.iter().enumerate() {
         let host = region
             .get_host_address(vm_memory::MemoryRegionAddress(0))
@@ -201,6 +204,9 @@ pub fn build_and_start(spec: &VmSpec) -> Result<Vm, VmError> {
             memory_size: region.len(),
             userspace_addr: host as u64,
         };
+        if slot == 0 {
+            guest_ram_host = host as u64;
+        }
         // SAFETY: the region is a live mmap owned by `mem`, which the returned
         // Vm keeps alive for as long as the VM (and its vCPUs) can run.
         unsafe { vm.set_user_memory_region(region_desc) }.map_err(VmError::Kvm)?;
@@ -280,8 +286,29 @@ pub fn build_and_start(spec: &VmSpec) -> Result<Vm, VmError> {
         vcpu_stopped,
         stop,
         log,
+        guest_ram_host,
         _vm: vm,
         _mem: mem,
         _threads: threads,
     })
+}
+
+impl Vm {
+    /// The process's peak RSS and how much of it is guest RAM the guest
+    /// touched, in KiB (from /proc/self/status and /proc/self/smaps).
+    pub fn memory_stats(&self) -> Option<(u64, u64)> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let peak = kib_field(&status, "VmHWM:")?;
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let start = format!("{:x}-", self.guest_ram_host);
+        let mapping = smaps.split_once(&format!("\n{start}")).map(|(_, m)| m)?;
+        let guest = kib_field(mapping, "Rss:")?;
+        Some((peak, guest))
+    }
+}
+
+/// The number after `name` on its line, in a /proc file that counts in kB.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].split_whitespace().next()?.parse().ok()
 }

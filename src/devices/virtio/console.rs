@@ -63,6 +63,9 @@ struct Port {
     rx: VecDeque<u8>,
     /// The guest driver has set the port up (PORT_READY).
     ready: bool,
+    /// A guest process has the port open. The guest driver drops data that
+    /// arrives on a port nobody has open, so host data waits for this.
+    guest_open: bool,
     /// We told the guest the host end is open.
     host_open: bool,
     /// The host end should close once `rx` drains.
@@ -156,7 +159,7 @@ impl Console {
         let Some(p) = self.ports.get_mut(port) else {
             return;
         };
-        if !p.ready {
+        if !p.ready || !p.guest_open {
             return;
         }
         let queue = &mut live.queues[rx_queue(port)];
@@ -266,7 +269,13 @@ impl Console {
                     }
                 }
                 PORT_READY if value == 1 => self.port_ready(id),
-                _ => {} // PORT_OPEN from the guest: its side opened or closed
+                PORT_OPEN => {
+                    if let Some(p) = self.ports.get_mut(id) {
+                        p.guest_open = value == 1;
+                    }
+                    self.flush_rx(id);
+                }
+                _ => {}
             }
         }
         self.flush_control();
@@ -482,6 +491,11 @@ mod tests {
         let mut name = ctrl(1, PORT_NAME, 1);
         name.extend_from_slice(b"in");
         assert_eq!(g.used(CONTROL_RX), vec![name, ctrl(1, PORT_OPEN, 1)]);
+        // Data waits until a guest process opens the port: the driver
+        // would drop it before.
+        assert!(g.used(rx_queue(1)).is_empty());
+        g.post(CONTROL_TX, 0, Some(&ctrl(1, PORT_OPEN, 1)));
+        dev.queue_notify(CONTROL_TX);
         assert_eq!(g.used(rx_queue(1)), vec![b"earl".to_vec(), b"y ".to_vec()]);
 
         // More data waits for buffers; EOF is only sent once it is all taken.

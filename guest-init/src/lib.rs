@@ -18,8 +18,12 @@ pub const PORT_STDERR: u32 = 3;
 pub const NUM_PORTS: u32 = 4;
 
 /// Names the host gives the ports (guest side: /sys/class/virtio-ports/*/name).
-pub const PORT_NAMES: [&str; NUM_PORTS as usize] =
-    ["cella.control", "cella.stdin", "cella.stdout", "cella.stderr"];
+pub const PORT_NAMES: [&str; NUM_PORTS as usize] = [
+    "cella.control",
+    "cella.stdin",
+    "cella.stdout",
+    "cella.stderr",
+];
 
 /// What the workload runs as and where: everything the guest needs to know
 /// about one run, sent by the host after the guest's hello.
@@ -58,15 +62,26 @@ pub enum SpawnFailure {
 /// Messages from the guest to the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GuestMsg {
-    Hello { version: u32 },
+    Hello {
+        version: u32,
+    },
     /// The workload exited with this status.
-    Exited { code: i32 },
+    Exited {
+        code: i32,
+    },
     /// The workload was killed by this signal.
-    Killed { signal: i32 },
+    Killed {
+        signal: i32,
+    },
     /// exec of the workload failed.
-    SpawnFailed { kind: SpawnFailure, message: String },
+    SpawnFailed {
+        kind: SpawnFailure,
+        message: String,
+    },
     /// guest-init itself failed; the run cannot go on.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 impl GuestMsg {
@@ -76,8 +91,14 @@ impl GuestMsg {
             GuestMsg::Hello { .. } => None,
             GuestMsg::Exited { code } => Some(*code),
             GuestMsg::Killed { signal } => Some(128 + signal),
-            GuestMsg::SpawnFailed { kind: SpawnFailure::NotFound, .. } => Some(127),
-            GuestMsg::SpawnFailed { kind: SpawnFailure::NotExecutable, .. } => Some(126),
+            GuestMsg::SpawnFailed {
+                kind: SpawnFailure::NotFound,
+                ..
+            } => Some(127),
+            GuestMsg::SpawnFailed {
+                kind: SpawnFailure::NotExecutable,
+                ..
+            } => Some(126),
             GuestMsg::Error { .. } => Some(125),
         }
     }
@@ -124,6 +145,7 @@ impl Decoder {
     }
 
     /// The next complete message, if one has arrived.
+    #[allow(clippy::should_implement_trait)] // fallible and generic: not an Iterator
     pub fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, DecodeError> {
         match self.buf.iter().position(|&b| b == b'\n') {
             Some(end) => {
@@ -176,11 +198,19 @@ mod tests {
     #[test]
     fn guest_messages_round_trip_and_map_to_statuses() {
         let msgs = vec![
-            GuestMsg::Hello { version: PROTOCOL_VERSION },
+            GuestMsg::Hello {
+                version: PROTOCOL_VERSION,
+            },
             GuestMsg::Exited { code: 3 },
             GuestMsg::Killed { signal: 9 },
-            GuestMsg::SpawnFailed { kind: SpawnFailure::NotFound, message: "x".into() },
-            GuestMsg::SpawnFailed { kind: SpawnFailure::NotExecutable, message: "y".into() },
+            GuestMsg::SpawnFailed {
+                kind: SpawnFailure::NotFound,
+                message: "x".into(),
+            },
+            GuestMsg::SpawnFailed {
+                kind: SpawnFailure::NotExecutable,
+                message: "y".into(),
+            },
         ];
         let mut d = Decoder::default();
         for m in &msgs {
@@ -191,7 +221,10 @@ mod tests {
             .map(|_| d.next::<GuestMsg>().expect("decode").expect("message"))
             .map(|m| m.exit_status())
             .collect();
-        assert_eq!(statuses, vec![None, Some(3), Some(137), Some(127), Some(126)]);
+        assert_eq!(
+            statuses,
+            vec![None, Some(3), Some(137), Some(127), Some(126)]
+        );
     }
 
     #[test]

@@ -1,1 +1,119 @@
-fn main() {}
+//! guest-init: PID 1 of a cella microVM. Finds the host's ports, says hello,
+//! takes a `RunSpec`, builds the workload's root, runs it, reports how it
+//! ended and powers off. It never exits: PID 1 exiting panics the kernel.
+
+// std's runtime setup (lang_start) is skipped on purpose: it aborts when
+// fds 0..=2 are closed and /dev/null cannot be opened, which is exactly how
+// the kernel starts PID 1 from an initramfs without /dev/console.
+#![cfg_attr(not(test), no_main)]
+
+mod control;
+mod mounts;
+mod ports;
+mod spawn;
+mod supervise;
+mod sys;
+
+use guest_init::{GuestMsg, HostMsg, RunSpec, PROTOCOL_VERSION};
+
+use control::Control;
+use supervise::ChildSignals;
+
+/// The C entry point, called by glibc's startup code.
+#[cfg(not(test))]
+#[no_mangle]
+extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    pid1()
+}
+
+/// Unused: the test harness brings its own main.
+#[cfg(test)]
+fn main() {
+    pid1()
+}
+
+fn pid1() -> ! {
+    // A panic's message goes to the console; the run ends with an Error below.
+    std::panic::set_hook(Box::new(|info| console(&info.to_string())));
+    let mut control = None;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut control)))
+        .unwrap_or_else(|_| Err("guest-init panicked".into()));
+    let msg = outcome.unwrap_or_else(|message| {
+        console(&message);
+        GuestMsg::Error { message }
+    });
+    if let Some(control) = &control {
+        if let Err(e) = control.send_final(&msg) {
+            console(&sys::describe("sending the final message", &e));
+        }
+    }
+    power_off()
+}
+
+/// Everything up to the run's final message; `Err` is a failure of guest-init itself.
+fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
+    mounts::early().map_err(|e| format!("early mounts: {e}"))?;
+    sys::fill_stdio().map_err(|e| sys::describe("opening /dev/null", &e))?;
+    let ports = ports::open_all().map_err(|e| e.to_string())?;
+    let control = control_slot.insert(Control::new(ports.control));
+    control
+        .send(&GuestMsg::Hello {
+            version: PROTOCOL_VERSION,
+        })
+        .map_err(|e| sys::describe("sending hello", &e))?;
+    let spec = wait_for_run(control)?;
+
+    mounts::switch_root(&spec.rootfs_device, &spec.hostname)
+        .map_err(|e| format!("preparing the root filesystem: {e}"))?;
+    let signals = ChildSignals::new().map_err(|e| sys::describe("signalfd", &e))?;
+    let pid = match spawn::spawn(&spec, &ports) {
+        Ok(pid) => pid,
+        Err(msg) => return Ok(msg),
+    };
+    // The workload holds the stdio ports now; the host sees them close with it.
+    for fd in [ports.stdin, ports.stdout, ports.stderr] {
+        sys::close(fd);
+    }
+    supervise::supervise(pid, control, &signals)
+}
+
+/// Reads control messages until the host says what to run.
+fn wait_for_run(control: &mut Control) -> Result<RunSpec, String> {
+    loop {
+        match control.recv()? {
+            HostMsg::Run(spec) => return Ok(spec),
+            // Nothing runs yet that a signal could reach.
+            HostMsg::Signal(_) => {}
+        }
+    }
+}
+
+/// Prints a fatal error to the kernel console (the serial port): only for
+/// failures, every byte there is a VM exit.
+fn console(message: &str) {
+    let line = format!("cella guest-init: {message}\n");
+    for path in ["/dev/console", "/dev/kmsg"] {
+        if let Ok(fd) = sys::open(path, libc::O_WRONLY | libc::O_NOCTTY) {
+            let written = sys::write_all(fd, line.as_bytes(), false);
+            sys::close(fd);
+            if written.is_ok() {
+                return;
+            }
+        }
+    }
+}
+
+/// Powers the VM off. With `reboot=k` the kernel's restart writes 0xFE to
+/// port 0x64, which the VMM treats as power-off.
+fn power_off() -> ! {
+    // SAFETY: reboot has no memory effects; PID 1 has CAP_SYS_BOOT.
+    unsafe {
+        libc::reboot(libc::RB_AUTOBOOT);
+        // Only reached if the restart failed: halt instead of exiting.
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    loop {
+        // SAFETY: pause just sleeps until a signal arrives.
+        unsafe { libc::pause() };
+    }
+}

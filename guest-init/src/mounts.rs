@@ -1,0 +1,152 @@
+//! The initramfs mounts and the workload's root: erofs below, tmpfs-backed overlay on top.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+const LOWER: &str = "/mnt/lower";
+const RW: &str = "/mnt/rw";
+const ROOT: &str = "/mnt/root";
+/// How long to wait for the root block device's node to appear in devtmpfs.
+const DEVICE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Adds what failed to an error, keeping its kind.
+fn ctx(what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), sys::describe(what, &e))
+}
+
+fn mkdir(path: &str, mode: libc::mode_t) -> io::Result<()> {
+    sys::mkdir(path, mode).map_err(|e| ctx(&format!("mkdir {path}"), e))
+}
+
+/// Mounts `fstype` at `target`; EBUSY (already mounted by the kernel) is fine.
+fn mount_fs(
+    fstype: &str,
+    target: &str,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    match sys::mount(fstype, target, Some(fstype), flags, data) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+        other => other.map_err(|e| ctx(&format!("mount {fstype} on {target}"), e)),
+    }
+}
+
+fn move_mount(from: &str, to: &str) -> io::Result<()> {
+    sys::mount(from, to, None, libc::MS_MOVE, None)
+        .map_err(|e| ctx(&format!("move mount {from} to {to}"), e))
+}
+
+const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+
+/// A filesystem mounted inside the workload's root.
+struct RootMount {
+    fstype: &'static str,
+    dir: &'static str,
+    flags: libc::c_ulong,
+    data: &'static str,
+    /// Skipped when the kernel lacks it.
+    optional: bool,
+}
+
+const ROOT_MOUNTS: [RootMount; 4] = [
+    RootMount {
+        fstype: "proc",
+        dir: "/proc",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        optional: false,
+    },
+    RootMount {
+        fstype: "tmpfs",
+        dir: "/tmp",
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: "mode=1777",
+        optional: false,
+    },
+    RootMount {
+        fstype: "tmpfs",
+        dir: "/dev/shm",
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: "mode=1777",
+        optional: false,
+    },
+    RootMount {
+        fstype: "devpts",
+        dir: "/dev/pts",
+        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+        data: "gid=5,mode=620,ptmxmode=666",
+        optional: true,
+    },
+];
+
+/// What guest-init itself needs in the initramfs: sysfs to find the ports
+/// and devtmpfs to open them. /proc and /tmp come with the workload's root.
+pub fn early() -> io::Result<()> {
+    mkdir("/sys", 0o755)?;
+    mount_fs("sysfs", "/sys", NOSUID_NODEV_NOEXEC, None)?;
+    mkdir("/dev", 0o755)?;
+    mount_fs("devtmpfs", "/dev", libc::MS_NOSUID, Some("mode=0755"))
+}
+
+/// Mounts the root device read-only, waiting briefly for its device node.
+fn mount_lower(device: &str) -> io::Result<()> {
+    let deadline = Instant::now() + DEVICE_TIMEOUT;
+    loop {
+        match sys::mount(device, LOWER, Some("erofs"), libc::MS_RDONLY, None) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && Instant::now() < deadline => {
+                sys::sleep_ms(5)
+            }
+            other => return other.map_err(|e| ctx(&format!("mount erofs {device} on {LOWER}"), e)),
+        }
+    }
+}
+
+/// Builds the overlay root from `device`, moves /sys and /dev into it, and
+/// makes it the root of guest-init (and so of the workload).
+pub fn switch_root(device: &str, hostname: &str) -> io::Result<()> {
+    for dir in ["/mnt", LOWER, RW, ROOT] {
+        mkdir(dir, 0o755)?;
+    }
+    mount_lower(device)?;
+    mount_fs(
+        "tmpfs",
+        RW,
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    mkdir(&format!("{RW}/upper"), 0o755)?;
+    mkdir(&format!("{RW}/work"), 0o755)?;
+    let opts = format!("lowerdir={LOWER},upperdir={RW}/upper,workdir={RW}/work");
+    sys::mount("overlay", ROOT, Some("overlay"), 0, Some(&opts))
+        .map_err(|e| ctx(&format!("mount overlay on {ROOT}"), e))?;
+
+    for dir in ["proc", "sys", "dev", "tmp"] {
+        mkdir(&format!("{ROOT}/{dir}"), 0o755)?;
+    }
+    move_mount("/sys", &format!("{ROOT}/sys"))?;
+    move_mount("/dev", &format!("{ROOT}/dev"))?;
+    for m in ROOT_MOUNTS {
+        let target = format!("{ROOT}{}", m.dir);
+        if m.dir.starts_with("/dev/") {
+            mkdir(&target, 0o755)?;
+        }
+        match sys::mount(m.fstype, &target, Some(m.fstype), m.flags, Some(m.data)) {
+            // A kernel without UNIX98 ptys: the workload just gets none.
+            Err(e) if m.optional && e.raw_os_error() == Some(libc::ENODEV) => {}
+            other => other.map_err(|e| ctx(&format!("mount {} on {target}", m.fstype), e))?,
+        }
+    }
+
+    // As switch_root does: the new root replaces the initramfs at /.
+    sys::chdir(ROOT).map_err(|e| ctx(&format!("chdir {ROOT}"), e))?;
+    move_mount(".", "/")?;
+    sys::chroot(".").map_err(|e| ctx("chroot", e))?;
+    sys::chdir("/").map_err(|e| ctx("chdir /", e))?;
+
+    if !hostname.is_empty() {
+        sys::sethostname(hostname).map_err(|e| ctx(&format!("sethostname {hostname:?}"), e))?;
+    }
+    Ok(())
+}

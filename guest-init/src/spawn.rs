@@ -1,0 +1,476 @@
+//! Starts the workload: fork, set up its session, stdio, credentials and
+//! directory, then exec with a PATH search over the workload's own env.
+//! A close-on-exec pipe carries the child's failure (stage and errno) back.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+
+use guest_init::{GuestMsg, RunSpec, SpawnFailure};
+
+use crate::ports::Ports;
+use crate::sys;
+
+/// PATH when the workload's env has none (as Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where in the child a failure happened, sent as the first word on the pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+enum Stage {
+    Stdio = 1,
+    Credentials = 2,
+    Chdir = 3,
+    Exec = 4,
+}
+
+impl Stage {
+    fn from_i32(v: i32) -> Option<Stage> {
+        [Stage::Stdio, Stage::Credentials, Stage::Chdir, Stage::Exec]
+            .into_iter()
+            .find(|s| *s as i32 == v)
+    }
+}
+
+/// The files to try for `prog`, in order: `prog` itself when it has a `/`,
+/// else each PATH entry joined with it (an empty entry is the current directory).
+pub fn candidates(prog: &str, path: &str) -> Vec<String> {
+    if prog.is_empty() {
+        return Vec::new();
+    }
+    if prog.contains('/') {
+        return vec![prog.to_string()];
+    }
+    path.split(':')
+        .map(|dir| match dir {
+            "" => prog.to_string(),
+            dir => format!("{}/{prog}", dir.trim_end_matches('/')),
+        })
+        .collect()
+}
+
+/// The PATH the workload's own environment sets, else the default.
+pub fn search_path(env: &[(String, String)]) -> &str {
+    env.iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or(DEFAULT_PATH, |(_, v)| v.as_str())
+}
+
+/// How an exec errno is reported to the host.
+pub fn failure_kind(errno: i32) -> SpawnFailure {
+    match errno {
+        libc::ENOENT | libc::ENOTDIR => SpawnFailure::NotFound,
+        _ => SpawnFailure::NotExecutable,
+    }
+}
+
+/// Whether a PATH search goes on to the next entry after this exec errno
+/// (as glibc's execvp: a missing or unreadable entry is skipped).
+fn search_continues(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ENOENT | libc::ENOTDIR | libc::EACCES | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT
+    )
+}
+
+/// The final message for a child that failed at `stage` with `errno`.
+fn failure_message(stage: Stage, errno: i32, spec: &RunSpec, prog: &str) -> GuestMsg {
+    let text = sys::strerror(errno);
+    match stage {
+        Stage::Exec => GuestMsg::SpawnFailed {
+            kind: failure_kind(errno),
+            message: format!("{prog}: {text}"),
+        },
+        Stage::Chdir => GuestMsg::Error {
+            message: format!("chdir {}: {text}", spec.cwd),
+        },
+        Stage::Credentials => GuestMsg::Error {
+            message: format!("setting uid {} gid {}: {text}", spec.uid, spec.gid),
+        },
+        Stage::Stdio => GuestMsg::Error {
+            message: format!("setting up the workload's stdio: {text}"),
+        },
+    }
+}
+
+/// Everything the child needs, allocated before fork (the child must not allocate).
+struct Prepared {
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _env: Vec<CString>,
+    env_ptrs: Vec<*const libc::c_char>,
+    files: Vec<CString>,
+    cwd: CString,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain([std::ptr::null()])
+        .collect()
+}
+
+impl Prepared {
+    fn new(spec: &RunSpec) -> io::Result<Prepared> {
+        let prog = spec.argv.first().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the run spec has an empty argv",
+            )
+        })?;
+        let argv = spec
+            .argv
+            .iter()
+            .map(|a| sys::cstring(a))
+            .collect::<io::Result<Vec<_>>>()?;
+        let env = spec
+            .env
+            .iter()
+            .map(|(k, v)| {
+                if k.is_empty() || k.contains('=') {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("invalid environment variable name {k:?}"),
+                    ));
+                }
+                sys::cstring(&format!("{k}={v}"))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let files = candidates(prog, search_path(&spec.env))
+            .iter()
+            .map(|f| sys::cstring(f))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Prepared {
+            argv_ptrs: null_terminated(&argv),
+            _argv: argv,
+            env_ptrs: null_terminated(&env),
+            _env: env,
+            files,
+            cwd: sys::cstring(&spec.cwd)?,
+            uid: spec.uid,
+            gid: spec.gid,
+        })
+    }
+}
+
+/// Starts the workload. On success the pid; on failure the final message
+/// for the host (the failed child is already reaped).
+pub fn spawn(spec: &RunSpec, ports: &Ports) -> Result<libc::pid_t, GuestMsg> {
+    let error = |what: &str, e: io::Error| GuestMsg::Error {
+        message: sys::describe(what, &e),
+    };
+    let prepared = Prepared::new(spec).map_err(|e| GuestMsg::Error {
+        message: e.to_string(),
+    })?;
+    let prog = spec.argv.first().map_or("", String::as_str);
+
+    let mut pipe = [0; 2];
+    // SAFETY: pipe writes two fds into the array we pass.
+    sys::check(unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) })
+        .map_err(|e| error("pipe", e))?;
+    let [read_end, write_end] = pipe;
+
+    // SAFETY: guest-init is single-threaded; the child only makes
+    // async-signal-safe calls on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: we are the freshly forked child; see child().
+        unsafe { child(&prepared, ports, write_end) }
+    }
+    sys::close(write_end);
+    if pid < 0 {
+        sys::close(read_end);
+        return Err(error("fork", io::Error::last_os_error()));
+    }
+
+    let mut report = [0u8; 8];
+    let mut got = 0;
+    while got < report.len() {
+        match sys::read(read_end, &mut report[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    sys::close(read_end);
+    if got == 0 {
+        return Ok(pid); // exec succeeded: the pipe closed with no report
+    }
+    reap(pid);
+    let word =
+        |i: usize| i32::from_ne_bytes([report[i], report[i + 1], report[i + 2], report[i + 3]]);
+    match (got, Stage::from_i32(word(0))) {
+        (8, Some(stage)) => Err(failure_message(stage, word(4), spec, prog)),
+        _ => Err(GuestMsg::Error {
+            message: "the workload's child process failed to report".into(),
+        }),
+    }
+}
+
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child; status is a valid out-pointer.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+    {}
+}
+
+/// The forked child: never returns.
+///
+/// # Safety
+/// Must only be called in the child right after fork; it makes only
+/// async-signal-safe calls and does not allocate.
+unsafe fn child(p: &Prepared, ports: &Ports, report: RawFd) -> ! {
+    let errno = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
+    let fail = |stage: Stage, errno: i32| -> ! {
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&(stage as i32).to_ne_bytes());
+        msg[4..].copy_from_slice(&errno.to_ne_bytes());
+        // SAFETY: msg is valid for 8 bytes; _exit skips the parent's atexit
+        // handlers and destructors, as a forked child must.
+        unsafe {
+            libc::write(report, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127)
+        }
+    };
+
+    // SAFETY: plain syscalls on values we own; sigset is initialised by sigemptyset.
+    unsafe {
+        // guest-init blocks SIGCHLD; Rust's runtime, where it ran (tests), ignores SIGPIPE.
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+
+        if libc::setsid() < 0 {
+            fail(Stage::Stdio, errno());
+        }
+        // The port fds are above 2 and close-on-exec; dup2 clears that flag on the copies.
+        for (fd, target) in [(ports.stdin, 0), (ports.stdout, 1), (ports.stderr, 2)] {
+            if libc::dup2(fd, target) < 0 {
+                fail(Stage::Stdio, errno());
+            }
+        }
+        let switch_user = p.uid != 0 || p.gid != 0;
+        if switch_user
+            && (libc::setgroups(1, &p.gid) < 0
+                || libc::setgid(p.gid) < 0
+                || libc::setuid(p.uid) < 0)
+        {
+            fail(Stage::Credentials, errno());
+        }
+        if libc::chdir(p.cwd.as_ptr()) < 0 {
+            fail(Stage::Chdir, errno());
+        }
+
+        let mut result = libc::ENOENT;
+        let mut saw_eacces = false;
+        for file in &p.files {
+            libc::execve(file.as_ptr(), p.argv_ptrs.as_ptr(), p.env_ptrs.as_ptr());
+            result = errno();
+            if !search_continues(result) {
+                break;
+            }
+            saw_eacces |= result == libc::EACCES;
+        }
+        if saw_eacces && search_continues(result) {
+            result = libc::EACCES;
+        }
+        fail(Stage::Exec, result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(argv: &[&str]) -> RunSpec {
+        RunSpec {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: vec![],
+            cwd: "/work".into(),
+            uid: 1000,
+            gid: 100,
+            hostname: "h".into(),
+            rootfs_device: "/dev/vda".into(),
+        }
+    }
+
+    #[test]
+    fn path_search_candidates() {
+        assert_eq!(
+            candidates("sh", "/bin:/usr/bin/"),
+            vec!["/bin/sh", "/usr/bin/sh"]
+        );
+        assert_eq!(candidates("./x", "/bin"), vec!["./x"]);
+        assert_eq!(candidates("/bin/sh", "/nope"), vec!["/bin/sh"]);
+        assert_eq!(candidates("t", "/a::/b"), vec!["/a/t", "t", "/b/t"]);
+        assert!(candidates("", "/bin").is_empty());
+    }
+
+    #[test]
+    fn path_comes_from_the_workload_env() {
+        let env = vec![
+            ("HOME".to_string(), "/".to_string()),
+            ("PATH".to_string(), "/opt".to_string()),
+        ];
+        assert_eq!(search_path(&env), "/opt");
+        assert_eq!(search_path(&[]), DEFAULT_PATH);
+    }
+
+    #[test]
+    fn errno_maps_to_failure() {
+        assert_eq!(failure_kind(libc::ENOENT), SpawnFailure::NotFound);
+        assert_eq!(failure_kind(libc::ENOTDIR), SpawnFailure::NotFound);
+        for e in [libc::EACCES, libc::ENOEXEC, libc::EISDIR, libc::ETXTBSY] {
+            assert_eq!(failure_kind(e), SpawnFailure::NotExecutable);
+        }
+    }
+
+    #[test]
+    fn failure_messages() {
+        let s = spec(&["nope", "x"]);
+        assert_eq!(
+            failure_message(Stage::Exec, libc::ENOENT, &s, "nope"),
+            GuestMsg::SpawnFailed {
+                kind: SpawnFailure::NotFound,
+                message: "nope: No such file or directory".into()
+            }
+        );
+        assert_eq!(
+            failure_message(Stage::Chdir, libc::ENOENT, &s, "nope"),
+            GuestMsg::Error {
+                message: "chdir /work: No such file or directory".into()
+            }
+        );
+        assert!(Stage::from_i32(Stage::Exec as i32) == Some(Stage::Exec));
+        assert!(Stage::from_i32(0).is_none());
+    }
+
+    #[test]
+    fn bad_specs_are_rejected_before_fork() {
+        assert!(Prepared::new(&spec(&[])).is_err());
+        assert!(Prepared::new(&spec(&["a\0b"])).is_err());
+        let mut s = spec(&["sh"]);
+        s.env = vec![("A=B".into(), "c".into())];
+        assert!(Prepared::new(&s).is_err());
+        s.env = vec![("A".into(), "b=c".into())];
+        let p = Prepared::new(&s).expect("valid spec");
+        assert_eq!(p.argv_ptrs.len(), 2);
+        assert_eq!(p.env_ptrs.len(), 2);
+        assert_eq!(p.files.len(), DEFAULT_PATH.split(':').count());
+    }
+}
+
+/// Forks real children on the host: the workload side of spawn without a VM.
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+    use crate::supervise::outcome;
+
+    fn pipe() -> (RawFd, RawFd) {
+        let mut p = [0; 2];
+        // SAFETY: pipe2 writes two fds into p.
+        sys::check(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }).expect("pipe");
+        (p[0], p[1])
+    }
+
+    fn read_to_end(fd: RawFd) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n @ 1..) = sys::read(fd, &mut buf) {
+            out.extend_from_slice(&buf[..n]);
+        }
+        sys::close(fd);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Runs `argv` with `cwd`; its status (or the failure message), stdout and stderr.
+    fn run(argv: &[&str], cwd: &str) -> (GuestMsg, String, String) {
+        let spec = RunSpec {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: vec![
+                ("PATH".into(), "/nonexistent:/usr/bin:/bin".into()),
+                ("X".into(), "y z".into()),
+            ],
+            cwd: cwd.into(),
+            uid: 0,
+            gid: 0,
+            hostname: "h".into(),
+            rootfs_device: "/dev/vda".into(),
+        };
+        let (stdin_r, stdin_w) = pipe();
+        let (out_r, out_w) = pipe();
+        let (err_r, err_w) = pipe();
+        let ports = Ports {
+            control: -1,
+            stdin: stdin_r,
+            stdout: out_w,
+            stderr: err_w,
+        };
+        let result = spawn(&spec, &ports);
+        for fd in [stdin_r, stdin_w, out_w, err_w] {
+            sys::close(fd);
+        }
+        let (out, err) = (read_to_end(out_r), read_to_end(err_r));
+        let msg = match result {
+            Ok(pid) => {
+                let mut status = 0;
+                // SAFETY: waiting for our own child; status is a valid out-pointer.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                outcome(status)
+            }
+            Err(msg) => msg,
+        };
+        (msg, out, err)
+    }
+
+    #[test]
+    fn runs_with_separate_streams_env_and_cwd() {
+        let (msg, out, err) = run(
+            &[
+                "sh",
+                "-c",
+                "echo \"$X $(pwd)\"; echo oops >&2; read l; exit 3",
+            ],
+            "/tmp",
+        );
+        assert_eq!(msg, GuestMsg::Exited { code: 3 });
+        assert_eq!(out, "y z /tmp\n");
+        assert_eq!(err, "oops\n");
+    }
+
+    #[test]
+    fn signals_and_missing_programs() {
+        assert_eq!(
+            run(&["sh", "-c", "kill -9 $$"], "/").0,
+            GuestMsg::Killed { signal: 9 }
+        );
+        assert_eq!(
+            run(&["no-such-program"], "/").0,
+            GuestMsg::SpawnFailed {
+                kind: SpawnFailure::NotFound,
+                message: "no-such-program: No such file or directory".into()
+            }
+        );
+        assert!(matches!(
+            run(&["/etc"], "/").0,
+            GuestMsg::SpawnFailed {
+                kind: SpawnFailure::NotExecutable,
+                ..
+            }
+        ));
+        assert_eq!(
+            run(&["sh"], "/no/such/dir").0,
+            GuestMsg::Error {
+                message: "chdir /no/such/dir: No such file or directory".into()
+            }
+        );
+    }
+}

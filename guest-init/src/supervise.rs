@@ -1,0 +1,150 @@
+//! PID 1's main loop while the workload runs: forward the host's signals,
+//! reap every child (orphans included), and report how the workload ended.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use guest_init::{GuestMsg, HostMsg};
+
+use crate::control::Control;
+use crate::sys;
+
+/// SIGCHLD, blocked and read from a signalfd so it can be polled with the control port.
+#[derive(Debug)]
+pub struct ChildSignals {
+    fd: RawFd,
+}
+
+impl ChildSignals {
+    /// Blocks SIGCHLD (the child unblocks it before exec) and opens the signalfd.
+    pub fn new() -> io::Result<ChildSignals> {
+        // SAFETY: the sigset is initialised by sigemptyset before use; the
+        // calls only change this process's signal mask and make an fd.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            sys::check(libc::sigprocmask(
+                libc::SIG_BLOCK,
+                &set,
+                std::ptr::null_mut(),
+            ))?;
+            let fd = sys::check(libc::signalfd(
+                -1,
+                &set,
+                libc::SFD_CLOEXEC | libc::SFD_NONBLOCK,
+            ))?;
+            Ok(ChildSignals { fd })
+        }
+    }
+
+    /// Empties the signalfd (the queued SIGCHLDs carry nothing waitpid won't tell).
+    fn drain(&self) {
+        let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>() * 4];
+        while matches!(sys::read(self.fd, &mut info), Ok(n) if n > 0) {}
+    }
+}
+
+/// The final message for a wait status.
+pub fn outcome(status: libc::c_int) -> GuestMsg {
+    if libc::WIFSIGNALED(status) {
+        GuestMsg::Killed {
+            signal: libc::WTERMSIG(status),
+        }
+    } else {
+        GuestMsg::Exited {
+            code: libc::WEXITSTATUS(status),
+        }
+    }
+}
+
+/// Reaps every child that has exited; the workload's status if it was among them.
+fn reap_all(workload: libc::pid_t) -> Option<libc::c_int> {
+    let mut found = None;
+    loop {
+        let mut status = 0;
+        // SAFETY: status is a valid out-pointer; WNOHANG never blocks.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return found; // 0: children left but none exited; -1: ECHILD
+        }
+        if pid == workload {
+            found = Some(status);
+        }
+    }
+}
+
+fn handle(msg: HostMsg, workload: libc::pid_t) {
+    match msg {
+        HostMsg::Signal(signal) => {
+            // SAFETY: kill has no memory effects; a bad signal number is just EINVAL.
+            unsafe { libc::kill(workload, signal) };
+        }
+        // A second run request makes no sense while one runs; ignore it.
+        HostMsg::Run(_) => {}
+    }
+}
+
+/// Runs until the workload exits; the message that reports how.
+pub fn supervise(
+    workload: libc::pid_t,
+    control: &mut Control,
+    signals: &ChildSignals,
+) -> Result<GuestMsg, String> {
+    loop {
+        while let Some(msg) = control.buffered()? {
+            handle(msg, workload);
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: signals.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                // A negative fd is skipped by poll: the host has hung up.
+                fd: if control.is_closed() {
+                    -1
+                } else {
+                    control.fd()
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of fds.len() pollfd structs.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if ready < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(sys::describe("poll", &e));
+        }
+        if fds[0].revents != 0 {
+            signals.drain();
+            if let Some(status) = reap_all(workload) {
+                return Ok(outcome(status));
+            }
+        }
+        if fds[1].revents != 0 {
+            control.fill()?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_statuses_map_to_messages() {
+        assert_eq!(outcome(3 << 8), GuestMsg::Exited { code: 3 });
+        assert_eq!(outcome(0), GuestMsg::Exited { code: 0 });
+        assert_eq!(outcome(libc::SIGKILL), GuestMsg::Killed { signal: 9 });
+        assert_eq!(
+            outcome(libc::SIGSEGV | 0x80),
+            GuestMsg::Killed { signal: 11 }
+        );
+    }
+}

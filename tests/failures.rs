@@ -114,9 +114,12 @@ fn link(b: &mut tar::Builder<std::fs::File>, kind: tar::EntryType, name: &str, t
     b.append_link(&mut h, name, target).expect("link");
 }
 
+/// Adds a hostile entry to a tarball being built.
+type AddEntry = dyn FnOnce(&mut tar::Builder<std::fs::File>);
+
 #[test]
 fn hostile_tarballs_are_refused_with_the_step_and_entry() {
-    let cases: [(&str, Box<dyn FnOnce(&mut tar::Builder<std::fs::File>)>); 3] = [
+    let cases: [(&str, Box<AddEntry>); 3] = [
         (
             "..",
             Box::new(|b| {

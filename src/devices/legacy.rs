@@ -183,7 +183,7 @@ mod tests {
         let log = ConsoleLog::new(false);
         let mut s = Serial::new(log.clone());
         s.write(3, &[DLAB]);
-        s.write(0, &[b'x']);
+        s.write(0, b"x");
         s.write(3, &[0x03]);
         assert!(lock(&log).last_lines(5).is_empty());
     }

@@ -77,7 +77,7 @@ fn header(
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -115,6 +115,6 @@ mod tests {
             listing.contains("-rwxr-xr-x") && listing.contains("init"),
             "{listing}"
         );
-        assert_eq!(archive.len() % 4, 0);
+        assert!(archive.len().is_multiple_of(4));
     }
 }

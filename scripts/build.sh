@@ -26,12 +26,12 @@ kernel=$(kernel-config/build.sh)
 
 echo "building guest-init (static)" >&2
 RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release --locked -q -p guest-init --target x86_64-unknown-linux-gnu >&2
+    cargo build --profile guest --locked -q -p guest-init --target x86_64-unknown-linux-gnu >&2
 echo "building cella" >&2
 cargo build --release --locked -q -p cella >&2
 
 install -m 0644 "$kernel" target/release/cella-vmlinux
-install -m 0755 target/x86_64-unknown-linux-gnu/release/guest-init target/release/cella-guest-init
+install -m 0755 target/x86_64-unknown-linux-gnu/guest/guest-init target/release/cella-guest-init
 
 if [[ ! -s images/busybox.tar ]]; then
     echo "building images/busybox.tar" >&2

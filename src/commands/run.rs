@@ -16,8 +16,11 @@ use crate::vmm::{self, VmError, VmSpec};
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Features this host's emulating KVM can't run, and our kernel's switch
 /// for its workarounds (kernel-config/README.md says why each is there).
+/// `erms,fsrm` are not broken, only slow: without them the kernel copies
+/// and clears memory 8 bytes per emulated iteration instead of 1, which
+/// made guest → host streaming 3x faster here.
 const EMULATED_HOST_PARAMS: &str = "cella_pvm noxsave \
-    clearcpuid=popcnt,cx16,rdrand,rdseed,smap,fsgsbase,pcid,invpcid,movbe,avx,aes,pclmulqdq,sha_ni,gfni,vaes,vpclmulqdq";
+    clearcpuid=popcnt,cx16,rdrand,rdseed,smap,fsgsbase,pcid,invpcid,movbe,avx,aes,pclmulqdq,sha_ni,gfni,vaes,vpclmulqdq,erms,fsrm";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -319,26 +319,33 @@ impl Session<'_> {
     /// messages; returns the exit status once the workload has finished.
     fn pump_output(&mut self) -> Result<Option<i32>, GuestError> {
         let output = lock(&self.vm.console).device.take_output();
+        // All stream data of the batch goes out before any control message
+        // is acted on: the final message may be ahead of the workload's last
+        // output in the batch.
+        self.write_streams(output);
+        while let Some(msg) = self
+            .decoder
+            .next::<GuestMsg>()
+            .map_err(GuestError::Protocol)?
+        {
+            if let Some(status) = self.handle(msg)? {
+                return Ok(Some(status));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Copies stdout and stderr data to the host's streams and queues
+    /// control bytes for the decoder.
+    fn write_streams(&mut self, output: Vec<(usize, Vec<u8>)>) {
         for (port, data) in output {
             match port as u32 {
                 PORT_STDOUT => write_stream(&mut std::io::stdout(), &data, &mut self.stdout_open),
                 PORT_STDERR => write_stream(&mut std::io::stderr(), &data, &mut self.stderr_open),
-                PORT_CONTROL => {
-                    self.decoder.push(&data);
-                    while let Some(msg) = self
-                        .decoder
-                        .next::<GuestMsg>()
-                        .map_err(GuestError::Protocol)?
-                    {
-                        if let Some(status) = self.handle(msg)? {
-                            return Ok(Some(status));
-                        }
-                    }
-                }
+                PORT_CONTROL => self.decoder.push(&data),
                 _ => {}
             }
         }
-        Ok(None)
     }
 
     fn handle(&mut self, msg: GuestMsg) -> Result<Option<i32>, GuestError> {
@@ -356,19 +363,12 @@ impl Session<'_> {
                 Some(status) => {
                     // Everything the workload wrote was queued before guest-init
                     // reported its end: collect it before returning.
-                    lock(&self.vm.console).device.drain_all();
-                    let rest = lock(&self.vm.console).device.take_output();
-                    for (port, data) in rest {
-                        match port as u32 {
-                            PORT_STDOUT => {
-                                write_stream(&mut std::io::stdout(), &data, &mut self.stdout_open)
-                            }
-                            PORT_STDERR => {
-                                write_stream(&mut std::io::stderr(), &data, &mut self.stderr_open)
-                            }
-                            _ => {}
-                        }
-                    }
+                    let rest = {
+                        let mut console = lock(&self.vm.console);
+                        console.device.drain_all();
+                        console.device.take_output()
+                    };
+                    self.write_streams(rest);
                     if let GuestMsg::SpawnFailed { message, .. } = &msg {
                         eprintln!("cella: {message}");
                     }

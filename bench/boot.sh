@@ -92,7 +92,7 @@ def row(name, peer_name, peer):
     if peer > 0:
         print(f"| `_run base true`, median | {cella:.3f} s | {peer_name} {peer:.3f} s | {cella/peer:.2f}x |")
     else:
-        print(f"| `_run base true`, median | {cella:.3f} s | {peer_name}: not available | - |")
+        print(f"| `_run base true`, median | {cella:.3f} s | {peer_name}: failed or not installed (see stderr) | - |")
 row("", "QEMU microvm, same kernel+initramfs+rootfs", qemu)
 row("", "crun run", crun)
 row("", "podman run --rm", podman)

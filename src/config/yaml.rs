@@ -75,6 +75,15 @@ fn pos(mark: &Marker) -> Pos {
     }
 }
 
+/// An empty sequence or mapping node, filled as its events arrive.
+fn collection(pos: Pos, tag: Option<&Tag>, value: Value) -> Node {
+    Node {
+        pos,
+        tag: tag_name(tag),
+        value,
+    }
+}
+
 fn tag_name(tag: Option<&Tag>) -> Option<String> {
     let tag = tag?;
     if tag.is_yaml_core_schema() || (tag.handle == "!" && tag.suffix.is_empty()) {
@@ -206,26 +215,14 @@ pub(super) fn parse(text: &str) -> Result<Option<Node>, ParseError> {
                 );
             }
             Event::SequenceStart(anchor, tag) => {
-                let tag = tag_name(tag.as_deref());
-                let value = Value::Seq(Vec::new());
                 b.open(
-                    Node {
-                        pos: at,
-                        tag,
-                        value,
-                    },
+                    collection(at, tag.as_deref(), Value::Seq(Vec::new())),
                     anchor,
                 )?;
             }
             Event::MappingStart(anchor, tag) => {
-                let tag = tag_name(tag.as_deref());
-                let value = Value::Map(Vec::new());
                 b.open(
-                    Node {
-                        pos: at,
-                        tag,
-                        value,
-                    },
+                    collection(at, tag.as_deref(), Value::Map(Vec::new())),
                     anchor,
                 )?;
             }

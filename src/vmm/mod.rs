@@ -54,6 +54,8 @@ pub enum VmError {
     Kvm(#[source] kvm_ioctls::Error),
     #[error("cannot allocate {0} MiB of guest memory")]
     Memory(u32, #[source] vm_memory::mmap::FromRangesError),
+    #[error("{0} MiB of guest memory is more than the {1} MiB supported")]
+    MemoryTooLarge(u32, u64),
     #[error("guest memory access failed")]
     GuestMemory(#[source] vm_memory::GuestMemoryError),
     #[error("cannot open kernel {0}")]
@@ -188,8 +190,11 @@ pub fn build_and_start(spec: &VmSpec) -> Result<Vm, VmError> {
     };
     vm.create_pit2(pit).map_err(VmError::Kvm)?;
 
-    // Memory.
+    // Memory: one region below the MMIO window (no high memory yet).
     let mem_size = u64::from(spec.mem_mib.max(64)) << 20;
+    if mem_size > MMIO_BASE {
+        return Err(VmError::MemoryTooLarge(spec.mem_mib, MMIO_BASE >> 20));
+    }
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size as usize)])
         .map_err(|e| VmError::Memory(spec.mem_mib, e))?;
     let mut guest_ram_host = 0;

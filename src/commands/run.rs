@@ -8,7 +8,7 @@ use std::time::Duration;
 use guest_init::{RunSpec, PORT_NAMES};
 
 use super::{find_asset, state_dir, CommandError};
-use crate::config::{CommandKind, Config, SetupStep};
+use crate::config::{CommandKind, Config, Container, SetupStep};
 use crate::guest::{self, initramfs, GuestError, Outcome};
 use crate::image::{self, ImageError};
 use crate::vmm::{self, VmError, VmSpec};
@@ -105,7 +105,7 @@ pub fn in_container(
             known: config.containers.keys().cloned().collect(),
         });
     };
-    let image = container_image(config, container)?;
+    let image = container_image(config, cont)?;
 
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("PATH".into(), DEFAULT_PATH.into());
@@ -128,17 +128,18 @@ pub fn in_container(
 }
 
 /// The image of a container, built from its tarball if missing.
-fn container_image(config: &Config, container: &str) -> Result<PathBuf, RunError> {
-    let cont = &config.containers[container];
-    let Some((i, SetupStep::Tar { path, pos, .. })) = cont.setup.iter().enumerate().next() else {
-        return Err(RunError::NoBase(container.to_string()));
+/// Only a single `!Tar` step exists so far, so the image is its tarball's.
+fn container_image(config: &Config, cont: &Container) -> Result<PathBuf, RunError> {
+    let Some(SetupStep::Tar { path, pos, .. }) = cont.setup.first() else {
+        return Err(RunError::NoBase(cont.name.clone()));
     };
     let images = state_dir(config).join("images");
     let image = image::image_from_tar(&images, path).map_err(|source| StepError {
         at: format!(
-            "{}:{}: containers.{container}.setup[{i}]",
+            "{}:{}: containers.{}.setup[0]",
             config.path.display(),
-            pos
+            pos,
+            cont.name
         ),
         source,
     })?;

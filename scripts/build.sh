@@ -30,8 +30,13 @@ RUSTFLAGS="-C target-feature=+crt-static" \
 echo "building cella" >&2
 cargo build --release --locked -q -p cella >&2
 
-install -m 0644 "$kernel" target/release/cella-vmlinux
-install -m 0755 target/x86_64-unknown-linux-gnu/guest/guest-init target/release/cella-guest-init
+# Copied only when changed: snapshots are keyed by these files' identity
+# (inode, size, times), so an untouched copy keeps them valid.
+install_if_changed() {
+    cmp -s "$2" "$3" || install -m "$1" "$2" "$3"
+}
+install_if_changed 0644 "$kernel" target/release/cella-vmlinux
+install_if_changed 0755 target/x86_64-unknown-linux-gnu/guest/guest-init target/release/cella-guest-init
 
 if [[ ! -s images/busybox.tar ]]; then
     echo "building images/busybox.tar" >&2

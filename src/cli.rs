@@ -13,6 +13,10 @@ pub struct Cli {
     /// Show the guest kernel's log on stderr.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Boot the guest kernel from scratch instead of restoring a snapshot
+    /// (also CELLA_COLD_BOOT=1).
+    #[arg(long, global = true)]
+    pub cold_boot: bool,
     #[command(subcommand)]
     pub command: Option<Sub>,
 }

@@ -5,4 +5,5 @@ pub mod config;
 pub mod devices;
 pub mod guest;
 pub mod image;
+pub mod snapshot;
 pub mod vmm;

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<i32, CommandError> {
     let opts = run::RunOptions {
         verbose: cli.verbose,
+        cold_boot: cli.cold_boot,
     };
     let config = commands::load_config()?;
     match cli.command {

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Port ids on the multiport virtio-console, in the order the host adds them.
 pub const PORT_CONTROL: u32 = 0;
@@ -39,7 +39,16 @@ pub struct RunSpec {
     pub gid: u32,
     pub hostname: String,
     /// Guest block device holding the read-only root filesystem (erofs).
+    /// It may still be empty when the spec arrives: the host inserts the
+    /// image into a drive of a restored VM just before sending it.
     pub rootfs_device: String,
+    /// The host's wall clock when it sent the spec, in nanoseconds since
+    /// the Unix epoch: a VM restored from a snapshot wakes up with the
+    /// clock of the moment the snapshot was taken.
+    pub realtime_ns: u64,
+    /// Fresh random bytes from the host, mixed into the guest's pool and
+    /// credited, so that no two runs from one snapshot share a seed.
+    pub entropy: Vec<u8>,
 }
 
 /// Messages from the host to the guest.
@@ -65,6 +74,8 @@ pub enum GuestMsg {
     Hello {
         version: u32,
     },
+    /// The workload is running.
+    Started,
     /// The workload exited with this status.
     Exited {
         code: i32,
@@ -88,7 +99,7 @@ impl GuestMsg {
     /// The exit status `cella` returns for this final message, if it is one.
     pub fn exit_status(&self) -> Option<i32> {
         match self {
-            GuestMsg::Hello { .. } => None,
+            GuestMsg::Hello { .. } | GuestMsg::Started => None,
             GuestMsg::Exited { code } => Some(*code),
             GuestMsg::Killed { signal } => Some(128 + signal),
             GuestMsg::SpawnFailed {
@@ -173,6 +184,8 @@ mod tests {
             gid: 0,
             hostname: "cella".into(),
             rootfs_device: "/dev/vda".into(),
+            realtime_ns: 1_700_000_000_000_000_000,
+            entropy: vec![7; 32],
         }
     }
 
@@ -201,6 +214,7 @@ mod tests {
             GuestMsg::Hello {
                 version: PROTOCOL_VERSION,
             },
+            GuestMsg::Started,
             GuestMsg::Exited { code: 3 },
             GuestMsg::Killed { signal: 9 },
             GuestMsg::SpawnFailed {
@@ -223,7 +237,7 @@ mod tests {
             .collect();
         assert_eq!(
             statuses,
-            vec![None, Some(3), Some(137), Some(127), Some(126)]
+            vec![None, None, Some(3), Some(137), Some(127), Some(126)]
         );
     }
 

@@ -10,6 +10,7 @@
 mod control;
 mod mounts;
 mod ports;
+mod refresh;
 mod spawn;
 mod supervise;
 mod sys;
@@ -62,6 +63,8 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
         })
         .map_err(|e| sys::describe("sending hello", &e))?;
     let spec = wait_for_run(control)?;
+    refresh::set_clock(spec.realtime_ns).map_err(|e| sys::describe("setting the clock", &e))?;
+    refresh::add_entropy(&spec.entropy).map_err(|e| sys::describe("seeding /dev/urandom", &e))?;
 
     mounts::switch_root(&spec.rootfs_device, &spec.hostname)
         .map_err(|e| format!("preparing the root filesystem: {e}"))?;
@@ -74,6 +77,9 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
     for fd in [ports.stdin, ports.stdout, ports.stderr] {
         sys::close(fd);
     }
+    control
+        .send(&GuestMsg::Started)
+        .map_err(|e| sys::describe("reporting the start", &e))?;
     supervise::supervise(pid, control, &signals)
 }
 

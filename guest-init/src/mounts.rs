@@ -90,9 +90,34 @@ pub fn early() -> io::Result<()> {
     mount_fs("devtmpfs", "/dev", libc::MS_NOSUID, Some("mode=0755"))
 }
 
+/// Waits until the host has put a disk into `device`'s drive: a restored
+/// VM's drives were probed empty, and the resize arrives as a config
+/// interrupt handled by a kernel worker.
+fn wait_for_media(device: &str, deadline: Instant) -> io::Result<()> {
+    let name = device.rsplit('/').next().unwrap_or(device);
+    let size_file = format!("/sys/class/block/{name}/size");
+    loop {
+        let sectors = sys::read_small_file(&size_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if sectors.is_some_and(|n| n > 0) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let what = match sectors {
+                Some(_) => format!("{device} is still empty"),
+                None => format!("{size_file} is missing"),
+            };
+            return Err(io::Error::new(io::ErrorKind::NotFound, what));
+        }
+        sys::sleep_ms(1);
+    }
+}
+
 /// Mounts the root device read-only, waiting briefly for its device node.
 fn mount_lower(device: &str) -> io::Result<()> {
     let deadline = Instant::now() + DEVICE_TIMEOUT;
+    wait_for_media(device, deadline)?;
     loop {
         match sys::mount(device, LOWER, Some("erofs"), libc::MS_RDONLY, None) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && Instant::now() < deadline => {

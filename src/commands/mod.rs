@@ -2,6 +2,7 @@
 
 pub mod list;
 pub mod run;
+pub mod start;
 
 use std::path::{Path, PathBuf};
 

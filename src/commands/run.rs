@@ -3,24 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use guest_init::{RunSpec, PORT_NAMES};
+use guest_init::RunSpec;
 
-use super::{find_asset, state_dir, CommandError};
+use super::{start, state_dir, CommandError};
 use crate::config::{CommandKind, Config, Container, SetupStep};
-use crate::guest::{self, initramfs, GuestError, Outcome};
+use crate::guest::GuestError;
 use crate::image::{self, ImageError};
-use crate::vmm::{self, VmError, VmSpec};
+use crate::vmm::VmError;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Features this host's emulating KVM can't run, and our kernel's switch
-/// for its workarounds (kernel-config/README.md says why each is there).
-/// `erms,fsrm` are not broken, only slow: without them the kernel copies
-/// and clears memory 8 bytes per emulated iteration instead of 1, which
-/// made guest → host streaming 3x faster here.
-const EMULATED_HOST_PARAMS: &str = "cella_pvm noxsave \
-    clearcpuid=popcnt,cx16,rdrand,rdseed,smap,fsgsbase,pcid,invpcid,movbe,avx,aes,pclmulqdq,sha_ni,gfni,vaes,vpclmulqdq,erms,fsrm";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -38,6 +30,8 @@ pub enum RunError {
     },
     #[error("cannot read {}", .0.display())]
     ReadAsset(PathBuf, #[source] std::io::Error),
+    #[error("{0} disks for a VM with {1} drives")]
+    TooManyDisks(usize, usize),
     #[error("cannot start the VM")]
     Vm(#[from] VmError),
     #[error(transparent)]
@@ -68,6 +62,8 @@ impl std::error::Error for StepError {
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub verbose: bool,
+    /// Boot the kernel instead of restoring a snapshot.
+    pub cold_boot: bool,
 }
 
 /// `cella NAME ARGS...`: the command's `run` with ARGS appended.
@@ -123,8 +119,10 @@ pub fn in_container(
         gid: 0,
         hostname: "cella".into(),
         rootfs_device: "/dev/vda".into(),
+        realtime_ns: 0,
+        entropy: Vec::new(),
     };
-    Ok(boot_and_run(vec![image], spec, opts)?)
+    Ok(start::boot_and_run(vec![image], spec, opts)?)
 }
 
 /// The image of a container, built from its tarball if missing.
@@ -144,89 +142,4 @@ fn container_image(config: &Config, cont: &Container) -> Result<PathBuf, RunErro
         source,
     })?;
     Ok(image)
-}
-
-fn boot_timeout() -> Duration {
-    let default = if vmm::host_is_emulating() { 600 } else { 30 };
-    let secs = std::env::var("CELLA_BOOT_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default);
-    Duration::from_secs(secs)
-}
-
-/// The kernel command line for a run.
-pub fn kernel_cmdline(verbose: bool, emulating: bool, extra: Option<&str>) -> String {
-    let mut cmdline = String::from("console=ttyS0 reboot=k panic=-1");
-    if !verbose {
-        cmdline.push_str(" quiet");
-    }
-    if emulating {
-        cmdline.push(' ');
-        cmdline.push_str(EMULATED_HOST_PARAMS);
-    }
-    if let Some(extra) = extra {
-        cmdline.push(' ');
-        cmdline.push_str(extra);
-    }
-    cmdline
-}
-
-fn boot_and_run(disks: Vec<PathBuf>, spec: RunSpec, opts: &RunOptions) -> Result<i32, RunError> {
-    let kernel = find_asset("CELLA_KERNEL", "cella-vmlinux").ok_or(RunError::MissingAsset {
-        what: "kernel",
-        env: "CELLA_KERNEL",
-        file: "cella-vmlinux",
-    })?;
-    std::fs::metadata(&kernel).map_err(|e| RunError::ReadAsset(kernel.clone(), e))?;
-    let init_path =
-        find_asset("CELLA_GUEST_INIT", "cella-guest-init").ok_or(RunError::MissingAsset {
-            what: "init",
-            env: "CELLA_GUEST_INIT",
-            file: "cella-guest-init",
-        })?;
-    let init = std::fs::read(&init_path).map_err(|e| RunError::ReadAsset(init_path, e))?;
-    let vm_spec = VmSpec {
-        kernel,
-        initramfs: initramfs::build(&init),
-        // CELLA_KERNEL_ARGS, a debugging aid, goes last so it wins.
-        cmdline: kernel_cmdline(
-            opts.verbose,
-            vmm::host_is_emulating(),
-            std::env::var("CELLA_KERNEL_ARGS").ok().as_deref(),
-        ),
-        disks,
-        vcpus: 1,
-        mem_mib: 256,
-        verbose: opts.verbose,
-        ports: PORT_NAMES.iter().map(|s| s.to_string()).collect(),
-    };
-    let vm = vmm::build_and_start(&vm_spec)?;
-    let outcome = guest::run(&vm, spec, boot_timeout())?;
-    // For bench/: how much host memory the VMM itself costs.
-    if std::env::var_os("CELLA_STATS").is_some() {
-        if let Some((peak, guest)) = vm.memory_stats() {
-            eprintln!("cella-stats: peak_rss_kib={peak} guest_touched_kib={guest}");
-        }
-    }
-    match outcome {
-        Outcome::Status(status) => Ok(status),
-        Outcome::Interrupted(sig) => Ok(128 + sig),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cmdline_adds_quirks_only_on_emulating_hosts() {
-        let plain = kernel_cmdline(false, false, None);
-        assert_eq!(plain, "console=ttyS0 reboot=k panic=-1 quiet");
-        let pvm = kernel_cmdline(true, true, Some("rdinit=/x"));
-        assert!(pvm.ends_with(" rdinit=/x"));
-        assert!(pvm.contains("cella_pvm") && pvm.contains("clearcpuid=popcnt"));
-        assert!(!pvm.contains("quiet"));
-        assert!(pvm.len() < crate::vmm::boot::CMDLINE_MAX / 2);
-    }
 }

@@ -52,6 +52,8 @@ pub enum GuestError {
     Protocol(#[source] guest_init::DecodeError),
     #[error("unexpected message from the guest: {0:?}")]
     Unexpected(Box<GuestMsg>),
+    #[error("cannot prepare the VM for the run")]
+    Prepare(#[source] crate::vmm::VmError),
     #[error("event loop")]
     Io(#[source] std::io::Error),
 }
@@ -170,17 +172,33 @@ fn spawn_signals(ready: EventFd) -> std::io::Result<Receiver<i32>> {
     Ok(rx)
 }
 
-struct Session<'a> {
+/// Prepares a VM whose guest-init is ready for its run spec: saves a
+/// snapshot, inserts the run's disks. Called once, before the spec is sent.
+pub type OnReady<'a> = dyn FnMut(&Vm) -> Result<(), GuestError> + 'a;
+
+struct Session<'a, 'b> {
     vm: &'a Vm,
     spec: RunSpec,
+    on_ready: &'b mut OnReady<'b>,
     decoder: Decoder,
+    /// The run spec went out.
+    sent: bool,
+    /// guest-init reported the workload running.
     started: bool,
     stdout_open: bool,
     stderr_open: bool,
 }
 
-/// Runs `spec` in the booted `vm` and waits for its exit status.
-pub fn run(vm: &Vm, spec: RunSpec, boot_timeout: Duration) -> Result<Outcome, GuestError> {
+/// Runs `spec` in `vm` and waits for its exit status. A booting guest
+/// gets the spec after its hello; a `restored` one, whose hello was
+/// answered before the snapshot, gets it at once. `on_ready` runs first.
+pub fn run<'b>(
+    vm: &Vm,
+    spec: RunSpec,
+    boot_timeout: Duration,
+    restored: bool,
+    on_ready: &'b mut OnReady<'b>,
+) -> Result<Outcome, GuestError> {
     let io = GuestError::Io;
     let epoll = Epoll::new().map_err(io)?;
     let add = |fd: i32, token: Token| {
@@ -209,11 +227,16 @@ pub fn run(vm: &Vm, spec: RunSpec, boot_timeout: Duration) -> Result<Outcome, Gu
     let mut session = Session {
         vm,
         spec,
+        on_ready,
         decoder: Decoder::default(),
+        sent: false,
         started: false,
         stdout_open: true,
         stderr_open: true,
     };
+    if restored {
+        session.send_run()?;
+    }
     let mut stdin_done = false;
     let mut stop_requests = 0;
     let mut events = vec![EpollEvent::default(); 32];
@@ -278,7 +301,22 @@ pub fn run(vm: &Vm, spec: RunSpec, boot_timeout: Duration) -> Result<Outcome, Gu
     }
 }
 
-impl Session<'_> {
+impl Session<'_, '_> {
+    /// Readies the VM and sends the run spec, with the clock and a seed
+    /// taken now: the VM may have booted long ago or come from a snapshot.
+    fn send_run(&mut self) -> Result<(), GuestError> {
+        (self.on_ready)(self.vm)?;
+        let mut spec = self.spec.clone();
+        spec.realtime_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        spec.entropy = host_random(64).map_err(GuestError::Io)?;
+        self.sent = true;
+        self.send(&HostMsg::Run(spec));
+        mark("run spec sent");
+        Ok(())
+    }
+
     fn send(&self, msg: &HostMsg) {
         lock(&self.vm.console)
             .device
@@ -353,14 +391,19 @@ impl Session<'_> {
             GuestMsg::Hello { version } if version != PROTOCOL_VERSION => {
                 Err(GuestError::Version(version))
             }
-            GuestMsg::Hello { .. } if !self.started => {
+            GuestMsg::Hello { .. } if !self.sent => {
+                self.send_run()?;
+                Ok(None)
+            }
+            GuestMsg::Started if self.sent => {
                 self.started = true;
-                self.send(&HostMsg::Run(self.spec.clone()));
+                mark("workload started");
                 Ok(None)
             }
             GuestMsg::Error { message } => Err(GuestError::Init(message)),
             msg => match msg.exit_status() {
                 Some(status) => {
+                    mark("workload ended");
                     // Everything the workload wrote was queued before guest-init
                     // reported its end: collect it before returning.
                     let rest = {
@@ -378,6 +421,38 @@ impl Session<'_> {
             },
         }
     }
+}
+
+/// With CELLA_STATS set, prints how long after the first mark `event`
+/// happened: where a run's time goes, for bench/.
+pub fn mark(event: &str) {
+    static FIRST: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let first = *FIRST.get_or_init(std::time::Instant::now);
+    if std::env::var_os("CELLA_STATS").is_some() {
+        eprintln!(
+            "cella-stats: {:.3} s {event}",
+            first.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// `n` bytes from the host's random source.
+fn host_random(n: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    let mut filled = 0;
+    while filled < n {
+        // SAFETY: writes at most n - filled bytes into buf past `filled`.
+        let got = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), n - filled, 0) };
+        if got < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        } else {
+            filled += got as usize;
+        }
+    }
+    Ok(buf)
 }
 
 /// Writes to a host stream; once the reader is gone, output is dropped

@@ -2,25 +2,32 @@
 //! devices, built in one linear function from a plain-data [`VmSpec`].
 
 pub mod boot;
+pub mod state;
 pub mod vcpu;
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use serde::{Deserialize, Serialize};
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{
+    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap,
+};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::devices::bus::OverlapError;
+use crate::devices::bus::{lock, OverlapError};
 use crate::devices::legacy::{ConsoleLog, Serial, I8042};
 use crate::devices::virtio::block::{Block, Disk};
 use crate::devices::virtio::console::Console;
-use crate::devices::virtio::mmio::{MmioTransport, MMIO_SIZE, NOTIFY_OFFSET};
+use crate::devices::virtio::mmio::{MmioTransport, TransportSnapshot, MMIO_SIZE, NOTIFY_OFFSET};
 use crate::devices::virtio::{Interrupt, VirtioDevice};
-use vcpu::{Buses, VcpuStop};
+use state::{StateError, VcpuState, VmState};
+use vcpu::{Buses, Pause, VcpuStop};
 
 /// Where virtio-mmio devices start in guest physical memory, and their IRQs.
 const MMIO_BASE: u64 = 0xd000_0000;
@@ -30,14 +37,16 @@ const I8042_PORT: u64 = 0x60;
 const TSS_ADDR: usize = 0xfffb_d000;
 
 /// Everything that shapes a VM, as plain data.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct VmSpec {
     pub kernel: PathBuf,
+    #[serde(skip)]
     pub initramfs: Vec<u8>,
     /// Kernel parameters beyond the ones the VMM adds for its own devices.
     pub cmdline: String,
-    /// Read-only disks, in order: /dev/vda, /dev/vdb, …
-    pub disks: Vec<PathBuf>,
+    /// Read-only drives (/dev/vda, /dev/vdb, …), empty at boot: each run
+    /// inserts its disks with [`Vm::insert_disk`].
+    pub drives: usize,
     pub vcpus: u8,
     pub mem_mib: u32,
     /// Copy the kernel log to stderr.
@@ -54,6 +63,8 @@ pub enum VmError {
     Kvm(#[source] kvm_ioctls::Error),
     #[error("cannot allocate {0} MiB of guest memory")]
     Memory(u32, #[source] vm_memory::mmap::FromRangesError),
+    #[error("cannot map the snapshot's guest memory")]
+    MapSnapshot(#[source] vm_memory::mmap::MmapRegionError),
     #[error("{0} MiB of guest memory is more than the {1} MiB supported")]
     MemoryTooLarge(u32, u64),
     #[error("guest memory access failed")]
@@ -74,12 +85,41 @@ pub enum VmError {
     BootParams(#[source] linux_loader::configurator::Error),
     #[error("cannot open disk image {0}")]
     OpenDisk(PathBuf, #[source] std::io::Error),
+    #[error("the VM has no drive {0}")]
+    NoDrive(usize),
     #[error("cannot create an eventfd")]
     EventFd(#[source] std::io::Error),
+    #[error("cannot install the vCPU kick signal handler")]
+    Signal(#[source] std::io::Error),
     #[error("device layout")]
     Bus(#[source] OverlapError),
     #[error("cannot start a vCPU thread")]
     Thread(#[source] std::io::Error),
+    #[error("the snapshot does not fit this VM: {0}")]
+    SnapshotShape(String),
+    #[error("cannot read the VM's state")]
+    SaveState(#[source] StateError),
+    #[error("cannot restore the VM's state")]
+    RestoreState(#[source] StateError),
+    #[error("vCPU {0} stopped before it could be paused")]
+    VcpuGone(usize),
+}
+
+/// The state of a paused VM, everything but its memory.
+#[derive(Serialize, Deserialize)]
+pub struct VmSnapshot {
+    pub mem_size: u64,
+    pub vm: VmState,
+    pub vcpus: Vec<VcpuState>,
+    pub devices: Vec<TransportSnapshot>,
+}
+
+/// Guest memory to start from: a snapshot's, mapped copy-on-write.
+pub struct Restore<'a> {
+    pub state: &'a VmSnapshot,
+    pub file: File,
+    /// Where guest memory starts in `file`.
+    pub offset: u64,
 }
 
 /// A device together with the eventfds that carry its queue kicks.
@@ -89,11 +129,17 @@ pub struct QueueKick {
     pub evt: EventFd,
 }
 
+struct VcpuHandle {
+    thread: JoinHandle<()>,
+    pause: Arc<Pause>,
+}
+
 /// A built VM, ready to run.
 pub struct Vm {
     pub console: Arc<Mutex<MmioTransport<Console>>>,
+    drives: Vec<Arc<Mutex<MmioTransport<Block>>>>,
     /// Every virtio device, indexed as `QueueKick::device`.
-    pub virtio: Vec<Arc<Mutex<dyn Notify>>>,
+    pub virtio: Vec<Arc<Mutex<dyn VirtioSlot>>>,
     pub kicks: Vec<QueueKick>,
     /// Written when the guest powers off through the i8042 reset line.
     pub power_off: EventFd,
@@ -103,20 +149,30 @@ pub struct Vm {
     pub log: Arc<Mutex<ConsoleLog>>,
     /// Host address of guest RAM, for memory accounting.
     guest_ram_host: u64,
-    // Held so the VM and its memory outlive the vCPU threads' use of them.
-    _vm: VmFd,
-    _mem: GuestMemoryMmap,
-    _threads: Vec<JoinHandle<()>>,
+    mem_size: u64,
+    kvm: Kvm,
+    vm: VmFd,
+    mem: GuestMemoryMmap,
+    vcpus: Vec<VcpuHandle>,
 }
 
-/// Queue kicks reach a transport through this, whatever the device type.
-pub trait Notify: Send {
+/// What the VM needs of a virtio device whatever its type: queue kicks
+/// and snapshots.
+pub trait VirtioSlot: Send {
     fn notify(&mut self, queue: usize);
+    fn snapshot(&self) -> TransportSnapshot;
+    fn restore(&mut self, state: &TransportSnapshot) -> Result<(), String>;
 }
 
-impl<D: VirtioDevice> Notify for MmioTransport<D> {
+impl<D: VirtioDevice> VirtioSlot for MmioTransport<D> {
     fn notify(&mut self, queue: usize) {
         MmioTransport::notify(self, queue)
+    }
+    fn snapshot(&self) -> TransportSnapshot {
+        MmioTransport::snapshot(self)
+    }
+    fn restore(&mut self, state: &TransportSnapshot) -> Result<(), String> {
+        MmioTransport::restore(self, state)
     }
 }
 
@@ -127,7 +183,7 @@ struct Slots<'a> {
     mem: &'a GuestMemoryMmap,
     buses: &'a mut Buses,
     cmdline: String,
-    virtio: Vec<Arc<Mutex<dyn Notify>>>,
+    virtio: Vec<Arc<Mutex<dyn VirtioSlot>>>,
     kicks: Vec<QueueKick>,
 }
 
@@ -178,8 +234,48 @@ pub fn host_is_emulating() -> bool {
     std::path::Path::new("/sys/module/kvm_pvm").exists()
 }
 
-/// Builds the VM described by `spec` and starts its vCPUs.
-pub fn build_and_start(spec: &VmSpec) -> Result<Vm, VmError> {
+/// Guest RAM: fresh anonymous memory, or a snapshot's file mapped
+/// privately so that every VM restored from it shares its pages until
+/// it writes to them.
+fn guest_memory(spec: &VmSpec, restore: Option<&Restore>) -> Result<GuestMemoryMmap, VmError> {
+    let mem_size = u64::from(spec.mem_mib.max(64)) << 20;
+    if mem_size > MMIO_BASE {
+        return Err(VmError::MemoryTooLarge(spec.mem_mib, MMIO_BASE >> 20));
+    }
+    let Some(restore) = restore else {
+        return GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size as usize)])
+            .map_err(|e| VmError::Memory(spec.mem_mib, e));
+    };
+    if restore.state.mem_size != mem_size {
+        return Err(VmError::SnapshotShape(format!(
+            "{} MiB of memory where the VM has {}",
+            restore.state.mem_size >> 20,
+            mem_size >> 20
+        )));
+    }
+    let file = restore.file.try_clone().map_err(VmError::EventFd)?;
+    let region = MmapRegionBuilder::new(mem_size as usize)
+        .with_file_offset(FileOffset::new(file, restore.offset))
+        .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+        .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+        .build()
+        .map_err(VmError::MapSnapshot)?;
+    let region = GuestRegionMmap::new(region, GuestAddress(0))
+        .ok_or_else(|| VmError::SnapshotShape("memory region does not fit".into()))?;
+    GuestMemoryMmap::from_regions(vec![region])
+        .map_err(|e| VmError::SnapshotShape(format!("guest memory: {e}")))
+}
+
+/// Where vCPUs start: the kernel's entry point, or a snapshot's state.
+enum VcpuStart<'a> {
+    Boot(boot::BootEntry),
+    Saved(&'a [VcpuState]),
+}
+
+/// Builds the VM described by `spec` and starts its vCPUs: booting the
+/// kernel, or resuming a snapshot taken of a VM with the same spec.
+pub fn build_and_start(spec: &VmSpec, restore: Option<Restore>) -> Result<Vm, VmError> {
+    vcpu::init_kick_signal()?;
     let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
     let vm = kvm.create_vm().map_err(VmError::Kvm)?;
     vm.set_tss_address(TSS_ADDR).map_err(VmError::Kvm)?;
@@ -191,13 +287,9 @@ pub fn build_and_start(spec: &VmSpec) -> Result<Vm, VmError> {
     vm.create_pit2(pit).map_err(VmError::Kvm)?;
 
     // Memory: one region below the MMIO window (no high memory yet).
-    let mem_size = u64::from(spec.mem_mib.max(64)) << 20;
-    if mem_size > MMIO_BASE {
-        return Err(VmError::MemoryTooLarge(spec.mem_mib, MMIO_BASE >> 20));
-    }
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size as usize)])
-        .map_err(|e| VmError::Memory(spec.mem_mib, e))?;
+    let mem = guest_memory(spec, restore.as_ref())?;
     let mut guest_ram_host = 0;
+    let mut mem_size = 0;
     for (slot, region) in mem.iter().enumerate() {
         let host = region
             .get_host_address(vm_memory::MemoryRegionAddress(0))
@@ -212,6 +304,7 @@ pub fn build_and_start(spec: &VmSpec) -> Result<Vm, VmError> {
         if slot == 0 {
             guest_ram_host = host as u64;
         }
+        mem_size += region.len();
         // SAFETY: the region is a live mmap owned by `mem`, which the returned
         // Vm keeps alive for as long as the VM (and its vCPUs) can run.
         unsafe { vm.set_user_memory_region(region_desc) }.map_err(VmError::Kvm)?;
@@ -238,7 +331,7 @@ pub fn build_and_start(spec: &VmSpec) -> Result<Vm, VmError> {
         .insert(I8042_PORT, 5, Arc::new(Mutex::new(i8042)))
         .map_err(VmError::Bus)?;
 
-    // virtio devices: the console first, then the disks in order.
+    // virtio devices: the console first, then the drives in order.
     let mut slots = Slots {
         vm: &vm,
         mem: &mem,
@@ -249,11 +342,9 @@ pub fn build_and_start(spec: &VmSpec) -> Result<Vm, VmError> {
     };
     let names: Vec<&str> = spec.ports.iter().map(String::as_str).collect();
     let console = slots.attach(Console::new(&names))?;
-    for path in &spec.disks {
-        let file = File::open(path).map_err(|e| VmError::OpenDisk(path.clone(), e))?;
-        let disk = Disk::new(file, "cella").map_err(|e| VmError::OpenDisk(path.clone(), e))?;
-        slots.attach(Block::new(disk))?;
-    }
+    let drives = (0..spec.drives)
+        .map(|_| slots.attach(Block::new(None)))
+        .collect::<Result<Vec<_>, _>>()?;
     let Slots {
         cmdline,
         virtio,
@@ -261,30 +352,76 @@ pub fn build_and_start(spec: &VmSpec) -> Result<Vm, VmError> {
         ..
     } = slots;
 
-    // Kernel.
-    let mut kernel =
-        File::open(&spec.kernel).map_err(|e| VmError::OpenKernel(spec.kernel.clone(), e))?;
-    let entry = boot::load(&mem, mem_size, &mut kernel, &cmdline, &spec.initramfs)?;
+    // Where the vCPUs start: the kernel's entry point, or the saved state.
+    let start = match &restore {
+        None => {
+            let mut kernel = File::open(&spec.kernel)
+                .map_err(|e| VmError::OpenKernel(spec.kernel.clone(), e))?;
+            VcpuStart::Boot(boot::load(
+                &mem,
+                mem_size,
+                &mut kernel,
+                &cmdline,
+                &spec.initramfs,
+            )?)
+        }
+        Some(r) => {
+            if r.state.devices.len() != virtio.len()
+                || r.state.vcpus.len() != usize::from(spec.vcpus.max(1))
+            {
+                return Err(VmError::SnapshotShape(format!(
+                    "{} devices and {} vCPUs where the VM has {} and {}",
+                    r.state.devices.len(),
+                    r.state.vcpus.len(),
+                    virtio.len(),
+                    spec.vcpus
+                )));
+            }
+            state::restore_vm(&vm, &r.state.vm).map_err(VmError::RestoreState)?;
+            for (device, saved) in virtio.iter().zip(&r.state.devices) {
+                lock(device)
+                    .restore(saved)
+                    .map_err(VmError::SnapshotShape)?;
+            }
+            VcpuStart::Saved(&r.state.vcpus)
+        }
+    };
 
     // vCPUs.
     let buses = Arc::new(buses);
     let stop = Arc::new(Mutex::new(None));
     let vcpu_stopped = EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?;
-    let mut threads = Vec::new();
+    // Every vCPU is set up before any runs, so a state KVM refuses leaves
+    // no thread behind.
+    let mut vcpu_fds = Vec::new();
     for id in 0..spec.vcpus.max(1) {
         let vcpu = vm.create_vcpu(u64::from(id)).map_err(VmError::Kvm)?;
-        vcpu::configure(&kvm, &vcpu, id, &entry)?;
-        let (buses, stop) = (buses.clone(), stop.clone());
+        match &start {
+            VcpuStart::Boot(entry) => vcpu::configure(&kvm, &vcpu, id, entry)?,
+            VcpuStart::Saved(saved) => {
+                vcpu.set_cpuid2(&vcpu::cpuid(&kvm, id)?)
+                    .map_err(VmError::Kvm)?;
+                state::restore_vcpu(&vcpu, &saved[usize::from(id)])
+                    .map_err(VmError::RestoreState)?;
+            }
+        }
+        vcpu_fds.push(vcpu);
+    }
+    let mut vcpus = Vec::new();
+    for (id, vcpu) in vcpu_fds.into_iter().enumerate() {
+        let pause = Arc::new(Pause::default());
+        let (buses, stop, p) = (buses.clone(), stop.clone(), pause.clone());
         let stopped = vcpu_stopped.try_clone().map_err(VmError::EventFd)?;
-        let t = std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
-            .spawn(move || vcpu::run(vcpu, buses, stop, stopped))
+            .spawn(move || vcpu::run(vcpu, buses, p, stop, stopped))
             .map_err(VmError::Thread)?;
-        threads.push(t);
+        vcpus.push(VcpuHandle { thread, pause });
     }
 
     Ok(Vm {
         console,
+        drives,
         virtio,
         kicks,
         power_off,
@@ -292,13 +429,63 @@ pub fn build_and_start(spec: &VmSpec) -> Result<Vm, VmError> {
         stop,
         log,
         guest_ram_host,
-        _vm: vm,
-        _mem: mem,
-        _threads: threads,
+        mem_size,
+        kvm,
+        vm,
+        mem,
+        vcpus,
     })
 }
 
 impl Vm {
+    /// Puts `path` into drive `index`, telling the guest its new size.
+    pub fn insert_disk(&self, index: usize, path: &Path) -> Result<(), VmError> {
+        let drive = self.drives.get(index).ok_or(VmError::NoDrive(index))?;
+        let file = File::open(path).map_err(|e| VmError::OpenDisk(path.to_path_buf(), e))?;
+        let disk =
+            Disk::new(file, "cella").map_err(|e| VmError::OpenDisk(path.to_path_buf(), e))?;
+        lock(drive).device.insert(disk);
+        Ok(())
+    }
+
+    /// Stops every vCPU and reads the VM's state. The VM stays paused,
+    /// with its memory as the state describes it, until [`Vm::resume`].
+    pub fn pause(&self) -> Result<VmSnapshot, VmError> {
+        let msrs = Arc::new(state::msr_list(&self.kvm).map_err(VmError::SaveState)?);
+        let mut vcpus = Vec::new();
+        for (i, v) in self.vcpus.iter().enumerate() {
+            match v.pause.pause(&v.thread, msrs.clone()) {
+                Some(state) => vcpus.push(*state.map_err(VmError::SaveState)?),
+                None => return Err(VmError::VcpuGone(i)),
+            }
+        }
+        // Kicks the guest made just before it stopped: serve them now, or
+        // a restored guest would wait for them forever.
+        for kick in &self.kicks {
+            if kick.evt.read().is_ok() {
+                lock(&self.virtio[kick.device]).notify(kick.queue);
+            }
+        }
+        Ok(VmSnapshot {
+            mem_size: self.mem_size,
+            vm: state::save_vm(&self.vm).map_err(VmError::SaveState)?,
+            vcpus,
+            devices: self.virtio.iter().map(|d| lock(d).snapshot()).collect(),
+        })
+    }
+
+    /// Lets the vCPUs run again after [`Vm::pause`].
+    pub fn resume(&self) {
+        for v in &self.vcpus {
+            v.pause.resume();
+        }
+    }
+
+    /// Guest RAM, for saving it while the VM is paused.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
     /// The process's peak RSS and how much of it is guest RAM the guest
     /// touched, in KiB (from /proc/self/status and /proc/self/smaps).
     pub fn memory_stats(&self) -> Option<(u64, u64)> {

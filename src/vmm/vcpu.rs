@@ -1,12 +1,18 @@
 //! vCPU setup and the thread that runs it, dispatching I/O exits to the buses.
 
-use std::sync::{Arc, Mutex};
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal;
 
 use super::boot::{self, BootEntry};
+use super::state::{self, StateError, VcpuState};
 use super::VmError;
 use crate::devices::bus::{lock, Bus};
 
@@ -51,13 +57,19 @@ pub struct Buses {
     pub mmio: Bus,
 }
 
-/// Sets the boot state of vCPU `id` (CPUID, registers, FPU, LAPIC).
-pub fn configure(kvm: &Kvm, vcpu: &VcpuFd, id: u8, entry: &BootEntry) -> Result<(), VmError> {
+/// The CPUID a vCPU gets: what KVM supports on this host, with the vCPU's
+/// APIC id and the hypervisor bit.
+pub fn cpuid(kvm: &Kvm, id: u8) -> Result<CpuId, VmError> {
     let mut cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(VmError::Kvm)?;
     patch_cpuid(&mut cpuid, id);
-    vcpu.set_cpuid2(&cpuid).map_err(VmError::Kvm)?;
+    Ok(cpuid)
+}
+
+/// Sets the boot state of vCPU `id` (CPUID, registers, FPU, LAPIC).
+pub fn configure(kvm: &Kvm, vcpu: &VcpuFd, id: u8, entry: &BootEntry) -> Result<(), VmError> {
+    vcpu.set_cpuid2(&cpuid(kvm, id)?).map_err(VmError::Kvm)?;
 
     let sregs = vcpu.get_sregs().map_err(VmError::Kvm)?;
     vcpu.set_sregs(&boot::sregs(sregs)).map_err(VmError::Kvm)?;
@@ -97,14 +109,110 @@ fn patch_cpuid(cpuid: &mut CpuId, id: u8) {
     }
 }
 
+/// Lets the main thread take a vCPU out of KVM_RUN, read its state and
+/// let it go on: how a snapshot is taken of a running guest.
+#[derive(Default)]
+pub struct Pause {
+    state: Mutex<PauseState>,
+    changed: Condvar,
+    /// Mirrors `state == Requested` so the run loop checks without locking.
+    requested: AtomicBool,
+}
+
+#[derive(Default)]
+enum PauseState {
+    #[default]
+    Running,
+    Requested(Arc<Vec<u32>>),
+    Paused(Option<Result<Box<VcpuState>, StateError>>),
+}
+
+/// The real-time signal that interrupts KVM_RUN; its handler does nothing.
+fn kick_signal() -> i32 {
+    signal::SIGRTMIN()
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Installs the kick signal's handler (once per process).
+pub fn init_kick_signal() -> Result<(), VmError> {
+    static INIT: OnceLock<Result<(), i32>> = OnceLock::new();
+    INIT.get_or_init(|| {
+        signal::register_signal_handler(kick_signal(), on_kick).map_err(|e| e.errno())
+    })
+    .map_err(|errno| VmError::Signal(std::io::Error::from_raw_os_error(errno)))
+}
+
+impl Pause {
+    /// Stops the vCPU running on `thread` and returns its state (read with
+    /// `msrs`); the vCPU stays out of the guest until [`Pause::resume`].
+    /// None if the thread is gone.
+    pub fn pause(
+        &self,
+        thread: &JoinHandle<()>,
+        msrs: Arc<Vec<u32>>,
+    ) -> Option<Result<Box<VcpuState>, StateError>> {
+        *lock(&self.state) = PauseState::Requested(msrs);
+        self.requested.store(true, Ordering::SeqCst);
+        let mut state = lock(&self.state);
+        loop {
+            if let PauseState::Paused(saved) = &mut *state {
+                return saved.take();
+            }
+            if thread.is_finished() {
+                *state = PauseState::Running;
+                self.requested.store(false, Ordering::SeqCst);
+                return None;
+            }
+            // A kick that lands between the run loop's check and its next
+            // KVM_RUN is lost, so kick until the thread answers.
+            // SAFETY: pthread_kill on a live thread of this process with a
+            // signal whose handler is installed and does nothing.
+            unsafe { libc::pthread_kill(thread.as_pthread_t(), kick_signal()) };
+            state = match self.changed.wait_timeout(state, Duration::from_millis(5)) {
+                Ok((s, _)) => s,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// Lets a paused vCPU run again.
+    pub fn resume(&self) {
+        *lock(&self.state) = PauseState::Running;
+        self.requested.store(false, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    /// Called by the vCPU thread between runs: parks it while a pause is on.
+    fn check(&self, vcpu: &VcpuFd) {
+        if !self.requested.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut state = lock(&self.state);
+        if let PauseState::Requested(msrs) = &*state {
+            let saved = state::save_vcpu(vcpu, msrs).map(Box::new);
+            *state = PauseState::Paused(Some(saved));
+            self.changed.notify_all();
+        }
+        while matches!(*state, PauseState::Paused(_)) {
+            state = match self.changed.wait(state) {
+                Ok(s) => s,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+        }
+    }
+}
+
 /// Runs the vCPU until the guest stops it; records why and signals `stopped`.
 pub fn run(
     mut vcpu: VcpuFd,
     buses: Arc<Buses>,
+    pause: Arc<Pause>,
     stop: Arc<Mutex<Option<VcpuStop>>>,
     stopped: EventFd,
 ) {
     let reason = loop {
+        pause.check(&vcpu);
         match vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => buses.pio.read(u64::from(port), data),
             Ok(VcpuExit::IoOut(port, data)) => buses.pio.write(u64::from(port), data),

@@ -1,4 +1,8 @@
 //! virtio-blk: a read-only disk backed by a host file (the rootfs image).
+//!
+//! A device can start empty (zero sectors) and get its disk later, with a
+//! configuration-change interrupt: a VM restored from a snapshot has its
+//! devices already probed, and each run inserts its own image.
 
 use std::fs::File;
 use std::io::Write;
@@ -61,21 +65,41 @@ impl Disk {
 }
 
 pub struct Block {
-    disk: Disk,
+    disk: Option<Disk>,
     config: [u8; 24],
+    generation: u32,
     live: Option<(GuestMemoryMmap, Queue, Interrupt)>,
 }
 
 impl Block {
-    pub fn new(disk: Disk) -> Self {
+    /// A drive, empty until [`Block::insert`] when `disk` is None.
+    pub fn new(disk: Option<Disk>) -> Self {
         let mut config = [0u8; 24];
-        config[..8].copy_from_slice(&disk.sectors.to_le_bytes());
         // blk_size at offset 20
         config[20..24].copy_from_slice(&4096u32.to_le_bytes());
-        Block {
-            disk,
+        let mut block = Block {
+            disk: None,
             config,
+            generation: 0,
             live: None,
+        };
+        if let Some(disk) = disk {
+            block.set_disk(disk);
+        }
+        block
+    }
+
+    fn set_disk(&mut self, disk: Disk) {
+        self.config[..8].copy_from_slice(&disk.sectors.to_le_bytes());
+        self.disk = Some(disk);
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// Puts `disk` in the drive and tells a live driver its new size.
+    pub fn insert(&mut self, disk: Disk) {
+        self.set_disk(disk);
+        if let Some((_, _, interrupt)) = &self.live {
+            interrupt.signal_config();
         }
     }
 
@@ -97,7 +121,10 @@ impl Block {
                 }
             };
             let head = chain.head_index();
-            let used = handle_request(mem, chain, &self.disk);
+            let used = match &self.disk {
+                Some(disk) => handle_request(mem, chain, disk),
+                None => fail_request(mem, chain),
+            };
             // A failure here means the used ring is outside guest memory: the
             // driver broke the device, there is nothing better to tell it.
             let _ = queue.add_used(&*mem, head, used);
@@ -134,6 +161,20 @@ fn handle_request(
         return 0;
     }
     (writer.bytes_written() + 1) as u32
+}
+
+/// Answers a request to an empty drive with an I/O error.
+fn fail_request(mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>) -> u32 {
+    let Ok(mut writer) = Writer::new(mem, chain) else {
+        return 0;
+    };
+    let Some(data_len) = writer.available_bytes().checked_sub(1) else {
+        return 0;
+    };
+    match writer.split_at(data_len) {
+        Ok(mut status) => status.write_all(&[S_IOERR]).map_or(0, |()| 1),
+        Err(_) => 0,
+    }
 }
 
 fn execute(header: RequestHeader, data: &mut Writer<'_>, disk: &Disk) -> u8 {
@@ -197,6 +238,12 @@ impl VirtioDevice for Block {
     }
     fn queue_notify(&mut self, _queue: usize) {
         self.process();
+    }
+    fn config_generation(&self) -> u32 {
+        self.generation
+    }
+    fn queues(&self) -> Vec<&Queue> {
+        self.live.iter().map(|(_, q, _)| q).collect()
     }
 }
 

@@ -8,6 +8,8 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 
+use serde::{Deserialize, Serialize};
+
 use virtio_queue::{Queue, QueueT, Reader, Writer};
 use vm_memory::GuestMemoryMmap;
 
@@ -56,7 +58,7 @@ fn control_msg(id: u32, event: u16, value: u16) -> Vec<u8> {
     m
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Port {
     name: String,
     /// Host data not yet placed in guest buffers.
@@ -71,6 +73,19 @@ struct Port {
     /// The host end should close once `rx` drains.
     closing: bool,
     closed: bool,
+}
+
+/// What a snapshot keeps of the console besides its queues.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    ports: Vec<Port>,
+    control_out: VecDeque<Vec<u8>>,
+}
+
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    ports: &'a [Port],
+    control_out: &'a VecDeque<Vec<u8>>,
 }
 
 struct Live {
@@ -352,6 +367,31 @@ impl VirtioDevice for Console {
             queues,
             interrupt,
         });
+    }
+    fn queues(&self) -> Vec<&Queue> {
+        self.live.iter().flat_map(|l| l.queues.iter()).collect()
+    }
+    fn save_state(&self) -> serde_json::Value {
+        let saved = SavedRef {
+            ports: &self.ports,
+            control_out: &self.control_out,
+        };
+        serde_json::to_value(saved).unwrap_or(serde_json::Value::Null)
+    }
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), String> {
+        let saved: Saved =
+            serde_json::from_value(state).map_err(|e| format!("console state: {e}"))?;
+        let names = |ports: &[Port]| ports.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        if names(&saved.ports) != names(&self.ports) {
+            return Err(format!(
+                "console ports {:?} where the VM has {:?}",
+                names(&saved.ports),
+                names(&self.ports)
+            ));
+        }
+        self.ports = saved.ports;
+        self.control_out = saved.control_out;
+        Ok(())
     }
     fn queue_notify(&mut self, queue: usize) {
         match (queue, port_of_queue(queue)) {

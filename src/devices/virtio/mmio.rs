@@ -1,7 +1,8 @@
 //! The virtio-mmio transport (version 2): the register file the guest
 //! driver programs, wrapping one [`VirtioDevice`].
 
-use virtio_queue::{Queue, QueueT};
+use serde::{Deserialize, Serialize};
+use virtio_queue::{Queue, QueueState, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::{Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
@@ -17,6 +18,69 @@ const VENDOR: u32 = 0x4c4c_4543; // "CELL"
 
 const STATUS_DRIVER_OK: u32 = 4;
 const STATUS_FAILED: u32 = 0x80;
+
+/// One queue's registers and ring positions, as saved in a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueSnapshot {
+    max_size: u16,
+    size: u16,
+    ready: bool,
+    event_idx: bool,
+    next_avail: u16,
+    next_used: u16,
+    desc_table: u64,
+    avail_ring: u64,
+    used_ring: u64,
+}
+
+impl From<QueueState> for QueueSnapshot {
+    fn from(q: QueueState) -> Self {
+        QueueSnapshot {
+            max_size: q.max_size,
+            size: q.size,
+            ready: q.ready,
+            event_idx: q.event_idx_enabled,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+        }
+    }
+}
+
+impl TryFrom<&QueueSnapshot> for Queue {
+    type Error = String;
+    fn try_from(q: &QueueSnapshot) -> Result<Queue, String> {
+        Queue::try_from(QueueState {
+            max_size: q.max_size,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx_enabled: q.event_idx,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+        })
+        .map_err(|e| format!("bad queue: {e}"))
+    }
+}
+
+/// A transport and its device, as saved in a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransportSnapshot {
+    device_type: u32,
+    queue_sel: u32,
+    device_features_sel: u32,
+    driver_features_sel: u32,
+    driver_features: u64,
+    status: u32,
+    activated: bool,
+    interrupt_status: u32,
+    queues: Vec<QueueSnapshot>,
+    device: serde_json::Value,
+}
 
 pub struct MmioTransport<D: VirtioDevice> {
     pub device: D,
@@ -62,6 +126,66 @@ impl<D: VirtioDevice> MmioTransport<D> {
 
     fn features(&self) -> u64 {
         self.device.features() | VIRTIO_F_VERSION_1
+    }
+
+    /// The registers, queues and device state; the vCPUs must be paused.
+    pub fn snapshot(&self) -> TransportSnapshot {
+        let queues = if self.activated {
+            self.device.queues()
+        } else {
+            self.queues.iter().collect()
+        };
+        TransportSnapshot {
+            device_type: self.device.device_type(),
+            queue_sel: self.queue_sel,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            driver_features: self.driver_features,
+            status: self.status,
+            activated: self.activated,
+            interrupt_status: self.interrupt.status(),
+            queues: queues.iter().map(|q| q.state().into()).collect(),
+            device: self.device.save_state(),
+        }
+    }
+
+    /// Puts a saved state into this freshly built transport, whose device
+    /// must be of the same type and shape; a live device is activated again.
+    pub fn restore(&mut self, s: &TransportSnapshot) -> Result<(), String> {
+        if s.device_type != self.device.device_type()
+            || s.queues.len() != self.device.queue_max_sizes().len()
+        {
+            return Err(format!(
+                "device type {} with {} queues where the VM has type {} with {}",
+                s.device_type,
+                s.queues.len(),
+                self.device.device_type(),
+                self.device.queue_max_sizes().len()
+            ));
+        }
+        let queues = s
+            .queues
+            .iter()
+            .map(Queue::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.queue_sel = s.queue_sel;
+        self.device_features_sel = s.device_features_sel;
+        self.driver_features_sel = s.driver_features_sel;
+        self.driver_features = s.driver_features;
+        self.status = s.status;
+        self.device.restore_state(s.device.clone())?;
+        if s.activated {
+            if !queues.iter().all(|q| !q.ready() || q.is_valid(&self.mem)) {
+                return Err("a live queue lies outside guest memory".into());
+            }
+            self.activated = true;
+            self.device
+                .activate(self.mem.clone(), queues, self.interrupt.clone());
+        } else {
+            self.queues = queues;
+        }
+        self.interrupt.restore(s.interrupt_status);
+        Ok(())
     }
 
     fn selected(&mut self) -> Option<&mut Queue> {
@@ -116,7 +240,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             0x44 => q.map_or(0, |q| u32::from(q.ready())),
             0x60 => self.interrupt.status(),
             0x70 => self.status,
-            0xfc => 0, // config generation: the config never changes under the driver
+            0xfc => self.device.config_generation(),
             _ => 0,
         }
     }
@@ -215,6 +339,9 @@ mod tests {
             *self.activated.lock().expect("lock") = Some(queues.len());
         }
         fn queue_notify(&mut self, _queue: usize) {}
+        fn queues(&self) -> Vec<&Queue> {
+            Vec::new()
+        }
     }
 
     fn reg(t: &mut MmioTransport<Dummy>, offset: u64) -> u32 {

@@ -24,6 +24,8 @@ pub struct Interrupt {
 
 /// Interrupt status bit: a queue has new used buffers.
 pub const INT_VRING: u32 = 1;
+/// Interrupt status bit: the device's configuration space changed.
+pub const INT_CONFIG: u32 = 2;
 
 impl Interrupt {
     pub fn new(irqfd: EventFd) -> Self {
@@ -39,6 +41,21 @@ impl Interrupt {
         // A failed write means the counter is saturated: the interrupt is
         // already pending.
         let _ = self.irqfd.write(1);
+    }
+
+    /// Tells the guest that the device configuration changed.
+    pub fn signal_config(&self) {
+        self.status.fetch_or(INT_CONFIG, Ordering::SeqCst);
+        let _ = self.irqfd.write(1);
+    }
+
+    /// Puts back a saved status and, if anything is pending, raises the
+    /// line again: an edge in flight when the snapshot was taken is lost.
+    pub fn restore(&self, status: u32) {
+        self.status.store(status, Ordering::SeqCst);
+        if status != 0 {
+            let _ = self.irqfd.write(1);
+        }
     }
 
     pub fn status(&self) -> u32 {
@@ -62,6 +79,21 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, mem: GuestMemoryMmap, queues: Vec<Queue>, interrupt: Interrupt);
     /// The guest kicked queue `queue` (through its ioeventfd).
     fn queue_notify(&mut self, queue: usize);
+    /// Bumped whenever the configuration space changes under the driver.
+    fn config_generation(&self) -> u32 {
+        0
+    }
+    /// The live queues (empty before activation), for a snapshot.
+    fn queues(&self) -> Vec<&Queue>;
+    /// Device state beyond the queues, for a snapshot.
+    fn save_state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    /// Puts back what [`VirtioDevice::save_state`] returned; called before
+    /// `activate` on a restored device.
+    fn restore_state(&mut self, _state: serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Writes `bytes` at `offset` of a config space `config` into `data`,

@@ -1,0 +1,294 @@
+//! Snapshot files: a VM paused where guest-init waits for its first run
+//! spec, its state and memory in one file under the user's cache, named by
+//! the hash of everything that shaped it. Runs map the memory privately
+//! (copy-on-write), so concurrent runs share its pages.
+//!
+//! Layout: a header page (magic, format, lengths, the state's sha256), the
+//! state as JSON, then guest memory from a page boundary. Pages of zeros
+//! are left as holes, so the file takes the space the guest touched.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+use crate::vmm::{Vm, VmError, VmSnapshot, VmSpec};
+
+const MAGIC: &[u8; 8] = b"CELLASNP";
+/// Bumped whenever the layout or the saved state changes meaning.
+const FORMAT: u32 = 1;
+const PAGE: u64 = 4096;
+/// What is read of the header page.
+const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8 + 32;
+/// Largest state section accepted: a few vCPUs' registers, far below this.
+const MAX_STATE: u64 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("no snapshot")]
+    Missing,
+    #[error("cannot read {}", .0.display())]
+    Read(PathBuf, #[source] std::io::Error),
+    #[error("not a cella snapshot (bad magic)")]
+    Magic,
+    #[error("snapshot format {0}, this cella reads format {FORMAT}")]
+    Format(u32),
+    #[error("snapshot is truncated: {0} bytes, its header says {1}")]
+    Truncated(u64, u64),
+    #[error("snapshot state does not match its checksum")]
+    Checksum,
+    #[error("snapshot state is malformed")]
+    State(#[source] serde_json::Error),
+    #[error("cannot write snapshot {}", .0.display())]
+    Write(PathBuf, #[source] std::io::Error),
+    #[error("cannot take the snapshot lock {}", .0.display())]
+    Lock(PathBuf, #[source] std::io::Error),
+    #[error("cannot describe {}", .0.display())]
+    Identity(PathBuf, #[source] std::io::Error),
+    #[error("cannot pause the VM")]
+    Pause(#[source] VmError),
+    #[error("cannot open /dev/kvm")]
+    Cpu(#[source] kvm_ioctls::Error),
+    #[error("cannot ask KVM for this CPU's features")]
+    Cpuid(#[source] VmError),
+}
+
+/// A snapshot read from disk, ready to restore.
+pub struct Snapshot {
+    pub file: File,
+    pub state: VmSnapshot,
+    /// Where guest memory starts in `file`.
+    pub mem_offset: u64,
+}
+
+/// Where snapshots live: `$CELLA_CACHE_DIR`, else the XDG cache directory.
+pub fn cache_dir() -> Option<PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var("CELLA_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let base = var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("cella"))
+}
+
+/// The name of the snapshot of a VM built from `spec` with `kernel` and
+/// `init` on this host: a hash of the spec, of the files' identities, of
+/// this cella and of the CPU features KVM offers here.
+pub fn key(spec: &VmSpec, kernel: &Path, init: &Path) -> Result<String, SnapshotError> {
+    let mut h = Sha256::new();
+    h.update(b"cella-snapshot\0");
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update(FORMAT.to_le_bytes());
+    h.update(guest_init::PROTOCOL_VERSION.to_le_bytes());
+    // Serializing a struct of strings and numbers cannot fail.
+    h.update(serde_json::to_vec(spec).unwrap_or_default());
+    for path in [kernel, init] {
+        h.update(file_identity(path)?);
+    }
+    // The CPUID the guest sees: what KVM offers on this host, with the
+    // APIC ids fixed (KVM reports the id of whichever CPU asked).
+    let kvm = kvm_ioctls::Kvm::new().map_err(SnapshotError::Cpu)?;
+    let cpuid = crate::vmm::vcpu::cpuid(&kvm, 0).map_err(SnapshotError::Cpuid)?;
+    for e in cpuid.as_slice() {
+        for v in [e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx] {
+            h.update(v.to_le_bytes());
+        }
+    }
+    Ok(hex::encode(&h.finalize()[..16]))
+}
+
+/// A file's identity without reading it: path, size, inode and change
+/// time, which a rebuild of the kernel or guest-init always changes.
+fn file_identity(path: &Path) -> Result<Vec<u8>, SnapshotError> {
+    let err = |e| SnapshotError::Identity(path.to_path_buf(), e);
+    let path = path.canonicalize().map_err(err)?;
+    let m = path.metadata().map_err(err)?;
+    let mut id = path.as_os_str().as_encoded_bytes().to_vec();
+    for v in [m.dev(), m.ino(), m.size()] {
+        id.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()] {
+        id.extend_from_slice(&v.to_le_bytes());
+    }
+    Ok(id)
+}
+
+pub fn path(dir: &Path, key: &str) -> PathBuf {
+    dir.join(format!("{key}.snap"))
+}
+
+/// Reads and checks a snapshot's header and state; memory is mapped later.
+pub fn load(path: &Path) -> Result<Snapshot, SnapshotError> {
+    let read_err = |e| SnapshotError::Read(path.to_path_buf(), e);
+    let mut file = match File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(SnapshotError::Missing),
+        other => other.map_err(read_err)?,
+    };
+    let len = file.metadata().map_err(read_err)?.len();
+    let mut header = [0u8; HEADER_LEN];
+    if len < PAGE {
+        return Err(SnapshotError::Truncated(len, PAGE));
+    }
+    file.read_exact(&mut header).map_err(read_err)?;
+    let (magic, rest) = header.split_at(8);
+    if magic != MAGIC {
+        return Err(SnapshotError::Magic);
+    }
+    let u32_at = |o: usize| u32::from_le_bytes(rest[o..o + 4].try_into().unwrap_or_default());
+    let u64_at = |o: usize| u64::from_le_bytes(rest[o..o + 8].try_into().unwrap_or_default());
+    let format = u32_at(0);
+    if format != FORMAT {
+        return Err(SnapshotError::Format(format));
+    }
+    let (state_len, mem_offset, mem_len) = (u64_at(4), u64_at(12), u64_at(20));
+    let checksum = &rest[28..60];
+    let end = mem_offset.checked_add(mem_len);
+    if state_len > MAX_STATE || mem_offset < PAGE + state_len || end != Some(len) {
+        return Err(SnapshotError::Truncated(len, end.unwrap_or(u64::MAX)));
+    }
+    let mut state = vec![0u8; state_len as usize];
+    file.read_exact_at(&mut state, PAGE).map_err(read_err)?;
+    if Sha256::digest(&state).as_slice() != checksum {
+        return Err(SnapshotError::Checksum);
+    }
+    let state: VmSnapshot = serde_json::from_slice(&state).map_err(SnapshotError::State)?;
+    if state.mem_size != mem_len {
+        return Err(SnapshotError::Truncated(len, mem_offset + state.mem_size));
+    }
+    Ok(Snapshot {
+        file,
+        state,
+        mem_offset,
+    })
+}
+
+/// Pauses `vm`, writes its snapshot to `path` and lets it go on. The file
+/// appears under its name only once complete and synced.
+pub fn save(vm: &Vm, path: &Path) -> Result<(), SnapshotError> {
+    let state = vm.pause().map_err(SnapshotError::Pause)?;
+    let written = write(vm, &state, path);
+    vm.resume();
+    written
+}
+
+fn write(vm: &Vm, state: &VmSnapshot, path: &Path) -> Result<(), SnapshotError> {
+    let err = |e| SnapshotError::Write(path.to_path_buf(), e);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let json = serde_json::to_vec(state).map_err(|e| err(e.into()))?;
+    let mem_offset = (PAGE + json.len() as u64).div_ceil(PAGE) * PAGE;
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&FORMAT.to_le_bytes());
+    for v in [json.len() as u64, mem_offset, state.mem_size] {
+        header.extend_from_slice(&v.to_le_bytes());
+    }
+    header.extend_from_slice(&Sha256::digest(&json));
+
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name()
+            .map_or("snap".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        file.write_all(&header)?;
+        file.write_all_at(&json, PAGE)?;
+        write_memory(vm, &file, mem_offset)?;
+        file.set_len(mem_offset + state.mem_size)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+/// Writes guest memory at `offset`, skipping pages of zeros (holes).
+fn write_memory(vm: &Vm, file: &File, offset: u64) -> std::io::Result<()> {
+    const CHUNK: usize = 1 << 20;
+    let mem = vm.memory();
+    let mut buf = vec![0u8; CHUNK];
+    for region in mem.iter() {
+        let (start, len) = (region.start_addr().0, region.len());
+        let mut at = 0;
+        while at < len {
+            let n = CHUNK.min((len - at) as usize);
+            mem.read_slice(&mut buf[..n], GuestAddress(start + at))
+                .map_err(std::io::Error::other)?;
+            // Runs of non-zero pages go out in one write each.
+            let mut page = 0;
+            while page < n {
+                let is_zero = |p: usize| buf[p..(p + PAGE as usize).min(n)].iter().all(|&b| b == 0);
+                if is_zero(page) {
+                    page += PAGE as usize;
+                    continue;
+                }
+                let run_start = page;
+                while page < n && !is_zero(page) {
+                    page += PAGE as usize;
+                }
+                let run_end = page.min(n);
+                file.write_all_at(
+                    &buf[run_start..run_end],
+                    offset + start + at + run_start as u64,
+                )?;
+            }
+            at += n as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a snapshot that failed to load, unless another process has
+/// already replaced it with a new file.
+pub fn discard(path: &Path, snapshot_ino: Option<u64>) {
+    let current = std::fs::metadata(path).ok().map(|m| m.ino());
+    if snapshot_ino.is_none() || current == snapshot_ino {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// An exclusive lock on creating one snapshot; released when dropped.
+pub struct CreateLock {
+    _file: File,
+}
+
+/// Waits until no other cella is creating the snapshot `key`, then holds
+/// the right to create it.
+pub fn lock(dir: &Path, key: &str) -> Result<CreateLock, SnapshotError> {
+    let path = dir.join(format!("{key}.lock"));
+    let err = |e| SnapshotError::Lock(path.clone(), e);
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o644)
+        .open(&path)
+        .map_err(err)?;
+    loop {
+        // SAFETY: flock on a file descriptor this function owns.
+        let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if ret == 0 {
+            return Ok(CreateLock { _file: file });
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err(e));
+        }
+    }
+}

@@ -88,7 +88,9 @@ pub fn key(spec: &VmSpec, kernel: &Path, init: &Path) -> Result<String, Snapshot
     h.update(guest_init::PROTOCOL_VERSION.to_le_bytes());
     // Serializing a struct of strings and numbers cannot fail.
     h.update(serde_json::to_vec(spec).unwrap_or_default());
-    for path in [kernel, init] {
+    // This cella's own build too: its device models are in the snapshot.
+    let exe = std::env::current_exe().map_err(|e| SnapshotError::Identity("cella".into(), e))?;
+    for path in [kernel, init, &exe] {
         h.update(file_identity(path)?);
     }
     // The CPUID the guest sees: what KVM offers on this host, with the

@@ -54,6 +54,7 @@ fn pid1() -> ! {
 /// Everything up to the run's final message; `Err` is a failure of guest-init itself.
 fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
     mounts::early().map_err(|e| format!("early mounts: {e}"))?;
+    mounts::prepare().map_err(|e| format!("preparing the root: {e}"))?;
     sys::fill_stdio().map_err(|e| sys::describe("opening /dev/null", &e))?;
     let ports = ports::open_all().map_err(|e| e.to_string())?;
     let control = control_slot.insert(Control::new(ports.control));

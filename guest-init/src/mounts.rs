@@ -128,13 +128,13 @@ fn mount_lower(device: &str) -> io::Result<()> {
     }
 }
 
-/// Builds the overlay root from `device`, moves /sys and /dev into it, and
-/// makes it the root of guest-init (and so of the workload).
-pub fn switch_root(device: &str, hostname: &str) -> io::Result<()> {
+/// What the root needs that does not depend on the run: the mount points
+/// and the overlay's writable tmpfs. Done before the hello, so a VM
+/// restored from a snapshot has it done already.
+pub fn prepare() -> io::Result<()> {
     for dir in ["/mnt", LOWER, RW, ROOT] {
         mkdir(dir, 0o755)?;
     }
-    mount_lower(device)?;
     mount_fs(
         "tmpfs",
         RW,
@@ -142,7 +142,14 @@ pub fn switch_root(device: &str, hostname: &str) -> io::Result<()> {
         Some("mode=0755"),
     )?;
     mkdir(&format!("{RW}/upper"), 0o755)?;
-    mkdir(&format!("{RW}/work"), 0o755)?;
+    mkdir(&format!("{RW}/work"), 0o755)
+}
+
+/// Builds the overlay root from `device` over what [`prepare`] made, moves
+/// /sys and /dev into it, and makes it the root of guest-init (and so of
+/// the workload).
+pub fn switch_root(device: &str, hostname: &str) -> io::Result<()> {
+    mount_lower(device)?;
     let opts = format!("lowerdir={LOWER},upperdir={RW}/upper,workdir={RW}/work");
     sys::mount("overlay", ROOT, Some("overlay"), 0, Some(&opts))
         .map_err(|e| ctx(&format!("mount overlay on {ROOT}"), e))?;

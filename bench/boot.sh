@@ -5,10 +5,10 @@
 #
 #   bench/boot.sh [RUNS]     (default 5 runs per variant)
 #
-# Peers: the same kernel, initramfs and rootfs under QEMU's microvm machine
-# (bench/qemu_peer.py speaks cella's guest protocol to guest-init), and
-# crun / podman on the same rootfs when installed. Installs the peers with
-# apt when run as root.
+# Peer: the same kernel, initramfs and rootfs under QEMU's microvm machine
+# (bench/qemu_peer.py speaks cella's guest protocol to guest-init), so
+# cella boots cold here (--cold-boot); bench/snapshot.sh measures restored
+# starts against crun and podman. Installs the peers with apt when run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
@@ -16,7 +16,7 @@ runs=${1:-5}
 scripts/build.sh
 cella=$PWD/target/release/cella
 if [[ $(id -u) -eq 0 ]]; then
-    for p in hyperfine qemu-system-x86 crun podman; do
+    for p in hyperfine qemu-system-x86; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
             DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$p" >&2
     done
@@ -44,8 +44,8 @@ bench() { # name, command...
     json "$work/$name.json"
 }
 
-echo "== boot to exit: \`cella _run base true\`, median of $runs ==" >&2
-t_cella=$(bench cella "$cella _run base true")
+echo "== boot to exit: \`cella --cold-boot _run base true\`, median of $runs ==" >&2
+t_cella=$(bench cella "$cella --cold-boot _run base true")
 
 t_qemu=
 if command -v qemu-system-x86_64 >/dev/null; then
@@ -54,49 +54,29 @@ if command -v qemu-system-x86_64 >/dev/null; then
     t_qemu=$(bench qemu "$peer") || t_qemu=
 fi
 
-t_crun=
-if command -v crun >/dev/null; then
-    bundle=$work/bundle
-    mkdir -p "$bundle/rootfs"
-    tar -xf "$proj/rootfs.tar" -C "$bundle/rootfs"
-    (cd "$bundle" && crun spec)
-    python3 - "$bundle/config.json" <<'PY'
-import json, sys
-p = sys.argv[1]; c = json.load(open(p))
-c["process"]["args"] = ["true"]; c["process"]["terminal"] = False
-json.dump(c, open(p, "w"))
-PY
-    t_crun=$(bench crun "crun run --bundle $bundle cella-bench") || t_crun=
-fi
-
-t_podman=
-if command -v podman >/dev/null && podman import -q "$proj/rootfs.tar" cella-bench:latest >/dev/null 2>&1; then
-    t_podman=$(bench podman "podman run --rm --network=none cella-bench:latest true") || t_podman=
-fi
-
 echo "== stdout throughput ==" >&2
 mib=32
+# Restored from a snapshot: the stream's time is what a `true` run lacks.
+t_true=$(bench true "$cella _run base true")
 t_big=$(bench stream "$cella _run base dd if=/dev/zero bs=32k count=$((mib * 32))")
 t_cat=$(bench cat "sh -c 'head -c ${mib}m /dev/zero | cat >/dev/null'")
 
 echo "== memory ==" >&2
-stats=$(CELLA_STATS=1 "$cella" _run base true 2>&1 >/dev/null | grep cella-stats || true)
+stats=$(CELLA_STATS=1 "$cella" --cold-boot _run base true 2>&1 >/dev/null | grep peak_rss || true)
 
-python3 - "$t_cella" "${t_qemu:-0}" "${t_crun:-0}" "${t_podman:-0}" "$t_big" "$t_cat" "$mib" "$stats" <<'PY'
+python3 - "$t_cella" "${t_qemu:-0}" "$t_true" "$t_big" "$t_cat" "$mib" "$stats" <<'PY'
 import re, sys
-cella, qemu, crun, podman, big, cat = map(float, sys.argv[1:7])
-mib, stats = int(sys.argv[7]), sys.argv[8]
+cella, qemu, true, big, cat = map(float, sys.argv[1:6])
+mib, stats = int(sys.argv[6]), sys.argv[7]
 print("| measure | cella | peer | ratio (cella / peer) |")
 print("|---|---|---|---|")
 def row(name, peer_name, peer):
     if peer > 0:
-        print(f"| `_run base true`, median | {cella:.3f} s | {peer_name} {peer:.3f} s | {cella/peer:.2f}x |")
+        print(f"| `--cold-boot _run base true`, median | {cella:.3f} s | {peer_name} {peer:.3f} s | {cella/peer:.2f}x |")
     else:
-        print(f"| `_run base true`, median | {cella:.3f} s | {peer_name}: failed or not installed (see stderr) | - |")
+        print(f"| `--cold-boot _run base true`, median | {cella:.3f} s | {peer_name}: failed or not installed (see stderr) | - |")
 row("", "QEMU microvm, same kernel+initramfs+rootfs", qemu)
-row("", "crun run", crun)
-row("", "podman run --rm", podman)
-stream = big - cella
+stream = big - true
 rate = mib / stream if stream > 0 else float("inf")
 host = mib / cat
 print(f"| stdout throughput ({mib} MiB) | {rate:.2f} MiB/s | host `cat` {host:.0f} MiB/s | {rate/host:.5f}x |")

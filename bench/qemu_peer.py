@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 PORT_NAMES = ["cella.control", "cella.stdin", "cella.stdout", "cella.stderr"]
 CONTROL, STDIN, STDOUT, STDERR = range(4)
 
@@ -237,6 +237,8 @@ class Control:
             msg = json.loads(line)
         except ValueError as e:
             raise PeerError(f"malformed control message {line[:200]!r}: {e}") from None
+        if msg == "Started":  # a unit variant: the workload is running
+            return {"Started": None}
         if not isinstance(msg, dict) or len(msg) != 1:
             raise PeerError(f"unexpected control message {line[:200]!r}")
         return msg
@@ -249,7 +251,7 @@ class Control:
 def final_status(msg: dict) -> int | None:
     """The exit status for a final guest message; None for a non-final one."""
     (tag, body), = msg.items()
-    if tag == "Hello":
+    if tag in ("Hello", "Started"):
         return None
     if tag == "Exited":
         return int(body["code"])
@@ -355,6 +357,8 @@ def run(args, tmp: str) -> int:
                 "gid": 0,
                 "hostname": "cella",
                 "rootfs_device": "/dev/vda",
+                "realtime_ns": time.time_ns(),
+                "entropy": list(os.urandom(64)),
             }})
             while status is None:
                 status = final_status(control.recv())

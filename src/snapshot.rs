@@ -174,12 +174,18 @@ pub fn load(path: &Path) -> Result<Snapshot, SnapshotError> {
 /// appears under its name only once complete and synced.
 pub fn save(vm: &Vm, path: &Path) -> Result<(), SnapshotError> {
     let state = vm.pause().map_err(SnapshotError::Pause)?;
-    let written = write(vm, &state, path);
+    let written = write(&state, path, |file, offset| write_memory(vm, file, offset));
     vm.resume();
     written
 }
 
-fn write(vm: &Vm, state: &VmSnapshot, path: &Path) -> Result<(), SnapshotError> {
+/// Writes a snapshot file of `state`, with `write_mem` filling in guest
+/// memory at the offset it is given.
+fn write(
+    state: &VmSnapshot,
+    path: &Path,
+    write_mem: impl FnOnce(&File, u64) -> std::io::Result<()>,
+) -> Result<(), SnapshotError> {
     let err = |e| SnapshotError::Write(path.to_path_buf(), e);
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
@@ -207,7 +213,7 @@ fn write(vm: &Vm, state: &VmSnapshot, path: &Path) -> Result<(), SnapshotError> 
             .open(&tmp)?;
         file.write_all(&header)?;
         file.write_all_at(&json, PAGE)?;
-        write_memory(vm, &file, mem_offset)?;
+        write_mem(&file, mem_offset)?;
         file.set_len(mem_offset + state.mem_size)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -255,6 +261,35 @@ fn write_memory(vm: &Vm, file: &File, offset: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Snapshots not read for this long are removed when a new one is saved:
+/// every rebuild of cella, the kernel or guest-init makes a new one.
+const UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Removes the snapshots in `dir` other than `keep` that no run has read
+/// for [`UNUSED_FOR`] (by access time; a run reads its snapshot's header).
+/// A run still using one keeps its mapping: unlinking never breaks it.
+pub fn prune(dir: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for e in entries.flatten() {
+        let path = e.path();
+        if path == keep || path.extension().is_none_or(|x| x != "snap") {
+            continue;
+        }
+        let unused = e
+            .metadata()
+            .and_then(|m| m.accessed())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > UNUSED_FOR);
+        if unused {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 /// Removes a snapshot that failed to load, unless another process has
 /// already replaced it with a new file.
 pub fn discard(path: &Path, snapshot_ino: Option<u64>) {
@@ -292,5 +327,138 @@ pub fn lock(dir: &Path, key: &str) -> Result<CreateLock, SnapshotError> {
         if e.kind() != std::io::ErrorKind::Interrupted {
             return Err(err(e));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::state::VmState;
+
+    fn state(mem_size: u64) -> VmSnapshot {
+        VmSnapshot {
+            mem_size,
+            vm: VmState {
+                pic_master: Default::default(),
+                pic_slave: Default::default(),
+                ioapic: Default::default(),
+                pit: Default::default(),
+                clock: Default::default(),
+            },
+            vcpus: Vec::new(),
+            devices: Vec::new(),
+        }
+    }
+
+    fn saved(dir: &Path) -> PathBuf {
+        let path = dir.join("k.snap");
+        write(&state(3 * PAGE), &path, |f, off| {
+            f.write_all_at(&[0xab; 100], off + PAGE)
+        })
+        .expect("write");
+        path
+    }
+
+    fn patch(path: &Path, at: u64, bytes: &[u8]) {
+        let f = OpenOptions::new().write(true).open(path).expect("open");
+        f.write_all_at(bytes, at).expect("patch");
+    }
+
+    #[test]
+    fn round_trip_keeps_memory_at_its_offset_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = saved(dir.path());
+        let snap = load(&path).expect("load");
+        assert_eq!(snap.state.mem_size, 3 * PAGE);
+        assert_eq!(snap.mem_offset % PAGE, 0);
+        let mut page = vec![0u8; PAGE as usize];
+        snap.file
+            .read_exact_at(&mut page, snap.mem_offset + PAGE)
+            .expect("read");
+        assert_eq!(&page[..100], &[0xab; 100][..]);
+        assert!(page[100..].iter().all(|&b| b == 0));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, ["k.snap"]);
+    }
+
+    #[test]
+    fn damaged_snapshots_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        type Damage = fn(&Path);
+        let cases: [(&str, Damage); 5] = [
+            ("magic", |p| patch(p, 0, b"NOTASNAP")),
+            ("format", |p| patch(p, 8, &99u32.to_le_bytes())),
+            ("checksum", |p| patch(p, PAGE + 2, b"##")),
+            ("truncated", |p| {
+                let f = OpenOptions::new().write(true).open(p).expect("open");
+                let len = f.metadata().expect("stat").len();
+                f.set_len(len - PAGE).expect("truncate");
+            }),
+            ("empty", |p| std::fs::write(p, b"").expect("write")),
+        ];
+        for (what, damage) in cases {
+            let path = saved(dir.path());
+            damage(&path);
+            let err = load(&path).err().map(|e| e.to_string());
+            let expect = match what {
+                "magic" => "bad magic",
+                "format" => "format 99",
+                "checksum" => "checksum",
+                _ => "truncated",
+            };
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains(expect)),
+                "{what}: {err:?}"
+            );
+        }
+        assert!(matches!(
+            load(&dir.path().join("none.snap")),
+            Err(SnapshotError::Missing)
+        ));
+    }
+
+    #[test]
+    fn prune_removes_only_long_unread_snapshots() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (old, recent, keep) = ("old.snap", "recent.snap", "keep.snap");
+        for name in [old, recent, keep, "other.lock"] {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        let long_ago = std::time::SystemTime::now() - 2 * UNUSED_FOR;
+        for name in [old, keep, "other.lock"] {
+            let f = File::options()
+                .write(true)
+                .open(dir.path().join(name))
+                .expect("open");
+            f.set_times(std::fs::FileTimes::new().set_accessed(long_ago))
+                .expect("set atime");
+        }
+        prune(dir.path(), &dir.path().join(keep));
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["keep.snap", "other.lock", "recent.snap"]);
+    }
+
+    #[test]
+    fn the_create_lock_is_exclusive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let held = lock(dir.path(), "k").expect("lock");
+        let path = dir.path().join("k.lock");
+        let f = File::open(&path).expect("open");
+        // SAFETY: flock on a descriptor this test owns.
+        let busy = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        assert_eq!(busy, -1, "a second holder got the lock");
+        drop(held);
+        // SAFETY: as above.
+        let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        assert_eq!(free, 0);
     }
 }

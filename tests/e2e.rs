@@ -1,14 +1,15 @@
 //! End-to-end: the real `cella` binary boots real guests on /dev/kvm and
 //! we check what a user sees: stdout, stderr, exit status, files.
-//! Each cold boot costs tens of seconds on an emulating host, so each test
-//! asserts several things about one boot.
+//! Each test runs twice: on a VM booted from scratch and on one restored
+//! from a snapshot. A cold boot costs tens of seconds on an emulating
+//! host, so each test asserts several things about one boot.
 
 mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::{assets, text, Project};
+use common::{assets, text, Mode, Project};
 use sha2::{Digest, Sha256};
 
 const COMMANDS: &str = r#"  streams: !Command
@@ -20,10 +21,9 @@ const COMMANDS: &str = r#"  streams: !Command
     run: "echo scratch > /etc/new-file && cat /etc/new-file && cat /proc/1/cmdline | tr '\\0' ' ' && echo && rm -rf /etc && mkdir /etc && touch /etc/only && ls /etc"
 "#;
 
-#[test]
-fn streams_stay_separate_and_exit_status_comes_back() {
+fn streams_stay_separate_and_exit_status_comes_back(mode: Mode) {
     let Some(a) = assets() else { return };
-    let p = Project::new(a, COMMANDS);
+    let p = Project::with_mode(a, COMMANDS, mode);
     let out = p.run(&["streams", "one", "two"], None);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
@@ -44,10 +44,9 @@ fn streams_stay_separate_and_exit_status_comes_back() {
     );
 }
 
-#[test]
-fn binary_stdin_round_trips_and_eof_reaches_the_guest() {
+fn binary_stdin_round_trips_and_eof_reaches_the_guest(mode: Mode) {
     let Some(a) = assets() else { return };
-    let p = Project::new(a, COMMANDS);
+    let p = Project::with_mode(a, COMMANDS, mode);
     let input: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
     let out = p.run(&["_run", "base", "cat"], Some(&input));
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
@@ -55,10 +54,9 @@ fn binary_stdin_round_trips_and_eof_reaches_the_guest() {
     assert!(out.stdout == input, "bytes changed on the way");
 }
 
-#[test]
-fn root_is_writable_overlay_and_guest_init_is_pid_1() {
+fn root_is_writable_overlay_and_guest_init_is_pid_1(mode: Mode) {
     let Some(a) = assets() else { return };
-    let p = Project::new(a, COMMANDS);
+    let p = Project::with_mode(a, COMMANDS, mode);
     let out = p.run(&["write-root"], None);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
@@ -72,10 +70,9 @@ fn root_is_writable_overlay_and_guest_init_is_pid_1() {
     assert_eq!(again.status.code(), Some(1), "{}", text(&again.stderr));
 }
 
-#[test]
-fn missing_program_is_127_and_not_executable_is_126() {
+fn missing_program_is_127_and_not_executable_is_126(mode: Mode) {
     let Some(a) = assets() else { return };
-    let p = Project::new(a, COMMANDS);
+    let p = Project::with_mode(a, COMMANDS, mode);
     let out = p.run(&["_run", "base", "no-such-program"], None);
     assert_eq!(
         out.status.code(),
@@ -97,10 +94,9 @@ fn missing_program_is_127_and_not_executable_is_126() {
     );
 }
 
-#[test]
-fn killed_by_signal_is_128_plus_n() {
+fn killed_by_signal_is_128_plus_n(mode: Mode) {
     let Some(a) = assets() else { return };
-    let p = Project::new(a, COMMANDS);
+    let p = Project::with_mode(a, COMMANDS, mode);
     let out = p.run(&["_run", "base", "sh", "-c", "kill -9 $$"], None);
     assert_eq!(
         out.status.code(),
@@ -110,10 +106,9 @@ fn killed_by_signal_is_128_plus_n() {
     );
 }
 
-#[test]
-fn sigterm_to_cella_reaches_the_workload() {
+fn sigterm_to_cella_reaches_the_workload(mode: Mode) {
     let Some(a) = assets() else { return };
-    let p = Project::new(a, COMMANDS);
+    let p = Project::with_mode(a, COMMANDS, mode);
     let mut cmd = p.cella();
     cmd.args([
         "_run",
@@ -154,10 +149,9 @@ fn sigterm_to_cella_reaches_the_workload() {
     assert!(text(&seen).contains("got-term"), "stdout: {}", text(&seen));
 }
 
-#[test]
-fn sixty_four_mib_of_stdout_arrive_intact() {
+fn sixty_four_mib_of_stdout_arrive_intact(mode: Mode) {
     let Some(a) = assets() else { return };
-    let p = Project::new(a, COMMANDS);
+    let p = Project::with_mode(a, COMMANDS, mode);
     // dd writes 32 KiB at a time: on an emulating host every guest syscall
     // is costly, so a writer of small chunks would measure those, not the
     // stream. Byte order is checked by the patterned stdin round trip.
@@ -179,3 +173,32 @@ fn sixty_four_mib_of_stdout_arrive_intact() {
         text(&out.stderr)
     );
 }
+
+both_paths!(
+    streams_stay_separate_and_exit_status_comes_back,
+    super::streams_stay_separate_and_exit_status_comes_back
+);
+both_paths!(
+    binary_stdin_round_trips_and_eof_reaches_the_guest,
+    super::binary_stdin_round_trips_and_eof_reaches_the_guest
+);
+both_paths!(
+    root_is_writable_overlay_and_guest_init_is_pid_1,
+    super::root_is_writable_overlay_and_guest_init_is_pid_1
+);
+both_paths!(
+    missing_program_is_127_and_not_executable_is_126,
+    super::missing_program_is_127_and_not_executable_is_126
+);
+both_paths!(
+    killed_by_signal_is_128_plus_n,
+    super::killed_by_signal_is_128_plus_n
+);
+both_paths!(
+    sigterm_to_cella_reaches_the_workload,
+    super::sigterm_to_cella_reaches_the_workload
+);
+both_paths!(
+    sixty_four_mib_of_stdout_arrive_intact,
+    super::sixty_four_mib_of_stdout_arrive_intact
+);

@@ -46,7 +46,12 @@ fn project(yaml: &str) -> Project {
         init: "/nonexistent/init".into(),
         rootfs: dir.path().join("rootfs.tar"),
     };
-    Project { dir, assets }
+    Project {
+        dir,
+        assets,
+        mode: common::Mode::Restored,
+        cache: common::shared_cache(),
+    }
 }
 
 #[test]

@@ -112,8 +112,14 @@ pub fn boot_and_run(
     let mut on_ready = |vm: &Vm| -> Result<(), GuestError> {
         if let Some((path, lock)) = template.take() {
             match snapshot::save(vm, &path) {
-                Ok(()) if verbose => eprintln!("cella: saved snapshot {}", path.display()),
-                Ok(()) => {}
+                Ok(()) => {
+                    if verbose {
+                        eprintln!("cella: saved snapshot {}", path.display());
+                    }
+                    if let Some(dir) = path.parent() {
+                        snapshot::prune(dir, &path);
+                    }
+                }
                 Err(e) => warn(
                     &e,
                     "cannot save a snapshot; the next run boots from scratch",

@@ -2,6 +2,7 @@
 //! devices, built in one linear function from a plain-data [`VmSpec`].
 
 pub mod boot;
+pub mod mptable;
 pub mod state;
 pub mod vcpu;
 
@@ -85,6 +86,8 @@ pub enum VmError {
     BootParams(#[source] linux_loader::configurator::Error),
     #[error("cannot open disk image {0}")]
     OpenDisk(PathBuf, #[source] std::io::Error),
+    #[error("{0} vCPUs do not fit in the MP table")]
+    TooManyCpus(u8),
     #[error("the VM has no drive {0}")]
     NoDrive(usize),
     #[error("cannot create an eventfd")]
@@ -357,6 +360,7 @@ pub fn build_and_start(spec: &VmSpec, restore: Option<Restore>) -> Result<Vm, Vm
         None => {
             let mut kernel = File::open(&spec.kernel)
                 .map_err(|e| VmError::OpenKernel(spec.kernel.clone(), e))?;
+            mptable::write(&mem, spec.vcpus)?;
             VcpuStart::Boot(boot::load(
                 &mem,
                 mem_size,

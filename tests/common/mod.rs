@@ -59,21 +59,65 @@ pub fn assets() -> Option<Assets> {
     None
 }
 
+/// How a test's VMs start: booted from scratch, or restored from the
+/// snapshot shared by every test of this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Cold,
+    Restored,
+}
+
+/// The snapshot cache the restored-path tests share, kept between test runs
+/// (snapshots are keyed by the cella build, kernel and guest-init).
+pub fn shared_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("snapshot-cache")
+}
+
+/// Runs a test body once per start path.
+#[macro_export]
+macro_rules! both_paths {
+    ($name:ident, $body:path) => {
+        mod $name {
+            #[test]
+            fn cold() {
+                $body($crate::common::Mode::Cold)
+            }
+            #[test]
+            fn restored() {
+                $body($crate::common::Mode::Restored)
+            }
+        }
+    };
+}
+
 /// A throwaway project whose `base` container is the test rootfs.
 pub struct Project {
     pub dir: tempfile::TempDir,
     pub assets: Assets,
+    pub mode: Mode,
+    /// Where snapshots go; the shared cache unless a test wants its own.
+    pub cache: PathBuf,
 }
 
 impl Project {
+    /// A project whose runs restore from the shared snapshot cache.
     pub fn new(assets: Assets, commands: &str) -> Project {
+        Project::with_mode(assets, commands, Mode::Restored)
+    }
+
+    pub fn with_mode(assets: Assets, commands: &str, mode: Mode) -> Project {
         let dir = tempfile::tempdir().expect("tempdir");
         std::os::unix::fs::symlink(&assets.rootfs, dir.path().join("rootfs.tar")).expect("symlink");
         let yaml = format!(
             "containers:\n  base:\n    setup:\n    - !Tar {{ url: ./rootfs.tar }}\ncommands:\n{commands}"
         );
         std::fs::write(dir.path().join("cella.yaml"), yaml).expect("write cella.yaml");
-        Project { dir, assets }
+        Project {
+            dir,
+            assets,
+            mode,
+            cache: shared_cache(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -85,9 +129,15 @@ impl Project {
         c.current_dir(self.path())
             .env("CELLA_KERNEL", &self.assets.kernel)
             .env("CELLA_GUEST_INIT", &self.assets.init)
+            .env("CELLA_CACHE_DIR", &self.cache)
+            .env_remove("CELLA_COLD_BOOT")
+            .env_remove("CELLA_STATS")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if self.mode == Mode::Cold {
+            c.env("CELLA_COLD_BOOT", "1");
+        }
         c
     }
 

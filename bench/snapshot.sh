@@ -10,7 +10,8 @@
 # rootfs, and the host memory (PSS) of GUESTS idle guests (default 20)
 # restored from one snapshot against COLD_GUESTS (default 20) cold-booted.
 # crun and podman can't create cgroups on this host's hybrid hierarchy, so
-# they run in a mount namespace with a cgroup2 mount and cgroups disabled.
+# they run in a mount namespace with a cgroup2 mount and cgroups disabled;
+# podman gets low rlimits because raising them is not permitted here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
@@ -89,7 +90,7 @@ fi
 t_podman=
 if command -v podman >/dev/null && podman import -q "$proj/rootfs.tar" cella-bench:latest >/dev/null 2>&1; then
     peer_ns hyperfine -N --style none --runs "$runs" --export-json "$work/podman.json" \
-        "podman run --rm --cgroups=disabled --network=none cella-bench:latest true" >&2 &&
+        "podman run --rm --cgroups=disabled --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network=none cella-bench:latest true" >&2 &&
         t_podman=$(json "$work/podman.json") || echo "podman failed here" >&2
 fi
 

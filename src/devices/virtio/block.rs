@@ -299,6 +299,45 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_drive_fails_reads_until_a_disk_is_inserted() {
+        let mut block = Block::new(None);
+        let capacity = |b: &Block| {
+            let mut c = [0u8; 8];
+            b.read_config(0, &mut c);
+            u64::from_le_bytes(c)
+        };
+        assert_eq!(capacity(&block), 0);
+        let mut seg_max = [0u8; 4];
+        block.read_config(12, &mut seg_max);
+        assert_eq!(u32::from_le_bytes(seg_max), SEG_MAX);
+        let generation = block.config_generation();
+
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20000)]).expect("mem");
+        let q = MockSplitQueue::new(&mem, 16);
+        mem.write_obj(0xffu8, GuestAddress(0xa000)).expect("status");
+        let chain = q
+            .build_desc_chain(&[
+                desc(0x8000, 16, F_NEXT),
+                desc(0x9000, 512, F_NEXT | F_WRITE),
+                desc(0xa000, 1, F_WRITE),
+            ])
+            .expect("chain");
+        assert_eq!(fail_request(&mem, chain), 1);
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(0xa000)).expect("status"),
+            S_IOERR
+        );
+
+        block.insert(disk());
+        assert_eq!(capacity(&block), 8);
+        assert_ne!(
+            block.config_generation(),
+            generation,
+            "the driver must re-read"
+        );
+    }
+
+    #[test]
     fn read_returns_the_sectors_asked_for() {
         let (mem, used, status) = run(T_IN, 3, 1024);
         assert_eq!((used, status), (1025, S_OK));

@@ -490,6 +490,26 @@ mod tests {
     }
 
     #[test]
+    fn port_state_survives_a_snapshot_and_needs_the_same_ports() {
+        let mut dev = Console::new(&["ctl", "in"]);
+        dev.ports[0].ready = true;
+        dev.ports[0].guest_open = true;
+        dev.ports[1].rx.extend(b"held");
+        dev.control_out.push_back(vec![1, 2, 3]);
+        let saved = dev.save_state();
+
+        let mut fresh = Console::new(&["ctl", "in"]);
+        fresh.restore_state(saved.clone()).expect("restore");
+        assert!(fresh.ports[0].ready && fresh.ports[0].guest_open);
+        assert_eq!(fresh.pending(1), 4);
+        assert_eq!(fresh.control_out, [vec![1, 2, 3]]);
+        assert_eq!(fresh.save_state(), saved);
+
+        let mut other = Console::new(&["ctl", "out"]);
+        assert!(other.restore_state(saved).is_err());
+    }
+
+    #[test]
     fn multiport_handshake_data_eof_and_output() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x200000)]).expect("mem");
         let mut dev = Console::new(&["ctl", "in", "out"]);

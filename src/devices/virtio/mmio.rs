@@ -320,6 +320,7 @@ mod tests {
 
     struct Dummy {
         activated: Arc<Mutex<Option<usize>>>,
+        queues: Vec<Queue>,
     }
 
     impl VirtioDevice for Dummy {
@@ -337,10 +338,11 @@ mod tests {
         }
         fn activate(&mut self, _mem: GuestMemoryMmap, queues: Vec<Queue>, _i: Interrupt) {
             *self.activated.lock().expect("lock") = Some(queues.len());
+            self.queues = queues;
         }
         fn queue_notify(&mut self, _queue: usize) {}
         fn queues(&self) -> Vec<&Queue> {
-            Vec::new()
+            self.queues.iter().collect()
         }
     }
 
@@ -350,18 +352,23 @@ mod tests {
         u32::from_le_bytes(b)
     }
 
-    #[test]
-    fn driver_handshake_activates_device() {
+    fn transport(activated: &Arc<Mutex<Option<usize>>>) -> MmioTransport<Dummy> {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).expect("mem");
-        let activated = Arc::new(Mutex::new(None));
         let irq = Interrupt::new(EventFd::new(0).expect("eventfd"));
-        let mut t = MmioTransport::new(
+        MmioTransport::new(
             Dummy {
                 activated: activated.clone(),
+                queues: Vec::new(),
             },
             mem,
             irq,
-        );
+        )
+    }
+
+    #[test]
+    fn driver_handshake_activates_device() {
+        let activated = Arc::new(Mutex::new(None));
+        let mut t = transport(&activated);
         assert_eq!(reg(&mut t, 0), MAGIC);
         assert_eq!(reg(&mut t, 8), 42);
         t.write(0x14, &1u32.to_le_bytes());
@@ -380,5 +387,22 @@ mod tests {
         let mut cfg = [0u8; 2];
         t.read(0x102, &mut cfg);
         assert_eq!(cfg, [3, 4]);
+
+        // A snapshot restored into a fresh transport: live again, same registers.
+        t.interrupt.signal_used_queue();
+        let saved = t.snapshot();
+        let again = Arc::new(Mutex::new(None));
+        let mut r = transport(&again);
+        r.restore(&saved).expect("restore");
+        assert_eq!(*again.lock().expect("lock"), Some(2));
+        assert_eq!(reg(&mut r, 0x70), STATUS_DRIVER_OK | 3);
+        assert_eq!(reg(&mut r, 0x60), 1, "pending interrupt status kept");
+        let json = |s: &TransportSnapshot| serde_json::to_value(s).expect("json");
+        assert_eq!(json(&r.snapshot()), json(&saved));
+
+        // A snapshot of another shape is refused.
+        let mut other = saved.clone();
+        other.queues.pop();
+        assert!(transport(&again).restore(&other).is_err());
     }
 }

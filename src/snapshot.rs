@@ -173,7 +173,14 @@ pub fn load(path: &Path) -> Result<Snapshot, SnapshotError> {
 /// Pauses `vm`, writes its snapshot to `path` and lets it go on. The file
 /// appears under its name only once complete and synced.
 pub fn save(vm: &Vm, path: &Path) -> Result<(), SnapshotError> {
-    let state = vm.pause().map_err(SnapshotError::Pause)?;
+    let state = match vm.pause() {
+        Ok(state) => state,
+        Err(e) => {
+            // Whatever vCPUs did stop must run again.
+            vm.resume();
+            return Err(SnapshotError::Pause(e));
+        }
+    };
     let written = write(&state, path, |file, offset| write_memory(vm, file, offset));
     vm.resume();
     written

@@ -12,54 +12,34 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
+source bench/common.sh
 
 scripts/build.sh
 cella=$PWD/target/release/cella
-if [[ $(id -u) -eq 0 ]]; then
-    for p in hyperfine qemu-system-x86; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$p" >&2
-    done
-fi
+install_peers hyperfine qemu-system-x86
 
 work=$(mktemp -d /tmp/cella-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-proj=$work/proj
-mkdir -p "$proj"
-cp images/busybox.tar "$proj/rootfs.tar"
-cat >"$proj/cella.yaml" <<'YAML'
-containers:
-  base:
-    setup:
-    - !Tar { url: ./rootfs.tar }
-YAML
+make_project
 cd "$proj"
 "$cella" _run base true # builds the image once
 
-json() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]; print(r["median"])' "$1"; }
-bench() { # name, command...
-    local name=$1
-    shift
-    hyperfine -N --style none --runs "$runs" --export-json "$work/$name.json" "$*" >&2
-    json "$work/$name.json"
-}
-
 echo "== boot to exit: \`cella --cold-boot _run base true\`, median of $runs ==" >&2
-t_cella=$(bench cella "$cella --cold-boot _run base true")
+t_cella=$(bench cella "$runs" "$cella --cold-boot _run base true")
 
 t_qemu=
 if command -v qemu-system-x86_64 >/dev/null; then
     image=$(ls "$proj"/.cella/images/* | head -n1)
     peer="python3 $OLDPWD/bench/qemu_peer.py --kernel $OLDPWD/target/release/cella-vmlinux --init $OLDPWD/target/release/cella-guest-init --rootfs $image -- true"
-    t_qemu=$(bench qemu "$peer") || t_qemu=
+    t_qemu=$(bench qemu "$runs" "$peer") || t_qemu=
 fi
 
 echo "== stdout throughput ==" >&2
 mib=32
 # Restored from a snapshot: the stream's time is what a `true` run lacks.
-t_true=$(bench true "$cella _run base true")
-t_big=$(bench stream "$cella _run base dd if=/dev/zero bs=32k count=$((mib * 32))")
-t_cat=$(bench cat "sh -c 'head -c ${mib}m /dev/zero | cat >/dev/null'")
+t_true=$(bench true "$runs" "$cella _run base true")
+t_big=$(bench stream "$runs" "$cella _run base dd if=/dev/zero bs=32k count=$((mib * 32))")
+t_cat=$(bench cat "$runs" "sh -c 'head -c ${mib}m /dev/zero | cat >/dev/null'")
 
 echo "== memory ==" >&2
 stats=$(CELLA_STATS=1 "$cella" --cold-boot _run base true 2>&1 >/dev/null | grep peak_rss || true)

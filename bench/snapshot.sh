@@ -19,15 +19,11 @@ runs=${1:-5}
 cold_runs=${COLD_RUNS:-3}
 guests=${GUESTS:-20}
 cold_guests=${COLD_GUESTS:-10}
+source bench/common.sh
 
 scripts/build.sh
 cella=$PWD/target/release/cella
-if [[ $(id -u) -eq 0 ]]; then
-    for p in hyperfine crun podman; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$p" >&2
-    done
-fi
+install_peers hyperfine crun podman
 
 work=$(mktemp -d /tmp/cella-bench.XXXXXX)
 pids=()
@@ -37,26 +33,11 @@ cleanup() {
 }
 trap cleanup EXIT
 export CELLA_CACHE_DIR=$work/cache
-proj=$work/proj
-mkdir -p "$proj"
-cp images/busybox.tar "$proj/rootfs.tar"
-cat >"$proj/cella.yaml" <<'YAML'
-containers:
-  base:
-    setup:
-    - !Tar { url: ./rootfs.tar }
-YAML
+make_project
 cd "$proj"
 echo "== first run: builds the image, boots, saves the snapshot ==" >&2
 "$cella" _run base true
 
-json() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]; print(r["median"])' "$1"; }
-bench() { # name, runs, command...
-    local name=$1 n=$2
-    shift 2
-    hyperfine -N --style none --runs "$n" --export-json "$work/$name.json" "$*" >&2
-    json "$work/$name.json"
-}
 
 echo "== \`cella _run base true\`: restored, cold ==" >&2
 t_restored=$(bench restored "$runs" "$cella _run base true")

@@ -29,6 +29,13 @@ fn snapshots(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Makes sure the project's snapshot cache has the snapshot (this run may
+/// create it).
+fn warm(p: &Project) {
+    let out = p.run(&["_run", "base", "true"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
 /// Runs `fresh` restored: its random hex, the guest's clock and the host
 /// clock before and after.
 fn fresh(p: &Project) -> (String, u64, u64, u64) {
@@ -57,9 +64,7 @@ fn fresh(p: &Project) -> (String, u64, u64, u64) {
 fn restored_runs_get_fresh_randomness_and_the_current_clock() {
     let Some(a) = assets() else { return };
     let p = Project::new(a, COMMANDS);
-    // Make sure the shared snapshot exists (this run may create it).
-    let warm = p.run(&["_run", "base", "true"], None);
-    assert_eq!(warm.status.code(), Some(0), "{}", text(&warm.stderr));
+    warm(&p);
 
     let (r1, c1, b1, a1) = fresh(&p);
     let (r2, c2, b2, a2) = fresh(&p);
@@ -79,9 +84,8 @@ fn restored_runs_get_fresh_randomness_and_the_current_clock() {
 fn corrupt_snapshot_falls_back_to_a_cold_boot_with_a_warning() {
     let Some(a) = assets() else { return };
     let mut p = Project::new(a, COMMANDS);
-    // Make sure the shared snapshot exists, then give this test a copy.
-    let warm = p.run(&["_run", "base", "true"], None);
-    assert_eq!(warm.status.code(), Some(0), "{}", text(&warm.stderr));
+    // Give this test a copy of the shared snapshot.
+    warm(&p);
     let shared = snapshots(&p.cache);
     assert!(!shared.is_empty(), "no snapshot in {}", p.cache.display());
     let own = tempfile::tempdir().expect("tempdir");
@@ -127,8 +131,7 @@ fn corrupt_snapshot_falls_back_to_a_cold_boot_with_a_warning() {
 fn twenty_concurrent_runs_restore_from_one_snapshot() {
     let Some(a) = assets() else { return };
     let p = Project::new(a, COMMANDS);
-    let warm = p.run(&["_run", "base", "true"], None);
-    assert_eq!(warm.status.code(), Some(0), "{}", text(&warm.stderr));
+    warm(&p);
     let children: Vec<_> = (0..20)
         .map(|i| {
             let mut cmd = p.cella();

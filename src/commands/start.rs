@@ -187,18 +187,19 @@ fn cold_boot(spec: &mut VmSpec, init: &Path) -> Result<Vm, RunError> {
 /// The VM in the snapshot at `path`, if there is a good one. A snapshot
 /// that fails to load or to restore is discarded with a warning.
 fn restore(spec: &VmSpec, path: &Path) -> Option<Vm> {
+    let discard = |e: &dyn std::error::Error, ino: Option<u64>| {
+        let action = format!(
+            "discarding snapshot {} and booting from scratch",
+            path.display()
+        );
+        warn(e, &action);
+        snapshot::discard(path, ino);
+    };
     let snap = match snapshot::load(path) {
         Ok(snap) => snap,
         Err(SnapshotError::Missing) => return None,
         Err(e) => {
-            warn(
-                &e,
-                &format!(
-                    "discarding snapshot {} and booting from scratch",
-                    path.display()
-                ),
-            );
-            snapshot::discard(path, None);
+            discard(&e, None);
             return None;
         }
     };
@@ -211,14 +212,7 @@ fn restore(spec: &VmSpec, path: &Path) -> Option<Vm> {
     match vmm::build_and_start(spec, Some(restore)) {
         Ok(vm) => Some(vm),
         Err(e) => {
-            warn(
-                &e,
-                &format!(
-                    "discarding snapshot {} and booting from scratch",
-                    path.display()
-                ),
-            );
-            snapshot::discard(path, ino);
+            discard(&e, ino);
             None
         }
     }

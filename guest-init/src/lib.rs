@@ -8,14 +8,16 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Port ids on the multiport virtio-console, in the order the host adds them.
 pub const PORT_CONTROL: u32 = 0;
 pub const PORT_STDIN: u32 = 1;
 pub const PORT_STDOUT: u32 = 2;
 pub const PORT_STDERR: u32 = 3;
-pub const NUM_PORTS: u32 = 4;
+/// Guest → host: a build VM's changes to the root, as an [`ExportRecord`] stream.
+pub const PORT_EXPORT: u32 = 4;
+pub const NUM_PORTS: u32 = 5;
 
 /// Names the host gives the ports (guest side: /sys/class/virtio-ports/*/name).
 pub const PORT_NAMES: [&str; NUM_PORTS as usize] = [
@@ -23,6 +25,7 @@ pub const PORT_NAMES: [&str; NUM_PORTS as usize] = [
     "cella.stdin",
     "cella.stdout",
     "cella.stderr",
+    "cella.export",
 ];
 
 /// What the workload runs as and where: everything the guest needs to know
@@ -49,6 +52,71 @@ pub struct RunSpec {
     /// Fresh random bytes from the host, mixed into the guest's pool and
     /// credited, so that no two runs from one snapshot share a seed.
     pub entropy: Vec<u8>,
+    /// Set for a build VM: the programs of [`Build`] run instead of `argv`.
+    #[serde(default)]
+    pub build: Option<Build>,
+}
+
+/// The build steps that run programs, as one batch in one VM: each runs
+/// only if the one before exited 0, with stdin from /dev/null. When all
+/// succeed, every process left is killed and the root's changes (the
+/// overlay's upper directory) go to the host on [`PORT_EXPORT`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Build {
+    pub steps: Vec<BuildStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildStep {
+    /// Written to stderr before the step starts: the step's line of the
+    /// build's output, in order with the programs' own.
+    pub banner: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+}
+
+/// One record of the export stream, a JSON line (see [`encode`]); a
+/// `File` entry is followed by exactly `size` bytes of content. Entries
+/// come in pre-order (a directory before what it holds), names sorted by
+/// bytes; the stream ends with `End`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExportRecord {
+    Entry(ExportEntry),
+    End,
+}
+
+/// A path of the root that a build changed, as overlayfs records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportEntry {
+    /// Relative to the root, names joined by `/`, no leading `/`.
+    pub path: Vec<u8>,
+    pub kind: ExportKind,
+    /// Permission bits (the low 12 bits of st_mode).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Full names (`security.capability`) and values; overlayfs's own
+    /// `trusted.overlay.*` attributes are left out.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExportKind {
+    /// `opaque`: it replaces the directory below instead of merging with it.
+    Dir { opaque: bool },
+    File { size: u64 },
+    /// Another name for the inode of an earlier `File` entry at `target`.
+    HardLink { target: Vec<u8> },
+    Symlink { target: Vec<u8> },
+    CharDevice { major: u32, minor: u32 },
+    BlockDevice { major: u32, minor: u32 },
+    Fifo,
+    Socket,
+    /// The path was deleted.
+    Whiteout,
 }
 
 /// Messages from the host to the guest.
@@ -76,6 +144,10 @@ pub enum GuestMsg {
     },
     /// The workload is running.
     Started,
+    /// A build VM is about to start step `index` of its [`Build`].
+    Step {
+        index: u32,
+    },
     /// The workload exited with this status.
     Exited {
         code: i32,
@@ -99,7 +171,7 @@ impl GuestMsg {
     /// The exit status `cella` returns for this final message, if it is one.
     pub fn exit_status(&self) -> Option<i32> {
         match self {
-            GuestMsg::Hello { .. } | GuestMsg::Started => None,
+            GuestMsg::Hello { .. } | GuestMsg::Started | GuestMsg::Step { .. } => None,
             GuestMsg::Exited { code } => Some(*code),
             GuestMsg::Killed { signal } => Some(128 + signal),
             GuestMsg::SpawnFailed {
@@ -186,6 +258,7 @@ mod tests {
             rootfs_device: "/dev/vda".into(),
             realtime_ns: 1_700_000_000_000_000_000,
             entropy: vec![7; 32],
+            build: None,
         }
     }
 

@@ -337,6 +337,7 @@ mod tests {
             rootfs_device: "/dev/vda".into(),
             realtime_ns: 0,
             entropy: Vec::new(),
+            build: None,
         }
     }
 
@@ -444,6 +445,7 @@ mod host_tests {
             rootfs_device: "/dev/vda".into(),
             realtime_ns: 0,
             entropy: Vec::new(),
+            build: None,
         };
         let (stdin_r, stdin_w) = pipe();
         let (out_r, out_w) = pipe();

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use guest_init::RunSpec;
 
 use super::{start, state_dir, CommandError};
-use crate::config::{CommandKind, Config, Container, SetupStep};
+use crate::config::{CommandKind, Config, Container, Step};
 use crate::guest::GuestError;
 use crate::image::{self, ImageError};
 use crate::vmm::VmError;
@@ -121,6 +121,7 @@ pub fn in_container(
         rootfs_device: "/dev/vda".into(),
         realtime_ns: 0,
         entropy: Vec::new(),
+        build: None,
     };
     Ok(start::boot_and_run(vec![image], spec, opts)?)
 }
@@ -128,7 +129,9 @@ pub fn in_container(
 /// The image of a container, built from its tarball if missing.
 /// Only a single `!Tar` step exists so far, so the image is its tarball's.
 fn container_image(config: &Config, cont: &Container) -> Result<PathBuf, RunError> {
-    let Some(SetupStep::Tar { path, pos, .. }) = cont.setup.first() else {
+    let Some((Step::Tar { resolved: path, .. }, pos)) =
+        cont.setup.first().map(|s| (&s.step, s.pos))
+    else {
         return Err(RunError::NoBase(cont.name.clone()));
     };
     let images = state_dir(config).join("images");

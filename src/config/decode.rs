@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, Location, Pos};
-use super::model::{Command, CommandKind, Config, Container, SetupStep, SimpleCommand};
+use super::model::{Command, CommandKind, Config, Container, SetupStep, SimpleCommand, Step};
 use super::yaml::{Node, Value};
 
 const TOP_FIELDS: &[&str] = &["containers", "commands", "minimum-vagga"];
@@ -312,17 +312,18 @@ impl Decoder<'_> {
             name,
             setup,
             environ: self.environ(fields.get("environ"), &join(path, "environ"))?,
+            volumes: Default::default(),
             pos,
         })
     }
 
     fn setup_step(&self, node: &Node, path: &str) -> Result<SetupStep, ConfigError> {
-        match self.variant(node, path, SetupStep::TAGS)? {
+        match self.variant(node, path, Step::TAGS)? {
             "Tar" => self.tar(node, path),
             tag => Err(ConfigError::UnknownTag {
                 at: self.at(node.pos, path),
                 tag: tag.to_owned(),
-                expected: tag_list(SetupStep::TAGS),
+                expected: tag_list(Step::TAGS),
             }),
         }
     }
@@ -360,9 +361,13 @@ impl Decoder<'_> {
                 })
             }
         }
-        Ok(SetupStep::Tar {
-            url,
-            path: file,
+        Ok(SetupStep {
+            step: Step::Tar {
+                url,
+                resolved: file,
+                path: "/".to_owned(),
+                sha256: None,
+            },
             pos: node.pos,
         })
     }
@@ -417,6 +422,7 @@ impl Decoder<'_> {
             container,
             run,
             environ: self.environ(fields.get("environ"), &join(&fields.path, "environ"))?,
+            volumes: Default::default(),
         })
     }
 

@@ -16,7 +16,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Location, Pos};
-pub use model::{Command, CommandKind, Config, Container, SetupStep, SimpleCommand};
+pub use model::{
+    Command, CommandKind, Config, Container, CopyStep, SetupStep, SimpleCommand, Step, Volume,
+};
 
 /// Config file names, in order of preference within one directory.
 pub const FILE_NAMES: [&str; 2] = ["cella.yaml", "vagga.yaml"];

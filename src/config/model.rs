@@ -23,40 +23,177 @@ pub struct Container {
     pub setup: Vec<SetupStep>,
     /// Environment for every command run in this container.
     pub environ: BTreeMap<String, String>,
+    /// Volumes by their absolute path in the guest. Parsed and checked
+    /// here; runs do not mount them yet.
+    pub volumes: BTreeMap<String, Volume>,
     /// Where the container's name is in the file.
     pub pos: Pos,
 }
 
-/// One step of a container's setup; the YAML tag names the variant.
+/// One step of a container's setup, and where it is in the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SetupStep {
-    /// `!Tar { url: ./images/busybox.tar }`: unpack a local tarball at `/`.
+pub struct SetupStep {
+    pub step: Step,
+    /// The position of the step's tag.
+    pub pos: Pos,
+}
+
+/// What a setup step does; the YAML tag names the variant. Paths inside
+/// the container (`path`, `EnsureDir`, `Remove`, `Text` keys, `Build`'s
+/// `source` and `path`) are absolute and have no `..` component (checked).
+/// Host paths are relative to the project directory and stay inside it
+/// (checked lexically; `resolved` is the project directory joined with it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// `!Tar {url, path?, sha256?}`: unpack a local tarball at `path` (default `/`).
     Tar {
         /// The `url` as written.
         url: String,
-        /// `url` resolved against the project directory; it exists.
-        path: PathBuf,
-        pos: Pos,
+        /// `url` resolved against the project directory; it is a regular file.
+        resolved: PathBuf,
+        /// Where to unpack, absolute, default `/`.
+        path: String,
+        /// The expected sha256 of the file, lowercase hex (checked: 64 hex digits).
+        sha256: Option<String>,
+    },
+    /// `!Container NAME`: start from another container's image. Only as
+    /// the first step (checked); the container exists and no cycle (checked).
+    Container(String),
+    /// `!Sh "script"`: `sh -exc script` in the container being built.
+    Sh(String),
+    /// `!Cmd [argv]`: a program in the container being built; never empty.
+    Cmd(Vec<String>),
+    /// `!Text {path: content}`: write files (mode 0644).
+    Text(BTreeMap<String, String>),
+    /// `!Copy {...}`: copy from the project directory.
+    Copy(CopyStep),
+    /// `!EnsureDir path`: make the directory and its parents (mode 0755).
+    EnsureDir(String),
+    /// `!Remove path`: remove a file or a tree, if present.
+    Remove(String),
+    /// `!Env {K: V}`: environment for the later build steps of this container.
+    Env(BTreeMap<String, String>),
+    /// `!Depends path`: the content of a project file or directory joins the image id.
+    Depends {
+        /// As written.
+        path: String,
+        /// Resolved against the project directory; it exists.
+        resolved: PathBuf,
+    },
+    /// `!Build {container, source?, path?}`: copy `source` (default `/`)
+    /// out of another container's image to `path` (default: `source`).
+    Build {
+        container: String,
+        source: String,
+        path: String,
     },
 }
 
-impl SetupStep {
+/// The body of `!Copy`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyStep {
+    /// As written: relative to the project directory, or absolute under `/work`.
+    pub source: String,
+    /// The project directory joined with `source` (`/work/x` → `x`); it exists.
+    pub resolved: PathBuf,
+    /// Destination in the container, absolute.
+    pub path: String,
+    /// Only paths (relative to `source`, `/`-separated) matching this are copied.
+    pub include_regex: Option<String>,
+    /// Paths matching this are skipped (checked as a valid regex, like include).
+    pub exclude_regex: Option<String>,
+    /// Owner of the copies; default 0.
+    pub owner_uid: Option<u32>,
+    pub owner_gid: Option<u32>,
+    /// Bits cleared from the source's permissions; default 0o002.
+    pub umask: u32,
+}
+
+impl Step {
     /// The YAML tags of all setup steps, for messages.
-    pub const TAGS: &'static [&'static str] = &["Tar"];
+    pub const TAGS: &'static [&'static str] = &[
+        "Tar",
+        "Container",
+        "Sh",
+        "Cmd",
+        "Text",
+        "Copy",
+        "EnsureDir",
+        "Remove",
+        "Env",
+        "Depends",
+        "Build",
+    ];
 
     /// The step's YAML tag without the `!`.
     pub fn tag(&self) -> &'static str {
         match self {
-            SetupStep::Tar { .. } => "Tar",
+            Step::Tar { .. } => "Tar",
+            Step::Container(_) => "Container",
+            Step::Sh(_) => "Sh",
+            Step::Cmd(_) => "Cmd",
+            Step::Text(_) => "Text",
+            Step::Copy(_) => "Copy",
+            Step::EnsureDir(_) => "EnsureDir",
+            Step::Remove(_) => "Remove",
+            Step::Env(_) => "Env",
+            Step::Depends { .. } => "Depends",
+            Step::Build { .. } => "Build",
         }
     }
 
-    /// Where the step is in the file.
-    pub fn pos(&self) -> Pos {
+    /// The containers this step needs built first.
+    pub fn uses(&self) -> Option<&str> {
         match self {
-            SetupStep::Tar { pos, .. } => *pos,
+            Step::Container(name) | Step::Build { container: name, .. } => Some(name),
+            _ => None,
         }
     }
+}
+
+/// A volume kind; the YAML tag names the variant (as in vagga).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Volume {
+    /// `!Tmpfs {size?, mode?, subdirs?, files?}`.
+    Tmpfs {
+        /// Bytes; YAML takes a number or a size like `100Mi`, `1G`.
+        size: Option<u64>,
+        /// Default 0o1777 for `/tmp`-like use; as in vagga.
+        mode: Option<u32>,
+        /// Directory name → its mode.
+        subdirs: BTreeMap<String, Option<u32>>,
+        /// File name → its content (null is empty).
+        files: BTreeMap<String, String>,
+    },
+    /// `!BindRW path`.
+    BindRW(String),
+    /// `!BindRO path`.
+    BindRO(String),
+    /// `!Empty`.
+    Empty,
+    /// `!Persistent {name, init-command?}` (or `!Persistent NAME`).
+    Persistent {
+        name: String,
+        init_command: Option<String>,
+    },
+    /// `!Snapshot {size?, owner-uid?, owner-gid?, container?}`.
+    Snapshot {
+        size: Option<u64>,
+        owner_uid: Option<u32>,
+        owner_gid: Option<u32>,
+        container: Option<String>,
+    },
+}
+
+impl Volume {
+    pub const TAGS: &'static [&'static str] = &[
+        "Tmpfs",
+        "BindRW",
+        "BindRO",
+        "Empty",
+        "Persistent",
+        "Snapshot",
+    ];
 }
 
 /// A user-facing command: `cella NAME`.
@@ -98,4 +235,6 @@ pub struct SimpleCommand {
     pub run: Vec<String>,
     /// Environment for this command, over the container's.
     pub environ: BTreeMap<String, String>,
+    /// Volumes of this command, over the container's (not mounted yet).
+    pub volumes: BTreeMap<String, Volume>,
 }

@@ -1,21 +1,20 @@
 //! Node tree → typed model, checking fields, tags, types and references,
 //! and blaming each error on a position and a field path.
 
-use std::collections::BTreeMap;
-use std::io;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, Location, Pos};
-use super::model::{Command, CommandKind, Config, Container, SetupStep, SimpleCommand, Step};
+use super::model::{Command, CommandKind, Config, Container, SimpleCommand};
+use super::scalars;
 use super::yaml::{Node, Value};
 
 const TOP_FIELDS: &[&str] = &["containers", "commands", "minimum-vagga"];
-const CONTAINER_FIELDS: &[&str] = &["setup", "environ"];
-const TAR_FIELDS: &[&str] = &["url"];
-const COMMAND_FIELDS: &[&str] = &["description", "container", "run", "environ"];
+const CONTAINER_FIELDS: &[&str] = &["setup", "environ", "volumes"];
+const COMMAND_FIELDS: &[&str] = &["description", "container", "run", "environ", "volumes"];
 
 /// `path.key`, quoting keys that would make the path ambiguous.
-fn join(path: &str, key: &str) -> String {
+pub(super) fn join(path: &str, key: &str) -> String {
     let key = if key.is_empty() || key.contains(['.', ' ', '[', '"']) {
         format!("{key:?}")
     } else {
@@ -29,7 +28,7 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// "!Tar" or "one of !Command, !Supervise".
-fn tag_list(tags: &[&str]) -> String {
+pub(super) fn tag_list(tags: &[&str]) -> String {
     let list: Vec<String> = tags.iter().map(|t| format!("!{t}")).collect();
     match list.as_slice() {
         [one] => one.clone(),
@@ -38,23 +37,40 @@ fn tag_list(tags: &[&str]) -> String {
 }
 
 /// A mapping entry after merge keys are applied.
-struct Entry<'n> {
-    key: String,
-    key_pos: Pos,
-    value: &'n Node,
+pub(super) struct Entry<'n> {
+    pub key: String,
+    pub key_pos: Pos,
+    pub value: &'n Node,
 }
 
 /// The entries of a mapping that has a fixed set of fields.
-struct Fields<'n> {
-    path: String,
-    pos: Pos,
+pub(super) struct Fields<'n> {
+    pub path: String,
+    pub pos: Pos,
     entries: Vec<Entry<'n>>,
 }
 
 impl<'n> Fields<'n> {
-    fn get(&self, name: &str) -> Option<&'n Node> {
+    pub fn get(&self, name: &str) -> Option<&'n Node> {
         self.entries.iter().find(|e| e.key == name).map(|e| e.value)
     }
+
+    /// The field path of the field `name`.
+    pub fn path_of(&self, name: &str) -> String {
+        join(&self.path, name)
+    }
+}
+
+/// A container named in the config, checked once all containers are known.
+pub(super) struct Reference {
+    /// The container (or command) that names it.
+    pub from: String,
+    pub to: String,
+    /// Where the name is.
+    pub at: Location,
+    /// For a step that needs `to` built first (`!Container`, `!Build`),
+    /// where the step is: these references must not form a cycle.
+    pub step: Option<Location>,
 }
 
 pub(super) struct Decoder<'a> {
@@ -63,7 +79,7 @@ pub(super) struct Decoder<'a> {
 }
 
 impl Decoder<'_> {
-    fn at(&self, pos: Pos, field: &str) -> Location {
+    pub(super) fn at(&self, pos: Pos, field: &str) -> Location {
         Location {
             file: self.file.to_path_buf(),
             pos,
@@ -71,7 +87,12 @@ impl Decoder<'_> {
         }
     }
 
-    fn wrong_type(&self, node: &Node, path: &str, expected: &'static str) -> ConfigError {
+    pub(super) fn wrong_type(
+        &self,
+        node: &Node,
+        path: &str,
+        expected: &'static str,
+    ) -> ConfigError {
         ConfigError::WrongType {
             at: self.at(node.pos, path),
             expected,
@@ -79,7 +100,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn untagged(&self, node: &Node, path: &str) -> Result<(), ConfigError> {
+    pub(super) fn untagged(&self, node: &Node, path: &str) -> Result<(), ConfigError> {
         match &node.tag {
             None => Ok(()),
             Some(tag) => Err(ConfigError::UnexpectedTag {
@@ -90,7 +111,7 @@ impl Decoder<'_> {
     }
 
     /// The tag of a node that must have one of `tags`.
-    fn variant<'n>(
+    pub(super) fn variant<'n>(
         &self,
         node: &'n Node,
         path: &str,
@@ -112,7 +133,11 @@ impl Decoder<'_> {
 
     /// The entries of a mapping (null is empty), with `<<` merge keys
     /// applied: explicit keys win, then earlier merged mappings.
-    fn entries<'n>(&self, node: &'n Node, path: &str) -> Result<Vec<Entry<'n>>, ConfigError> {
+    pub(super) fn entries<'n>(
+        &self,
+        node: &'n Node,
+        path: &str,
+    ) -> Result<Vec<Entry<'n>>, ConfigError> {
         let items = match &node.value {
             Value::Map(items) => items,
             Value::Null => return Ok(Vec::new()),
@@ -166,7 +191,7 @@ impl Decoder<'_> {
     }
 
     /// A mapping with the fields `allowed` (any other is an error).
-    fn fields<'n>(
+    pub(super) fn fields<'n>(
         &self,
         node: &'n Node,
         path: &str,
@@ -186,13 +211,17 @@ impl Decoder<'_> {
         })
     }
 
-    fn required<'n>(&self, fields: &Fields<'n>, name: &str) -> Result<&'n Node, ConfigError> {
+    pub(super) fn required<'n>(
+        &self,
+        fields: &Fields<'n>,
+        name: &str,
+    ) -> Result<&'n Node, ConfigError> {
         fields.get(name).ok_or_else(|| ConfigError::MissingField {
             at: self.at(fields.pos, &join(&fields.path, name)),
         })
     }
 
-    fn string(&self, node: &Node, path: &str) -> Result<String, ConfigError> {
+    pub(super) fn string(&self, node: &Node, path: &str) -> Result<String, ConfigError> {
         self.untagged(node, path)?;
         match &node.value {
             Value::Scalar { text, .. } => Ok(text.clone()),
@@ -200,13 +229,66 @@ impl Decoder<'_> {
         }
     }
 
-    fn optional_string(
+    pub(super) fn optional_string(
         &self,
         node: Option<&Node>,
         path: &str,
     ) -> Result<Option<String>, ConfigError> {
         match node {
             Some(node) if node.value != Value::Null => self.string(node, path).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    pub(super) fn invalid(&self, pos: Pos, path: &str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            at: self.at(pos, path),
+            message,
+        }
+    }
+
+    /// The text of a scalar whose tag was already read (`!Sh "script"`).
+    pub(super) fn tagged_string(&self, node: &Node, path: &str) -> Result<String, ConfigError> {
+        match &node.value {
+            Value::Scalar { text, .. } => Ok(text.clone()),
+            _ => Err(self.wrong_type(node, path, "a string")),
+        }
+    }
+
+    /// A scalar whose tag was already read (`!EnsureDir /path`): an
+    /// absolute path in the container, normalised.
+    pub(super) fn tagged_container_path(
+        &self,
+        node: &Node,
+        path: &str,
+    ) -> Result<String, ConfigError> {
+        let text = self.tagged_string(node, path)?;
+        scalars::container_path(&text).map_err(|message| self.invalid(node.pos, path, message))
+    }
+
+    /// An untagged scalar, parsed by `parse` (one of `scalars`); its
+    /// error is blamed on the node.
+    pub(super) fn parsed<T>(
+        &self,
+        node: &Node,
+        path: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let text = self.string(node, path)?;
+        parse(&text).map_err(|message| self.invalid(node.pos, path, message))
+    }
+
+    /// The field `name`, parsed by `parse`, when it is there and not null.
+    pub(super) fn optional<T>(
+        &self,
+        fields: &Fields<'_>,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        match fields.get(name) {
+            Some(node) if node.value != Value::Null => {
+                self.parsed(node, &fields.path_of(name), parse).map(Some)
+            }
             _ => Ok(None),
         }
     }
@@ -226,16 +308,28 @@ impl Decoder<'_> {
         Ok(entry.key.clone())
     }
 
+    /// The field `environ`: untagged, a mapping of variables to strings.
     fn environ(
         &self,
         node: Option<&Node>,
         path: &str,
     ) -> Result<BTreeMap<String, String>, ConfigError> {
+        match node {
+            None => Ok(BTreeMap::new()),
+            Some(node) => {
+                self.untagged(node, path)?;
+                self.variables(node, path)
+            }
+        }
+    }
+
+    /// A mapping of environment variables to strings (its tag unchecked).
+    pub(super) fn variables(
+        &self,
+        node: &Node,
+        path: &str,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
         let mut environ = BTreeMap::new();
-        let Some(node) = node else {
-            return Ok(environ);
-        };
-        self.untagged(node, path)?;
         for entry in self.entries(node, path)? {
             let var_path = join(path, &entry.key);
             if entry.key.is_empty() || entry.key.contains(['=', '\0']) {
@@ -265,12 +359,17 @@ impl Decoder<'_> {
         let top = self.fields(root, "", TOP_FIELDS)?;
         if let Some(node) = top.get("containers") {
             self.untagged(node, "containers")?;
+            // Containers may name containers defined later: check the
+            // names once all are known.
+            let mut refs = Vec::new();
             for entry in self.entries(node, "containers")? {
                 let path = join("containers", &entry.key);
                 let name = self.name(&entry, &path)?;
-                let container = self.container(name.clone(), entry.key_pos, entry.value, &path)?;
+                let container =
+                    self.container(name.clone(), entry.key_pos, entry.value, &path, &mut refs)?;
                 config.containers.insert(name, container);
             }
+            check_references(&config, &refs)?;
         }
         if let Some(node) = top.get("commands") {
             self.untagged(node, "commands")?;
@@ -291,84 +390,24 @@ impl Decoder<'_> {
         pos: Pos,
         node: &Node,
         path: &str,
+        refs: &mut Vec<Reference>,
     ) -> Result<Container, ConfigError> {
         self.untagged(node, path)?;
         let fields = self.fields(node, path, CONTAINER_FIELDS)?;
-        let mut setup = Vec::new();
-        if let Some(list) = fields.get("setup") {
-            let setup_path = join(path, "setup");
-            self.untagged(list, &setup_path)?;
-            match &list.value {
-                Value::Null => {}
-                Value::Seq(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        setup.push(self.setup_step(item, &format!("{setup_path}[{i}]"))?);
-                    }
-                }
-                _ => return Err(self.wrong_type(list, &setup_path, "a list")),
-            }
-        }
+        let setup = self.setup(fields.get("setup"), &fields.path_of("setup"), &name, refs)?;
+        let environ = self.environ(fields.get("environ"), &fields.path_of("environ"))?;
+        let volumes = self.volumes(
+            fields.get("volumes"),
+            &fields.path_of("volumes"),
+            &name,
+            refs,
+        )?;
         Ok(Container {
             name,
             setup,
-            environ: self.environ(fields.get("environ"), &join(path, "environ"))?,
-            volumes: Default::default(),
+            environ,
+            volumes,
             pos,
-        })
-    }
-
-    fn setup_step(&self, node: &Node, path: &str) -> Result<SetupStep, ConfigError> {
-        match self.variant(node, path, Step::TAGS)? {
-            "Tar" => self.tar(node, path),
-            tag => Err(ConfigError::UnknownTag {
-                at: self.at(node.pos, path),
-                tag: tag.to_owned(),
-                expected: tag_list(Step::TAGS),
-            }),
-        }
-    }
-
-    fn tar(&self, node: &Node, path: &str) -> Result<SetupStep, ConfigError> {
-        let fields = self.fields(node, path, TAR_FIELDS)?;
-        let url_node = self.required(&fields, "url")?;
-        let url_path = join(path, "url");
-        let url = self.string(url_node, &url_path)?;
-        let at = self.at(url_node.pos, &url_path);
-        if url.is_empty() {
-            return Err(ConfigError::Invalid {
-                at,
-                message: "must not be empty".to_owned(),
-            });
-        }
-        if url.contains("://") {
-            return Err(ConfigError::Invalid {
-                at,
-                message: format!("only local paths are supported, not \"{url}\""),
-            });
-        }
-        // `components()` drops the `.` segments, so messages show a clean path.
-        let file: std::path::PathBuf = self.project_dir.join(&url).components().collect();
-        match std::fs::metadata(&file) {
-            Ok(meta) if meta.is_file() => {}
-            Ok(_) => return Err(ConfigError::NotAFile { at, path: file }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(ConfigError::MissingFile { at, path: file })
-            }
-            Err(e) => {
-                return Err(ConfigError::Invalid {
-                    at,
-                    message: format!("cannot read {}: {e}", file.display()),
-                })
-            }
-        }
-        Ok(SetupStep {
-            step: Step::Tar {
-                url,
-                resolved: file,
-                path: "/".to_owned(),
-                sha256: None,
-            },
-            pos: node.pos,
         })
     }
 
@@ -387,7 +426,7 @@ impl Decoder<'_> {
                     self.optional_string(fields.get("description"), &join(path, "description"))?;
                 (
                     description,
-                    CommandKind::Command(self.simple(config, &fields)?),
+                    CommandKind::Command(self.simple(config, &name, &fields)?),
                 )
             }
             tag => {
@@ -406,7 +445,12 @@ impl Decoder<'_> {
         })
     }
 
-    fn simple(&self, config: &Config, fields: &Fields<'_>) -> Result<SimpleCommand, ConfigError> {
+    fn simple(
+        &self,
+        config: &Config,
+        name: &str,
+        fields: &Fields<'_>,
+    ) -> Result<SimpleCommand, ConfigError> {
         let container_node = self.required(fields, "container")?;
         let container_path = join(&fields.path, "container");
         let container = self.string(container_node, &container_path)?;
@@ -418,11 +462,20 @@ impl Decoder<'_> {
         }
         let run_node = self.required(fields, "run")?;
         let run = self.run(run_node, &join(&fields.path, "run"))?;
+        let environ = self.environ(fields.get("environ"), &fields.path_of("environ"))?;
+        let mut refs = Vec::new();
+        let volumes = self.volumes(
+            fields.get("volumes"),
+            &fields.path_of("volumes"),
+            name,
+            &mut refs,
+        )?;
+        check_references(config, &refs)?;
         Ok(SimpleCommand {
             container,
             run,
-            environ: self.environ(fields.get("environ"), &join(&fields.path, "environ"))?,
-            volumes: Default::default(),
+            environ,
+            volumes,
         })
     }
 
@@ -447,4 +500,61 @@ impl Decoder<'_> {
             Value::Map(_) => Err(self.wrong_type(node, path, "a list or a string")),
         }
     }
+}
+
+/// Checks that every container named exists and that the containers
+/// built from others (`!Container`, `!Build`) form no cycle. A cycle is
+/// blamed on the step, in file order, that closes it.
+fn check_references(config: &Config, refs: &[Reference]) -> Result<(), ConfigError> {
+    if let Some(r) = refs.iter().find(|r| !config.containers.contains_key(&r.to)) {
+        return Err(ConfigError::UnknownContainer {
+            at: r.at.clone(),
+            name: r.to.clone(),
+        });
+    }
+    let mut edges: HashMap<&str, Vec<&str>> = HashMap::new();
+    for r in refs {
+        let Some(step) = &r.step else {
+            continue;
+        };
+        if let Some(path) = find_path(&edges, &r.to, &r.from) {
+            let mut cycle = vec![r.from.as_str()];
+            cycle.extend(path);
+            return Err(ConfigError::Cycle {
+                at: step.clone(),
+                cycle: cycle.join(" -> "),
+            });
+        }
+        edges.entry(&r.from).or_default().push(&r.to);
+    }
+    Ok(())
+}
+
+/// A shortest path `start` → … → `goal` along `edges`, both ends included.
+fn find_path<'a>(
+    edges: &HashMap<&'a str, Vec<&'a str>>,
+    start: &'a str,
+    goal: &str,
+) -> Option<Vec<&'a str>> {
+    let mut previous: HashMap<&'a str, &'a str> = HashMap::new();
+    let mut queue = VecDeque::from([start]);
+    while let Some(node) = queue.pop_front() {
+        if node == goal {
+            let mut path = vec![node];
+            let mut at = node;
+            while at != start {
+                at = previous.get(at).copied()?;
+                path.push(at);
+            }
+            path.reverse();
+            return Some(path);
+        }
+        for &next in edges.get(node).into_iter().flatten() {
+            if next != start && !previous.contains_key(next) {
+                previous.insert(next, node);
+                queue.push_back(next);
+            }
+        }
+    }
+    None
 }

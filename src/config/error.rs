@@ -86,6 +86,8 @@ pub enum ConfigError {
     EmptyName { at: Location },
     #[error("{at}: name \"{name}\" is reserved: names starting with \"_\" are for builtins")]
     ReservedName { at: Location, name: String },
+    #[error("{at}: containers form a cycle: {cycle}")]
+    Cycle { at: Location, cycle: String },
     #[error("{at}: {message}")]
     Invalid { at: Location, message: String },
 }
@@ -109,6 +111,7 @@ impl ConfigError {
             | ConfigError::EmptyRun { at }
             | ConfigError::EmptyName { at }
             | ConfigError::ReservedName { at, .. }
+            | ConfigError::Cycle { at, .. }
             | ConfigError::Invalid { at, .. } => Some(at),
         }
     }

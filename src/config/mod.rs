@@ -1,14 +1,20 @@
 //! cella.yaml → typed model, with errors at `file:line:col: field`.
 //!
 //! The YAML is read into a tree of nodes that keep their positions
-//! (`yaml`), then decoded into plain data (`decode`, `model`). Nothing
-//! outside this module sees YAML types.
+//! (`yaml`), then decoded into plain data (`decode`, `model`; setup
+//! steps in `steps`, volumes in `volumes`, scalar text in `scalars`).
+//! Nothing outside this module sees YAML types.
 
 mod decode;
 mod error;
 mod model;
+mod scalars;
+mod steps;
+mod volumes;
 mod yaml;
 
+#[cfg(test)]
+mod step_tests;
 #[cfg(test)]
 mod tests;
 

@@ -145,7 +145,10 @@ impl Step {
     /// The containers this step needs built first.
     pub fn uses(&self) -> Option<&str> {
         match self {
-            Step::Container(name) | Step::Build { container: name, .. } => Some(name),
+            Step::Container(name)
+            | Step::Build {
+                container: name, ..
+            } => Some(name),
             _ => None,
         }
     }

@@ -8,11 +8,15 @@ use tempfile::TempDir;
 
 use super::*;
 
-/// A project directory with `images/busybox.tar` and `name` holding `yaml`.
-fn project(name: &str, yaml: &str) -> (TempDir, PathBuf) {
+/// A project directory with `images/busybox.tar`, `src/main.rs`,
+/// `Cargo.lock` and `name` holding `yaml`.
+pub(super) fn project(name: &str, yaml: &str) -> (TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir(dir.path().join("images")).unwrap();
     fs::write(dir.path().join("images/busybox.tar"), b"").unwrap();
+    fs::create_dir(dir.path().join("src")).unwrap();
+    fs::write(dir.path().join("src/main.rs"), b"fn main() {}\n").unwrap();
+    fs::write(dir.path().join("Cargo.lock"), b"").unwrap();
     let path = dir.path().join(name);
     fs::write(&path, yaml).unwrap();
     (dir, path)
@@ -24,7 +28,7 @@ fn load_ok(yaml: &str) -> Config {
 }
 
 /// The error's text, with the project directory shown as `/p`.
-fn load_err(yaml: &str) -> String {
+pub(super) fn load_err(yaml: &str) -> String {
     let (dir, path) = project("cella.yaml", yaml);
     let err = load(&path).unwrap_err();
     assert!(err.location().is_some(), "{err:?}");
@@ -32,19 +36,22 @@ fn load_err(yaml: &str) -> String {
         .replace(&dir.path().display().to_string(), "/p")
 }
 
-fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+pub(super) fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
 
-fn simple(config: &Config, name: &str) -> SimpleCommand {
+pub(super) fn simple(config: &Config, name: &str) -> SimpleCommand {
     let CommandKind::Command(c) = &config.commands[name].kind;
     c.clone()
 }
 
-const BASE: &str = "\
+const STEP_TAGS: &str = "one of !Tar, !Container, !Sh, !Cmd, !Text, !Copy, \
+                         !EnsureDir, !Remove, !Env, !Depends, !Build";
+
+pub(super) const BASE: &str = "\
 containers:
   base:
     setup:
@@ -82,13 +89,18 @@ commands:
     assert_eq!(base.environ, env(&[("LANG", "C.UTF-8")]));
     assert_eq!(
         base.setup,
-        vec![SetupStep::Tar {
-            url: "./images/busybox.tar".into(),
-            path: dir.path().join("./images/busybox.tar"),
+        vec![SetupStep {
+            step: Step::Tar {
+                url: "./images/busybox.tar".into(),
+                resolved: dir.path().join("images/busybox.tar"),
+                path: "/".into(),
+                sha256: None,
+            },
             pos: Pos { line: 5, column: 7 },
         }]
     );
-    assert_eq!(base.setup[0].tag(), "Tar");
+    assert_eq!(base.setup[0].step.tag(), "Tar");
+    assert!(base.volumes.is_empty());
 
     let test = &config.commands["test"];
     assert_eq!(test.name, "test");
@@ -105,6 +117,7 @@ commands:
     let shell = simple(&config, "shell");
     assert_eq!(shell.run, ["/bin/sh", "-c", "echo $HOME; ls"]);
     assert!(shell.environ.is_empty());
+    assert!(shell.volumes.is_empty());
 }
 
 #[test]
@@ -243,7 +256,9 @@ fn malformed_yaml() {
 fn unknown_tags() {
     assert_eq!(
         load_err("containers:\n  base:\n    setup:\n    - !Tarr { url: x }\n"),
-        "/p/cella.yaml:4:7: containers.base.setup[0]: unknown tag !Tarr, expected !Tar"
+        format!(
+            "/p/cella.yaml:4:7: containers.base.setup[0]: unknown tag !Tarr, expected {STEP_TAGS}"
+        )
     );
     assert_eq!(
         load_err(&format!("{BASE}commands:\n  test: !Comand {{}}\n")),
@@ -257,7 +272,7 @@ fn unknown_tags() {
     );
     assert_eq!(
         load_err("containers:\n  base:\n    setup:\n    - { url: x }\n"),
-        "/p/cella.yaml:4:7: containers.base.setup[0]: missing tag, expected !Tar"
+        format!("/p/cella.yaml:4:7: containers.base.setup[0]: missing tag, expected {STEP_TAGS}")
     );
     assert_eq!(
         load_err(&format!(
@@ -274,7 +289,7 @@ fn unknown_fields() {
             "{BASE}commands:\n  test: !Command\n    container: base\n    colour: red\n    run: x\n"
         )),
         "/p/cella.yaml:8:5: commands.test.colour: unknown field, \
-         expected one of: description, container, run, environ"
+         expected one of: description, container, run, environ, volumes"
     );
     assert_eq!(
         load_err("mixins: [a.yaml]\n"),
@@ -282,14 +297,14 @@ fn unknown_fields() {
          expected one of: containers, commands, minimum-vagga"
     );
     assert_eq!(
-        load_err("containers:\n  base:\n    setup:\n    - !Tar { url: x, sha256: abc }\n"),
-        "/p/cella.yaml:4:22: containers.base.setup[0].sha256: unknown field, \
-         expected one of: url"
+        load_err("containers:\n  base:\n    setup:\n    - !Tar { url: x, sha: abc }\n"),
+        "/p/cella.yaml:4:22: containers.base.setup[0].sha: unknown field, \
+         expected one of: url, path, sha256"
     );
     assert_eq!(
-        load_err("containers:\n  base:\n    volumes: {}\n"),
-        "/p/cella.yaml:3:5: containers.base.volumes: unknown field, \
-         expected one of: setup, environ"
+        load_err("containers:\n  base:\n    volume: {}\n"),
+        "/p/cella.yaml:3:5: containers.base.volume: unknown field, \
+         expected one of: setup, environ, volumes"
     );
 }
 
@@ -409,8 +424,10 @@ fn tarball_absolute_path() {
         "containers:\n  base:\n    setup:\n    - !Tar {{ url: '{}' }}\n",
         tar.display()
     ));
-    let SetupStep::Tar { path, .. } = &config.containers["base"].setup[0];
-    assert_eq!(path, &tar);
+    let Step::Tar { resolved, .. } = &config.containers["base"].setup[0].step else {
+        panic!("{:?}", config.containers["base"].setup);
+    };
+    assert_eq!(resolved, &tar);
 }
 
 #[test]

@@ -1,0 +1,281 @@
+//! Pure parsers for the text of YAML scalars: container paths, project
+//! paths, numbers, modes, sizes, digests and regexes. Each returns the
+//! message of an error; the decoder adds the position and field path.
+
+use std::path::{Component, Path, PathBuf};
+
+/// The largest mode or umask: permission bits plus setuid, setgid, sticky.
+const MAX_MODE: u32 = 0o7777;
+
+/// An absolute path inside the container, normalised: `.` components and
+/// repeated or trailing slashes are dropped (`/usr//bin/.` → `/usr/bin`).
+/// A `..` component, a relative path and a NUL byte are errors.
+pub(super) fn container_path(text: &str) -> Result<String, String> {
+    if text.contains('\0') {
+        return Err("a path must not contain a NUL byte".to_owned());
+    }
+    if !text.starts_with('/') {
+        return Err(format!(
+            "expected an absolute path in the container, found {text:?}"
+        ));
+    }
+    let mut out = String::new();
+    for part in text.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(format!("a path must not contain \"..\", found {text:?}")),
+            part => {
+                out.push('/');
+                out.push_str(part);
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// A path of the project: relative to the project directory, or absolute
+/// under `/work` (`/work/x` is `x`, `/work` the directory itself). Returns
+/// the path relative to the project directory, normalised lexically (empty
+/// for the directory itself); a `..` climbing out of the project is an error.
+pub(super) fn project_path(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        return Err("a path must not be empty".to_owned());
+    }
+    if text.contains('\0') {
+        return Err("a path must not contain a NUL byte".to_owned());
+    }
+    let path = Path::new(text);
+    let relative = if path.is_absolute() {
+        match path.strip_prefix("/work") {
+            Ok(rest) => rest,
+            Err(_) => {
+                return Err(format!(
+                    "{text:?} is outside the project: \
+                     expected a relative path or one under /work"
+                ))
+            }
+        }
+    } else {
+        path
+    };
+    let mut out = PathBuf::new();
+    for component in relative.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err(format!("{text:?} climbs out of the project directory"));
+                }
+            }
+            // `strip_prefix` left no root, and there are no prefixes on Unix.
+            Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A name inside a tmpfs (`subdirs`, `files`): relative, not empty, no `..`.
+pub(super) fn relative_name(text: &str) -> Result<(), String> {
+    if text.is_empty() || text.contains('\0') {
+        return Err("a name must not be empty or contain a NUL byte".to_owned());
+    }
+    if text.starts_with('/') {
+        return Err(format!("expected a relative path, found {text:?}"));
+    }
+    if text.split('/').any(|part| part == "..") {
+        return Err(format!("a path must not contain \"..\", found {text:?}"));
+    }
+    Ok(())
+}
+
+/// The name of a persistent volume: one path component.
+pub(super) fn volume_name(text: &str) -> Result<(), String> {
+    if matches!(text, "" | "." | "..") || text.contains(['/', '\0']) {
+        return Err(format!(
+            "expected a volume name: not empty, \".\" or \"..\", without \"/\"; found {text:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// A sha256 digest: 64 hex digits, stored lowercase.
+pub(super) fn sha256(text: &str) -> Result<String, String> {
+    if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!("expected a sha256: 64 hex digits, found {text:?}"))
+    }
+}
+
+/// A decimal integer that fits a u32 (uids and gids).
+pub(super) fn uint32(text: &str) -> Result<u32, String> {
+    decimal(text)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| format!("expected an integer from 0 to {}, found {text:?}", u32::MAX))
+}
+
+fn decimal(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// A mode or umask, at most `0o7777`: octal with a `0o` prefix (`0o755`)
+/// or a leading zero (`0755`, as YAML 1.1 reads it), else decimal (`493`).
+pub(super) fn mode(text: &str) -> Result<u32, String> {
+    let octal = text
+        .strip_prefix("0o")
+        .or_else(|| text.strip_prefix("0O"))
+        .or_else(|| text.strip_prefix('0').filter(|rest| !rest.is_empty()));
+    let value = match octal {
+        Some(digits)
+            if !digits.is_empty() && digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) =>
+        {
+            u32::from_str_radix(digits, 8).ok()
+        }
+        Some(_) => None,
+        None => decimal(text).and_then(|n| u32::try_from(n).ok()),
+    };
+    match value {
+        Some(mode) if mode <= MAX_MODE => Ok(mode),
+        _ => Err(format!(
+            "expected a mode: octal like 0o755 or 0755, or decimal, at most 0o7777; \
+             found {text:?}"
+        )),
+    }
+}
+
+/// A size in bytes: a decimal integer with an optional suffix, `k`, `M`,
+/// `G`, `T` (powers of 1000) or `Ki`, `Mi`, `Gi`, `Ti` (powers of 1024).
+pub(super) fn size(text: &str) -> Result<u64, String> {
+    const UNITS: &[(&str, u64)] = &[
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    let (digits, unit) = UNITS
+        .iter()
+        .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|d| (d, *unit)))
+        .unwrap_or((text, 1));
+    decimal(digits)
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| {
+            format!(
+                "expected a size in bytes like 1048576, 100Mi or 2G \
+                 (suffixes k, M, G, T, Ki, Mi, Gi, Ti), found {text:?}"
+            )
+        })
+}
+
+/// Checks a regex compiles with the `regex` crate.
+pub(super) fn regex(text: &str) -> Result<(), String> {
+    match regex::Regex::new(text) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // A syntax error spans lines (the pattern, a caret, the reason):
+            // keep the reason.
+            let text_of_error = e.to_string();
+            let reason = text_of_error
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim_start_matches("error: ");
+            Err(format!("invalid regex {text:?}: {reason}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_paths() {
+        assert_eq!(container_path("/").unwrap(), "/");
+        assert_eq!(container_path("//./").unwrap(), "/");
+        assert_eq!(container_path("/usr//bin/").unwrap(), "/usr/bin");
+        assert_eq!(container_path("/a/./b/.").unwrap(), "/a/b");
+        assert!(container_path("usr").is_err());
+        assert!(container_path("").is_err());
+        assert!(container_path("/a/../b").is_err());
+        assert!(container_path("/a\0").is_err());
+    }
+
+    #[test]
+    fn project_paths() {
+        assert_eq!(project_path("a/b").unwrap(), Path::new("a/b"));
+        assert_eq!(project_path("./a/../b/").unwrap(), Path::new("b"));
+        assert_eq!(project_path(".").unwrap(), Path::new(""));
+        assert_eq!(project_path("/work").unwrap(), Path::new(""));
+        assert_eq!(project_path("/work/").unwrap(), Path::new(""));
+        assert_eq!(project_path("/work/x/y").unwrap(), Path::new("x/y"));
+        assert!(project_path("/workshop").is_err());
+        assert!(project_path("/etc").is_err());
+        assert!(project_path("a/../..").is_err());
+        assert!(project_path("/work/..").is_err());
+        assert!(project_path("").is_err());
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(mode("0o022"), Ok(0o22));
+        assert_eq!(mode("0022"), Ok(0o22));
+        assert_eq!(mode("18"), Ok(0o22));
+        assert_eq!(mode("0"), Ok(0));
+        assert_eq!(mode("0o7777"), Ok(0o7777));
+        assert_eq!(mode("4095"), Ok(0o7777));
+        assert!(mode("0o10000").is_err());
+        assert!(mode("4096").is_err());
+        assert!(mode("0o").is_err());
+        assert!(mode("089").is_err());
+        assert!(mode("-1").is_err());
+        assert!(mode("rwx").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("0"), Ok(0));
+        assert_eq!(size("1048576"), Ok(1 << 20));
+        assert_eq!(size("100Mi"), Ok(100 << 20));
+        assert_eq!(size("1k"), Ok(1000));
+        assert_eq!(size("2G"), Ok(2_000_000_000));
+        assert_eq!(size("1Ti"), Ok(1 << 40));
+        assert_eq!(size("3T"), Ok(3_000_000_000_000));
+        assert!(size("1K").is_err());
+        assert!(size("Mi").is_err());
+        assert!(size("1.5G").is_err());
+        assert!(size("99999999999999999999").is_err());
+        assert!(size("20000000Ti").is_err());
+    }
+
+    #[test]
+    fn numbers_and_digests() {
+        assert_eq!(uint32("0"), Ok(0));
+        assert_eq!(uint32("4294967295"), Ok(u32::MAX));
+        assert!(uint32("4294967296").is_err());
+        assert!(uint32("+1").is_err());
+        let digest = "AB".repeat(32);
+        assert_eq!(sha256(&digest), Ok("ab".repeat(32)));
+        assert!(sha256("ab").is_err());
+        assert!(sha256(&"g".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn regexes() {
+        assert_eq!(regex(r"\.rs$"), Ok(()));
+        assert_eq!(
+            regex("(").unwrap_err(),
+            "invalid regex \"(\": unclosed group"
+        );
+    }
+}

@@ -1,0 +1,631 @@
+//! Tests of setup steps, volumes and container references: the decoded
+//! model and every error's message and position.
+
+use std::collections::BTreeMap;
+
+use super::tests::{env, load_err, project, simple, BASE};
+use super::*;
+
+/// A config whose container `base` has the setup steps `steps` (lines
+/// starting with `    - `); the first step is on line 4.
+fn steps(steps: &str) -> String {
+    format!("containers:\n  base:\n    setup:\n{steps}")
+}
+
+/// A config whose container `base` has the volumes `volumes`; the first
+/// volume is on line 4, its key at column 7.
+fn volumes(volumes: &str) -> String {
+    format!("containers:\n  base:\n    volumes:\n{volumes}")
+}
+
+fn step(step: Step, line: usize) -> SetupStep {
+    SetupStep {
+        step,
+        pos: Pos { line, column: 7 },
+    }
+}
+
+#[test]
+fn every_step_and_volume() {
+    let (dir, path) = project(
+        "cella.yaml",
+        r#"containers:
+  base:
+    setup:
+    - !Tar
+      url: images/busybox.tar
+      path: /opt//rootfs/
+      sha256: 0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789ABCDEF
+    - !Sh "apk add curl"
+    - !Cmd [echo, hi, 1]
+    - !Text
+      /etc/motd: hello
+      /etc//hosts: "127.0.0.1 localhost\n"
+    - !Copy
+      source: src
+      path: /app/src/
+    - !Copy
+      source: /work/Cargo.lock
+      path: /app/Cargo.lock
+      include-regex: '\.rs$'
+      exclude-regex: '^target/'
+      owner-uid: 1000
+      owner-gid: 100
+      umask: 0o022
+    - !EnsureDir /var/lib/./app/
+    - !Remove /var/cache
+    - !Env { PATH: /usr/bin, DEBUG: 1 }
+    - !Depends Cargo.lock
+    - !Depends ./src/../src
+    - !Copy { source: /work, path: /work, umask: 0027 }
+    - !Copy { source: ., path: /w, umask: 18 }
+    volumes:
+      /tmp: !Tmpfs
+        size: 100Mi
+        mode: 0o1777
+        subdirs: { cache: { mode: 0755 }, logs: ~ }
+        files: { a.txt: hi, empty: ~ }
+      /var/data: !BindRW /work/data
+      /etc/ro/: !BindRO /volumes/ro
+      /empty: !Empty
+      /p1: !Persistent db
+      /p2: !Persistent { name: pg, init-command: init-db }
+      /s: !Snapshot { size: 1G, owner-uid: 1, owner-gid: 2, container: app }
+      /s2: !Snapshot
+  app:
+    setup:
+    - !Container base
+    - !Build { container: tools, source: /usr/bin/tool }
+    - !Build { container: tools, source: /opt/, path: /usr//local }
+  tools:
+    setup:
+    - !Tar { url: ./images/busybox.tar }
+commands:
+  run: !Command
+    container: app
+    run: [tool]
+    volumes:
+      /tmp: !Tmpfs
+      /data: !Snapshot { container: tools, size: 1048576 }
+"#,
+    );
+    let config = load(&path).unwrap();
+    let dir = dir.path();
+    let base = &config.containers["base"];
+    let expected = vec![
+        step(
+            Step::Tar {
+                url: "images/busybox.tar".into(),
+                resolved: dir.join("images/busybox.tar"),
+                path: "/opt/rootfs".into(),
+                sha256: Some(
+                    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
+                ),
+            },
+            4,
+        ),
+        step(Step::Sh("apk add curl".into()), 8),
+        step(Step::Cmd(vec!["echo".into(), "hi".into(), "1".into()]), 9),
+        step(
+            Step::Text(env(&[
+                ("/etc/motd", "hello"),
+                ("/etc/hosts", "127.0.0.1 localhost\n"),
+            ])),
+            10,
+        ),
+        step(
+            Step::Copy(CopyStep {
+                source: "src".into(),
+                resolved: dir.join("src"),
+                path: "/app/src".into(),
+                include_regex: None,
+                exclude_regex: None,
+                owner_uid: None,
+                owner_gid: None,
+                umask: 0o002,
+            }),
+            13,
+        ),
+        step(
+            Step::Copy(CopyStep {
+                source: "/work/Cargo.lock".into(),
+                resolved: dir.join("Cargo.lock"),
+                path: "/app/Cargo.lock".into(),
+                include_regex: Some(r"\.rs$".into()),
+                exclude_regex: Some("^target/".into()),
+                owner_uid: Some(1000),
+                owner_gid: Some(100),
+                umask: 0o022,
+            }),
+            16,
+        ),
+        step(Step::EnsureDir("/var/lib/app".into()), 24),
+        step(Step::Remove("/var/cache".into()), 25),
+        step(Step::Env(env(&[("PATH", "/usr/bin"), ("DEBUG", "1")])), 26),
+        step(
+            Step::Depends {
+                path: "Cargo.lock".into(),
+                resolved: dir.join("Cargo.lock"),
+            },
+            27,
+        ),
+        step(
+            Step::Depends {
+                path: "./src/../src".into(),
+                resolved: dir.join("src"),
+            },
+            28,
+        ),
+        step(
+            Step::Copy(CopyStep {
+                source: "/work".into(),
+                resolved: dir.to_path_buf(),
+                path: "/work".into(),
+                include_regex: None,
+                exclude_regex: None,
+                owner_uid: None,
+                owner_gid: None,
+                umask: 0o027,
+            }),
+            29,
+        ),
+        step(
+            Step::Copy(CopyStep {
+                source: ".".into(),
+                resolved: dir.to_path_buf(),
+                path: "/w".into(),
+                include_regex: None,
+                exclude_regex: None,
+                owner_uid: None,
+                owner_gid: None,
+                umask: 0o022,
+            }),
+            30,
+        ),
+    ];
+    assert_eq!(base.setup.len(), expected.len());
+    for (got, want) in base.setup.iter().zip(&expected) {
+        assert_eq!(got, want);
+    }
+    let tags: Vec<&str> = base.setup.iter().map(|s| s.step.tag()).collect();
+    assert_eq!(
+        tags,
+        [
+            "Tar",
+            "Sh",
+            "Cmd",
+            "Text",
+            "Copy",
+            "Copy",
+            "EnsureDir",
+            "Remove",
+            "Env",
+            "Depends",
+            "Depends",
+            "Copy",
+            "Copy"
+        ]
+    );
+
+    let expected_volumes: BTreeMap<String, Volume> = [
+        (
+            "/tmp",
+            Volume::Tmpfs {
+                size: Some(100 << 20),
+                mode: Some(0o1777),
+                subdirs: [("cache".to_owned(), Some(0o755)), ("logs".to_owned(), None)].into(),
+                files: env(&[("a.txt", "hi"), ("empty", "")]),
+            },
+        ),
+        ("/var/data", Volume::BindRW("/work/data".into())),
+        ("/etc/ro", Volume::BindRO("/volumes/ro".into())),
+        ("/empty", Volume::Empty),
+        (
+            "/p1",
+            Volume::Persistent {
+                name: "db".into(),
+                init_command: None,
+            },
+        ),
+        (
+            "/p2",
+            Volume::Persistent {
+                name: "pg".into(),
+                init_command: Some("init-db".into()),
+            },
+        ),
+        (
+            "/s",
+            Volume::Snapshot {
+                size: Some(1_000_000_000),
+                owner_uid: Some(1),
+                owner_gid: Some(2),
+                container: Some("app".into()),
+            },
+        ),
+        (
+            "/s2",
+            Volume::Snapshot {
+                size: None,
+                owner_uid: None,
+                owner_gid: None,
+                container: None,
+            },
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(base.volumes, expected_volumes);
+
+    let app = &config.containers["app"];
+    assert_eq!(
+        app.setup,
+        vec![
+            step(Step::Container("base".into()), 46),
+            step(
+                Step::Build {
+                    container: "tools".into(),
+                    source: "/usr/bin/tool".into(),
+                    path: "/usr/bin/tool".into(),
+                },
+                47,
+            ),
+            step(
+                Step::Build {
+                    container: "tools".into(),
+                    source: "/opt".into(),
+                    path: "/usr/local".into(),
+                },
+                48,
+            ),
+        ]
+    );
+    let uses: Vec<_> = app.setup.iter().map(|s| s.step.uses()).collect();
+    assert_eq!(uses, [Some("base"), Some("tools"), Some("tools")]);
+
+    let run = simple(&config, "run");
+    assert_eq!(run.volumes.len(), 2);
+    assert_eq!(
+        run.volumes["/tmp"],
+        Volume::Tmpfs {
+            size: None,
+            mode: None,
+            subdirs: BTreeMap::new(),
+            files: BTreeMap::new(),
+        }
+    );
+    assert_eq!(
+        run.volumes["/data"],
+        Volume::Snapshot {
+            size: Some(1 << 20),
+            owner_uid: None,
+            owner_gid: None,
+            container: Some("tools".into()),
+        }
+    );
+}
+
+#[test]
+fn unknown_fields_in_steps_and_volumes() {
+    assert_eq!(
+        load_err(&steps(
+            "    - !Copy { source: images, path: /x, dest: /y }\n"
+        )),
+        "/p/cella.yaml:4:41: containers.base.setup[0].dest: unknown field, expected one of: \
+         source, path, include-regex, exclude-regex, owner-uid, owner-gid, umask"
+    );
+    assert_eq!(
+        load_err(&steps("    - !Build { container: base, from: / }\n")),
+        "/p/cella.yaml:4:33: containers.base.setup[0].from: unknown field, \
+         expected one of: container, source, path"
+    );
+    assert_eq!(
+        load_err(&volumes("      /tmp: !Tmpfs { sizes: 1 }\n")),
+        "/p/cella.yaml:4:22: containers.base.volumes./tmp.sizes: unknown field, \
+         expected one of: size, mode, subdirs, files"
+    );
+    assert_eq!(
+        load_err(&volumes(
+            "      /tmp: !Tmpfs { subdirs: { a: { mode: 1, uid: 0 } } }\n"
+        )),
+        "/p/cella.yaml:4:47: containers.base.volumes./tmp.subdirs.a.uid: unknown field, \
+         expected one of: mode"
+    );
+}
+
+#[test]
+fn missing_fields_in_steps() {
+    assert_eq!(
+        load_err(&steps("    - !Copy { source: images }\n")),
+        "/p/cella.yaml:4:7: containers.base.setup[0].path: missing required field"
+    );
+    assert_eq!(
+        load_err(&steps("    - !Build\n")),
+        "/p/cella.yaml:4:7: containers.base.setup[0].container: missing required field"
+    );
+    assert_eq!(
+        load_err(&volumes("      /p: !Persistent { init-command: x }\n")),
+        "/p/cella.yaml:4:11: containers.base.volumes./p.name: missing required field"
+    );
+}
+
+#[test]
+fn bad_sha256() {
+    assert_eq!(
+        load_err(&steps(
+            "    - !Tar { url: images/busybox.tar, sha256: abc }\n"
+        )),
+        "/p/cella.yaml:4:47: containers.base.setup[0].sha256: \
+         expected a sha256: 64 hex digits, found \"abc\""
+    );
+}
+
+#[test]
+fn container_paths() {
+    assert_eq!(
+        load_err(&steps("    - !EnsureDir var/lib\n")),
+        "/p/cella.yaml:4:7: containers.base.setup[0]: \
+         expected an absolute path in the container, found \"var/lib\""
+    );
+    assert_eq!(
+        load_err(&steps(
+            "    - !Tar { url: images/busybox.tar, path: opt }\n"
+        )),
+        "/p/cella.yaml:4:45: containers.base.setup[0].path: \
+         expected an absolute path in the container, found \"opt\""
+    );
+    assert_eq!(
+        load_err(&steps("    - !Remove /a/../b\n")),
+        "/p/cella.yaml:4:7: containers.base.setup[0]: \
+         a path must not contain \"..\", found \"/a/../b\""
+    );
+    assert_eq!(
+        load_err(&steps("    - !Text { etc/motd: hi }\n")),
+        "/p/cella.yaml:4:15: containers.base.setup[0].etc/motd: \
+         expected an absolute path in the container, found \"etc/motd\""
+    );
+    assert_eq!(
+        load_err(&steps("    - !Text { /a: x, //a: y }\n")),
+        "/p/cella.yaml:4:22: containers.base.setup[0].//a: duplicate key"
+    );
+    assert_eq!(
+        load_err(&steps(
+            "    - !Build { container: base, path: \"/a\\0\" }\n"
+        )),
+        "/p/cella.yaml:4:39: containers.base.setup[0].path: a path must not contain a NUL byte"
+    );
+    assert_eq!(
+        load_err(&volumes("      tmp: !Empty\n")),
+        "/p/cella.yaml:4:7: containers.base.volumes.tmp: \
+         expected an absolute path in the container, found \"tmp\""
+    );
+    assert_eq!(
+        load_err(&volumes("      /tmp: !Empty\n      /tmp/: !Empty\n")),
+        "/p/cella.yaml:5:7: containers.base.volumes./tmp/: duplicate key"
+    );
+}
+
+#[test]
+fn project_paths() {
+    assert_eq!(
+        load_err(&steps("    - !Copy { source: ../x, path: /x }\n")),
+        "/p/cella.yaml:4:23: containers.base.setup[0].source: \
+         \"../x\" climbs out of the project directory"
+    );
+    assert_eq!(
+        load_err(&steps("    - !Copy { source: src/../../x, path: /x }\n")),
+        "/p/cella.yaml:4:23: containers.base.setup[0].source: \
+         \"src/../../x\" climbs out of the project directory"
+    );
+    assert_eq!(
+        load_err(&steps("    - !Copy { source: /etc/passwd, path: /x }\n")),
+        "/p/cella.yaml:4:23: containers.base.setup[0].source: \
+         \"/etc/passwd\" is outside the project: expected a relative path or one under /work"
+    );
+    assert_eq!(
+        load_err(&steps("    - !Copy { source: /work/nope, path: /x }\n")),
+        "/p/cella.yaml:4:23: containers.base.setup[0].source: no such file: /p/nope"
+    );
+    assert_eq!(
+        load_err(&steps("    - !Depends nope.lock\n")),
+        "/p/cella.yaml:4:7: containers.base.setup[0]: no such file: /p/nope.lock"
+    );
+    assert_eq!(
+        load_err(&steps("    - !Depends /work/..\n")),
+        "/p/cella.yaml:4:7: containers.base.setup[0]: \
+         \"/work/..\" climbs out of the project directory"
+    );
+}
+
+#[test]
+fn invalid_regex() {
+    assert_eq!(
+        load_err(&steps(
+            "    - !Copy { source: images, path: /x, include-regex: '(' }\n"
+        )),
+        "/p/cella.yaml:4:56: containers.base.setup[0].include-regex: \
+         invalid regex \"(\": unclosed group"
+    );
+    assert_eq!(
+        load_err(&steps(
+            "    - !Copy { source: images, path: /x, exclude-regex: '[z-a]' }\n"
+        )),
+        "/p/cella.yaml:4:56: containers.base.setup[0].exclude-regex: \
+         invalid regex \"[z-a]\": invalid character class range, the start must be <= the end"
+    );
+}
+
+#[test]
+fn bad_numbers() {
+    assert_eq!(
+        load_err(&steps(
+            "    - !Copy { source: images, path: /x, umask: 0o8 }\n"
+        )),
+        "/p/cella.yaml:4:48: containers.base.setup[0].umask: \
+         expected a mode: octal like 0o755 or 0755, or decimal, at most 0o7777; found \"0o8\""
+    );
+    assert_eq!(
+        load_err(&steps(
+            "    - !Copy { source: images, path: /x, owner-uid: -1 }\n"
+        )),
+        "/p/cella.yaml:4:52: containers.base.setup[0].owner-uid: \
+         expected an integer from 0 to 4294967295, found \"-1\""
+    );
+    assert_eq!(
+        load_err(&volumes("      /tmp: !Tmpfs { size: 10X }\n")),
+        "/p/cella.yaml:4:28: containers.base.volumes./tmp.size: \
+         expected a size in bytes like 1048576, 100Mi or 2G \
+         (suffixes k, M, G, T, Ki, Mi, Gi, Ti), found \"10X\""
+    );
+    assert_eq!(
+        load_err(&volumes("      /s: !Snapshot { size: [1] }\n")),
+        "/p/cella.yaml:4:29: containers.base.volumes./s.size: expected a string, found a list"
+    );
+}
+
+#[test]
+fn empty_and_mistyped_steps() {
+    let empty = "/p/cella.yaml:4:7: containers.base.setup[0]: command must not be empty";
+    assert_eq!(load_err(&steps("    - !Sh ''\n")), empty);
+    assert_eq!(load_err(&steps("    - !Sh\n")), empty);
+    assert_eq!(load_err(&steps("    - !Cmd []\n")), empty);
+    assert_eq!(
+        load_err(&steps("    - !Cmd echo hi\n")),
+        "/p/cella.yaml:4:7: containers.base.setup[0]: expected a list, found a string"
+    );
+    assert_eq!(
+        load_err(&steps("    - !Cmd [echo, [hi]]\n")),
+        "/p/cella.yaml:4:19: containers.base.setup[0][1]: expected a string, found a list"
+    );
+    assert_eq!(
+        load_err(&steps("    - !Sh [echo]\n")),
+        "/p/cella.yaml:4:7: containers.base.setup[0]: expected a string, found a list"
+    );
+    assert_eq!(
+        load_err(&steps("    - !Env { A: [1] }\n")),
+        "/p/cella.yaml:4:17: containers.base.setup[0].A: expected a string, found a list"
+    );
+    assert_eq!(
+        load_err(&steps("    - !Text { /a: !Raw x }\n")),
+        "/p/cella.yaml:4:19: containers.base.setup[0]./a: unexpected tag !Raw"
+    );
+}
+
+#[test]
+fn container_must_be_first() {
+    assert_eq!(
+        load_err(&format!(
+            "{BASE}  other:\n    setup:\n    - !Sh 'true'\n    - !Container base\n"
+        )),
+        "/p/cella.yaml:8:7: containers.other.setup[1]: !Container must be the first step"
+    );
+}
+
+#[test]
+fn unknown_containers() {
+    assert_eq!(
+        load_err(&steps("    - !Container nope\n")),
+        "/p/cella.yaml:4:7: containers.base.setup[0]: unknown container \"nope\""
+    );
+    assert_eq!(
+        load_err(&steps("    - !Build { container: nope }\n")),
+        "/p/cella.yaml:4:27: containers.base.setup[0].container: unknown container \"nope\""
+    );
+    assert_eq!(
+        load_err(&volumes("      /s: !Snapshot { container: nope }\n")),
+        "/p/cella.yaml:4:34: containers.base.volumes./s.container: unknown container \"nope\""
+    );
+    assert_eq!(
+        load_err(&format!(
+            "{BASE}commands:\n  t: !Command\n    container: base\n    run: x\n    volumes:\n      \
+             /s: !Snapshot {{ container: nope }}\n"
+        )),
+        "/p/cella.yaml:10:34: commands.t.volumes./s.container: unknown container \"nope\""
+    );
+}
+
+#[test]
+fn cycles() {
+    assert_eq!(
+        load_err(
+            "containers:\n  b:\n    setup:\n    - !Container a\n  \
+             a:\n    setup:\n    - !Container b\n"
+        ),
+        "/p/cella.yaml:7:7: containers.a.setup[0]: containers form a cycle: a -> b -> a"
+    );
+    assert_eq!(
+        load_err("containers:\n  a:\n    setup:\n    - !Container a\n"),
+        "/p/cella.yaml:4:7: containers.a.setup[0]: containers form a cycle: a -> a"
+    );
+    assert_eq!(
+        load_err(&steps(
+            "    - !Tar { url: images/busybox.tar }\n    - !Build { container: base }\n"
+        )),
+        "/p/cella.yaml:5:7: containers.base.setup[1]: containers form a cycle: base -> base"
+    );
+    assert_eq!(
+        load_err(
+            "containers:
+  a:
+    setup:
+    - !Container b
+  b:
+    setup:
+    - !Tar { url: images/busybox.tar }
+    - !Build { container: c }
+  c:
+    setup:
+    - !Container a
+"
+        ),
+        "/p/cella.yaml:11:7: containers.c.setup[0]: containers form a cycle: c -> a -> b -> c"
+    );
+}
+
+#[test]
+fn snapshot_of_itself_is_no_cycle() {
+    let (_dir, path) = project(
+        "cella.yaml",
+        "containers:\n  a:\n    volumes:\n      /s: !Snapshot { container: a }\n",
+    );
+    let config = load(&path).unwrap();
+    assert_eq!(config.containers["a"].volumes.len(), 1);
+}
+
+#[test]
+fn bad_volumes() {
+    assert_eq!(
+        load_err(&volumes("      /tmp: !Tmp {}\n")),
+        "/p/cella.yaml:4:13: containers.base.volumes./tmp: unknown tag !Tmp, \
+         expected one of !Tmpfs, !BindRW, !BindRO, !Empty, !Persistent, !Snapshot"
+    );
+    assert_eq!(
+        load_err(&volumes("      /tmp: { size: 1 }\n")),
+        "/p/cella.yaml:4:13: containers.base.volumes./tmp: missing tag, \
+         expected one of !Tmpfs, !BindRW, !BindRO, !Empty, !Persistent, !Snapshot"
+    );
+    assert_eq!(
+        load_err(&volumes("      /e: !Empty x\n")),
+        "/p/cella.yaml:4:11: containers.base.volumes./e: expected nothing, found a string"
+    );
+    assert_eq!(
+        load_err(&volumes("      /p: !Persistent a/b\n")),
+        "/p/cella.yaml:4:11: containers.base.volumes./p: \
+         expected a volume name: not empty, \".\" or \"..\", without \"/\"; found \"a/b\""
+    );
+    assert_eq!(
+        load_err(&volumes("      /t: !Tmpfs { files: { ../x: y } }\n")),
+        "/p/cella.yaml:4:29: containers.base.volumes./t.files.\"../x\": \
+         a path must not contain \"..\", found \"../x\""
+    );
+    assert_eq!(
+        load_err(&volumes("      /b: !BindRW work\n")),
+        "/p/cella.yaml:4:11: containers.base.volumes./b: \
+         expected an absolute path in the container, found \"work\""
+    );
+    assert_eq!(
+        load_err("containers:\n  base:\n    volumes: !Tmpfs {}\n"),
+        "/p/cella.yaml:3:14: containers.base.volumes: unexpected tag !Tmpfs"
+    );
+}

@@ -1,0 +1,289 @@
+//! Decoding a container's `setup`: one tagged YAML node per `Step`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::decode::{join, Decoder, Reference};
+use super::error::{ConfigError, Pos};
+use super::model::{CopyStep, SetupStep, Step};
+use super::scalars;
+use super::yaml::{Node, Value};
+
+const TAR_FIELDS: &[&str] = &["url", "path", "sha256"];
+const COPY_FIELDS: &[&str] = &[
+    "source",
+    "path",
+    "include-regex",
+    "exclude-regex",
+    "owner-uid",
+    "owner-gid",
+    "umask",
+];
+const BUILD_FIELDS: &[&str] = &["container", "source", "path"];
+
+/// The umask of `!Copy` when none is given, as in vagga.
+const DEFAULT_UMASK: u32 = 0o002;
+
+/// What a project path must be for a step.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    FileOrDirectory,
+}
+
+impl Decoder<'_> {
+    /// The field `setup` of the container `container`: an untagged list of
+    /// steps. The containers the steps name go to `refs`.
+    pub(super) fn setup(
+        &self,
+        node: Option<&Node>,
+        path: &str,
+        container: &str,
+        refs: &mut Vec<Reference>,
+    ) -> Result<Vec<SetupStep>, ConfigError> {
+        let Some(list) = node else {
+            return Ok(Vec::new());
+        };
+        self.untagged(list, path)?;
+        match &list.value {
+            Value::Null => Ok(Vec::new()),
+            Value::Seq(items) => {
+                let mut steps = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let step_path = format!("{path}[{i}]");
+                    steps.push(self.step(item, &step_path, i, container, refs)?);
+                }
+                Ok(steps)
+            }
+            _ => Err(self.wrong_type(list, path, "a list")),
+        }
+    }
+
+    fn step(
+        &self,
+        node: &Node,
+        path: &str,
+        index: usize,
+        container: &str,
+        refs: &mut Vec<Reference>,
+    ) -> Result<SetupStep, ConfigError> {
+        let step = match self.variant(node, path, Step::TAGS)? {
+            "Tar" => self.tar(node, path)?,
+            "Container" => {
+                if index != 0 {
+                    return Err(self.invalid(
+                        node.pos,
+                        path,
+                        "!Container must be the first step".to_owned(),
+                    ));
+                }
+                let name = self.tagged_string(node, path)?;
+                refs.push(Reference {
+                    from: container.to_owned(),
+                    to: name.clone(),
+                    at: self.at(node.pos, path),
+                    step: Some(self.at(node.pos, path)),
+                });
+                Step::Container(name)
+            }
+            "Sh" => {
+                let script = match &node.value {
+                    Value::Null => String::new(),
+                    _ => self.tagged_string(node, path)?,
+                };
+                if script.trim().is_empty() {
+                    return Err(ConfigError::EmptyRun {
+                        at: self.at(node.pos, path),
+                    });
+                }
+                Step::Sh(script)
+            }
+            "Cmd" => Step::Cmd(self.argv(node, path)?),
+            "Text" => Step::Text(self.text(node, path)?),
+            "Copy" => Step::Copy(self.copy(node, path)?),
+            "EnsureDir" => Step::EnsureDir(self.tagged_container_path(node, path)?),
+            "Remove" => Step::Remove(self.tagged_container_path(node, path)?),
+            "Env" => Step::Env(self.variables(node, path)?),
+            "Depends" => {
+                let text = self.tagged_string(node, path)?;
+                let resolved = self.project_path(node.pos, path, &text)?;
+                self.exists(node.pos, path, &resolved, Kind::FileOrDirectory)?;
+                Step::Depends {
+                    path: text,
+                    resolved,
+                }
+            }
+            "Build" => self.build(node, path, container, refs)?,
+            tag => {
+                return Err(ConfigError::UnknownTag {
+                    at: self.at(node.pos, path),
+                    tag: tag.to_owned(),
+                    expected: super::decode::tag_list(Step::TAGS),
+                })
+            }
+        };
+        Ok(SetupStep {
+            step,
+            pos: node.pos,
+        })
+    }
+
+    fn tar(&self, node: &Node, path: &str) -> Result<Step, ConfigError> {
+        let fields = self.fields(node, path, TAR_FIELDS)?;
+        let url_node = self.required(&fields, "url")?;
+        let url_path = fields.path_of("url");
+        let url = self.string(url_node, &url_path)?;
+        let invalid = |message| self.invalid(url_node.pos, &url_path, message);
+        if url.is_empty() {
+            return Err(invalid("must not be empty".to_owned()));
+        }
+        if url.contains("://") {
+            return Err(invalid(format!(
+                "only local paths are supported, not \"{url}\""
+            )));
+        }
+        // `components()` drops the `.` segments, so messages show a clean path.
+        let resolved: PathBuf = self.project_dir.join(&url).components().collect();
+        self.exists(url_node.pos, &url_path, &resolved, Kind::File)?;
+        Ok(Step::Tar {
+            url,
+            resolved,
+            path: self
+                .optional(&fields, "path", scalars::container_path)?
+                .unwrap_or_else(|| "/".to_owned()),
+            sha256: self.optional(&fields, "sha256", scalars::sha256)?,
+        })
+    }
+
+    /// The argv of `!Cmd`: a list of strings, not empty.
+    fn argv(&self, node: &Node, path: &str) -> Result<Vec<String>, ConfigError> {
+        match &node.value {
+            Value::Seq(items) if !items.is_empty() => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| self.string(item, &format!("{path}[{i}]")))
+                .collect(),
+            Value::Seq(_) | Value::Null => Err(ConfigError::EmptyRun {
+                at: self.at(node.pos, path),
+            }),
+            _ => Err(self.wrong_type(node, path, "a list")),
+        }
+    }
+
+    /// The files of `!Text`: absolute path → content.
+    fn text(&self, node: &Node, path: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut files = BTreeMap::new();
+        for entry in self.entries(node, path)? {
+            let file_path = join(path, &entry.key);
+            let name = scalars::container_path(&entry.key)
+                .map_err(|message| self.invalid(entry.key_pos, &file_path, message))?;
+            if name == "/" {
+                return Err(self.invalid(
+                    entry.key_pos,
+                    &file_path,
+                    "expected the path of a file, found \"/\"".to_owned(),
+                ));
+            }
+            let content = self.string(entry.value, &file_path)?;
+            if files.insert(name, content).is_some() {
+                return Err(ConfigError::DuplicateKey {
+                    at: self.at(entry.key_pos, &file_path),
+                });
+            }
+        }
+        Ok(files)
+    }
+
+    fn copy(&self, node: &Node, path: &str) -> Result<CopyStep, ConfigError> {
+        let fields = self.fields(node, path, COPY_FIELDS)?;
+        let source_node = self.required(&fields, "source")?;
+        let source_path = fields.path_of("source");
+        let source = self.string(source_node, &source_path)?;
+        let resolved = self.project_path(source_node.pos, &source_path, &source)?;
+        self.exists(
+            source_node.pos,
+            &source_path,
+            &resolved,
+            Kind::FileOrDirectory,
+        )?;
+        let dest = self.required(&fields, "path")?;
+        let regex = |text: &str| scalars::regex(text).map(|()| text.to_owned());
+        Ok(CopyStep {
+            source,
+            resolved,
+            path: self.parsed(dest, &fields.path_of("path"), scalars::container_path)?,
+            include_regex: self.optional(&fields, "include-regex", regex)?,
+            exclude_regex: self.optional(&fields, "exclude-regex", regex)?,
+            owner_uid: self.optional(&fields, "owner-uid", scalars::uint32)?,
+            owner_gid: self.optional(&fields, "owner-gid", scalars::uint32)?,
+            umask: self
+                .optional(&fields, "umask", scalars::mode)?
+                .unwrap_or(DEFAULT_UMASK),
+        })
+    }
+
+    fn build(
+        &self,
+        node: &Node,
+        path: &str,
+        container: &str,
+        refs: &mut Vec<Reference>,
+    ) -> Result<Step, ConfigError> {
+        let fields = self.fields(node, path, BUILD_FIELDS)?;
+        let name_node = self.required(&fields, "container")?;
+        let name_path = fields.path_of("container");
+        let name = self.string(name_node, &name_path)?;
+        let source = self
+            .optional(&fields, "source", scalars::container_path)?
+            .unwrap_or_else(|| "/".to_owned());
+        let dest = self.optional(&fields, "path", scalars::container_path)?;
+        refs.push(Reference {
+            from: container.to_owned(),
+            to: name.clone(),
+            at: self.at(name_node.pos, &name_path),
+            step: Some(self.at(node.pos, path)),
+        });
+        Ok(Step::Build {
+            container: name,
+            path: dest.unwrap_or_else(|| source.clone()),
+            source,
+        })
+    }
+
+    /// A path of the project (see `scalars::project_path`), joined to the
+    /// project directory.
+    fn project_path(&self, pos: Pos, path: &str, text: &str) -> Result<PathBuf, ConfigError> {
+        let relative =
+            scalars::project_path(text).map_err(|message| self.invalid(pos, path, message))?;
+        let dir: PathBuf = self.project_dir.components().collect();
+        if relative.as_os_str().is_empty() {
+            Ok(dir)
+        } else {
+            Ok(dir.join(relative))
+        }
+    }
+
+    /// Checks that `file` exists and is of the `kind` wanted.
+    fn exists(&self, pos: Pos, path: &str, file: &Path, kind: Kind) -> Result<(), ConfigError> {
+        let at = || self.at(pos, path);
+        match std::fs::metadata(file) {
+            Ok(meta) if meta.is_file() => Ok(()),
+            Ok(meta) if meta.is_dir() && kind == Kind::FileOrDirectory => Ok(()),
+            Ok(_) if kind == Kind::File => Err(ConfigError::NotAFile {
+                at: at(),
+                path: file.to_path_buf(),
+            }),
+            Ok(_) => Err(self.invalid(
+                pos,
+                path,
+                format!("not a regular file or directory: {}", file.display()),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ConfigError::MissingFile {
+                at: at(),
+                path: file.to_path_buf(),
+            }),
+            Err(e) => Err(self.invalid(pos, path, format!("cannot read {}: {e}", file.display()))),
+        }
+    }
+}

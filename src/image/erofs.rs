@@ -15,11 +15,23 @@
 //! The root inode comes first so its nid fits the superblock's 16-bit field;
 //! the other nids are 64-bit in dirents and may be large. Nothing depends on
 //! the clock or on hash-map order, so the same input gives the same bytes.
+//!
+//! A writer can `finish` more than once: later file data goes after the
+//! metadata just written, and the next `finish` writes a complete new image
+//! (block 0 rewritten, the older metadata left behind as dead space), so an
+//! image can grow in steps without copying: blocks 1..F then hold file data
+//! and dead metadata interleaved. `compact` rewrites it canonically.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
+
+use serde::{Deserialize, Serialize};
+
+use super::bytes_json;
+use super::compact::copy_range;
 
 /// Block size; `BLKSZBITS` is its log2.
 pub const BLOCK_SIZE: u64 = 4096;
@@ -55,41 +67,51 @@ pub enum ErofsError {
     Write(#[source] io::Error),
     #[error("cannot read the file data")]
     ReadData(#[source] io::Error),
+    #[error("cannot copy file data between images")]
+    Copy(#[source] io::Error),
     #[error("the image would exceed erofs's limit of 2^32 blocks of 4 KiB")]
     TooLarge,
     #[error("invalid filesystem tree: {0}")]
     InvalidTree(String),
 }
 
-/// A filesystem tree; `inodes[0]` is the root directory.
-#[derive(Debug)]
+/// A filesystem tree; `inodes[0]` is the root directory. Edits may leave
+/// unreachable inodes behind; the writer skips them. Stored beside an image
+/// as JSON (`to_json`), its `FileData` pointing into that image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
     pub inodes: Vec<Inode>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inode {
     pub meta: Meta,
     pub kind: Kind,
 }
 
 /// Ownership, permissions (the low 12 bits of st_mode), mtime and xattrs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
     pub mtime: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub mtime_nsec: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub xattrs: Vec<Xattr>,
 }
 
-#[derive(Debug, Clone)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     File(FileData),
     /// Entries by name (never "." or ".."), sorted by bytes as erofs requires.
-    Dir(BTreeMap<Vec<u8>, InodeId>),
-    Symlink(Vec<u8>),
+    Dir(#[serde(with = "bytes_json::entries")] BTreeMap<Vec<u8>, InodeId>),
+    Symlink(#[serde(with = "bytes_json")] Vec<u8>),
     CharDevice {
         major: u32,
         minor: u32,
@@ -105,17 +127,35 @@ pub enum Kind {
 }
 
 /// Where `ImageWriter::write_file_data` put a file's content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileData {
     blkaddr: u32,
     pub size: u64,
 }
 
+impl FileData {
+    /// The content's byte offsets in the image file.
+    pub fn range(&self) -> Range<u64> {
+        let start = u64::from(self.blkaddr) * BLOCK_SIZE;
+        start..start + self.size
+    }
+}
+
+impl Tree {
+    /// The reachable inodes in the writer's order: breadth-first from the
+    /// root, each directory's entries by name, each inode once.
+    pub fn reachable(&self) -> Result<Vec<InodeId>, ErofsError> {
+        walk(self).map(|w| w.order)
+    }
+}
+
 /// One extended attribute, its name split into erofs's prefix index and suffix.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Xattr {
     index: u8,
+    #[serde(with = "bytes_json")]
     suffix: Vec<u8>,
+    #[serde(with = "bytes_json")]
     value: Vec<u8>,
 }
 
@@ -182,10 +222,14 @@ fn xattr_ibody(xattrs: &[Xattr]) -> Vec<u8> {
 }
 
 /// Writes an image into a file: file data first (`write_file_data`, in any
-/// order), then the tree's metadata (`finish`).
+/// order), then the tree's metadata (`finish`); then possibly more data and
+/// another `finish`. Data always goes at the end of the file, so the padding
+/// after it is zeros whatever the file held before.
 pub struct ImageWriter<'a> {
     out: &'a File,
     next_blk: u64,
+    /// The copy buffer of `write_file_data`, allocated on first use.
+    buf: Vec<u8>,
 }
 
 impl<'a> ImageWriter<'a> {
@@ -193,27 +237,74 @@ impl<'a> ImageWriter<'a> {
     /// what the file held before.
     pub fn new(out: &'a File) -> Result<Self, ErofsError> {
         out.set_len(0).map_err(ErofsError::Write)?;
-        Ok(ImageWriter { out, next_blk: 1 })
+        Ok(ImageWriter {
+            out,
+            next_blk: 1,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Continues an existing image (a copy of one, usually): new data goes
+    /// after everything in `out`, and the old image's metadata becomes dead
+    /// space at the next `finish`.
+    pub fn append_to(out: &'a File) -> Result<Self, ErofsError> {
+        let len = out.metadata().map_err(ErofsError::Write)?.len();
+        let next_blk = len.div_ceil(BLOCK_SIZE).max(1);
+        if next_blk > u64::from(u32::MAX) {
+            return Err(ErofsError::TooLarge);
+        }
+        Ok(ImageWriter {
+            out,
+            next_blk,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The block the next file data will start at.
+    pub fn next_block(&self) -> u64 {
+        self.next_blk
     }
 
     /// Copies `data` into the next free blocks and says where it went.
     pub fn write_file_data(&mut self, data: &mut dyn Read) -> Result<FileData, ErofsError> {
         let blkaddr = u32::try_from(self.next_blk).map_err(|_| ErofsError::TooLarge)?;
         let start = self.next_blk * BLOCK_SIZE;
-        let mut buf = vec![0u8; 256 * 1024];
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; 256 * 1024];
+        }
         let mut size: u64 = 0;
         loop {
-            let n = match data.read(&mut buf) {
+            let n = match data.read(&mut self.buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(ErofsError::ReadData(e)),
+                Err(e) => return Err(self.discard(start, ErofsError::ReadData(e))),
             };
-            self.out
-                .write_all_at(&buf[..n], start + size)
-                .map_err(ErofsError::Write)?;
+            if let Err(e) = self.out.write_all_at(&self.buf[..n], start + size) {
+                return Err(self.discard(start, ErofsError::Write(e)));
+            }
             size += n as u64;
         }
+        self.advance(blkaddr, size)
+    }
+
+    /// Copies bytes `range` of `src` (another image, usually) into the next
+    /// free blocks, with copy_file_range where the filesystems allow it.
+    pub fn write_file_range(
+        &mut self,
+        src: &File,
+        range: Range<u64>,
+    ) -> Result<FileData, ErofsError> {
+        let blkaddr = u32::try_from(self.next_blk).map_err(|_| ErofsError::TooLarge)?;
+        let start = self.next_blk * BLOCK_SIZE;
+        let size = range.end.saturating_sub(range.start);
+        if let Err(e) = copy_range(src, range.start, self.out, start, size) {
+            return Err(self.discard(start, e));
+        }
+        self.advance(blkaddr, size)
+    }
+
+    fn advance(&mut self, blkaddr: u32, size: u64) -> Result<FileData, ErofsError> {
         self.next_blk += size.div_ceil(BLOCK_SIZE);
         if self.next_blk > u64::from(u32::MAX) {
             return Err(ErofsError::TooLarge);
@@ -221,8 +312,19 @@ impl<'a> ImageWriter<'a> {
         Ok(FileData { blkaddr, size })
     }
 
+    /// Drops what a failed write left at the end of the file, so that the
+    /// next data's padding is zeros again. Nothing lies after `start`.
+    fn discard(&self, start: u64, err: ErofsError) -> ErofsError {
+        match self.out.set_len(start) {
+            Ok(()) => err,
+            Err(e) => ErofsError::Write(e),
+        }
+    }
+
     /// Lays out and writes directories, symlinks, inodes and the superblock.
-    pub fn finish(self, tree: &Tree) -> Result<(), ErofsError> {
+    /// The writer stays usable: more data goes after this metadata, and the
+    /// next `finish` writes a complete image again.
+    pub fn finish(&mut self, tree: &Tree) -> Result<(), ErofsError> {
         let walk = walk(tree)?;
         let mut placed = Vec::with_capacity(walk.order.len());
         let mut next_blk = self.next_blk;
@@ -234,6 +336,14 @@ impl<'a> ImageWriter<'a> {
                     "inode {id} has {} bytes of xattrs (at most {MAX_XATTR_IBODY})",
                     ibody.len()
                 )));
+            }
+            if let Kind::File(f) = &inode.kind {
+                let end = u64::from(f.blkaddr) + f.size.div_ceil(BLOCK_SIZE);
+                if (f.blkaddr == 0 && f.size > 0) || end > self.next_blk {
+                    return Err(ErofsError::InvalidTree(format!(
+                        "the data of inode {id} lies outside the data written"
+                    )));
+                }
             }
             let size = match &inode.kind {
                 Kind::File(f) => f.size,
@@ -317,11 +427,13 @@ impl<'a> ImageWriter<'a> {
         block0[SUPER_OFFSET..SUPER_OFFSET + SUPER_SIZE]
             .copy_from_slice(&superblock(placed.len() as u64, total_blocks));
         let w = |buf: &[u8], at: u64| self.out.write_all_at(buf, at).map_err(ErofsError::Write);
-        w(&block0, 0)?;
         w(&meta, meta_start)?;
+        w(&block0, 0)?;
         self.out
             .set_len(u64::from(total_blocks) * BLOCK_SIZE)
-            .map_err(ErofsError::Write)
+            .map_err(ErofsError::Write)?;
+        self.next_blk = u64::from(total_blocks);
+        Ok(())
     }
 }
 

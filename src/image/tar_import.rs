@@ -1,47 +1,57 @@
-//! Tar stream → erofs `Tree`, with file data streamed straight into the image.
+//! Tar stream → entries of an erofs `Tree`, with file data streamed straight
+//! into the image.
 //!
-//! Extraction semantics: later entries replace earlier ones at the same path
-//! (a directory over a directory only updates its metadata), and missing
-//! parent directories are created as 0755 root:root with mtime 0.
+//! Entries land under a destination directory of the tree (vagga's `!Tar
+//! {path}`), "/" for a whole rootfs. Extraction semantics (`Tree::insert`):
+//! later entries replace earlier ones at the same path (a directory over a
+//! directory only updates its metadata), and missing parent directories are
+//! created as 0755 root:root with mtime 0.
 //!
 //! Paths: a leading "/" and "." components are dropped (so "/etc", "./etc"
 //! and "etc" are the same entry); a ".." component anywhere is rejected.
 //! Symlink targets are stored as written; absolute ones resolve inside the
 //! guest's rootfs, but a target that climbs above the root with ".." (resolved
 //! lexically from the link's own directory) is rejected. Hard links must point
-//! at a regular file that is already in the archive.
+//! at a regular file already in the tree (earlier in the archive, usually).
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use super::erofs::{self, ImageWriter, Inode, InodeId, Kind, Meta, Tree, Xattr};
+use super::erofs::{self, ImageWriter, Inode, Kind, Meta, Tree, Xattr};
+use super::tree::{self, lossy, TreeError, TreeErrorKind};
 use super::ImageError;
 
 const PAX_XATTR: &str = "SCHILY.xattr.";
 
-/// Reads the whole archive from `reader`, writing file data through `writer`.
-/// Returns the tree and the reader (positioned after the end-of-archive marker).
+/// Reads the whole archive from `reader` into `tree` under `dest`, writing
+/// file data through `writer`. Returns the reader, positioned after the
+/// end-of-archive marker.
 pub(super) fn import<R: Read>(
     tarball: &Path,
     reader: R,
+    tree: &mut Tree,
+    dest: &[u8],
     writer: &mut ImageWriter<'_>,
-) -> Result<(Tree, R), ImageError> {
+) -> Result<R, ImageError> {
+    let dest_err = |e: TreeError| ImageError::BadEntry {
+        tarball: tarball.to_path_buf(),
+        entry: e.path.clone(),
+        reason: format!("cannot unpack into it: {}", e.kind),
+    };
+    let dest = tree::components(dest).map_err(dest_err)?;
+    tree.ensure_dir(&tree::join(&dest), &Meta::implicit_dir())
+        .map_err(dest_err)?;
     let mut archive = tar::Archive::new(reader);
-    let mut builder = TreeBuilder::new();
     let read_err = |source| ImageError::ReadTar {
         tarball: tarball.to_path_buf(),
         source,
     };
     for entry in archive.entries().map_err(read_err)? {
         let entry = entry.map_err(read_err)?;
-        builder.add(tarball, entry, writer)?;
+        add(tree, &dest, tarball, entry, writer)?;
     }
-    Ok((builder.tree, archive.into_inner()))
-}
-
-struct TreeBuilder {
-    tree: Tree,
+    Ok(archive.into_inner())
 }
 
 /// An entry being imported, for error messages.
@@ -58,219 +68,120 @@ impl Ctx<'_> {
             reason: reason.into(),
         }
     }
-}
 
-impl TreeBuilder {
-    fn new() -> Self {
-        let root = Inode {
-            meta: implicit_dir_meta(),
-            kind: Kind::Dir(BTreeMap::new()),
-        };
-        TreeBuilder {
-            tree: Tree { inodes: vec![root] },
-        }
-    }
-
-    fn add<R: Read>(
-        &mut self,
-        tarball: &Path,
-        mut entry: tar::Entry<'_, R>,
-        writer: &mut ImageWriter<'_>,
-    ) -> Result<(), ImageError> {
-        let raw_path = entry.path_bytes().into_owned();
-        let cx = Ctx {
-            tarball,
-            entry: String::from_utf8_lossy(&raw_path).into_owned(),
-        };
-        let entry_type = entry.header().entry_type();
-        if entry_type.is_pax_global_extensions() {
-            // Global PAX headers (e.g. git archive's comment) describe no file.
-            return Ok(());
-        }
-        let path = components(&raw_path).map_err(|e| cx.reject(e))?;
-        let meta = entry_meta(&cx, &mut entry)?;
-        let link_name = entry
-            .link_name_bytes()
-            .map(|l| l.into_owned())
-            .unwrap_or_default();
-
-        use tar::EntryType as T;
-        let kind = match entry_type {
-            T::Regular | T::Continuous | T::GNUSparse => {
-                let data =
-                    writer
-                        .write_file_data(&mut entry)
-                        .map_err(|source| ImageError::FileData {
-                            tarball: tarball.to_path_buf(),
-                            entry: cx.entry.clone(),
-                            source,
-                        })?;
-                Kind::File(data)
-            }
-            T::Directory => Kind::Dir(BTreeMap::new()),
-            T::Symlink => {
-                check_symlink(&path, &link_name).map_err(|e| cx.reject(e))?;
-                Kind::Symlink(link_name)
-            }
-            T::Char | T::Block => {
-                let (major, minor) = device_numbers(&cx, &entry)?;
-                if entry_type == T::Char {
-                    Kind::CharDevice { major, minor }
-                } else {
-                    Kind::BlockDevice { major, minor }
-                }
-            }
-            T::Fifo => Kind::Fifo,
-            T::Link => return self.add_hard_link(&cx, &path, &link_name),
-            other => {
-                return Err(cx.reject(format!(
-                    "unsupported entry type {:?} ({:?})",
-                    other.as_byte() as char,
-                    other
-                )))
-            }
-        };
-        self.insert(&cx, &path, Inode { meta, kind })
-    }
-
-    /// Puts `inode` at `path`, replacing what was there (a directory over a
-    /// directory keeps its entries and takes the new metadata).
-    fn insert(&mut self, cx: &Ctx<'_>, path: &[Vec<u8>], inode: Inode) -> Result<(), ImageError> {
-        let Some((name, parents)) = path.split_last() else {
-            return match inode.kind {
-                Kind::Dir(_) => {
-                    self.tree.inodes[0].meta = inode.meta;
-                    Ok(())
-                }
-                _ => Err(cx.reject("the root of the archive must be a directory")),
-            };
-        };
-        let dir = self.make_parents(cx, parents)?;
-        let existing = self.entries(cx, dir)?.get(name).copied();
-        if let (Some(id), Kind::Dir(_)) = (existing, &inode.kind) {
-            if let Kind::Dir(_) = self.tree.inodes[id].kind {
-                self.tree.inodes[id].meta = inode.meta;
-                return Ok(());
-            }
-        }
-        let id = self.tree.inodes.len();
-        self.tree.inodes.push(inode);
-        self.entries(cx, dir)?.insert(name.clone(), id);
-        Ok(())
-    }
-
-    fn add_hard_link(
-        &mut self,
-        cx: &Ctx<'_>,
-        path: &[Vec<u8>],
-        target: &[u8],
-    ) -> Result<(), ImageError> {
-        let target_path = components(target)
-            .map_err(|e| cx.reject(format!("hard link target {:?}: {e}", lossy(target))))?;
-        let not_file = || {
-            cx.reject(format!(
-                "hard link target {:?} is not a regular file earlier in the archive",
-                lossy(target)
-            ))
-        };
-        let id = self.lookup(&target_path).ok_or_else(not_file)?;
-        if !matches!(self.tree.inodes[id].kind, Kind::File(_)) {
-            return Err(not_file());
-        }
-        let Some((name, parents)) = path.split_last() else {
-            return Err(cx.reject("a hard link cannot replace the root"));
-        };
-        let dir = self.make_parents(cx, parents)?;
-        self.entries(cx, dir)?.insert(name.clone(), id);
-        Ok(())
-    }
-
-    /// Walks `parents` from the root, creating missing directories.
-    fn make_parents(&mut self, cx: &Ctx<'_>, parents: &[Vec<u8>]) -> Result<InodeId, ImageError> {
-        let mut dir = 0;
-        for (i, name) in parents.iter().enumerate() {
-            dir = match self.entries(cx, dir)?.get(name).copied() {
-                Some(id) if matches!(self.tree.inodes[id].kind, Kind::Dir(_)) => id,
-                Some(_) => {
-                    let parent = parents[..=i]
-                        .iter()
-                        .map(|c| lossy(c))
-                        .collect::<Vec<_>>()
-                        .join("/");
-                    return Err(cx.reject(format!("parent {parent:?} is not a directory")));
-                }
-                None => {
-                    let id = self.tree.inodes.len();
-                    self.tree.inodes.push(Inode {
-                        meta: implicit_dir_meta(),
-                        kind: Kind::Dir(BTreeMap::new()),
-                    });
-                    self.entries(cx, dir)?.insert(name.clone(), id);
-                    id
-                }
-            };
-        }
-        Ok(dir)
-    }
-
-    fn lookup(&self, path: &[Vec<u8>]) -> Option<InodeId> {
-        let mut id = 0;
-        for name in path {
-            let Kind::Dir(entries) = &self.tree.inodes[id].kind else {
-                return None;
-            };
-            id = *entries.get(name)?;
-        }
-        Some(id)
-    }
-
-    /// The entries of directory `dir` (callers only pass directories).
-    fn entries(
-        &mut self,
-        cx: &Ctx<'_>,
-        dir: InodeId,
-    ) -> Result<&mut BTreeMap<Vec<u8>, InodeId>, ImageError> {
-        match &mut self.tree.inodes[dir].kind {
-            Kind::Dir(entries) => Ok(entries),
-            _ => Err(cx.reject(format!("internal error: inode {dir} is not a directory"))),
+    /// A tree error, described without the path (the entry names it).
+    fn tree(&self, e: TreeError) -> ImageError {
+        match e.kind {
+            TreeErrorKind::RootNotDir => self.reject("the root of the archive must be a directory"),
+            kind => self.reject(kind.to_string()),
         }
     }
 }
 
-fn implicit_dir_meta() -> Meta {
-    Meta {
-        perm: 0o755,
-        ..Meta::default()
+fn add<R: Read>(
+    tree: &mut Tree,
+    dest: &[&[u8]],
+    tarball: &Path,
+    mut entry: tar::Entry<'_, R>,
+    writer: &mut ImageWriter<'_>,
+) -> Result<(), ImageError> {
+    let raw_path = entry.path_bytes().into_owned();
+    let cx = Ctx {
+        tarball,
+        entry: lossy(&raw_path),
+    };
+    let entry_type = entry.header().entry_type();
+    if entry_type.is_pax_global_extensions() {
+        // Global PAX headers (e.g. git archive's comment) describe no file.
+        return Ok(());
     }
-}
+    let mut path = dest.to_vec();
+    path.extend(tree::components(&raw_path).map_err(|e| cx.tree(e))?);
+    let meta = entry_meta(&cx, &mut entry)?;
+    let link_name = entry
+        .link_name_bytes()
+        .map(|l| l.into_owned())
+        .unwrap_or_default();
 
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Splits an archive path into its names: "/" and "." components dropped,
-/// ".." rejected, each name at most 255 bytes.
-fn components(path: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    for c in path.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => return Err("the path has a \"..\" component".into()),
-            _ if c.len() > erofs::MAX_NAME_LEN => {
-                return Err(format!(
-                    "a name is longer than {} bytes",
-                    erofs::MAX_NAME_LEN
-                ))
-            }
-            _ => out.push(c.to_vec()),
+    use tar::EntryType as T;
+    let kind = match entry_type {
+        T::Regular | T::Continuous | T::GNUSparse => {
+            let data =
+                writer
+                    .write_file_data(&mut entry)
+                    .map_err(|source| ImageError::FileData {
+                        tarball: tarball.to_path_buf(),
+                        entry: cx.entry.clone(),
+                        source,
+                    })?;
+            Kind::File(data)
         }
+        T::Directory => Kind::Dir(BTreeMap::new()),
+        T::Symlink => {
+            check_symlink(&path, &link_name).map_err(|e| cx.reject(e))?;
+            Kind::Symlink(link_name)
+        }
+        T::Char | T::Block => {
+            let (major, minor) = device_numbers(&cx, &entry)?;
+            if entry_type == T::Char {
+                Kind::CharDevice { major, minor }
+            } else {
+                Kind::BlockDevice { major, minor }
+            }
+        }
+        T::Fifo => Kind::Fifo,
+        T::Link => return add_hard_link(tree, &cx, dest, &path, &link_name),
+        other => {
+            return Err(cx.reject(format!(
+                "unsupported entry type {:?} ({:?})",
+                other.as_byte() as char,
+                other
+            )))
+        }
+    };
+    tree.insert(
+        &tree::join(&path),
+        Inode { meta, kind },
+        &Meta::implicit_dir(),
+    )
+    .map_err(|e| cx.tree(e))?;
+    Ok(())
+}
+
+fn add_hard_link(
+    tree: &mut Tree,
+    cx: &Ctx<'_>,
+    dest: &[&[u8]],
+    path: &[&[u8]],
+    target: &[u8],
+) -> Result<(), ImageError> {
+    let mut target_path = dest.to_vec();
+    target_path.extend(
+        tree::components(target)
+            .map_err(|e| cx.reject(format!("hard link target {:?}: {}", lossy(target), e.kind)))?,
+    );
+    let not_file = || {
+        cx.reject(format!(
+            "hard link target {:?} is not a regular file earlier in the archive",
+            lossy(target)
+        ))
+    };
+    let id = tree
+        .lookup(&tree::join(&target_path))
+        .ok_or_else(not_file)?;
+    if !matches!(tree.inodes[id].kind, Kind::File(_)) {
+        return Err(not_file());
     }
-    Ok(out)
+    if path.len() == dest.len() {
+        return Err(cx.reject("a hard link cannot replace the root of the archive"));
+    }
+    tree.link(&tree::join(path), id, &Meta::implicit_dir())
+        .map_err(|e| cx.tree(e))
 }
 
 /// Rejects empty, overlong or escaping symlink targets. `link` is the link's
 /// own path; a relative target resolves from its directory.
-fn check_symlink(link: &[Vec<u8>], target: &[u8]) -> Result<(), String> {
+pub(super) fn check_symlink(link: &[&[u8]], target: &[u8]) -> Result<(), String> {
     if target.is_empty() {
         return Err("the symlink target is empty".into());
     }
@@ -389,16 +300,8 @@ fn device_numbers<R: Read>(
 mod tests {
     use super::*;
 
-    fn comps(p: &str) -> Vec<Vec<u8>> {
-        components(p.as_bytes()).expect("valid path")
-    }
-
-    #[test]
-    fn paths_are_normalised() {
-        assert_eq!(comps("./etc/passwd"), comps("/etc//passwd"));
-        assert_eq!(comps("./"), Vec::<Vec<u8>>::new());
-        assert!(components(b"a/../b").is_err());
-        assert!(components(b"../etc").is_err());
+    fn comps(p: &str) -> Vec<&[u8]> {
+        tree::components(p.as_bytes()).expect("valid path")
     }
 
     #[test]

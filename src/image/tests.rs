@@ -5,22 +5,30 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::test_reader::{fsck, have, run};
 use super::*;
 
-const MTIME: u64 = 1_700_000_000;
+pub(super) const MTIME: u64 = 1_700_000_000;
 /// A version 2 file capability: cap_net_raw, effective.
 const CAP: &[u8] =
     b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
 
 /// A tar archive written with raw headers, so tests can put "../" in names.
-struct Tar(tar::Builder<Vec<u8>>);
+pub(super) struct Tar(pub(super) tar::Builder<Vec<u8>>);
 
 impl Tar {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Tar(tar::Builder::new(Vec::new()))
     }
 
-    fn entry(&mut self, kind: tar::EntryType, path: &str, mode: u32, link: &str, data: &[u8]) {
+    pub(super) fn entry(
+        &mut self,
+        kind: tar::EntryType,
+        path: &str,
+        mode: u32,
+        link: &str,
+        data: &[u8],
+    ) {
         let mut h = tar::Header::new_gnu();
         let name = &mut h.as_old_mut().name;
         assert!(path.len() < name.len(), "test path too long: {path}");
@@ -38,7 +46,7 @@ impl Tar {
         self.0.append(&h, data).expect("append");
     }
 
-    fn owned(&mut self, path: &str, mode: u32, uid: u64, gid: u64, data: &[u8]) {
+    pub(super) fn owned(&mut self, path: &str, mode: u32, uid: u64, gid: u64, data: &[u8]) {
         let mut h = tar::Header::new_gnu();
         h.set_path(path).expect("path");
         h.set_entry_type(tar::EntryType::Regular);
@@ -51,19 +59,19 @@ impl Tar {
         self.0.append(&h, data).expect("append");
     }
 
-    fn dir(&mut self, path: &str, mode: u32) {
+    pub(super) fn dir(&mut self, path: &str, mode: u32) {
         self.entry(tar::EntryType::Directory, path, mode, "", b"");
     }
-    fn file(&mut self, path: &str, mode: u32, data: &[u8]) {
+    pub(super) fn file(&mut self, path: &str, mode: u32, data: &[u8]) {
         self.entry(tar::EntryType::Regular, path, mode, "", data);
     }
-    fn symlink(&mut self, path: &str, target: &str) {
+    pub(super) fn symlink(&mut self, path: &str, target: &str) {
         self.entry(tar::EntryType::Symlink, path, 0o777, target, b"");
     }
-    fn hardlink(&mut self, path: &str, target: &str) {
+    pub(super) fn hardlink(&mut self, path: &str, target: &str) {
         self.entry(tar::EntryType::Link, path, 0o644, target, b"");
     }
-    fn device(&mut self, kind: tar::EntryType, path: &str, major: u32, minor: u32) {
+    pub(super) fn device(&mut self, kind: tar::EntryType, path: &str, major: u32, minor: u32) {
         let mut h = tar::Header::new_gnu();
         h.set_path(path).expect("path");
         h.set_entry_type(kind);
@@ -78,7 +86,7 @@ impl Tar {
         self.0.append(&h, &b""[..]).expect("append");
     }
     /// A PAX header applying to the next entry.
-    fn pax(&mut self, records: &[(&str, &[u8])]) {
+    pub(super) fn pax(&mut self, records: &[(&str, &[u8])]) {
         let mut data = Vec::new();
         for (key, value) in records {
             let body = [b" ", key.as_bytes(), b"=", value, b"\n"].concat();
@@ -92,7 +100,7 @@ impl Tar {
         self.entry(tar::EntryType::XHeader, "PaxHeader", 0o644, "", &data);
     }
 
-    fn write(self, dir: &Path, name: &str) -> PathBuf {
+    pub(super) fn write(self, dir: &Path, name: &str) -> PathBuf {
         let path = dir.join(name);
         fs::write(&path, self.0.into_inner().expect("finish tar")).expect("write tar");
         path
@@ -104,34 +112,6 @@ fn build(tarball: &Path) -> Result<PathBuf, ImageError> {
     let mut file = File::create(&out).expect("create image");
     write_erofs_from_tar(tarball, &mut file)?;
     Ok(out)
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("which")
-        .arg(tool)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("spawn");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
-}
-
-/// fsck.erofs (with extraction, which reads every file) when installed.
-fn fsck(image: &Path) {
-    if !have("fsck.erofs") {
-        eprintln!("note: fsck.erofs not installed, skipping the check of {image:?}");
-        return;
-    }
-    let extract = image.with_extension("extract");
-    let arg = format!("--extract={}", extract.display());
-    run(Command::new("fsck.erofs").arg(arg).arg(image));
-    run(Command::new("fsck.erofs").arg(image));
 }
 
 /// The value of xattr `name` of `path` (not following symlinks), if it has one.
@@ -154,11 +134,11 @@ fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 }
 
 /// A read-only loop mount, unmounted on drop.
-struct Mount(PathBuf);
+pub(super) struct Mount(pub(super) PathBuf);
 
 impl Mount {
     /// `None` (with a note) unless we are root and the kernel mounts erofs.
-    fn new(image: &Path) -> Option<Mount> {
+    pub(super) fn new(image: &Path) -> Option<Mount> {
         // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("note: not root, skipping the loop mount of {image:?}");
@@ -189,7 +169,7 @@ impl Drop for Mount {
     }
 }
 
-fn sample(dir: &Path) -> PathBuf {
+pub(super) fn sample(dir: &Path) -> PathBuf {
     let mut t = Tar::new();
     t.dir("./", 0o755);
     t.dir("./etc/", 0o755);

@@ -1,0 +1,276 @@
+//! Copying between images: `compact` rewrites a tree into a fresh canonical
+//! image, `copy_subtree` copies part of one image's tree into another's.
+//!
+//! A canonical image depends only on what its tree holds, not on how the
+//! tree got there: the reachable inodes are renumbered in the writer's
+//! breadth-first order and their file data copied in that order, so two
+//! histories that end with the same files give byte-identical images.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+use super::erofs::{ErofsError, ImageWriter, Inode, InodeId, Kind, Meta, Tree};
+use super::tree::{self, lossy, TreeError};
+
+/// What failed while copying a subtree between images.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("source {path:?}: no such file or directory")]
+    SourceMissing { path: String },
+    #[error("cannot copy {path:?}")]
+    Tree {
+        path: String,
+        #[source]
+        source: TreeError,
+    },
+    #[error("cannot copy the data of {path:?}")]
+    Data {
+        path: String,
+        #[source]
+        source: ErofsError,
+    },
+    #[error("the source tree is invalid: {0}")]
+    InvalidSource(String),
+}
+
+fn tree_err(path: &[u8]) -> impl FnOnce(TreeError) -> CopyError {
+    let path = lossy(path);
+    move |source| CopyError::Tree { path, source }
+}
+
+/// Writes a canonical image of `tree` into `to` (truncated first), with file
+/// data read from `from`, the image `tree` describes (a different file).
+/// Returns the renumbered tree, whose file data points into `to`.
+pub fn compact(tree: &Tree, from: &File, to: &File) -> Result<Tree, ErofsError> {
+    let order = tree.reachable()?;
+    let mut new_id = vec![0; tree.inodes.len()];
+    for (new, &old) in order.iter().enumerate() {
+        new_id[old] = new;
+    }
+    let mut writer = ImageWriter::new(to)?;
+    let mut inodes = Vec::with_capacity(order.len());
+    for &old in &order {
+        let inode = &tree.inodes[old];
+        let kind = match &inode.kind {
+            Kind::File(f) => Kind::File(writer.write_file_range(from, f.range())?),
+            Kind::Dir(entries) => Kind::Dir(
+                entries
+                    .iter()
+                    .map(|(name, &id)| (name.clone(), new_id[id]))
+                    .collect(),
+            ),
+            other => other.clone(),
+        };
+        let mut meta = inode.meta.clone();
+        meta.xattrs.sort();
+        inodes.push(Inode { meta, kind });
+    }
+    let out = Tree { inodes };
+    writer.finish(&out)?;
+    Ok(out)
+}
+
+/// Copies what is at `source_path` of `src` (whose image is `src_file`) to
+/// `dest_path` of `dst`, writing file data through `writer`: a directory
+/// with everything in it, merged into a directory already at `dest_path`
+/// (so "/" to "/x" copies the root's contents into /x); anything else
+/// replaces what is there. Hard links inside the copied subtree stay hard
+/// links. Missing parents of `dest_path` are created 0755 root:root.
+pub fn copy_subtree(
+    dst: &mut Tree,
+    writer: &mut ImageWriter<'_>,
+    src: &Tree,
+    src_file: &File,
+    source_path: &[u8],
+    dest_path: &[u8],
+) -> Result<(), CopyError> {
+    tree::components(source_path).map_err(tree_err(source_path))?;
+    let top = src
+        .lookup(source_path)
+        .ok_or_else(|| CopyError::SourceMissing {
+            path: lossy(source_path),
+        })?;
+    let mut copy = Copier {
+        writer,
+        src,
+        src_file,
+        files: HashMap::new(),
+        dirs_seen: vec![false; src.inodes.len()],
+    };
+    let dest = tree::join(&tree::components(dest_path).map_err(tree_err(dest_path))?);
+    let inode = copy.inode(top, &dest)?;
+    let id = dst
+        .insert(&dest, inode, &Meta::implicit_dir())
+        .map_err(tree_err(&dest))?;
+    copy.note(top, id);
+    let mut stack = vec![(top, id, dest)];
+    while let Some((from_dir, to_dir, path)) = stack.pop() {
+        let Some(entries) = src.entries(from_dir) else {
+            continue;
+        };
+        for (name, &child) in entries {
+            let child_path = if path.is_empty() {
+                name.clone()
+            } else {
+                [&path[..], name].join(&b'/')
+            };
+            let done = copy.files.get(&child).copied();
+            let put = match done {
+                Some(id) => dst.put_link(to_dir, name, id).map(|()| id),
+                None => {
+                    let inode = copy.inode(child, &child_path)?;
+                    dst.put(to_dir, name, inode)
+                }
+            };
+            let Some(id) = put else {
+                return Err(CopyError::Tree {
+                    path: lossy(&child_path),
+                    source: TreeError {
+                        path: lossy(&path),
+                        kind: tree::TreeErrorKind::NotDir,
+                    },
+                });
+            };
+            copy.note(child, id);
+            if src.entries(child).is_some() {
+                stack.push((child, id, child_path));
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Copier<'a, 'w> {
+    writer: &'a mut ImageWriter<'w>,
+    src: &'a Tree,
+    src_file: &'a File,
+    /// Non-directories copied so far: source id → destination id.
+    files: HashMap<InodeId, InodeId>,
+    dirs_seen: Vec<bool>,
+}
+
+impl Copier<'_, '_> {
+    /// A copy of source inode `id` for the destination (a directory empty,
+    /// its entries copied later); `path` is for error messages.
+    fn inode(&mut self, id: InodeId, path: &[u8]) -> Result<Inode, CopyError> {
+        let Some(inode) = self.src.inodes.get(id) else {
+            return Err(CopyError::InvalidSource(format!(
+                "{:?} refers to missing inode {id}",
+                lossy(path)
+            )));
+        };
+        let kind = match &inode.kind {
+            Kind::File(f) => {
+                let data = self
+                    .writer
+                    .write_file_range(self.src_file, f.range())
+                    .map_err(|source| CopyError::Data {
+                        path: lossy(path),
+                        source,
+                    })?;
+                Kind::File(data)
+            }
+            Kind::Dir(_) => {
+                if std::mem::replace(&mut self.dirs_seen[id], true) {
+                    return Err(CopyError::InvalidSource(format!(
+                        "directory inode {id} is linked twice"
+                    )));
+                }
+                Kind::Dir(Default::default())
+            }
+            other => other.clone(),
+        };
+        Ok(Inode {
+            meta: inode.meta.clone(),
+            kind,
+        })
+    }
+
+    /// Records that source inode `from` became destination inode `to`.
+    fn note(&mut self, from: InodeId, to: InodeId) {
+        if self.src.entries(from).is_none() {
+            self.files.insert(from, to);
+        }
+    }
+}
+
+/// Copies `len` bytes from `src` at `from` to `dst` at `to`: copy_file_range
+/// (a reflink or an in-kernel copy), or pread/pwrite where it is refused.
+pub(super) fn copy_range(
+    src: &File,
+    from: u64,
+    dst: &File,
+    to: u64,
+    len: u64,
+) -> Result<(), ErofsError> {
+    let mut done = 0u64;
+    while done < len {
+        let chunk = usize::try_from(len - done)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        let (Ok(mut off_in), Ok(mut off_out)) = (
+            libc::loff_t::try_from(from + done),
+            libc::loff_t::try_from(to + done),
+        ) else {
+            return Err(ErofsError::TooLarge);
+        };
+        // SAFETY: both fds are open for the duration of the call (borrowed
+        // Files), and the offsets are valid loff_t variables the kernel
+        // updates; no memory of ours is read or written otherwise.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                &mut off_out,
+                chunk,
+                0,
+            )
+        };
+        match n {
+            0 => return Err(ErofsError::ReadData(short_source())),
+            n if n > 0 => done += n as u64,
+            _ => {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    Some(libc::ENOSYS | libc::EXDEV | libc::EINVAL | libc::EOPNOTSUPP) => {
+                        return copy_by_reading(src, from + done, dst, to + done, len - done)
+                    }
+                    _ => return Err(ErofsError::Copy(e)),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn copy_by_reading(src: &File, from: u64, dst: &File, to: u64, len: u64) -> Result<(), ErofsError> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut done = 0u64;
+    while done < len {
+        let want = usize::try_from(len - done)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = match src.read_at(&mut buf[..want], from + done) {
+            Ok(0) => return Err(ErofsError::ReadData(short_source())),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ErofsError::ReadData(e)),
+        };
+        dst.write_all_at(&buf[..n], to + done)
+            .map_err(ErofsError::Write)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+fn short_source() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the source image ends inside a file's data",
+    )
+}

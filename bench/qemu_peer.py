@@ -26,9 +26,12 @@ import tempfile
 import threading
 import time
 
-PROTOCOL_VERSION = 2
-PORT_NAMES = ["cella.control", "cella.stdin", "cella.stdout", "cella.stderr"]
-CONTROL, STDIN, STDOUT, STDERR = range(4)
+PROTOCOL_VERSION = 3
+# The export port carries a build VM's changes; a run never writes to it.
+PORT_NAMES = [
+    "cella.control", "cella.stdin", "cella.stdout", "cella.stderr", "cella.export",
+]
+CONTROL, STDIN, STDOUT, STDERR, EXPORT = range(5)
 
 # Mirrors src/commands/run.rs: kernel_cmdline() and EMULATED_HOST_PARAMS.
 BASE_CMDLINE = "console=ttyS0 reboot=k panic=-1"

@@ -17,6 +17,10 @@ pub struct Cli {
     /// (also CELLA_COLD_BOOT=1).
     #[arg(long, global = true)]
     pub cold_boot: bool,
+    /// Never build: run in the image last built for the container, even
+    /// if its setup changed since; fail if it was never built.
+    #[arg(long, global = true)]
+    pub no_build: bool,
     #[command(subcommand)]
     pub command: Option<Sub>,
 }
@@ -34,6 +38,30 @@ pub enum Sub {
     /// List the containers and commands of cella.yaml.
     #[command(name = "_list")]
     List,
+    /// Build a container's image, or reuse it if its setup is unchanged.
+    #[command(name = "_build")]
+    Build {
+        container: String,
+        /// Rebuild even if an image for this setup exists.
+        #[arg(long)]
+        force: bool,
+        /// Print the image's sha256 on stdout.
+        #[arg(long)]
+        print_digest: bool,
+    },
+    /// Print the image id of a container's current setup (builds nothing).
+    #[command(name = "_version_hash")]
+    VersionHash { container: String },
+    /// Remove images from .cella/images.
+    #[command(name = "_clean")]
+    Clean {
+        /// Remove the images the current cella.yaml does not use.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        unused: bool,
+        /// Remove every image.
+        #[arg(long)]
+        all: bool,
+    },
     /// A command from cella.yaml, with arguments appended to its `run`.
     #[command(external_subcommand)]
     External(Vec<String>),

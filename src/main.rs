@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cella::commands::{self, list, run, CommandError};
+use cella::commands::{self, build, list, run, CommandError};
 use cli::{Cli, Sub};
 
 /// cella, the build or the VM failed.
@@ -40,6 +40,7 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
     let opts = run::RunOptions {
         verbose: cli.verbose,
         cold_boot: cli.cold_boot,
+        no_build: cli.no_build,
     };
     let config = commands::load_config()?;
     match cli.command {
@@ -51,6 +52,13 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
             print!("{}", list::everything(&config));
             Ok(0)
         }
+        Some(Sub::Build {
+            container,
+            force,
+            print_digest,
+        }) => build::build(&config, &container, force, print_digest, &opts),
+        Some(Sub::VersionHash { container }) => build::version_hash(&config, &container),
+        Some(Sub::Clean { all, .. }) => build::clean(&config, all),
         Some(Sub::Run { container, argv }) => {
             run::in_container(&config, &container, argv, &Default::default(), &opts)
         }

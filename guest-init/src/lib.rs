@@ -106,13 +106,27 @@ pub struct ExportEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExportKind {
     /// `opaque`: it replaces the directory below instead of merging with it.
-    Dir { opaque: bool },
-    File { size: u64 },
+    Dir {
+        opaque: bool,
+    },
+    File {
+        size: u64,
+    },
     /// Another name for the inode of an earlier `File` entry at `target`.
-    HardLink { target: Vec<u8> },
-    Symlink { target: Vec<u8> },
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    HardLink {
+        target: Vec<u8>,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     Socket,
     /// The path was deleted.

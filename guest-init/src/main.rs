@@ -7,7 +7,9 @@
 // the kernel starts PID 1 from an initramfs without /dev/console.
 #![cfg_attr(not(test), no_main)]
 
+mod build;
 mod control;
+mod export;
 mod mounts;
 mod ports;
 mod refresh;
@@ -67,9 +69,21 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
     refresh::set_clock(spec.realtime_ns).map_err(|e| sys::describe("setting the clock", &e))?;
     refresh::add_entropy(&spec.entropy).map_err(|e| sys::describe("seeding /dev/urandom", &e))?;
 
+    // The upper directory is out of reach once the root has moved: a
+    // build keeps an fd of it to export the steps' changes.
+    let upper = match spec.build {
+        Some(_) => {
+            Some(mounts::open_upper().map_err(|e| sys::describe("opening the upper dir", &e))?)
+        }
+        None => None,
+    };
     mounts::switch_root(&spec.rootfs_device, &spec.hostname)
         .map_err(|e| format!("preparing the root filesystem: {e}"))?;
     let signals = ChildSignals::new().map_err(|e| sys::describe("signalfd", &e))?;
+    if let (Some(build), Some(upper)) = (&spec.build, upper) {
+        return build::run(build, &spec, &ports, control, &signals, upper);
+    }
+    sys::close(ports.export);
     let pid = match spawn::spawn(&spec, &ports) {
         Ok(pid) => pid,
         Err(msg) => return Ok(msg),

@@ -145,6 +145,14 @@ pub fn prepare() -> io::Result<()> {
     mkdir(&format!("{RW}/work"), 0o755)
 }
 
+/// An fd of the overlay's upper directory (where a run's writes land).
+pub fn open_upper() -> io::Result<std::os::fd::RawFd> {
+    sys::open(
+        &format!("{RW}/upper"),
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+    )
+}
+
 /// Builds the overlay root from `device` over what [`prepare`] made, moves
 /// /sys and /dev into it, and makes it the root of guest-init (and so of
 /// the workload).

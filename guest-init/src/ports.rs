@@ -14,12 +14,14 @@ const PORT_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL_MS: u64 = 5;
 
 /// The open port file descriptors (all close-on-exec, all above 2).
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Ports {
     pub control: RawFd,
     pub stdin: RawFd,
     pub stdout: RawFd,
     pub stderr: RawFd,
+    /// A build VM's changes to the root go out here.
+    pub export: RawFd,
 }
 
 /// Which of our ports a sysfs `name` attribute names, by port id.
@@ -42,12 +44,13 @@ pub fn open_all() -> io::Result<Ports> {
     let mut fds: [Option<RawFd>; NUM_PORTS as usize] = [None; NUM_PORTS as usize];
     loop {
         scan(&mut fds)?;
-        if let [Some(control), Some(stdin), Some(stdout), Some(stderr)] = fds {
+        if let [Some(control), Some(stdin), Some(stdout), Some(stderr), Some(export)] = fds {
             return Ok(Ports {
                 control,
                 stdin,
                 stdout,
                 stderr,
+                export,
             });
         }
         if Instant::now() >= deadline {

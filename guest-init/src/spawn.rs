@@ -455,6 +455,7 @@ mod host_tests {
             stdin: stdin_r,
             stdout: out_w,
             stderr: err_w,
+            export: -1,
         };
         let result = spawn(&spec, &ports);
         for fd in [stdin_r, stdin_w, out_w, err_w] {

@@ -39,7 +39,7 @@ impl ChildSignals {
     }
 
     /// Empties the signalfd (the queued SIGCHLDs carry nothing waitpid won't tell).
-    fn drain(&self) {
+    pub fn drain(&self) {
         let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>() * 4];
         while matches!(sys::read(self.fd, &mut info), Ok(n) if n > 0) {}
     }

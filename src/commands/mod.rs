@@ -1,5 +1,6 @@
 //! One module per user-facing command; this one holds what they share.
 
+pub mod build;
 pub mod list;
 pub mod run;
 pub mod start;
@@ -25,6 +26,10 @@ pub enum CommandError {
     },
     #[error(transparent)]
     Run(#[from] run::RunError),
+    #[error("container \"{0}\" was never built; run `cella _build {0}` or drop --no-build")]
+    NotBuilt(String),
+    #[error("{0}")]
+    Epoch(String),
 }
 
 fn list_known(names: &[String]) -> String {

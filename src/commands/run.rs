@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use guest_init::RunSpec;
 
-use super::{start, state_dir, CommandError};
-use crate::config::{CommandKind, Config, Container, Step};
+use super::{start, CommandError};
+use crate::config::{CommandKind, Config};
 use crate::guest::GuestError;
-use crate::image::{self, ImageError};
+use crate::image::build::BuildError;
 use crate::vmm::VmError;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -17,9 +17,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
-    Image(#[from] StepError),
-    #[error("container \"{0}\" has no !Tar step to start from")]
-    NoBase(String),
+    Build(#[from] BuildError),
     #[error(
         "cannot find the guest {what}: set {env} or install it beside the cella binary as {file}"
     )]
@@ -38,32 +36,14 @@ pub enum RunError {
     Guest(#[from] GuestError),
 }
 
-/// A setup step failed: one line naming the step's place in cella.yaml and
-/// what went wrong; deeper causes follow in the chain.
-#[derive(Debug)]
-pub struct StepError {
-    at: String,
-    source: ImageError,
-}
-
-impl std::fmt::Display for StepError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.at, self.source)
-    }
-}
-
-impl std::error::Error for StepError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.source()
-    }
-}
-
 /// Options from the command line that shape a run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub verbose: bool,
     /// Boot the kernel instead of restoring a snapshot.
     pub cold_boot: bool,
+    /// Run in the last image built for the container, never build.
+    pub no_build: bool,
 }
 
 /// `cella NAME ARGS...`: the command's `run` with ARGS appended.
@@ -101,7 +81,7 @@ pub fn in_container(
             known: config.containers.keys().cloned().collect(),
         });
     };
-    let image = container_image(config, cont)?;
+    let image = super::build::image_for_run(config, container, opts)?.rootfs();
 
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("PATH".into(), DEFAULT_PATH.into());
@@ -123,26 +103,5 @@ pub fn in_container(
         entropy: Vec::new(),
         build: None,
     };
-    Ok(start::boot_and_run(vec![image], spec, opts)?)
-}
-
-/// The image of a container, built from its tarball if missing.
-/// Only a single `!Tar` step exists so far, so the image is its tarball's.
-fn container_image(config: &Config, cont: &Container) -> Result<PathBuf, RunError> {
-    let Some((Step::Tar { resolved: path, .. }, pos)) =
-        cont.setup.first().map(|s| (&s.step, s.pos))
-    else {
-        return Err(RunError::NoBase(cont.name.clone()));
-    };
-    let images = state_dir(config).join("images");
-    let image = image::image_from_tar(&images, path).map_err(|source| StepError {
-        at: format!(
-            "{}:{}: containers.{}.setup[0]",
-            config.path.display(),
-            pos,
-            cont.name
-        ),
-        source,
-    })?;
-    Ok(image)
+    Ok(start::boot_and_run(vec![image], spec, opts, None)?)
 }

@@ -10,7 +10,7 @@ use guest_init::{RunSpec, PORT_NAMES};
 
 use super::find_asset;
 use super::run::{RunError, RunOptions};
-use crate::guest::{self, initramfs, GuestError, Outcome};
+use crate::guest::{self, initramfs, BuildIo, GuestError, Outcome};
 use crate::snapshot::{self, CreateLock, SnapshotError};
 use crate::vmm::{self, Restore, Vm, VmSpec};
 
@@ -68,6 +68,7 @@ pub fn boot_and_run(
     disks: Vec<PathBuf>,
     spec: RunSpec,
     opts: &RunOptions,
+    build: Option<&mut BuildIo<'_>>,
 ) -> Result<i32, RunError> {
     guest::mark("start");
     let kernel = find_asset("CELLA_KERNEL", "cella-vmlinux").ok_or(RunError::MissingAsset {
@@ -132,7 +133,7 @@ pub fn boot_and_run(
         }
         Ok(())
     };
-    let outcome = guest::run(&vm, spec, boot_timeout(), restored, &mut on_ready)?;
+    let outcome = guest::run(&vm, spec, boot_timeout(), restored, &mut on_ready, build)?;
     // For bench/: how much host memory the VMM itself costs.
     if std::env::var_os("CELLA_STATS").is_some() {
         if let Some((peak, guest)) = vm.memory_stats() {

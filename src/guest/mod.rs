@@ -10,8 +10,8 @@ use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
 use std::time::Duration;
 
 use guest_init::{
-    encode, Decoder, GuestMsg, HostMsg, RunSpec, PORT_CONTROL, PORT_STDERR, PORT_STDIN,
-    PORT_STDOUT, PROTOCOL_VERSION,
+    encode, Decoder, GuestMsg, HostMsg, RunSpec, PORT_CONTROL, PORT_EXPORT, PORT_STDERR,
+    PORT_STDIN, PORT_STDOUT, PROTOCOL_VERSION,
 };
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -172,14 +172,44 @@ fn spawn_signals(ready: EventFd) -> std::io::Result<Receiver<i32>> {
     Ok(rx)
 }
 
+/// What a build VM sends besides the streams: the root's changes, and
+/// which step of its batch is running.
+pub struct BuildIo<'a> {
+    /// Receives the export stream (lib.rs `ExportRecord`s).
+    pub export: &'a mut dyn Write,
+    /// The step the guest last said it started.
+    pub step: Option<u32>,
+    /// The first error writing `export`; later data is dropped.
+    pub error: Option<std::io::Error>,
+}
+
+impl<'a> BuildIo<'a> {
+    pub fn new(export: &'a mut dyn Write) -> Self {
+        BuildIo {
+            export,
+            step: None,
+            error: None,
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) {
+        if self.error.is_none() {
+            if let Err(e) = self.export.write_all(data) {
+                self.error = Some(e);
+            }
+        }
+    }
+}
+
 /// Prepares a VM whose guest-init is ready for its run spec: saves a
 /// snapshot, inserts the run's disks. Called once, before the spec is sent.
 pub type OnReady<'a> = dyn FnMut(&Vm) -> Result<(), GuestError> + 'a;
 
-struct Session<'a, 'b> {
+struct Session<'a, 'b, 'c, 'd> {
     vm: &'a Vm,
     spec: RunSpec,
     on_ready: &'b mut OnReady<'b>,
+    build: Option<&'c mut BuildIo<'d>>,
     decoder: Decoder,
     /// The run spec went out.
     sent: bool,
@@ -192,12 +222,13 @@ struct Session<'a, 'b> {
 /// Runs `spec` in `vm` and waits for its exit status. A booting guest
 /// gets the spec after its hello; a `restored` one, whose hello was
 /// answered before the snapshot, gets it at once. `on_ready` runs first.
-pub fn run<'b>(
+pub fn run<'b, 'c, 'd>(
     vm: &Vm,
     spec: RunSpec,
     boot_timeout: Duration,
     restored: bool,
     on_ready: &'b mut OnReady<'b>,
+    build: Option<&'c mut BuildIo<'d>>,
 ) -> Result<Outcome, GuestError> {
     let io = GuestError::Io;
     let epoll = Epoll::new().map_err(io)?;
@@ -228,6 +259,7 @@ pub fn run<'b>(
         vm,
         spec,
         on_ready,
+        build,
         decoder: Decoder::default(),
         sent: false,
         started: false,
@@ -301,7 +333,7 @@ pub fn run<'b>(
     }
 }
 
-impl Session<'_, '_> {
+impl Session<'_, '_, '_, '_> {
     /// Readies the VM and sends the run spec, with the clock and a seed
     /// taken now: the VM may have booted long ago or come from a snapshot.
     fn send_run(&mut self) -> Result<(), GuestError> {
@@ -381,6 +413,11 @@ impl Session<'_, '_> {
                 PORT_STDOUT => write_stream(&mut std::io::stdout(), &data, &mut self.stdout_open),
                 PORT_STDERR => write_stream(&mut std::io::stderr(), &data, &mut self.stderr_open),
                 PORT_CONTROL => self.decoder.push(&data),
+                PORT_EXPORT => {
+                    if let Some(build) = self.build.as_mut() {
+                        build.write(&data);
+                    }
+                }
                 _ => {}
             }
         }
@@ -398,6 +435,12 @@ impl Session<'_, '_> {
             GuestMsg::Started if self.sent => {
                 self.started = true;
                 mark("workload started");
+                Ok(None)
+            }
+            GuestMsg::Step { index } if self.sent => {
+                if let Some(build) = self.build.as_mut() {
+                    build.step = Some(index);
+                }
                 Ok(None)
             }
             GuestMsg::Error { message } => Err(GuestError::Init(message)),

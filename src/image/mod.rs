@@ -7,10 +7,24 @@
 //! the tree, `erofs` writes the bytes): no root, no extraction, and the same
 //! tarball always gives the same bytes.
 
+pub mod build;
+mod build_error;
+mod bytes_json;
+mod compact;
 mod erofs;
+mod export;
+pub mod host;
+mod progress;
+pub mod store;
 mod tar_import;
 #[cfg(test)]
+mod test_reader;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_layers;
+mod tree;
+pub mod version;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
@@ -18,7 +32,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use erofs::ErofsError;
+pub use compact::{compact, copy_subtree, CopyError};
+pub use erofs::{ErofsError, FileData, ImageWriter, Inode, InodeId, Kind, Meta, Tree, Xattr};
+pub use export::{apply_export, ExportError, ExportStats};
+pub use tree::{components, TreeError, TreeErrorKind};
 
 /// Part of every image's hash: bump it when the output of the writer changes.
 pub const FORMAT_VERSION: &str = "cella-erofs-1";
@@ -129,7 +146,8 @@ fn build<R: Read>(tarball: &Path, reader: R, out: &File) -> Result<R, ImageError
         source,
     };
     let mut writer = erofs::ImageWriter::new(out).map_err(write)?;
-    let (tree, reader) = tar_import::import(tarball, reader, &mut writer)?;
+    let mut tree = Tree::new();
+    let reader = tar_import::import(tarball, reader, &mut tree, b"/", &mut writer)?;
     writer.finish(&tree).map_err(write)?;
     Ok(reader)
 }

@@ -1,0 +1,163 @@
+//! `cella _build`, `_version_hash` and `_clean`, and the image lookup of
+//! every run: build the container if its setup changed, reuse it if not.
+
+use std::io::Write;
+use std::path::Path;
+
+use guest_init::{Build, RunSpec};
+
+use super::run::{RunError, RunOptions};
+use super::{start, state_dir, CommandError};
+use crate::config::Config;
+use crate::guest::BuildIo;
+use crate::image::build::{BatchOutcome, BuildCtx, BuildError, ProgramRunner};
+use crate::image::store::{Image, Store};
+use crate::image::version::{self, Versions};
+
+/// Boots build VMs with the run's options (verbose, cold boot).
+struct VmRunner<'a> {
+    opts: &'a RunOptions,
+}
+
+impl ProgramRunner for VmRunner<'_> {
+    fn run(
+        &mut self,
+        disk: &Path,
+        build: Build,
+        export: &mut dyn Write,
+    ) -> Result<BatchOutcome, Box<dyn std::error::Error + Send + Sync>> {
+        let spec = RunSpec {
+            argv: vec!["/bin/sh".into()],
+            env: Vec::new(),
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            hostname: "cella".into(),
+            rootfs_device: "/dev/vda".into(),
+            realtime_ns: 0,
+            entropy: Vec::new(),
+            build: Some(build),
+        };
+        let mut io = BuildIo::new(export);
+        let status = start::boot_and_run(vec![disk.to_path_buf()], spec, self.opts, Some(&mut io))?;
+        if let Some(e) = io.error {
+            return Err(Box::new(e));
+        }
+        Ok(BatchOutcome {
+            status,
+            step: io.step,
+        })
+    }
+}
+
+fn versions<'c>(config: &'c Config) -> Result<Versions<'c>, CommandError> {
+    let epoch = version::epoch_from_env().map_err(CommandError::Epoch)?;
+    Ok(Versions::new(
+        config,
+        &state_dir(config).join("digests.json"),
+        epoch,
+    ))
+}
+
+fn known(config: &Config, name: &str) -> Result<(), CommandError> {
+    if config.containers.contains_key(name) {
+        return Ok(());
+    }
+    Err(CommandError::UnknownContainer {
+        name: name.to_string(),
+        config: config.path.clone(),
+        known: config.containers.keys().cloned().collect(),
+    })
+}
+
+/// The image to run `name` in: with `--no-build`, the last one built for
+/// it whatever its setup says now; else built if its id has none yet.
+pub fn image_for_run(
+    config: &Config,
+    name: &str,
+    opts: &RunOptions,
+) -> Result<Image, CommandError> {
+    known(config, name)?;
+    let store = Store::new(&state_dir(config));
+    if opts.no_build {
+        return store
+            .latest(name)
+            .ok_or_else(|| CommandError::NotBuilt(name.to_owned()));
+    }
+    ensure(config, &store, name, false, opts)
+}
+
+fn ensure(
+    config: &Config,
+    store: &Store,
+    name: &str,
+    force: bool,
+    opts: &RunOptions,
+) -> Result<Image, CommandError> {
+    let mut versions = versions(config)?;
+    let mut runner = VmRunner { opts };
+    let result = BuildCtx {
+        config,
+        store,
+        versions: &mut versions,
+        runner: &mut runner,
+    }
+    .ensure(name, force);
+    versions.save_cache();
+    Ok(result.map_err(RunError::from)?)
+}
+
+/// `cella _build NAME [--force] [--print-digest]`.
+pub fn build(
+    config: &Config,
+    name: &str,
+    force: bool,
+    print_digest: bool,
+    opts: &RunOptions,
+) -> Result<i32, CommandError> {
+    known(config, name)?;
+    let store = Store::new(&state_dir(config));
+    let image = ensure(config, &store, name, force, opts)?;
+    if print_digest {
+        println!("{}", image.info.digest);
+    }
+    Ok(0)
+}
+
+/// `cella _version_hash NAME`: the image id, without building anything.
+pub fn version_hash(config: &Config, name: &str) -> Result<i32, CommandError> {
+    known(config, name)?;
+    let mut versions = versions(config)?;
+    let id = versions
+        .id(name)
+        .map_err(|e| RunError::from(BuildError::from(e)))?;
+    versions.save_cache();
+    println!("{id}");
+    Ok(0)
+}
+
+/// `cella _clean --unused | --all`.
+pub fn clean(config: &Config, all: bool) -> Result<i32, CommandError> {
+    let store = Store::new(&state_dir(config));
+    let keep = if all {
+        None
+    } else {
+        let mut versions = versions(config)?;
+        let mut ids = Vec::new();
+        for name in config.containers.keys() {
+            let id = versions
+                .id(name)
+                .map_err(|e| RunError::from(BuildError::from(e)))?;
+            ids.push(id);
+        }
+        Some(ids)
+    };
+    let removed = store
+        .clean(keep.as_deref())
+        .map_err(|e| RunError::from(BuildError::from(e)))?;
+    for id in &removed {
+        eprintln!("cella: removed image {id}");
+    }
+    eprintln!("cella: removed {} image(s)", removed.len());
+    Ok(0)
+}

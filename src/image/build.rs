@@ -1,0 +1,567 @@
+//! Runs a container's setup steps into an image. File steps edit the image
+//! tree on the host; consecutive `!Sh`/`!Cmd` steps run as one batch in a
+//! build VM whose root is the image so far under a writable overlay, and
+//! the overlay's changes come back as an export stream. The image is then
+//! packed canonically and committed to the store whole.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use guest_init::{Build, BuildStep};
+use sha2::{Digest, Sha256};
+
+use super::compact::{compact, copy_subtree};
+use super::erofs::{ImageWriter, Inode, Kind, Meta, Tree};
+use super::export::apply_export;
+use super::host::{self, Filter, HostKind};
+use super::progress::{Progress, ProgressReader};
+use super::store::{Image, ImageInfo, Store, ROOTFS, TREE};
+use super::tar_import;
+use super::version::Versions;
+use crate::config::{Config, Container, CopyStep, Step};
+
+pub use super::build_error::{BuildError, StepError, StepFailure};
+
+/// PATH and HOME of build steps, before `!Env`.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How a batch of program steps ended in its build VM.
+pub struct BatchOutcome {
+    /// 0 when every step succeeded; else the failing step's status (as
+    /// cella would exit with it: 128+N for signal N, 127 not found…).
+    pub status: i32,
+    /// Index in the batch of the step that ran last.
+    pub step: Option<u32>,
+}
+
+/// Boots build VMs: `disk` is the image so far, `export` receives the
+/// root's changes when every step succeeds.
+pub trait ProgramRunner {
+    fn run(
+        &mut self,
+        disk: &Path,
+        build: Build,
+        export: &mut dyn Write,
+    ) -> Result<BatchOutcome, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// What a build needs besides the container.
+pub struct BuildCtx<'c, 'v> {
+    pub config: &'c Config,
+    pub store: &'c Store,
+    pub versions: &'v mut Versions<'c>,
+    pub runner: &'v mut dyn ProgramRunner,
+}
+
+impl BuildCtx<'_, '_> {
+    /// The image of container `name`, built first if missing (or if
+    /// `force`), with the images it uses built before it.
+    pub fn ensure(&mut self, name: &str, force: bool) -> Result<Image, BuildError> {
+        let id = self.versions.id(name)?;
+        if !force {
+            if let Some(image) = self.store.get(&id) {
+                return Ok(image);
+            }
+        }
+        let Some(container) = self.config.containers.get(name) else {
+            return Err(BuildError::UnknownContainer(name.to_owned()));
+        };
+        for step in &container.setup {
+            if let Some(used) = step.step.uses() {
+                self.ensure(used, false)?;
+            }
+        }
+        let lock = self.store.lock(&id)?;
+        if !force {
+            // Another cella may have built it while we waited for the lock.
+            if let Some(image) = self.store.get(&id) {
+                return Ok(image);
+            }
+        }
+        let started = Instant::now();
+        eprintln!("cella: building container {name} (image {})", short(&id));
+        let dir = self.store.start(&id, &lock)?;
+        let built = Builder::new(self, container, &dir).and_then(|mut builder| {
+            builder.run_steps()?;
+            builder.pack()
+        });
+        let (digest, size) = match built {
+            Ok(built) => built,
+            Err(e) => {
+                // Best effort: a leftover is removed by the next build anyway.
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let info = ImageInfo {
+            container: name.to_owned(),
+            id: id.clone(),
+            digest,
+            size,
+        };
+        let image = self.store.commit(&dir, &info)?;
+        eprintln!(
+            "cella: built {name} in {:.1} s: {:.1} MiB, sha256 {}",
+            started.elapsed().as_secs_f64(),
+            size as f64 / (1024.0 * 1024.0),
+            info.digest
+        );
+        Ok(image)
+    }
+}
+
+/// The first 12 hex digits of an id, for messages.
+pub fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// One container's build in progress.
+struct Builder<'a, 'c, 'v> {
+    ctx: &'a mut BuildCtx<'c, 'v>,
+    container: &'c Container,
+    dir: PathBuf,
+    work_path: PathBuf,
+    /// The image being built: file data, and the metadata of the last
+    /// batch's image (dead space once more is appended; packing drops it).
+    work: File,
+    tree: Tree,
+    /// `!Env` so far.
+    env: BTreeMap<String, String>,
+    epoch: i64,
+}
+
+impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
+    fn new(
+        ctx: &'a mut BuildCtx<'c, 'v>,
+        container: &'c Container,
+        dir: &Path,
+    ) -> Result<Self, BuildError> {
+        let work_path = dir.join("work.erofs");
+        let work = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&work_path)
+            .map_err(|e| BuildError::io("create", &work_path, e))?;
+        let epoch = ctx.versions.epoch();
+        Ok(Builder {
+            ctx,
+            container,
+            dir: dir.to_path_buf(),
+            work_path,
+            work,
+            tree: Tree::new(),
+            env: BTreeMap::new(),
+            epoch,
+        })
+    }
+
+    fn run_steps(&mut self) -> Result<(), BuildError> {
+        let setup = &self.container.setup;
+        let mut i = 0;
+        while i < setup.len() {
+            if is_program(&setup[i].step) {
+                let end = (i..setup.len())
+                    .find(|&j| !is_program(&setup[j].step))
+                    .unwrap_or(setup.len());
+                self.batch(i, end)?;
+                i = end;
+            } else {
+                eprintln!("{}", self.banner(i));
+                self.host_step(i).map_err(|e| self.step_error(i, e))?;
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// `cella: base [2/5] !Sh echo hi > /etc/motd`.
+    fn banner(&self, i: usize) -> String {
+        let step = &self.container.setup[i].step;
+        let summary = match step {
+            Step::Tar { url, path, .. } if path == "/" => url.clone(),
+            Step::Tar { url, path, .. } => format!("{url} at {path}"),
+            Step::Container(name) => name.clone(),
+            Step::Sh(script) => script.clone(),
+            Step::Cmd(argv) => argv.join(" "),
+            Step::Text(files) => files.keys().cloned().collect::<Vec<_>>().join(" "),
+            Step::Copy(c) => format!("{} to {}", c.source, c.path),
+            Step::EnsureDir(p) | Step::Remove(p) => p.clone(),
+            Step::Env(vars) => vars.keys().cloned().collect::<Vec<_>>().join(" "),
+            Step::Depends { path, .. } => path.clone(),
+            Step::Build {
+                container,
+                source,
+                path,
+            } => format!("{container}:{source} to {path}"),
+        };
+        let mut line = summary.lines().next().unwrap_or("").to_owned();
+        if line.chars().count() > 72 {
+            line = line.chars().take(71).collect::<String>() + "…";
+        } else if summary.lines().nth(1).is_some() {
+            line.push_str(" …");
+        }
+        format!(
+            "cella: {} [{}/{}] !{} {line}",
+            self.container.name,
+            i + 1,
+            self.container.setup.len(),
+            step.tag()
+        )
+    }
+
+    fn step_error(&self, i: usize, source: StepFailure) -> BuildError {
+        let step = &self.container.setup[i];
+        BuildError::Step(Box::new(StepError {
+            container: self.container.name.clone(),
+            number: i + 1,
+            total: self.container.setup.len(),
+            tag: step.step.tag(),
+            at: format!("{}:{}", self.ctx.config.path.display(), step.pos),
+            source,
+        }))
+    }
+
+    fn meta(&self, perm: u16, uid: u32, gid: u32) -> Meta {
+        Meta {
+            perm,
+            uid,
+            gid,
+            mtime: self.epoch,
+            ..Meta::default()
+        }
+    }
+
+    fn host_step(&mut self, i: usize) -> Result<(), StepFailure> {
+        let step = &self.container.setup[i].step;
+        match step {
+            Step::Tar {
+                resolved,
+                path,
+                sha256,
+                ..
+            } => self.tar(resolved, path, sha256.as_deref()),
+            Step::Container(name) => self.start_from(name),
+            Step::Text(files) => {
+                for (path, content) in files {
+                    let mut writer = writer(&self.work)?;
+                    let data = writer
+                        .write_file_data(&mut content.as_bytes())
+                        .map_err(StepFailure::Image)?;
+                    let meta = self.meta(0o644, 0, 0);
+                    let inode = Inode {
+                        meta,
+                        kind: Kind::File(data),
+                    };
+                    let parents = self.meta(0o755, 0, 0);
+                    self.tree.insert(path.as_bytes(), inode, &parents)?;
+                }
+                Ok(())
+            }
+            Step::Copy(copy) => self.copy(copy),
+            Step::EnsureDir(path) => {
+                let meta = self.meta(0o755, 0, 0);
+                self.tree.ensure_dir(path.as_bytes(), &meta)?;
+                Ok(())
+            }
+            Step::Remove(path) => {
+                self.tree.remove(path.as_bytes())?;
+                Ok(())
+            }
+            Step::Env(vars) => {
+                self.env.extend(vars.clone());
+                Ok(())
+            }
+            Step::Depends { .. } => Ok(()),
+            Step::Build {
+                container,
+                source,
+                path,
+            } => self.build_from(container, source, path),
+            Step::Sh(_) | Step::Cmd(_) => Ok(()),
+        }
+    }
+
+    fn tar(&mut self, tarball: &Path, dest: &str, sha256: Option<&str>) -> Result<(), StepFailure> {
+        let file = File::open(tarball).map_err(|e| StepFailure::io("open", tarball, e))?;
+        let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let progress = Progress::new("importing", total);
+        let reader = ProgressReader::new(
+            HashingReader::new(BufReader::with_capacity(256 * 1024, file)),
+            &progress,
+        );
+        let mut writer = writer(&self.work)?;
+        let mut rest = tar_import::import(
+            tarball,
+            reader,
+            &mut self.tree,
+            dest.as_bytes(),
+            &mut writer,
+        )
+        .map_err(StepFailure::Tar)?;
+        io::copy(&mut rest, &mut io::sink()).map_err(|e| StepFailure::io("read", tarball, e))?;
+        progress.finish();
+        if let Some(expected) = sha256 {
+            let actual = rest.into_inner().finish();
+            if actual != expected {
+                return Err(StepFailure::Checksum {
+                    path: tarball.to_path_buf(),
+                    expected: expected.to_owned(),
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `!Container NAME`: a copy of that image's data and tree to build on.
+    fn start_from(&mut self, name: &str) -> Result<(), StepFailure> {
+        let image = self.image_of(name)?;
+        let rootfs = image.rootfs();
+        let mut from = File::open(&rootfs).map_err(|e| StepFailure::io("open", &rootfs, e))?;
+        self.work
+            .set_len(0)
+            .map_err(|e| StepFailure::io("write", &self.work_path, e))?;
+        io::copy(&mut from, &mut &self.work).map_err(|e| StepFailure::io("copy", &rootfs, e))?;
+        self.tree = load_tree(&image)?;
+        Ok(())
+    }
+
+    fn build_from(&mut self, name: &str, source: &str, dest: &str) -> Result<(), StepFailure> {
+        let image = self.image_of(name)?;
+        let rootfs = image.rootfs();
+        let from = File::open(&rootfs).map_err(|e| StepFailure::io("open", &rootfs, e))?;
+        let from_tree = load_tree(&image)?;
+        let mut writer = writer(&self.work)?;
+        copy_subtree(
+            &mut self.tree,
+            &mut writer,
+            &from_tree,
+            &from,
+            source.as_bytes(),
+            dest.as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    fn image_of(&mut self, name: &str) -> Result<Image, StepFailure> {
+        let id = self
+            .ctx
+            .versions
+            .id(name)
+            .map_err(|e| StepFailure::Other(e.into()))?;
+        self.ctx
+            .store
+            .get(&id)
+            .ok_or_else(|| StepFailure::NotBuilt(name.to_owned()))
+    }
+
+    fn copy(&mut self, copy: &CopyStep) -> Result<(), StepFailure> {
+        let filter = Filter::new(copy.include_regex.as_deref(), copy.exclude_regex.as_deref())
+            .map_err(|e| StepFailure::Other(e.into()))?;
+        let entries = host::walk(&copy.resolved, &filter)?;
+        let (uid, gid) = (copy.owner_uid.unwrap_or(0), copy.owner_gid.unwrap_or(0));
+        for entry in entries {
+            let mut dest = copy.path.trim_end_matches('/').as_bytes().to_vec();
+            if !entry.rel.is_empty() {
+                dest.push(b'/');
+                dest.extend_from_slice(&entry.rel);
+            }
+            let perm = (entry.perm & !copy.umask & 0o7777) as u16;
+            let meta = self.meta(perm, uid, gid);
+            let kind = match &entry.kind {
+                HostKind::Dir => Kind::Dir(Default::default()),
+                HostKind::File { .. } => {
+                    let mut file = File::open(&entry.path)
+                        .map_err(|e| StepFailure::io("open", &entry.path, e))?;
+                    let mut writer = writer(&self.work)?;
+                    Kind::File(
+                        writer
+                            .write_file_data(&mut file)
+                            .map_err(StepFailure::Image)?,
+                    )
+                }
+                HostKind::Symlink(target) => Kind::Symlink(target.clone()),
+                HostKind::Fifo => Kind::Fifo,
+            };
+            let parents = self.meta(0o755, 0, 0);
+            self.tree.insert(&dest, Inode { meta, kind }, &parents)?;
+        }
+        Ok(())
+    }
+
+    /// Runs setup steps `start..end` (all `!Sh`/`!Cmd`) in one build VM.
+    fn batch(&mut self, start: usize, end: usize) -> Result<(), BuildError> {
+        let fail = |this: &Self, i: usize, e: StepFailure| this.step_error(i, e);
+        let mut env = BTreeMap::from([
+            ("PATH".to_owned(), DEFAULT_PATH.to_owned()),
+            ("HOME".to_owned(), "/root".to_owned()),
+            ("SOURCE_DATE_EPOCH".to_owned(), self.epoch.to_string()),
+        ]);
+        env.extend(self.env.clone());
+        let steps: Vec<BuildStep> = (start..end)
+            .map(|i| BuildStep {
+                banner: self.banner(i),
+                argv: program_argv(&self.container.setup[i].step),
+                env: env.clone().into_iter().collect(),
+                cwd: "/".to_owned(),
+            })
+            .collect();
+        {
+            let mut writer = writer(&self.work).map_err(|e| fail(self, start, e))?;
+            writer
+                .finish(&self.tree)
+                .map_err(|e| fail(self, start, StepFailure::Image(e)))?;
+        }
+        let export_path = self.dir.join("export");
+        let mut export = File::create(&export_path)
+            .map_err(|e| fail(self, start, StepFailure::io("create", &export_path, e)))?;
+        let outcome = {
+            let mut sink = io::BufWriter::with_capacity(1 << 20, &mut export);
+            let outcome = self
+                .ctx
+                .runner
+                .run(
+                    &self.work_path,
+                    Build {
+                        steps: steps.clone(),
+                    },
+                    &mut sink,
+                )
+                .map_err(|e| fail(self, start, StepFailure::Vm(e)))?;
+            sink.flush()
+                .map_err(|e| fail(self, start, StepFailure::io("write", &export_path, e)))?;
+            outcome
+        };
+        let failed = start + outcome.step.map_or(0, |s| s as usize).min(end - start - 1);
+        if outcome.status != 0 {
+            let command = shell_words(&steps[failed - start].argv);
+            return Err(fail(
+                self,
+                failed,
+                StepFailure::Failed {
+                    command,
+                    status: outcome.status,
+                },
+            ));
+        }
+        let file = File::open(&export_path)
+            .map_err(|e| fail(self, end - 1, StepFailure::io("open", &export_path, e)))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let epoch = self.epoch;
+        let result = writer(&self.work)
+            .and_then(|mut w| Ok(apply_export(&mut self.tree, &mut w, &mut reader, epoch)?));
+        result.map_err(|e| fail(self, end - 1, e))?;
+        let _ = fs::remove_file(&export_path);
+        Ok(())
+    }
+
+    /// Writes the canonical image and its tree; returns its sha256 and size.
+    fn pack(&mut self) -> Result<(String, u64), BuildError> {
+        let last = self.container.setup.len().saturating_sub(1);
+        let rootfs = self.dir.join(ROOTFS);
+        let io_err = |what, path: &Path, e| StepFailure::io(what, path, e);
+        let run = || -> Result<(String, u64), StepFailure> {
+            let out = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&rootfs)
+                .map_err(|e| io_err("create", &rootfs, e))?;
+            let progress = Progress::new("packing", 0);
+            let tree = compact(&self.tree, &self.work, &out).map_err(StepFailure::Image)?;
+            progress.finish();
+            let json = tree.to_json().map_err(|e| StepFailure::Other(e.into()))?;
+            let tree_path = self.dir.join(TREE);
+            fs::write(&tree_path, json).map_err(|e| io_err("write", &tree_path, e))?;
+            let _ = fs::remove_file(&self.work_path);
+            let mut hasher =
+                HashingReader::new(File::open(&rootfs).map_err(|e| io_err("open", &rootfs, e))?);
+            let size =
+                io::copy(&mut hasher, &mut io::sink()).map_err(|e| io_err("read", &rootfs, e))?;
+            Ok((hasher.finish(), size))
+        };
+        run().map_err(|e| self.step_error(last, e))
+    }
+}
+
+/// A writer that appends to the image being built.
+fn writer(work: &File) -> Result<ImageWriter<'_>, StepFailure> {
+    ImageWriter::append_to(work).map_err(StepFailure::Image)
+}
+
+fn load_tree(image: &Image) -> Result<Tree, StepFailure> {
+    let path = image.tree();
+    let json = fs::read(&path).map_err(|e| StepFailure::io("read", &path, e))?;
+    Tree::from_json(&json).map_err(|e| StepFailure::Other(e.into()))
+}
+
+fn is_program(step: &Step) -> bool {
+    matches!(step, Step::Sh(_) | Step::Cmd(_))
+}
+
+fn program_argv(step: &Step) -> Vec<String> {
+    match step {
+        Step::Sh(script) => vec!["/bin/sh".into(), "-exc".into(), script.clone()],
+        Step::Cmd(argv) => argv.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// argv as a shell would read it back, for messages.
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Hashes what passes through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    pub fn finish(self) -> String {
+        hex::encode(self.hasher.finalize())
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_quote_what_needs_it() {
+        let argv = ["/bin/sh", "-exc", "echo 'hi' > /x"].map(String::from);
+        assert_eq!(shell_words(&argv), r"/bin/sh -exc 'echo '\''hi'\'' > /x'");
+    }
+}

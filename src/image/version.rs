@@ -1,0 +1,164 @@
+//! Image ids: the sha256 of a container's normalised setup steps, the
+//! content of every host file they read (`!Tar`, `!Copy`, `!Depends`), the
+//! ids of the images they use (`!Container`, `!Build`) and the build epoch.
+//! Positions, the project's location and the container's own name are not
+//! part of it: the same setup anywhere gives the same id.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::host::{self, DigestCache, Filter, HostError};
+use super::FORMAT_VERSION;
+use crate::config::{Config, Container, Step};
+
+/// Bump when the meaning of a step changes, so old images are rebuilt.
+const STEPS_VERSION: &str = "cella-steps-1";
+
+/// Why an id could not be computed: an input of a step could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{at}: cannot read the step's input")]
+pub struct VersionError {
+    /// `cella.yaml:7:7: containers.base.setup[2]`.
+    pub at: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Computes and remembers the ids of a config's containers.
+pub struct Versions<'a> {
+    config: &'a Config,
+    cache: DigestCache,
+    ids: BTreeMap<String, String>,
+    epoch: i64,
+}
+
+impl<'a> Versions<'a> {
+    /// `digests` is where file digests are cached between runs.
+    pub fn new(config: &'a Config, digests: &Path, epoch: i64) -> Self {
+        Versions {
+            config,
+            cache: DigestCache::load(digests),
+            ids: BTreeMap::new(),
+            epoch,
+        }
+    }
+
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    /// The id of container `name` (which the config defines; its references
+    /// were checked for existence and cycles when it was loaded).
+    pub fn id(&mut self, name: &str) -> Result<String, VersionError> {
+        if let Some(id) = self.ids.get(name) {
+            return Ok(id.clone());
+        }
+        let config = self.config;
+        let Some(container) = config.containers.get(name) else {
+            return Ok(format!("missing-container-{name}"));
+        };
+        let mut hasher = Sha256::new();
+        frame(&mut hasher, STEPS_VERSION.as_bytes());
+        frame(&mut hasher, FORMAT_VERSION.as_bytes());
+        frame(&mut hasher, self.epoch.to_string().as_bytes());
+        for (i, step) in container.setup.iter().enumerate() {
+            let value = self.normalised(container, i, &step.step)?;
+            frame(&mut hasher, value.to_string().as_bytes());
+        }
+        let id = hex::encode(hasher.finalize());
+        self.ids.insert(name.to_owned(), id.clone());
+        Ok(id)
+    }
+
+    /// Saves the digest cache; a failure only costs hashing again next time.
+    pub fn save_cache(&self) {
+        let _ = self.cache.save();
+    }
+
+    /// A step as plain JSON, with its inputs' digests in place of paths' content.
+    fn normalised(&mut self, c: &Container, i: usize, step: &Step) -> Result<Value, VersionError> {
+        let config = self.config;
+        let at = |source: Box<dyn std::error::Error + Send + Sync>| VersionError {
+            at: format!(
+                "{}:{}: containers.{}.setup[{i}]",
+                config.path.display(),
+                c.setup[i].pos,
+                c.name
+            ),
+            source,
+        };
+        Ok(match step {
+            Step::Tar {
+                url,
+                resolved,
+                path,
+                sha256,
+            } => {
+                let content = match sha256 {
+                    Some(sum) => sum.clone(),
+                    None => host::file_digest_hex(resolved, &mut self.cache)
+                        .map_err(|e| at(e.into()))?,
+                };
+                json!({"Tar": {"url": url, "path": path, "content": content}})
+            }
+            Step::Container(name) => json!({"Container": self.id(name)?}),
+            Step::Sh(script) => json!({ "Sh": script }),
+            Step::Cmd(argv) => json!({ "Cmd": argv }),
+            Step::Text(files) => json!({ "Text": files }),
+            Step::Copy(copy) => {
+                let filter =
+                    Filter::new(copy.include_regex.as_deref(), copy.exclude_regex.as_deref())
+                        .map_err(|e| at(e.into()))?;
+                let content = self
+                    .tree_digest(&copy.resolved, &filter)
+                    .map_err(|e| at(e.into()))?;
+                json!({"Copy": {
+                    "source": copy.source, "path": copy.path,
+                    "include": copy.include_regex, "exclude": copy.exclude_regex,
+                    "uid": copy.owner_uid, "gid": copy.owner_gid, "umask": copy.umask,
+                    "content": content,
+                }})
+            }
+            Step::EnsureDir(path) => json!({ "EnsureDir": path }),
+            Step::Remove(path) => json!({ "Remove": path }),
+            Step::Env(vars) => json!({ "Env": vars }),
+            Step::Depends { path, resolved } => {
+                let content = self
+                    .tree_digest(resolved, &Filter::default())
+                    .map_err(|e| at(e.into()))?;
+                json!({"Depends": {"path": path, "content": content}})
+            }
+            Step::Build {
+                container,
+                source,
+                path,
+            } => json!({"Build": {"image": self.id(container)?, "source": source, "path": path}}),
+        })
+    }
+
+    fn tree_digest(&mut self, path: &Path, filter: &Filter) -> Result<String, HostError> {
+        let entries = host::walk(path, filter)?;
+        Ok(hex::encode(host::tree_digest(&entries, &mut self.cache)?))
+    }
+}
+
+/// Feeds a length-prefixed field, so no two sequences of fields collide.
+fn frame(hasher: &mut Sha256, bytes: &[u8]) {
+    hasher.update((bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
+}
+
+/// The build epoch: `SOURCE_DATE_EPOCH` from the environment, else 0.
+/// Files that builds create get it as their mtime at the latest.
+pub fn epoch_from_env() -> Result<i64, String> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Err(_) => Ok(0),
+        Ok(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds")),
+    }
+}

@@ -24,6 +24,13 @@ const COMMANDS: &str = r#"  streams: !Command
 fn streams_stay_separate_and_exit_status_comes_back(mode: Mode) {
     let Some(a) = assets() else { return };
     let p = Project::with_mode(a, COMMANDS, mode);
+    // The image is built first: a build's step lines go to stderr.
+    let build = p.run(&["_build", "base"], None);
+    assert!(
+        text(&build.stderr).contains("[1/1] !Tar"),
+        "{}",
+        text(&build.stderr)
+    );
     let out = p.run(&["streams", "one", "two"], None);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");

@@ -28,12 +28,22 @@ fn fails_cleanly(p: &Project, args: &[&str], expect: &str) -> String {
     let out = p.run(args, None);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "stderr: {stderr}");
-    let first = stderr.lines().next().unwrap_or_default();
-    assert!(first.starts_with("error: "), "stderr: {stderr}");
+    let first = error_line(&stderr);
     assert!(first.contains(expect), "expected {expect:?} in: {stderr}");
     assert!(out.stdout.is_empty(), "stdout: {}", text(&out.stdout));
     assert_eq!(before, outside(p.path()), "files outside .cella/ changed");
     stderr
+}
+
+/// The `error: ` line; only a build's own `cella: ` lines may come before it.
+fn error_line(stderr: &str) -> &str {
+    let mut lines = stderr.lines();
+    let first = lines
+        .by_ref()
+        .find(|l| !l.starts_with("cella: "))
+        .unwrap_or_default();
+    assert!(first.starts_with("error: "), "stderr: {stderr}");
+    first
 }
 
 /// A project for config-only failures: no guest boots, so the assets may be fake.
@@ -157,11 +167,8 @@ fn hostile_tarballs_are_refused_with_the_step_and_entry() {
     for (what, add) in cases {
         let p = project("containers:\n  base:\n    setup:\n    - !Tar {url: ./rootfs.tar}\n");
         hostile_tar(&p.path().join("rootfs.tar"), add);
-        let stderr = fails_cleanly(
-            &p,
-            &["_run", "base", "true"],
-            "cella.yaml:4:7: containers.base.setup[0]",
-        );
+        let stderr = fails_cleanly(&p, &["_run", "base", "true"], "step 1/1 (!Tar at ");
+        assert!(stderr.contains("cella.yaml:4:7)"), "{what}: {stderr}");
         assert!(stderr.contains("rootfs.tar"), "{what}: {stderr}");
         let images = p.path().join(".cella/images");
         let left: Vec<_> = tree(&images);
@@ -170,6 +177,59 @@ fn hostile_tarballs_are_refused_with_the_step_and_entry() {
             "{what}: a partial image was left: {left:?}"
         );
     }
+}
+
+#[test]
+fn setup_schema_errors_name_file_line_and_field() {
+    let cases = [
+        (
+            "containers:\n  a:\n    setup:\n    - !Container b\n  b:\n    setup:\n    - !Tar {url: ./rootfs.tar}\n    - !Build {container: a, source: /x}\n",
+            "cella.yaml:8:7: containers.b.setup[1]: containers form a cycle: b -> a -> b",
+        ),
+        (
+            "containers:\n  a:\n    setup:\n    - !Container nope\n",
+            "cella.yaml:4:7: containers.a.setup[0]: unknown container \"nope\"",
+        ),
+        (
+            "containers:\n  a:\n    setup:\n    - !Tar {url: ./rootfs.tar}\n    - !Shell \"x\"\n",
+            "cella.yaml:5:7: containers.a.setup[1]: unknown tag !Shell",
+        ),
+        (
+            "containers:\n  a:\n    setup:\n    - !Copy {source: ., path: /x, mode: 1}\n",
+            "cella.yaml:4:35: containers.a.setup[0].mode: unknown field",
+        ),
+    ];
+    for (yaml, expect) in cases {
+        let p = project(yaml);
+        fails_cleanly(&p, &["_build", "a"], expect);
+        assert!(
+            !p.path().join(".cella").exists(),
+            "{expect}: .cella was created"
+        );
+    }
+}
+
+#[test]
+fn store_and_checksum_errors_are_clear() {
+    // A .cella that is not a directory: the store says what it could not create.
+    let p = project("containers:\n  base:\n    setup:\n    - !Tar {url: ./rootfs.tar}\n");
+    std::fs::write(p.path().join(".cella"), "not a dir").expect("write");
+    let stderr = fails_cleanly(&p, &["_build", "base"], "image store: cannot create");
+    assert!(stderr.contains(".cella"), "{stderr}");
+
+    // A tarball whose sha256 is not the one the step names.
+    let sum = "0".repeat(64);
+    let p = project(&format!(
+        "containers:\n  base:\n    setup:\n    - !Tar {{url: ./rootfs.tar, sha256: {sum}}}\n"
+    ));
+    let stderr = fails_cleanly(&p, &["_build", "base"], "step 1/1 (!Tar at ");
+    assert!(
+        stderr.contains(&format!("not {sum} as the step says")),
+        "{stderr}"
+    );
+    assert!(tree(&p.path().join(".cella/images"))
+        .iter()
+        .all(|f| f.is_dir()));
 }
 
 #[test]
@@ -184,7 +244,7 @@ fn missing_kernel_then_corrupt_image_fail_clearly() {
     // A corrupt image: the guest cannot mount its root and says so.
     let images: Vec<_> = tree(&p.path().join(".cella/images"))
         .into_iter()
-        .filter(|f| f.is_file())
+        .filter(|f| f.ends_with("rootfs.erofs"))
         .collect();
     assert!(!images.is_empty(), "the image was not built");
     for img in &images {
@@ -207,6 +267,8 @@ fn guest_kernel_panic_is_reported_not_hung() {
     let out = common::wait_output(cmd.spawn().expect("spawn"), common::TIMEOUT);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "stderr: {stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    assert!(stderr.contains("panic"), "names the panic: {stderr}");
+    assert!(
+        error_line(&stderr).contains("panic"),
+        "names the panic: {stderr}"
+    );
 }

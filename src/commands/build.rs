@@ -4,9 +4,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use guest_init::{Build, RunSpec};
+use guest_init::Build;
 
-use super::run::{RunError, RunOptions};
+use super::run::{run_spec, RunError, RunOptions};
 use super::{start, state_dir, CommandError};
 use crate::config::Config;
 use crate::guest::BuildIo;
@@ -26,18 +26,8 @@ impl ProgramRunner for VmRunner<'_> {
         build: Build,
         export: &mut dyn Write,
     ) -> Result<BatchOutcome, Box<dyn std::error::Error + Send + Sync>> {
-        let spec = RunSpec {
-            argv: vec!["/bin/sh".into()],
-            env: Vec::new(),
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-            hostname: "cella".into(),
-            rootfs_device: "/dev/vda".into(),
-            realtime_ns: 0,
-            entropy: Vec::new(),
-            build: Some(build),
-        };
+        // guest-init runs the batch's steps instead of this argv.
+        let spec = run_spec(vec!["/bin/sh".into()], Vec::new(), Some(build));
         let mut io = BuildIo::new(export);
         let status = start::boot_and_run(vec![disk.to_path_buf()], spec, self.opts, Some(&mut io))?;
         if let Some(e) = io.error {

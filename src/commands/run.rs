@@ -91,9 +91,21 @@ pub fn in_container(
     }
     env.extend(cont.environ.clone());
     env.extend(environ.clone());
-    let spec = RunSpec {
+    let spec = run_spec(argv, env.into_iter().collect(), None);
+    Ok(start::boot_and_run(vec![image], spec, opts, None)?)
+}
+
+/// The spec of a run (or, with `build`, of a build VM's batch) as root in
+/// `/` on the image in the first drive; the clock and entropy are filled
+/// in when it is sent.
+pub(super) fn run_spec(
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    build: Option<guest_init::Build>,
+) -> RunSpec {
+    RunSpec {
         argv,
-        env: env.into_iter().collect(),
+        env,
         cwd: "/".into(),
         uid: 0,
         gid: 0,
@@ -101,7 +113,6 @@ pub fn in_container(
         rootfs_device: "/dev/vda".into(),
         realtime_ns: 0,
         entropy: Vec::new(),
-        build: None,
-    };
-    Ok(start::boot_and_run(vec![image], spec, opts, None)?)
+        build,
+    }
 }

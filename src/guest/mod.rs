@@ -6,7 +6,9 @@ pub mod initramfs;
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use guest_init::{
@@ -155,9 +157,48 @@ fn spawn_stdin(ready: EventFd) -> std::io::Result<Receiver<Input>> {
     Ok(rx)
 }
 
+/// Set while a session forwards signals to its guest. Outside one (a
+/// build's host-side steps, between two build VMs) the forwarded signals
+/// keep their default action: Ctrl-C stops cella.
+static FORWARDING: AtomicBool = AtomicBool::new(false);
+
+/// Makes the forwarded signals act as by default whenever no session is
+/// forwarding them (signal-hook keeps its handler installed for good).
+fn default_outside_sessions() -> std::io::Result<()> {
+    static REGISTERED: OnceLock<Result<(), i32>> = OnceLock::new();
+    let result = REGISTERED.get_or_init(|| {
+        for sig in FORWARDED_SIGNALS {
+            let action = move || {
+                if !FORWARDING.load(Ordering::SeqCst) {
+                    let _ = signal_hook::low_level::emulate_default_handler(sig);
+                }
+            };
+            // SAFETY: the action only loads an atomic and calls
+            // emulate_default_handler, both async-signal-safe.
+            unsafe { signal_hook::low_level::register(sig, action) }
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))?;
+        }
+        Ok(())
+    });
+    result.map_err(std::io::Error::from_raw_os_error)
+}
+
+/// Ends forwarding when a session ends, however it ends.
+struct Forwarding(signal_hook::iterator::Handle);
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        FORWARDING.store(false, Ordering::SeqCst);
+        self.0.close();
+    }
+}
+
 /// Catches the forwarded signals on a thread and queues their numbers.
-fn spawn_signals(ready: EventFd) -> std::io::Result<Receiver<i32>> {
+fn spawn_signals(ready: EventFd) -> std::io::Result<(Receiver<i32>, Forwarding)> {
+    default_outside_sessions()?;
     let mut signals = signal_hook::iterator::Signals::new(FORWARDED_SIGNALS)?;
+    FORWARDING.store(true, Ordering::SeqCst);
+    let forwarding = Forwarding(signals.handle());
     let (tx, rx) = sync_channel(64);
     std::thread::Builder::new()
         .name("signals".into())
@@ -169,7 +210,7 @@ fn spawn_signals(ready: EventFd) -> std::io::Result<Receiver<i32>> {
                 let _ = ready.write(1);
             }
         })?;
-    Ok(rx)
+    Ok((rx, forwarding))
 }
 
 /// What a build VM sends besides the streams: the root's changes, and
@@ -181,7 +222,13 @@ pub struct BuildIo<'a> {
     pub step: Option<u32>,
     /// The first error writing `export`; later data is dropped.
     pub error: Option<std::io::Error>,
+    written: u64,
 }
+
+/// More export data than a build VM's RAM could hold many times over: a
+/// guest that sends this much is broken (or hostile), and must not fill
+/// the host's disk.
+const MAX_EXPORT: u64 = 1 << 30;
 
 impl<'a> BuildIo<'a> {
     pub fn new(export: &'a mut dyn Write) -> Self {
@@ -189,14 +236,22 @@ impl<'a> BuildIo<'a> {
             export,
             step: None,
             error: None,
+            written: 0,
         }
     }
 
     fn write(&mut self, data: &[u8]) {
-        if self.error.is_none() {
-            if let Err(e) = self.export.write_all(data) {
-                self.error = Some(e);
-            }
+        if self.error.is_some() {
+            return;
+        }
+        self.written += data.len() as u64;
+        if self.written > MAX_EXPORT {
+            self.error = Some(std::io::Error::other(format!(
+                "the build VM sent more than {} MiB of changes",
+                MAX_EXPORT >> 20
+            )));
+        } else if let Err(e) = self.export.write_all(data) {
+            self.error = Some(e);
         }
     }
 }
@@ -249,7 +304,8 @@ pub fn run<'b, 'c, 'd>(
     let stdin = spawn_stdin(stdin_ready.try_clone().map_err(io)?).map_err(io)?;
     let signal_ready = EventFd::new(EFD_NONBLOCK).map_err(io)?;
     add(signal_ready.as_raw_fd(), Token::Signal).map_err(io)?;
-    let signals = spawn_signals(signal_ready.try_clone().map_err(io)?).map_err(io)?;
+    let (signals, _forwarding) =
+        spawn_signals(signal_ready.try_clone().map_err(io)?).map_err(io)?;
     let errno = |e: vmm_sys_util::errno::Error| io(std::io::Error::from_raw_os_error(e.errno()));
     let mut timer = TimerFd::new().map_err(errno)?;
     timer.reset(boot_timeout, None).map_err(errno)?;

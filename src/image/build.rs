@@ -13,7 +13,7 @@ use std::time::Instant;
 use guest_init::{Build, BuildStep};
 use sha2::{Digest, Sha256};
 
-use super::compact::{compact, copy_subtree};
+use super::compact::{compact_with_progress, copy_subtree};
 use super::erofs::{ImageWriter, Inode, Kind, Meta, Tree};
 use super::export::apply_export;
 use super::host::{self, Filter, HostKind};
@@ -471,8 +471,10 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 .create_new(true)
                 .open(&rootfs)
                 .map_err(|e| io_err("create", &rootfs, e))?;
-            let progress = Progress::new("packing", 0);
-            let tree = compact(&self.tree, &self.work, &out).map_err(StepFailure::Image)?;
+            let total = self.work.metadata().map_or(0, |m| m.len());
+            let progress = Progress::new("packing", total);
+            let tree = compact_with_progress(&self.tree, &self.work, &out, &|n| progress.add(n))
+                .map_err(StepFailure::Image)?;
             progress.finish();
             let json = tree.to_json().map_err(|e| StepFailure::Other(e.into()))?;
             let tree_path = self.dir.join(TREE);

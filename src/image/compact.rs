@@ -45,6 +45,16 @@ fn tree_err(path: &[u8]) -> impl FnOnce(TreeError) -> CopyError {
 /// data read from `from`, the image `tree` describes (a different file).
 /// Returns the renumbered tree, whose file data points into `to`.
 pub fn compact(tree: &Tree, from: &File, to: &File) -> Result<Tree, ErofsError> {
+    compact_with_progress(tree, from, to, &|_| {})
+}
+
+/// [`compact`], telling `progress` how many bytes of file data each copy took.
+pub fn compact_with_progress(
+    tree: &Tree,
+    from: &File,
+    to: &File,
+    progress: &dyn Fn(u64),
+) -> Result<Tree, ErofsError> {
     let order = tree.reachable()?;
     let mut new_id = vec![0; tree.inodes.len()];
     for (new, &old) in order.iter().enumerate() {
@@ -55,7 +65,11 @@ pub fn compact(tree: &Tree, from: &File, to: &File) -> Result<Tree, ErofsError> 
     for &old in &order {
         let inode = &tree.inodes[old];
         let kind = match &inode.kind {
-            Kind::File(f) => Kind::File(writer.write_file_range(from, f.range())?),
+            Kind::File(f) => {
+                let data = writer.write_file_range(from, f.range())?;
+                progress(data.size);
+                Kind::File(data)
+            }
             Kind::Dir(entries) => Kind::Dir(
                 entries
                     .iter()

@@ -1,11 +1,11 @@
-//! Rootfs tarballs → content-addressed, read-only erofs disk images.
+//! Setup steps → content-hashed, read-only erofs disk images.
 //!
-//! `image_from_tar` names an image by the sha256 of the tarball (and
-//! `FORMAT_VERSION`), builds it into a temp file beside its final place and
-//! renames it there, so a reader never sees half an image. The erofs image is
-//! written by our own code straight from the tar stream (`tar_import` builds
-//! the tree, `erofs` writes the bytes): no root, no extraction, and the same
-//! tarball always gives the same bytes.
+//! `build` runs a container's steps into an image tree (`tree`) whose file
+//! data goes straight into the image file (`erofs`): tarballs are read
+//! without extracting them (`tar_import`), file steps edit the tree, build
+//! VMs send their changes back (`export`), and packing writes the result
+//! canonically (`compact`). `version` names images by the hash of their
+//! steps and inputs (`host`), `store` keeps them under `.cella/`.
 
 pub mod build;
 mod build_error;
@@ -26,11 +26,9 @@ mod tests_layers;
 mod tree;
 pub mod version;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
 
 pub use compact::{compact, copy_subtree, CopyError};
 pub use erofs::{ErofsError, FileData, ImageWriter, Inode, InodeId, Kind, Meta, Tree, Xattr};
@@ -74,60 +72,11 @@ pub enum ImageError {
         #[source]
         source: ErofsError,
     },
-    #[error("rootfs tarball {} changed while its image was being built", .tarball.display())]
-    Changed { tarball: PathBuf },
-    #[error("cannot store an image in {}", .dir.display())]
-    Store {
-        dir: PathBuf,
-        #[source]
-        source: io::Error,
-    },
 }
 
-/// Builds (or reuses) the image for a rootfs tarball under `images_dir` (the project's .cella/images).
-/// The image file is named by the sha256 of the tarball's content (plus a format version constant),
-/// built into a temp file in the same dir and renamed into place atomically; returns its path.
-pub fn image_from_tar(images_dir: &Path, tarball: &Path) -> Result<PathBuf, ImageError> {
-    let digest = {
-        let mut reader = HashingReader::new(open_tar(tarball)?);
-        io::copy(&mut reader, &mut io::sink()).map_err(|source| ImageError::ReadTar {
-            tarball: tarball.to_path_buf(),
-            source,
-        })?;
-        reader.finish()
-    };
-    let path = images_dir.join(format!("{digest}.erofs"));
-    if path.is_file() {
-        return Ok(path);
-    }
-    let store = |source| ImageError::Store {
-        dir: images_dir.to_path_buf(),
-        source,
-    };
-    fs::create_dir_all(images_dir).map_err(store)?;
-    let tmp = TempFile::create(images_dir, &digest).map_err(store)?;
-
-    let reader = HashingReader::new(open_tar(tarball)?);
-    let mut reader = build(tarball, reader, &tmp.file)?;
-    // The archive ends before the file does (zero blocks): hash the rest too.
-    io::copy(&mut reader, &mut io::sink()).map_err(|source| ImageError::ReadTar {
-        tarball: tarball.to_path_buf(),
-        source,
-    })?;
-    if reader.finish() != digest {
-        return Err(ImageError::Changed {
-            tarball: tarball.to_path_buf(),
-        });
-    }
-    tmp.file.sync_all().map_err(store)?;
-    fs::rename(&tmp.path, &path).map_err(store)?;
-    tmp.keep();
-    Ok(path)
-}
-
-/// Lower level: writes the erofs image for `tarball` to `out`.
+/// Writes the erofs image of `tarball` alone to `out` (for tests and tools).
 pub fn write_erofs_from_tar(tarball: &Path, out: &mut File) -> Result<(), ImageError> {
-    build(tarball, open_tar(tarball)?, out).map(drop)
+    tar_to_image(tarball, open_tar(tarball)?, out).map(drop)
 }
 
 fn open_tar(tarball: &Path) -> Result<BufReader<File>, ImageError> {
@@ -140,7 +89,7 @@ fn open_tar(tarball: &Path) -> Result<BufReader<File>, ImageError> {
 
 /// Imports the archive read from `reader` and writes its image to `out`;
 /// returns the reader, positioned after the end-of-archive marker.
-fn build<R: Read>(tarball: &Path, reader: R, out: &File) -> Result<R, ImageError> {
+fn tar_to_image<R: Read>(tarball: &Path, reader: R, out: &File) -> Result<R, ImageError> {
     let write = |source| ImageError::Write {
         tarball: tarball.to_path_buf(),
         source,
@@ -150,76 +99,4 @@ fn build<R: Read>(tarball: &Path, reader: R, out: &File) -> Result<R, ImageError
     let reader = tar_import::import(tarball, reader, &mut tree, b"/", &mut writer)?;
     writer.finish(&tree).map_err(write)?;
     Ok(reader)
-}
-
-/// Hashes what passes through it; the hash covers `FORMAT_VERSION` first.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        let mut hasher = Sha256::new();
-        hasher.update(FORMAT_VERSION.as_bytes());
-        hasher.update([0]);
-        HashingReader { inner, hasher }
-    }
-
-    fn finish(self) -> String {
-        hex::encode(self.hasher.finalize())
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-/// A new file in the images dir, removed on drop unless kept.
-struct TempFile {
-    path: PathBuf,
-    file: File,
-    keep: bool,
-}
-
-impl TempFile {
-    fn create(dir: &Path, digest: &str) -> io::Result<TempFile> {
-        let mut attempt = 0;
-        loop {
-            let path = dir.join(format!(".{digest}.{}.{attempt}.tmp", std::process::id()));
-            match OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(file) => {
-                    return Ok(TempFile {
-                        path,
-                        file,
-                        keep: false,
-                    })
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn keep(mut self) {
-        self.keep = true;
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            // Best effort: a leftover temp file is harmless (never named like an image).
-            let _ = fs::remove_file(&self.path);
-        }
-    }
 }

@@ -63,6 +63,8 @@ impl BuildCtx<'_, '_> {
         let id = self.versions.id(name)?;
         if !force {
             if let Some(image) = self.store.get(&id) {
+                // Another container with the same setup may have built it.
+                self.store.note_latest(name, &id);
                 return Ok(image);
             }
         }
@@ -78,6 +80,7 @@ impl BuildCtx<'_, '_> {
         if !force {
             // Another cella may have built it while we waited for the lock.
             if let Some(image) = self.store.get(&id) {
+                self.store.note_latest(name, &id);
                 return Ok(image);
             }
         }

@@ -185,6 +185,17 @@ impl Store {
         })
     }
 
+    /// Points `name`'s latest link at `id` if it points elsewhere; best
+    /// effort, since a run on an existing image must not fail for it.
+    pub fn note_latest(&self, name: &str, id: &str) {
+        let link = self
+            .images_dir()
+            .join(format!("{}{LATEST}", file_name(name)));
+        if fs::read_link(&link).ok().as_deref() != Some(Path::new(id)) {
+            let _ = self.set_latest(name, id);
+        }
+    }
+
     fn set_latest(&self, name: &str, id: &str) -> Result<(), StoreError> {
         let images = self.images_dir();
         let link = images.join(format!("{}{LATEST}", file_name(name)));
@@ -307,6 +318,10 @@ mod tests {
         assert_eq!(store.latest("base").unwrap().info.id, a);
         build(&store, &b);
         assert_eq!(store.latest("base").unwrap().info.id, b);
+        // A second container whose setup gives the same id uses the image.
+        assert!(store.latest("twin").is_none());
+        store.note_latest("twin", &a);
+        assert_eq!(store.latest("twin").unwrap().info.id, a);
         // A half-done build is never an image, and clean removes it.
         let lock = store.lock(&a).unwrap();
         let leftover = store.start(&a, &lock).unwrap();

@@ -156,3 +156,24 @@ fn twenty_concurrent_runs_restore_from_one_snapshot() {
         );
     }
 }
+
+/// The run that makes the snapshot has its stdin at EOF from the start
+/// (/dev/null); the snapshot must not keep that: a later restored run
+/// still reads its own stdin.
+#[test]
+fn a_template_made_without_stdin_leaves_later_runs_their_stdin() {
+    let Some(a) = assets() else { return };
+    let mut p = Project::new(a, COMMANDS);
+    let own = tempfile::tempdir().expect("tempdir");
+    p.cache = own.path().to_path_buf();
+    let out = p.run(&["_run", "base", "true"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        snapshots(own.path()).len(),
+        1,
+        "the first run made no snapshot"
+    );
+    let out = p.run(&["_run", "base", "cat"], Some(b"piped in\n"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "piped in\n", "{}", text(&out.stderr));
+}

@@ -383,7 +383,11 @@ pub fn run<'b, 'c, 'd>(
             }
             return Err(session.died());
         }
-        if !stdin_done {
+        // Only this run's guest may see its stdin: before the spec goes
+        // out, the VM may still be snapshotted, and the console's port
+        // state (pending data, end-of-file) would go into the snapshot and
+        // reach every run restored from it.
+        if !stdin_done && session.sent {
             stdin_done = session.pump_stdin(&stdin);
         }
     }

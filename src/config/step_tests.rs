@@ -409,6 +409,16 @@ fn container_paths() {
 #[test]
 fn project_paths() {
     assert_eq!(
+        load_err(&steps("    - !Tar { url: /etc/backup.tar }\n")),
+        "/p/cella.yaml:4:19: containers.base.setup[0].url: \
+         \"/etc/backup.tar\" is outside the project: expected a relative path or one under /work"
+    );
+    assert_eq!(
+        load_err(&steps("    - !Tar { url: ../x.tar }\n")),
+        "/p/cella.yaml:4:19: containers.base.setup[0].url: \
+         \"../x.tar\" climbs out of the project directory"
+    );
+    assert_eq!(
         load_err(&steps("    - !Copy { source: ../x, path: /x }\n")),
         "/p/cella.yaml:4:23: containers.base.setup[0].source: \
          \"../x\" climbs out of the project directory"

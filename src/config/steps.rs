@@ -143,8 +143,9 @@ impl Decoder<'_> {
                 "only local paths are supported, not \"{url}\""
             )));
         }
-        // `components()` drops the `.` segments, so messages show a clean path.
-        let resolved: PathBuf = self.project_dir.join(&url).components().collect();
+        // Inside the project, as every host path cella.yaml names: an
+        // untrusted project must not pull other host files into an image.
+        let resolved = self.project_path(url_node.pos, &url_path, &url)?;
         self.exists(url_node.pos, &url_path, &resolved, Kind::File)?;
         Ok(Step::Tar {
             url,

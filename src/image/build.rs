@@ -18,7 +18,7 @@ use super::erofs::{ImageWriter, Inode, Kind, Meta, Tree};
 use super::export::apply_export;
 use super::host::{self, Filter, HostKind};
 use super::progress::{Progress, ProgressReader};
-use super::store::{Image, ImageInfo, Store, ROOTFS, TREE};
+use super::store::{Image, ImageInfo, Store, StoreError, ROOTFS, TREE};
 use super::tar_import;
 use super::version::Versions;
 use crate::config::{Config, Container, CopyStep, Step};
@@ -148,7 +148,11 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             .write(true)
             .create_new(true)
             .open(&work_path)
-            .map_err(|e| BuildError::io("create", &work_path, e))?;
+            .map_err(|source| StoreError {
+                what: "create",
+                path: work_path.clone(),
+                source,
+            })?;
         let epoch = ctx.versions.epoch();
         Ok(Builder {
             ctx,

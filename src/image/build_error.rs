@@ -25,23 +25,6 @@ pub enum BuildError {
     Step(Box<StepError>),
     #[error("unknown container \"{0}\"")]
     UnknownContainer(String),
-    #[error("cannot {what} {}", .path.display())]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-impl BuildError {
-    pub fn io(what: &'static str, path: &Path, source: io::Error) -> BuildError {
-        BuildError::Io {
-            what,
-            path: path.to_path_buf(),
-            source,
-        }
-    }
 }
 
 /// Step `number` of `total` of `container`, a `!tag` at `at` (file:line:col), failed.

@@ -121,8 +121,7 @@ pub enum Kind {
         minor: u32,
     },
     Fifo,
-    /// Tar can't hold sockets; the writer supports them for other sources.
-    #[allow(dead_code)]
+    /// From a build VM's export (tar can't hold sockets).
     Socket,
 }
 

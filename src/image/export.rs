@@ -172,17 +172,15 @@ impl Apply<'_> {
                 return Ok(());
             }
             ExportKind::Symlink { target } => {
-                if target.is_empty() || target.len() >= 4096 || target.contains(&0) {
-                    return Err(bad("bad symlink target".into()));
-                }
+                tree::check_link_target(target).map_err(bad)?;
                 Kind::Symlink(target.clone())
             }
             &ExportKind::CharDevice { major, minor } => {
-                check_dev(major, minor).map_err(bad)?;
+                tree::check_dev(major, minor).map_err(bad)?;
                 Kind::CharDevice { major, minor }
             }
             &ExportKind::BlockDevice { major, minor } => {
-                check_dev(major, minor).map_err(bad)?;
+                tree::check_dev(major, minor).map_err(bad)?;
                 Kind::BlockDevice { major, minor }
             }
             ExportKind::Fifo => Kind::Fifo,
@@ -230,14 +228,4 @@ fn meta(e: &ExportEntry, epoch: i64) -> Result<Meta, String> {
         mtime_nsec,
         xattrs,
     })
-}
-
-/// Linux's dev_t holds 12 bits of major and 20 of minor.
-fn check_dev(major: u32, minor: u32) -> Result<(), String> {
-    if major >= 1 << 12 || minor >= 1 << 20 {
-        return Err(format!(
-            "device number {major}:{minor} is too large for Linux's dev_t"
-        ));
-    }
-    Ok(())
 }

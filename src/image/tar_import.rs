@@ -182,12 +182,7 @@ fn add_hard_link(
 /// Rejects empty, overlong or escaping symlink targets. `link` is the link's
 /// own path; a relative target resolves from its directory.
 pub(super) fn check_symlink(link: &[&[u8]], target: &[u8]) -> Result<(), String> {
-    if target.is_empty() {
-        return Err("the symlink target is empty".into());
-    }
-    if target.len() >= 4096 || target.contains(&0) {
-        return Err("the symlink target is longer than PATH_MAX or has a NUL byte".into());
-    }
+    tree::check_link_target(target)?;
     let mut depth = if target.starts_with(b"/") {
         0
     } else {
@@ -288,11 +283,7 @@ fn device_numbers<R: Read>(
     };
     let major = num(header.device_major())?;
     let minor = num(header.device_minor())?;
-    if major >= 1 << 12 || minor >= 1 << 20 {
-        return Err(cx.reject(format!(
-            "device number {major}:{minor} is too large for Linux's dev_t"
-        )));
-    }
+    tree::check_dev(major, minor).map_err(|e| cx.reject(e))?;
     Ok((major, minor))
 }
 

@@ -8,7 +8,6 @@
 //! directory. Replaced and removed inodes stay in `Tree::inodes`, unreachable.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 
 use super::erofs::{Inode, InodeId, Kind, Meta, Tree, MAX_NAME_LEN};
 
@@ -71,6 +70,28 @@ pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, TreeError> {
     Ok(out)
 }
 
+/// A symlink target an image can hold: not empty, shorter than PATH_MAX,
+/// no NUL byte. Whether it may climb out of the root is the caller's call.
+pub(super) fn check_link_target(target: &[u8]) -> Result<(), String> {
+    if target.is_empty() {
+        return Err("the symlink target is empty".into());
+    }
+    if target.len() >= 4096 || target.contains(&0) {
+        return Err("the symlink target is longer than PATH_MAX or has a NUL byte".into());
+    }
+    Ok(())
+}
+
+/// A device number Linux's dev_t can hold (12-bit major, 20-bit minor).
+pub(super) fn check_dev(major: u32, minor: u32) -> Result<(), String> {
+    if major >= 1 << 12 || minor >= 1 << 20 {
+        return Err(format!(
+            "device number {major}:{minor} is too large for Linux's dev_t"
+        ));
+    }
+    Ok(())
+}
+
 /// Names joined by "/", without a leading one: the form error messages use.
 pub(super) fn join(names: &[&[u8]]) -> Vec<u8> {
     names.join(&b'/')
@@ -102,15 +123,6 @@ impl Inode {
 }
 
 impl Tree {
-    /// Where the content of file `id` lies in the image; `None` for a
-    /// missing inode or one that is not a regular file.
-    pub fn file_data_range(&self, id: InodeId) -> Option<Range<u64>> {
-        match &self.inodes.get(id)?.kind {
-            Kind::File(f) => Some(f.range()),
-            _ => None,
-        }
-    }
-
     /// The JSON form stored beside an image.
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(self)
@@ -172,7 +184,7 @@ impl Tree {
                 _ => Err(TreeError::new(path, TreeErrorKind::RootNotDir)),
             };
         };
-        let dir = self.walk_dirs(path, dirs, Some(parents))?;
+        let dir = self.walk_dirs(path, dirs, parents)?;
         self.put(dir, name, inode)
             .ok_or_else(|| TreeError::new(path, TreeErrorKind::NotFound))
     }
@@ -189,7 +201,7 @@ impl Tree {
         let Some((name, dirs)) = names.split_last() else {
             return Err(TreeError::new(path, TreeErrorKind::LinkOverRoot));
         };
-        let dir = self.walk_dirs(path, dirs, Some(parents))?;
+        let dir = self.walk_dirs(path, dirs, parents)?;
         self.put_link(dir, name, target)
             .ok_or_else(|| TreeError::new(path, TreeErrorKind::NotFound))
     }
@@ -224,7 +236,7 @@ impl Tree {
     /// created with `meta`, anything else in the way is an error.
     pub fn ensure_dir(&mut self, path: &[u8], meta: &Meta) -> Result<InodeId, TreeError> {
         let names = components(path)?;
-        match self.walk_dirs(path, &names, Some(meta)) {
+        match self.walk_dirs(path, &names, meta) {
             Err(TreeError {
                 kind: TreeErrorKind::ParentNotDir(p),
                 ..
@@ -236,12 +248,12 @@ impl Tree {
     }
 
     /// Walks `names` from the root, each a directory; missing ones are
-    /// created with `create`'s metadata, or are an error without it.
+    /// created with metadata `create`.
     fn walk_dirs(
         &mut self,
         path: &[u8],
         names: &[&[u8]],
-        create: Option<&Meta>,
+        create: &Meta,
     ) -> Result<InodeId, TreeError> {
         let mut dir = 0;
         for (i, name) in names.iter().enumerate() {
@@ -252,12 +264,9 @@ impl Tree {
                     let parent = lossy(&join(&names[..=i]));
                     return Err(TreeError::new(path, TreeErrorKind::ParentNotDir(parent)));
                 }
-                None => match create {
-                    Some(meta) => self
-                        .put(dir, name, Inode::empty_dir(meta.clone()))
-                        .ok_or_else(|| TreeError::new(path, TreeErrorKind::NotFound))?,
-                    None => return Err(TreeError::new(path, TreeErrorKind::NotFound)),
-                },
+                None => self
+                    .put(dir, name, Inode::empty_dir(create.clone()))
+                    .ok_or_else(|| TreeError::new(path, TreeErrorKind::NotFound))?,
             };
         }
         Ok(dir)

@@ -94,7 +94,12 @@ fn ensure(
     }
     .ensure(name, force);
     versions.save_cache();
-    Ok(result.map_err(RunError::from)?)
+    result.map_err(build_error)
+}
+
+/// A build, version or store error as the command's error.
+fn build_error(e: impl Into<BuildError>) -> CommandError {
+    RunError::from(e.into()).into()
 }
 
 /// `cella _build NAME [--force] [--print-digest]`.
@@ -118,9 +123,7 @@ pub fn build(
 pub fn version_hash(config: &Config, name: &str) -> Result<i32, CommandError> {
     known(config, name)?;
     let mut versions = versions(config)?;
-    let id = versions
-        .id(name)
-        .map_err(|e| RunError::from(BuildError::from(e)))?;
+    let id = versions.id(name).map_err(build_error)?;
     versions.save_cache();
     println!("{id}");
     Ok(0)
@@ -135,16 +138,11 @@ pub fn clean(config: &Config, all: bool) -> Result<i32, CommandError> {
         let mut versions = versions(config)?;
         let mut ids = Vec::new();
         for name in config.containers.keys() {
-            let id = versions
-                .id(name)
-                .map_err(|e| RunError::from(BuildError::from(e)))?;
-            ids.push(id);
+            ids.push(versions.id(name).map_err(build_error)?);
         }
         Some(ids)
     };
-    let removed = store
-        .clean(keep.as_deref())
-        .map_err(|e| RunError::from(BuildError::from(e)))?;
+    let removed = store.clean(keep.as_deref()).map_err(build_error)?;
     for id in &removed {
         eprintln!("cella: removed image {id}");
     }

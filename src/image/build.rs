@@ -253,17 +253,16 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             } => self.tar(resolved, path, sha256.as_deref()),
             Step::Container(name) => self.start_from(name),
             Step::Text(files) => {
+                let (meta, parents) = (self.meta(0o644, 0, 0), self.meta(0o755, 0, 0));
+                let mut writer = writer(&self.work)?;
                 for (path, content) in files {
-                    let mut writer = writer(&self.work)?;
                     let data = writer
                         .write_file_data(&mut content.as_bytes())
                         .map_err(StepFailure::Image)?;
-                    let meta = self.meta(0o644, 0, 0);
                     let inode = Inode {
-                        meta,
+                        meta: meta.clone(),
                         kind: Kind::File(data),
                     };
-                    let parents = self.meta(0o755, 0, 0);
                     self.tree.insert(path.as_bytes(), inode, &parents)?;
                 }
                 Ok(())
@@ -371,6 +370,8 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             .map_err(|e| StepFailure::Other(e.into()))?;
         let entries = host::walk(&copy.resolved, &filter)?;
         let (uid, gid) = (copy.owner_uid.unwrap_or(0), copy.owner_gid.unwrap_or(0));
+        let parents = self.meta(0o755, 0, 0);
+        let mut writer = writer(&self.work)?;
         for entry in entries {
             let mut dest = copy.path.trim_end_matches('/').as_bytes().to_vec();
             if !entry.rel.is_empty() {
@@ -384,7 +385,6 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 HostKind::File { .. } => {
                     let mut file = File::open(&entry.path)
                         .map_err(|e| StepFailure::io("open", &entry.path, e))?;
-                    let mut writer = writer(&self.work)?;
                     Kind::File(
                         writer
                             .write_file_data(&mut file)
@@ -394,7 +394,6 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 HostKind::Symlink(target) => Kind::Symlink(target.clone()),
                 HostKind::Fifo => Kind::Fifo,
             };
-            let parents = self.meta(0o755, 0, 0);
             self.tree.insert(&dest, Inode { meta, kind }, &parents)?;
         }
         Ok(())

@@ -21,6 +21,11 @@ pub struct Cli {
     /// if its setup changed since; fail if it was never built.
     #[arg(long, global = true)]
     pub no_build: bool,
+    /// Let `!BindRW`/`!BindRO` volumes bind this host directory (or one
+    /// under it) from outside the project; repeatable. The settings file's
+    /// `allow-host-paths` adds to these.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub allow_host_path: Vec<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Option<Sub>,
 }
@@ -31,6 +36,10 @@ pub enum Sub {
     #[command(name = "_run")]
     Run {
         container: String,
+        /// Make the root writable; the writes vanish with the VM
+        /// (`write-mode: transient-overlay`).
+        #[arg(short = 'W', long)]
+        writable: bool,
         /// The program and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         argv: Vec<String>,

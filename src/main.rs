@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cella::commands::{self, build, list, run, CommandError};
+use cella::config::WriteMode;
 use cli::{Cli, Sub};
 
 /// cella, the build or the VM failed.
@@ -37,11 +38,17 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> Result<i32, CommandError> {
-    let opts = run::RunOptions {
+    let mut opts = run::RunOptions {
         verbose: cli.verbose,
         cold_boot: cli.cold_boot,
         no_build: cli.no_build,
+        allow_host_paths: cli.allow_host_path.clone(),
+        volume_init: None,
     };
+    if matches!(cli.command, Some(Sub::Run { .. } | Sub::External(_))) {
+        opts.allow_host_paths
+            .extend(commands::settings::load()?.allow_host_paths);
+    }
     let config = commands::load_config()?;
     match cli.command {
         None => {
@@ -59,8 +66,27 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
         }) => build::build(&config, &container, force, print_digest, &opts),
         Some(Sub::VersionHash { container }) => build::version_hash(&config, &container),
         Some(Sub::Clean { all, .. }) => build::clean(&config, all),
-        Some(Sub::Run { container, argv }) => {
-            run::in_container(&config, &container, argv, &Default::default(), &opts)
+        Some(Sub::Run {
+            container,
+            writable,
+            argv,
+        }) => {
+            let shape = run::RunShape {
+                write_mode: if writable {
+                    WriteMode::TransientOverlay
+                } else {
+                    WriteMode::ReadOnly
+                },
+                ..Default::default()
+            };
+            run::in_container(
+                &config,
+                &container,
+                argv,
+                &Default::default(),
+                &shape,
+                &opts,
+            )
         }
         Some(Sub::External(args)) => {
             let (name, rest) = args

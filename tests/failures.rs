@@ -209,6 +209,50 @@ fn setup_schema_errors_name_file_line_and_field() {
     }
 }
 
+/// Volume and command settings that are wrong, or that cella.yaml alone
+/// may not decide, fail before anything boots or is written.
+#[test]
+fn volume_errors_name_file_line_and_field() {
+    let base = "containers:\n  base:\n    setup:\n    - !Tar {url: ./rootfs.tar}\n";
+    let cases = [
+        (
+            "commands:\n  c: !Command\n    container: base\n    run: [true]\n    write-mode: sometimes\n",
+            "cella.yaml:9:17: commands.c.write-mode: unknown write mode \"sometimes\", expected read-only or transient-overlay",
+        ),
+        (
+            "commands:\n  c: !Command\n    container: base\n    run: [true]\n    volumes:\n      /v: !Persistent {name: v, init-command: nope}\n",
+            "cella.yaml:10:45: commands.c.volumes./v.init-command: unknown command \"nope\"",
+        ),
+        (
+            "commands:\n  c: !Command\n    container: base\n    run: [true]\n    volumes:\n      /etc2: !BindRO /etc\n",
+            "cella.yaml:10:14: commands.c.volumes./etc2: host path /etc is outside the project; allow it with --allow-host-path /etc",
+        ),
+        (
+            "commands:\n  c: !Command\n    container: base\n    run: [true]\n    volumes:\n      /up: !BindRW ../\n",
+            "cella.yaml:10:12: commands.c.volumes./up: \"../\" climbs out of the project directory",
+        ),
+        (
+            "commands:\n  c: !Command\n    container: base\n    run: [true]\n    volumes:\n      /s: !BindRW .cella\n",
+            "is cella's own state, which no guest may see",
+        ),
+    ];
+    for (commands, expect) in cases {
+        let p = project(&format!("{base}{commands}"));
+        std::fs::create_dir_all(p.path().join(".cella")).expect("mkdir .cella");
+        let env_settings = p.path().join("no-settings.yaml");
+        let mut cmd = p.cella();
+        cmd.env("CELLA_SETTINGS", &env_settings).arg("c");
+        let out = common::wait_output(cmd.spawn().expect("spawn"), common::TIMEOUT);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{stderr}");
+        assert!(
+            error_line(&stderr).contains(expect),
+            "expected {expect:?} in: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}
+
 #[test]
 fn store_and_checksum_errors_are_clear() {
     // A .cella that is not a directory: the store says what it could not create.

@@ -43,6 +43,8 @@ pub fn run(
             env: step.env.clone(),
             cwd: step.cwd.clone(),
             build: None,
+            mounts: Vec::new(),
+            read_only_root: false,
             ..spec.clone()
         };
         let pid = match spawn::spawn(&step_spec, &step_ports) {

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Port ids on the multiport virtio-console, in the order the host adds them.
 pub const PORT_CONTROL: u32 = 0;
@@ -55,6 +55,59 @@ pub struct RunSpec {
     /// Set for a build VM: the programs of [`Build`] run instead of `argv`.
     #[serde(default)]
     pub build: Option<Build>,
+    /// Filesystems mounted over the root, parents before children.
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    /// The root is made read-only once the mounts are in place (vagga's
+    /// default write mode); otherwise writes land in the VM's tmpfs overlay.
+    #[serde(default)]
+    pub read_only_root: bool,
+}
+
+/// The tag of the VM's one virtio-fs device: its root directory holds one
+/// directory per host share, named by the share's index ("0", "1", …).
+pub const FS_TAG: &str = "cella";
+
+/// A filesystem mounted in the workload's root at `target` (absolute,
+/// normalised), made first when missing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mount {
+    /// Host share `share` of the virtio-fs device; the host enforces
+    /// `read_only` too.
+    Share {
+        target: String,
+        share: u32,
+        read_only: bool,
+    },
+    /// A fresh tmpfs; `subdirs` and `files` are relative names made in it.
+    Tmpfs {
+        target: String,
+        size: Option<u64>,
+        mode: u32,
+        subdirs: Vec<(String, u32)>,
+        files: Vec<(String, String)>,
+    },
+    /// An empty read-only directory hiding what the image has there.
+    Empty { target: String },
+    /// The image's directory at `target`, writable: writes go to a tmpfs
+    /// of `size` and vanish with the VM. `owner` (uid, gid) is given to
+    /// its top directory.
+    Snapshot {
+        target: String,
+        size: Option<u64>,
+        owner: Option<(u32, u32)>,
+    },
+}
+
+impl Mount {
+    pub fn target(&self) -> &str {
+        match self {
+            Mount::Share { target, .. }
+            | Mount::Tmpfs { target, .. }
+            | Mount::Empty { target }
+            | Mount::Snapshot { target, .. } => target,
+        }
+    }
 }
 
 /// The build steps that run programs, as one batch in one VM: each runs
@@ -136,7 +189,7 @@ pub enum ExportKind {
 /// Messages from the host to the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostMsg {
-    Run(RunSpec),
+    Run(Box<RunSpec>),
     /// Deliver this signal number to the workload.
     Signal(i32),
 }
@@ -273,12 +326,27 @@ mod tests {
             realtime_ns: 1_700_000_000_000_000_000,
             entropy: vec![7; 32],
             build: None,
+            mounts: vec![
+                Mount::Share {
+                    target: "/work".into(),
+                    share: 0,
+                    read_only: false,
+                },
+                Mount::Tmpfs {
+                    target: "/var/tmp".into(),
+                    size: Some(1 << 20),
+                    mode: 0o1777,
+                    subdirs: vec![("a".into(), 0o700)],
+                    files: vec![("f".into(), "x\n".into())],
+                },
+            ],
+            read_only_root: true,
         }
     }
 
     #[test]
     fn round_trip_split_anywhere() {
-        let msgs = vec![HostMsg::Run(spec()), HostMsg::Signal(15)];
+        let msgs = vec![HostMsg::Run(Box::new(spec())), HostMsg::Signal(15)];
         let bytes: Vec<u8> = msgs.iter().flat_map(encode).collect();
         for split in 0..bytes.len() {
             let mut d = Decoder::default();

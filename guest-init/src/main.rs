@@ -16,6 +16,7 @@ mod refresh;
 mod spawn;
 mod supervise;
 mod sys;
+mod volumes;
 
 use guest_init::{GuestMsg, HostMsg, RunSpec, PROTOCOL_VERSION};
 
@@ -77,8 +78,13 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
         }
         None => None,
     };
+    let shares =
+        volumes::open_shares(&spec.mounts).map_err(|e| format!("mounting the host shares: {e}"))?;
     mounts::switch_root(&spec.rootfs_device, &spec.hostname)
         .map_err(|e| format!("preparing the root filesystem: {e}"))?;
+    volumes::mount_all(&spec.mounts, &shares, spec.read_only_root)
+        .map_err(|e| format!("mounting volumes: {e}"))?;
+    drop(shares);
     let signals = ChildSignals::new().map_err(|e| sys::describe("signalfd", &e))?;
     if let (Some(build), Some(upper)) = (&spec.build, upper) {
         return build::run(build, &spec, &ports, control, &signals, upper);
@@ -102,7 +108,7 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
 fn wait_for_run(control: &mut Control) -> Result<RunSpec, String> {
     loop {
         match control.recv()? {
-            HostMsg::Run(spec) => return Ok(spec),
+            HostMsg::Run(spec) => return Ok(*spec),
             // Nothing runs yet that a signal could reach.
             HostMsg::Signal(_) => {}
         }

@@ -338,6 +338,8 @@ mod tests {
             realtime_ns: 0,
             entropy: Vec::new(),
             build: None,
+            mounts: Vec::new(),
+            read_only_root: false,
         }
     }
 
@@ -446,6 +448,8 @@ mod host_tests {
             realtime_ns: 0,
             entropy: Vec::new(),
             build: None,
+            mounts: Vec::new(),
+            read_only_root: false,
         };
         let (stdin_r, stdin_w) = pipe();
         let (out_r, out_w) = pipe();

@@ -29,7 +29,13 @@ impl ProgramRunner for VmRunner<'_> {
         // guest-init runs the batch's steps instead of this argv.
         let spec = run_spec(vec!["/bin/sh".into()], Vec::new(), Some(build));
         let mut io = BuildIo::new(export);
-        let status = start::boot_and_run(vec![disk.to_path_buf()], spec, self.opts, Some(&mut io))?;
+        let status = start::boot_and_run(
+            vec![disk.to_path_buf()],
+            spec,
+            None,
+            self.opts,
+            Some(&mut io),
+        )?;
         if let Some(e) = io.error {
             return Err(Box::new(e));
         }

@@ -3,7 +3,9 @@
 pub mod build;
 pub mod list;
 pub mod run;
+pub mod settings;
 pub mod start;
+pub mod volumes;
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +32,10 @@ pub enum CommandError {
     NotBuilt(String),
     #[error("{0}")]
     Epoch(String),
+    #[error(transparent)]
+    Volume(#[from] volumes::VolumeError),
+    #[error(transparent)]
+    Settings(#[from] settings::SettingsError),
 }
 
 fn list_known(names: &[String]) -> String {

@@ -2,12 +2,15 @@
 //! VM for it and run the workload there.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use guest_init::RunSpec;
 
+use super::volumes::{self, VolumeInit};
 use super::{start, CommandError};
-use crate::config::{CommandKind, Config};
+use crate::config::{CommandKind, Config, Volume, WriteMode};
+use crate::devices::virtio::fs::server::{Server, ServerOptions};
 use crate::guest::GuestError;
 use crate::image::build::BuildError;
 use crate::vmm::VmError;
@@ -32,6 +35,8 @@ pub enum RunError {
     TooManyDisks(usize, usize),
     #[error("cannot start the VM")]
     Vm(#[from] VmError),
+    #[error("cannot share a host directory with the guest")]
+    Share(#[source] std::io::Error),
     #[error(transparent)]
     Guest(#[from] GuestError),
 }
@@ -44,6 +49,19 @@ pub struct RunOptions {
     pub cold_boot: bool,
     /// Run in the last image built for the container, never build.
     pub no_build: bool,
+    /// Host directories outside the project that binds may name (from
+    /// `--allow-host-path` and the settings file).
+    pub allow_host_paths: Vec<PathBuf>,
+    /// Set while a persistent volume's init command fills it.
+    pub volume_init: Option<VolumeInit>,
+}
+
+/// What a run needs beyond its argv and environment.
+#[derive(Debug, Default)]
+pub struct RunShape<'a> {
+    pub volumes: Option<&'a BTreeMap<String, Volume>>,
+    pub work_dir: Option<&'a Path>,
+    pub write_mode: WriteMode,
 }
 
 /// `cella NAME ARGS...`: the command's `run` with ARGS appended.
@@ -63,7 +81,19 @@ pub fn command(
     let CommandKind::Command(simple) = &cmd.kind;
     let mut argv = simple.run.clone();
     argv.extend_from_slice(args);
-    in_container(config, &simple.container, argv, &simple.environ, opts)
+    let shape = RunShape {
+        volumes: Some(&simple.volumes),
+        work_dir: simple.work_dir.as_deref(),
+        write_mode: simple.write_mode,
+    };
+    in_container(
+        config,
+        &simple.container,
+        argv,
+        &simple.environ,
+        &shape,
+        opts,
+    )
 }
 
 /// Runs `argv` in `container` with `environ` over the container's own.
@@ -72,6 +102,7 @@ pub fn in_container(
     container: &str,
     argv: Vec<String>,
     environ: &BTreeMap<String, String>,
+    shape: &RunShape<'_>,
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
     let Some(cont) = config.containers.get(container) else {
@@ -81,6 +112,10 @@ pub fn in_container(
             known: config.containers.keys().cloned().collect(),
         });
     };
+    let volumes = volumes::merged(&cont.volumes, shape.volumes);
+    volumes::ensure_persistent(config, &volumes, opts)?;
+    let plan = volumes::plan(config, &volumes, opts)?;
+    let cwd = volumes::guest_cwd(config, shape.work_dir)?;
     let image = super::build::image_for_run(config, container, opts)?.rootfs();
 
     let mut env: BTreeMap<String, String> = BTreeMap::new();
@@ -91,8 +126,22 @@ pub fn in_container(
     }
     env.extend(cont.environ.clone());
     env.extend(environ.clone());
-    let spec = run_spec(argv, env.into_iter().collect(), None);
-    Ok(start::boot_and_run(vec![image], spec, opts, None)?)
+    let mut spec = run_spec(argv, env.into_iter().collect(), None);
+    spec.cwd = cwd;
+    spec.mounts = plan.mounts;
+    spec.read_only_root = shape.write_mode == WriteMode::ReadOnly;
+    let options = ServerOptions {
+        direct_io: true,
+        timeout: Duration::from_secs(1),
+    };
+    let server = Server::new(plan.shares, options).map_err(RunError::Share)?;
+    Ok(start::boot_and_run(
+        vec![image],
+        spec,
+        Some(server),
+        opts,
+        None,
+    )?)
 }
 
 /// The spec of a run (or, with `build`, of a build VM's batch) as root in
@@ -114,5 +163,7 @@ pub(super) fn run_spec(
         realtime_ns: 0,
         entropy: Vec::new(),
         build,
+        mounts: Vec::new(),
+        read_only_root: false,
     }
 }

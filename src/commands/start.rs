@@ -10,6 +10,7 @@ use guest_init::{RunSpec, PORT_NAMES};
 
 use super::find_asset;
 use super::run::{RunError, RunOptions};
+use crate::devices::virtio::fs::server::Server;
 use crate::guest::{self, initramfs, BuildIo, GuestError, Outcome};
 use crate::snapshot::{self, CreateLock, SnapshotError};
 use crate::vmm::{self, Restore, Vm, VmSpec};
@@ -67,6 +68,7 @@ enum Start {
 pub fn boot_and_run(
     disks: Vec<PathBuf>,
     spec: RunSpec,
+    fs: Option<Server>,
     opts: &RunOptions,
     build: Option<&mut BuildIo<'_>>,
 ) -> Result<i32, RunError> {
@@ -110,6 +112,7 @@ pub fn boot_and_run(
         _ => None,
     };
     let verbose = opts.verbose;
+    let mut fs = fs;
     let mut on_ready = |vm: &Vm| -> Result<(), GuestError> {
         if let Some((path, lock)) = template.take() {
             match snapshot::save(vm, &path) {
@@ -130,6 +133,9 @@ pub fn boot_and_run(
         }
         for (i, disk) in disks.iter().enumerate() {
             vm.insert_disk(i, disk).map_err(GuestError::Prepare)?;
+        }
+        if let Some(server) = fs.take() {
+            vm.set_fs_server(server);
         }
         Ok(())
     };

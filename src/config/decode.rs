@@ -5,13 +5,22 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, Location, Pos};
-use super::model::{Command, CommandKind, Config, Container, SimpleCommand};
+use super::model::{Command, CommandKind, Config, Container, SimpleCommand, Volume, WriteMode};
 use super::scalars;
 use super::yaml::{Node, Value};
 
 const TOP_FIELDS: &[&str] = &["containers", "commands", "minimum-vagga"];
 const CONTAINER_FIELDS: &[&str] = &["setup", "environ", "volumes"];
-const COMMAND_FIELDS: &[&str] = &["description", "container", "run", "environ", "volumes"];
+const COMMAND_FIELDS: &[&str] = &[
+    "description",
+    "container",
+    "run",
+    "environ",
+    "volumes",
+    "work-dir",
+    "write-mode",
+];
+const WRITE_MODES: &[&str] = &["read-only", "transient-overlay"];
 
 /// `path.key`, quoting keys that would make the path ambiguous.
 pub(super) fn join(path: &str, key: &str) -> String {
@@ -381,6 +390,7 @@ impl Decoder<'_> {
                 config.commands.insert(name, command);
             }
         }
+        check_init_commands(&config)?;
         Ok(config)
     }
 
@@ -471,11 +481,39 @@ impl Decoder<'_> {
             &mut refs,
         )?;
         check_references(config, &refs)?;
+        let work_dir = match fields.get("work-dir") {
+            Some(node) if node.value != Value::Null => {
+                Some(self.parsed(node, &fields.path_of("work-dir"), scalars::project_path)?)
+            }
+            _ => None,
+        };
+        let write_mode = match fields.get("write-mode") {
+            Some(node) if node.value != Value::Null => {
+                let path = fields.path_of("write-mode");
+                match self.string(node, &path)?.as_str() {
+                    "read-only" => WriteMode::ReadOnly,
+                    "transient-overlay" => WriteMode::TransientOverlay,
+                    other => {
+                        return Err(self.invalid(
+                            node.pos,
+                            &path,
+                            format!(
+                                "unknown write mode {other:?}, expected {}",
+                                WRITE_MODES.join(" or ")
+                            ),
+                        ))
+                    }
+                }
+            }
+            _ => WriteMode::default(),
+        };
         Ok(SimpleCommand {
             container,
             run,
             environ,
             volumes,
+            work_dir,
+            write_mode,
         })
     }
 
@@ -526,6 +564,31 @@ fn check_references(config: &Config, refs: &[Reference]) -> Result<(), ConfigErr
             });
         }
         edges.entry(&r.from).or_default().push(&r.to);
+    }
+    Ok(())
+}
+
+/// Checks that every `init-command` of a `!Persistent` volume names a command.
+fn check_init_commands(config: &Config) -> Result<(), ConfigError> {
+    let containers = config.containers.values().map(|c| &c.volumes);
+    let commands = config.commands.values().map(|c| match &c.kind {
+        CommandKind::Command(simple) => &simple.volumes,
+    });
+    for volumes in containers.chain(commands) {
+        for volume in volumes.values() {
+            if let Volume::Persistent {
+                init_command: Some(init),
+                ..
+            } = volume
+            {
+                if !config.commands.contains_key(&init.name) {
+                    return Err(ConfigError::Invalid {
+                        at: init.at.clone(),
+                        message: format!("unknown command \"{}\"", init.name),
+                    });
+                }
+            }
+        }
     }
     Ok(())
 }

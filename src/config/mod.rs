@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Location, Pos};
 pub use model::{
-    Command, CommandKind, Config, Container, CopyStep, SetupStep, SimpleCommand, Step, Volume,
+    Bind, Command, CommandKind, Config, Container, CopyStep, HostDir, NameRef, SetupStep,
+    SimpleCommand, Step, Volume, WriteMode,
 };
 
 /// Config file names, in order of preference within one directory.

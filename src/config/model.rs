@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::error::Pos;
+use super::error::{Location, Pos};
 
 /// A loaded and validated cella.yaml (or vagga.yaml).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,8 +23,7 @@ pub struct Container {
     pub setup: Vec<SetupStep>,
     /// Environment for every command run in this container.
     pub environ: BTreeMap<String, String>,
-    /// Volumes by their absolute path in the guest. Parsed and checked
-    /// here; runs do not mount them yet.
+    /// Volumes by their absolute path in the guest.
     pub volumes: BTreeMap<String, Volume>,
     /// Where the container's name is in the file.
     pub pos: Pos,
@@ -168,16 +167,18 @@ pub enum Volume {
         /// File name → its content (null is empty).
         files: BTreeMap<String, String>,
     },
-    /// `!BindRW path`.
-    BindRW(String),
-    /// `!BindRO path`.
-    BindRO(String),
+    /// `!BindRW path`: a host directory, writable.
+    BindRW(Bind),
+    /// `!BindRO path`: a host directory the guest cannot change.
+    BindRO(Bind),
     /// `!Empty`.
     Empty,
     /// `!Persistent {name, init-command?}` (or `!Persistent NAME`).
     Persistent {
         name: String,
-        init_command: Option<String>,
+        /// A command of the same config (checked), run once to fill the
+        /// volume when it is created.
+        init_command: Option<NameRef>,
     },
     /// `!Snapshot {size?, owner-uid?, owner-gid?, container?}`.
     Snapshot {
@@ -186,6 +187,33 @@ pub enum Volume {
         owner_gid: Option<u32>,
         container: Option<String>,
     },
+}
+
+/// The host directory of a `!BindRW`/`!BindRO`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bind {
+    /// As written.
+    pub path: String,
+    pub host: HostDir,
+    /// Where the path is in the file, for errors found at run time.
+    pub at: Location,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostDir {
+    /// Relative to the project directory (`x`, `./x` or `/work/x`),
+    /// normalised, never climbing out.
+    Project(PathBuf),
+    /// Any other absolute host path, normalised: a run needs the user's
+    /// permission for it (`--allow-host-path` or the settings file).
+    Absolute(PathBuf),
+}
+
+/// A name of something else in the config, and where it is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameRef {
+    pub name: String,
+    pub at: Location,
 }
 
 impl Volume {
@@ -238,6 +266,20 @@ pub struct SimpleCommand {
     pub run: Vec<String>,
     /// Environment for this command, over the container's.
     pub environ: BTreeMap<String, String>,
-    /// Volumes of this command, over the container's (not mounted yet).
+    /// Volumes of this command, over the container's.
     pub volumes: BTreeMap<String, Volume>,
+    /// `work-dir`: where the command starts, relative to the project
+    /// directory (normalised); by default the user's own directory.
+    pub work_dir: Option<PathBuf>,
+    pub write_mode: WriteMode,
+}
+
+/// `write-mode` of a command: what happens to writes to the container's root.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WriteMode {
+    /// `read-only` (the default, as in vagga): writes fail with EROFS.
+    #[default]
+    ReadOnly,
+    /// `transient-overlay`: writes succeed and vanish with the VM.
+    TransientOverlay,
 }

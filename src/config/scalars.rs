@@ -36,6 +36,32 @@ pub(super) fn container_path(text: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// Whether an absolute path is `/work` or under it (the project in vagga's terms).
+pub(super) fn is_under_work(text: &str) -> bool {
+    Path::new(text).strip_prefix("/work").is_ok()
+}
+
+/// An absolute host path outside the project, normalised lexically; `..`
+/// is refused (it would make the permission check lexical only).
+pub(super) fn host_path(text: &str) -> Result<PathBuf, String> {
+    if text.contains('\0') {
+        return Err("a path must not contain a NUL byte".to_owned());
+    }
+    let mut out = PathBuf::from("/");
+    for component in Path::new(text).components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => {
+                return Err(format!(
+                    "a host path must not contain \"..\", found {text:?}"
+                ))
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(out)
+}
+
 /// A path of the project: relative to the project directory, or absolute
 /// under `/work` (`/work/x` is `x`, `/work` the directory itself). Returns
 /// the path relative to the project directory, normalised lexically (empty

@@ -87,6 +87,9 @@ commands:
     volumes:
       /tmp: !Tmpfs
       /data: !Snapshot { container: tools, size: 1048576 }
+  init-db: !Command
+    container: app
+    run: [tool]
 "#,
     );
     let config = load(&path).unwrap();
@@ -217,8 +220,6 @@ commands:
                 files: env(&[("a.txt", "hi"), ("empty", "")]),
             },
         ),
-        ("/var/data", Volume::BindRW("/work/data".into())),
-        ("/etc/ro", Volume::BindRO("/volumes/ro".into())),
         ("/empty", Volume::Empty),
         (
             "/p1",
@@ -231,7 +232,17 @@ commands:
             "/p2",
             Volume::Persistent {
                 name: "pg".into(),
-                init_command: Some("init-db".into()),
+                init_command: Some(NameRef {
+                    name: "init-db".into(),
+                    at: Location {
+                        file: path.clone(),
+                        pos: Pos {
+                            line: 41,
+                            column: 50,
+                        },
+                        field: "containers.base.volumes./p2.init-command".into(),
+                    },
+                }),
             },
         ),
         (
@@ -256,7 +267,33 @@ commands:
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    assert_eq!(base.volumes, expected_volumes);
+    let mut volumes = base.volumes.clone();
+    let bind = |v: Option<Volume>| match v {
+        Some(Volume::BindRW(b)) => ("rw", b.path, b.host, b.at.field, b.at.pos.line),
+        Some(Volume::BindRO(b)) => ("ro", b.path, b.host, b.at.field, b.at.pos.line),
+        other => panic!("not a bind: {other:?}"),
+    };
+    assert_eq!(
+        bind(volumes.remove("/var/data")),
+        (
+            "rw",
+            "/work/data".to_owned(),
+            HostDir::Project("data".into()),
+            "containers.base.volumes./var/data".to_owned(),
+            37
+        )
+    );
+    assert_eq!(
+        bind(volumes.remove("/etc/ro")),
+        (
+            "ro",
+            "/volumes/ro".to_owned(),
+            HostDir::Absolute("/volumes/ro".into()),
+            "containers.base.volumes./etc/ro/".to_owned(),
+            38
+        )
+    );
+    assert_eq!(volumes, expected_volumes);
 
     let app = &config.containers["app"];
     assert_eq!(
@@ -630,9 +667,27 @@ fn bad_volumes() {
          a path must not contain \"..\", found \"../x\""
     );
     assert_eq!(
-        load_err(&volumes("      /b: !BindRW work\n")),
+        load_err(&volumes("      /b: !BindRW ../x\n")),
+        "/p/cella.yaml:4:11: containers.base.volumes./b: \"../x\" climbs out of the project directory"
+    );
+    assert_eq!(
+        load_err(&volumes("      /b: !BindRO /data/../etc\n")),
         "/p/cella.yaml:4:11: containers.base.volumes./b: \
-         expected an absolute path in the container, found \"work\""
+         a host path must not contain \"..\", found \"/data/../etc\""
+    );
+    assert_eq!(
+        load_err(&format!(
+            "{}commands:\n  c: !Command\n    container: base\n    run: [x]\n    write-mode: rw\n",
+            volumes("      /t: !Tmpfs\n")
+        )),
+        "/p/cella.yaml:9:17: commands.c.write-mode: \
+         unknown write mode \"rw\", expected read-only or transient-overlay"
+    );
+    assert_eq!(
+        load_err(&volumes(
+            "      /p: !Persistent { name: p, init-command: nope }\n"
+        )),
+        "/p/cella.yaml:4:48: containers.base.volumes./p.init-command: unknown command \"nope\""
     );
     assert_eq!(
         load_err("containers:\n  base:\n    volumes: !Tmpfs {}\n"),

@@ -289,7 +289,7 @@ fn unknown_fields() {
             "{BASE}commands:\n  test: !Command\n    container: base\n    colour: red\n    run: x\n"
         )),
         "/p/cella.yaml:8:5: commands.test.colour: unknown field, \
-         expected one of: description, container, run, environ, volumes"
+         expected one of: description, container, run, environ, volumes, work-dir, write-mode"
     );
     assert_eq!(
         load_err("mixins: [a.yaml]\n"),

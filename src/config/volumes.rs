@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::decode::{join, tag_list, Decoder, Reference};
 use super::error::ConfigError;
-use super::model::Volume;
+use super::model::{Bind, HostDir, NameRef, Volume};
 use super::scalars;
 use super::yaml::{Node, Value};
 
@@ -52,8 +52,8 @@ impl Decoder<'_> {
     ) -> Result<Volume, ConfigError> {
         Ok(match self.variant(node, path, Volume::TAGS)? {
             "Tmpfs" => self.tmpfs(node, path)?,
-            "BindRW" => Volume::BindRW(self.tagged_container_path(node, path)?),
-            "BindRO" => Volume::BindRO(self.tagged_container_path(node, path)?),
+            "BindRW" => Volume::BindRW(self.bind(node, path)?),
+            "BindRO" => Volume::BindRO(self.bind(node, path)?),
             "Empty" => match node.value {
                 Value::Null => Volume::Empty,
                 _ => return Err(self.wrong_type(node, path, "nothing")),
@@ -145,8 +145,39 @@ impl Decoder<'_> {
             name: self.parsed(name_node, &fields.path_of("name"), |text| {
                 scalars::volume_name(text).map(|()| text.to_owned())
             })?,
-            init_command: self
-                .optional_string(fields.get("init-command"), &fields.path_of("init-command"))?,
+            init_command: match fields.get("init-command") {
+                Some(node) if node.value != Value::Null => {
+                    let path = fields.path_of("init-command");
+                    Some(NameRef {
+                        name: self.string(node, &path)?,
+                        at: self.at(node.pos, &path),
+                    })
+                }
+                _ => None,
+            },
+        })
+    }
+
+    /// The host directory of `!BindRW`/`!BindRO`: in the project
+    /// (relative or under `/work`), or any other absolute path.
+    fn bind(&self, node: &Node, path: &str) -> Result<Bind, ConfigError> {
+        let text = self.tagged_string(node, path)?;
+        let outside = text.starts_with('/') && !scalars::is_under_work(&text);
+        let host = if outside {
+            HostDir::Absolute(
+                scalars::host_path(&text)
+                    .map_err(|message| self.invalid(node.pos, path, message))?,
+            )
+        } else {
+            HostDir::Project(
+                scalars::project_path(&text)
+                    .map_err(|message| self.invalid(node.pos, path, message))?,
+            )
+        };
+        Ok(Bind {
+            path: text,
+            host,
+            at: self.at(node.pos, path),
         })
     }
 

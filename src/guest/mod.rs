@@ -404,7 +404,7 @@ impl Session<'_, '_, '_, '_> {
             .map_or(0, |d| d.as_nanos() as u64);
         spec.entropy = host_random(64).map_err(GuestError::Io)?;
         self.sent = true;
-        self.send(&HostMsg::Run(spec));
+        self.send(&HostMsg::Run(Box::new(spec)));
         mark("run spec sent");
         Ok(())
     }

@@ -25,6 +25,8 @@ use crate::devices::bus::{lock, OverlapError};
 use crate::devices::legacy::{ConsoleLog, Serial, I8042};
 use crate::devices::virtio::block::{Block, Disk};
 use crate::devices::virtio::console::Console;
+use crate::devices::virtio::fs::device::Fs;
+use crate::devices::virtio::fs::server::Server;
 use crate::devices::virtio::mmio::{MmioTransport, TransportSnapshot, MMIO_SIZE, NOTIFY_OFFSET};
 use crate::devices::virtio::{Interrupt, VirtioDevice};
 use state::{StateError, VcpuState, VmState};
@@ -141,6 +143,7 @@ struct VcpuHandle {
 pub struct Vm {
     pub console: Arc<Mutex<MmioTransport<Console>>>,
     drives: Vec<Arc<Mutex<MmioTransport<Block>>>>,
+    fs: Arc<Mutex<MmioTransport<Fs>>>,
     /// Every virtio device, indexed as `QueueKick::device`.
     pub virtio: Vec<Arc<Mutex<dyn VirtioSlot>>>,
     pub kicks: Vec<QueueKick>,
@@ -334,7 +337,7 @@ pub fn build_and_start(spec: &VmSpec, restore: Option<Restore>) -> Result<Vm, Vm
         .insert(I8042_PORT, 5, Arc::new(Mutex::new(i8042)))
         .map_err(VmError::Bus)?;
 
-    // virtio devices: the console first, then the drives in order.
+    // virtio devices: the console first, then the drives in order, then virtio-fs.
     let mut slots = Slots {
         vm: &vm,
         mem: &mem,
@@ -348,6 +351,7 @@ pub fn build_and_start(spec: &VmSpec, restore: Option<Restore>) -> Result<Vm, Vm
     let drives = (0..spec.drives)
         .map(|_| slots.attach(Block::new(None)))
         .collect::<Result<Vec<_>, _>>()?;
+    let fs = slots.attach(Fs::new(guest_init::FS_TAG))?;
     let Slots {
         cmdline,
         virtio,
@@ -426,6 +430,7 @@ pub fn build_and_start(spec: &VmSpec, restore: Option<Restore>) -> Result<Vm, Vm
     Ok(Vm {
         console,
         drives,
+        fs,
         virtio,
         kicks,
         power_off,
@@ -450,6 +455,11 @@ impl Vm {
             Disk::new(file, "cella").map_err(|e| VmError::OpenDisk(path.to_path_buf(), e))?;
         lock(drive).device.insert(disk);
         Ok(())
+    }
+
+    /// Gives the virtio-fs device the host directories of this run.
+    pub fn set_fs_server(&self, server: Server) {
+        lock(&self.fs).device.set_server(server);
     }
 
     /// Stops every vCPU and reads the VM's state. The VM stays paused,

@@ -1,0 +1,226 @@
+//! The run's mounts over the workload's root: host shares from the
+//! virtio-fs device (/work, binds, persistent volumes), tmpfs volumes,
+//! empty and snapshot directories; then the root goes read-only.
+//!
+//! The virtio-fs device is mounted before the root moves, and each share
+//! is kept as an `O_PATH` fd; everything else happens after the chroot,
+//! so that a symlink in the image resolves inside the container's root.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use guest_init::{Mount, FS_TAG};
+
+use crate::sys;
+
+/// Where the virtio-fs device is mounted in the initramfs.
+const FS_DIR: &str = "/mnt/fs";
+/// A directory made (and removed again) in the root for a snapshot's tmpfs.
+const STAGE: &str = "/.cella-stage";
+
+const NOSUID_NODEV: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+
+fn ctx(what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), sys::describe(what, &e))
+}
+
+/// The host shares `mounts` use, opened by index: `None` where unused.
+pub struct Shares(Vec<Option<RawFd>>);
+
+impl Drop for Shares {
+    fn drop(&mut self) {
+        for fd in self.0.iter().flatten() {
+            sys::close(*fd);
+        }
+    }
+}
+
+/// Mounts the virtio-fs device and opens the shares `mounts` name. Called
+/// before the root moves: the initramfs's /mnt/fs is out of reach after.
+pub fn open_shares(mounts: &[Mount]) -> io::Result<Shares> {
+    let mut shares = Shares(Vec::new());
+    let wanted: Vec<u32> = mounts
+        .iter()
+        .filter_map(|m| match m {
+            Mount::Share { share, .. } => Some(*share),
+            _ => None,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(shares);
+    }
+    sys::mkdir(FS_DIR, 0o755).map_err(|e| ctx(&format!("mkdir {FS_DIR}"), e))?;
+    sys::mount(FS_TAG, FS_DIR, Some("virtiofs"), NOSUID_NODEV, None)
+        .map_err(|e| ctx(&format!("mount virtiofs {FS_TAG} on {FS_DIR}"), e))?;
+    for share in wanted {
+        let index = share as usize;
+        if shares.0.len() <= index {
+            shares.0.resize(index + 1, None);
+        }
+        if shares.0[index].is_none() {
+            let path = format!("{FS_DIR}/{share}");
+            let fd = sys::open(&path, libc::O_PATH | libc::O_DIRECTORY)
+                .map_err(|e| ctx(&format!("open share {path}"), e))?;
+            shares.0[index] = Some(fd);
+        }
+    }
+    Ok(shares)
+}
+
+/// Makes `path` and its missing parents (mode 0755), resolving inside the
+/// current root.
+fn mkdir_p(path: &str) -> io::Result<()> {
+    let mut at = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        at.push('/');
+        at.push_str(part);
+        sys::mkdir(&at, 0o755).map_err(|e| ctx(&format!("mkdir {at}"), e))?;
+    }
+    Ok(())
+}
+
+fn remount(target: &str, flags: libc::c_ulong) -> io::Result<()> {
+    sys::mount(
+        "none",
+        target,
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | flags,
+        None,
+    )
+    .map_err(|e| ctx(&format!("remount {target}"), e))
+}
+
+fn tmpfs(target: &str, flags: libc::c_ulong, mode: u32, size: Option<u64>) -> io::Result<()> {
+    let mut data = format!("mode={mode:o}");
+    if let Some(size) = size {
+        data.push_str(&format!(",size={size}"));
+    }
+    sys::mount("tmpfs", target, Some("tmpfs"), flags, Some(&data))
+        .map_err(|e| ctx(&format!("mount tmpfs on {target}"), e))
+}
+
+fn chmod(path: &str, mode: u32) -> io::Result<()> {
+    let c = sys::cstring(path)?;
+    // SAFETY: c is a valid NUL-terminated path.
+    sys::check(unsafe { libc::chmod(c.as_ptr(), mode) })
+        .map(drop)
+        .map_err(|e| ctx(&format!("chmod {path}"), e))
+}
+
+fn chown(path: &str, uid: u32, gid: u32) -> io::Result<()> {
+    let c = sys::cstring(path)?;
+    // SAFETY: c is a valid NUL-terminated path.
+    sys::check(unsafe { libc::chown(c.as_ptr(), uid, gid) })
+        .map(drop)
+        .map_err(|e| ctx(&format!("chown {path}"), e))
+}
+
+fn write_file(path: &str, content: &[u8]) -> io::Result<()> {
+    let fd = sys::open(path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)
+        .map_err(|e| ctx(&format!("create {path}"), e))?;
+    let written = sys::write_all(fd, content, false);
+    sys::close(fd);
+    written.map_err(|e| ctx(&format!("write {path}"), e))
+}
+
+fn umount_detach(target: &str) -> io::Result<()> {
+    let c = sys::cstring(target)?;
+    // SAFETY: c is a valid NUL-terminated path.
+    sys::check(unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) })
+        .map(drop)
+        .map_err(|e| ctx(&format!("umount {target}"), e))
+}
+
+fn rmdir(path: &str) -> io::Result<()> {
+    let c = sys::cstring(path)?;
+    // SAFETY: c is a valid NUL-terminated path.
+    sys::check(unsafe { libc::rmdir(c.as_ptr()) })
+        .map(drop)
+        .map_err(|e| ctx(&format!("rmdir {path}"), e))
+}
+
+/// Mounts everything in `mounts` in order (parents first), inside the
+/// current root, then makes the root read-only if asked.
+pub fn mount_all(mounts: &[Mount], shares: &Shares, read_only_root: bool) -> io::Result<()> {
+    for (index, mount) in mounts.iter().enumerate() {
+        let target = mount.target();
+        mkdir_p(target)?;
+        match mount {
+            Mount::Share {
+                share, read_only, ..
+            } => {
+                let fd = shares
+                    .0
+                    .get(*share as usize)
+                    .copied()
+                    .flatten()
+                    .ok_or_else(|| io::Error::other(format!("share {share} was not opened")))?;
+                let source = format!("/proc/self/fd/{fd}");
+                sys::mount(&source, target, None, libc::MS_BIND, None)
+                    .map_err(|e| ctx(&format!("bind share {share} on {target}"), e))?;
+                if *read_only {
+                    remount(target, NOSUID_NODEV | libc::MS_RDONLY)?;
+                }
+            }
+            Mount::Tmpfs {
+                size,
+                mode,
+                subdirs,
+                files,
+                ..
+            } => {
+                tmpfs(target, NOSUID_NODEV, *mode, *size)?;
+                for (name, mode) in subdirs {
+                    let path = format!("{target}/{name}");
+                    mkdir_p(&path)?;
+                    chmod(&path, *mode)?;
+                }
+                for (name, content) in files {
+                    let path = format!("{target}/{name}");
+                    write_file(&path, content.as_bytes())?;
+                    chmod(&path, 0o644)?;
+                }
+            }
+            Mount::Empty { .. } => {
+                tmpfs(target, NOSUID_NODEV | libc::MS_RDONLY, 0o755, Some(4096))?;
+            }
+            Mount::Snapshot { size, owner, .. } => snapshot(target, index, *size, *owner)?,
+        }
+    }
+    if read_only_root {
+        remount("/", libc::MS_RDONLY)?;
+    }
+    Ok(())
+}
+
+/// An overlay over the directory at `target`, its writes in a new tmpfs.
+fn snapshot(
+    target: &str,
+    index: usize,
+    size: Option<u64>,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
+    let stage = format!("{STAGE}{index}");
+    sys::mkdir(&stage, 0o700).map_err(|e| ctx(&format!("mkdir {stage}"), e))?;
+    tmpfs(&stage, NOSUID_NODEV, 0o755, size)?;
+    for dir in ["upper", "work"] {
+        sys::mkdir(&format!("{stage}/{dir}"), 0o755)
+            .map_err(|e| ctx(&format!("mkdir {stage}/{dir}"), e))?;
+    }
+    let opts = format!("lowerdir={target},upperdir={stage}/upper,workdir={stage}/work");
+    sys::mount(
+        "overlay",
+        target,
+        Some("overlay"),
+        NOSUID_NODEV,
+        Some(&opts),
+    )
+    .map_err(|e| ctx(&format!("mount snapshot overlay on {target}"), e))?;
+    // The overlay holds its own reference to the upper layer.
+    umount_detach(&stage)?;
+    rmdir(&stage)?;
+    if let Some((uid, gid)) = owner {
+        chown(target, uid, gid)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! What a run mounts: the project at /work, the container's and the
+//! command's volumes, and the host directories shared for them; and the
+//! directory the workload starts in.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use guest_init::Mount;
+
+use super::run::RunOptions;
+use super::{state_dir, CommandError};
+use crate::config::{Bind, Config, HostDir, Location, Volume};
+use crate::devices::virtio::fs::server::ShareSpec;
+use crate::image::store::Store;
+
+/// Where the project is in every guest.
+pub const WORK: &str = "/work";
+/// A `!Tmpfs` without `size`, as in vagga.
+const DEFAULT_TMPFS_SIZE: u64 = 100 << 20;
+const DEFAULT_TMPFS_MODE: u32 = 0o1777;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error(
+        "{at}: host path {} is outside the project; allow it with \
+         --allow-host-path {} or in {}",
+        .path.display(), .path.display(), .settings
+    )]
+    NotAllowed {
+        at: Location,
+        path: PathBuf,
+        settings: String,
+    },
+    #[error("{at}: {} is cella's own state, which no guest may see", .path.display())]
+    CellaState { at: Location, path: PathBuf },
+    #[error("{at}: {} is not a directory", .path.display())]
+    NotADirectory { at: Location, path: PathBuf },
+    #[error("{at}: cannot use {}", .path.display())]
+    Host {
+        at: Location,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("volume {target}: !Snapshot of another container (`container: {container}`) is not supported yet")]
+    SnapshotContainer { target: String, container: String },
+    #[error("persistent volume \"{name}\": cannot {what} {}", .path.display())]
+    Persistent {
+        name: String,
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "persistent volume \"{name}\": its init command \"{command}\" exited with status {status}"
+    )]
+    InitFailed {
+        name: String,
+        command: String,
+        status: i32,
+    },
+    #[error("work-dir {} is not a directory of the project", .0.display())]
+    WorkDir(PathBuf),
+    #[error(transparent)]
+    Store(#[from] crate::image::store::StoreError),
+}
+
+/// The mounts and shares of one run.
+#[derive(Debug)]
+pub struct Plan {
+    /// In mount order: a parent before what is mounted inside it.
+    pub mounts: Vec<Mount>,
+    /// The host directories, indexed as `Mount::Share::share`.
+    pub shares: Vec<ShareSpec>,
+}
+
+/// A persistent volume being filled by its init command: the command's
+/// run mounts `dir` wherever the volume `name` is wanted.
+#[derive(Debug, Clone)]
+pub struct VolumeInit {
+    pub name: String,
+    pub target: String,
+    pub dir: PathBuf,
+}
+
+/// The volumes of a run: the container's, then the command's over them.
+pub fn merged(
+    container: &BTreeMap<String, Volume>,
+    command: Option<&BTreeMap<String, Volume>>,
+) -> BTreeMap<String, Volume> {
+    let mut all = container.clone();
+    if let Some(command) = command {
+        all.extend(command.clone());
+    }
+    all
+}
+
+/// The mounts for `volumes` plus /work (unless a volume replaces it).
+pub fn plan(
+    config: &Config,
+    volumes: &BTreeMap<String, Volume>,
+    opts: &RunOptions,
+) -> Result<Plan, CommandError> {
+    let mut plan = Plan {
+        mounts: Vec::new(),
+        shares: Vec::new(),
+    };
+    if !volumes.contains_key(WORK) {
+        let share = plan.share(&config.project_dir, false, true);
+        plan.mounts.push(Mount::Share {
+            target: WORK.into(),
+            share,
+            read_only: false,
+        });
+    }
+    let mut volumes: BTreeMap<String, Volume> = volumes.clone();
+    if let Some(init) = &opts.volume_init {
+        let present = volumes.values().any(|v| is_persistent(v, &init.name));
+        if !present {
+            volumes.insert(
+                init.target.clone(),
+                Volume::Persistent {
+                    name: init.name.clone(),
+                    init_command: None,
+                },
+            );
+        }
+    }
+    for (target, volume) in &volumes {
+        let mount = match volume {
+            Volume::Tmpfs {
+                size,
+                mode,
+                subdirs,
+                files,
+            } => Mount::Tmpfs {
+                target: target.clone(),
+                size: Some(size.unwrap_or(DEFAULT_TMPFS_SIZE)),
+                mode: mode.unwrap_or(DEFAULT_TMPFS_MODE),
+                subdirs: subdirs
+                    .iter()
+                    .map(|(name, mode)| (name.clone(), mode.unwrap_or(0o755)))
+                    .collect(),
+                files: files.clone().into_iter().collect(),
+            },
+            Volume::BindRW(bind) | Volume::BindRO(bind) => {
+                let read_only = matches!(volume, Volume::BindRO(_));
+                let dir = bind_dir(config, bind, opts)?;
+                let share = plan.share(&dir, read_only, false);
+                Mount::Share {
+                    target: target.clone(),
+                    share,
+                    read_only,
+                }
+            }
+            Volume::Empty => Mount::Empty {
+                target: target.clone(),
+            },
+            Volume::Persistent { name, .. } => {
+                let dir = match &opts.volume_init {
+                    Some(init) if &init.name == name => init.dir.clone(),
+                    _ => persistent_dir(config, name),
+                };
+                let share = plan.share(&dir, false, false);
+                Mount::Share {
+                    target: target.clone(),
+                    share,
+                    read_only: false,
+                }
+            }
+            Volume::Snapshot {
+                size,
+                owner_uid,
+                owner_gid,
+                container,
+            } => {
+                if let Some(container) = container {
+                    return Err(VolumeError::SnapshotContainer {
+                        target: target.clone(),
+                        container: container.clone(),
+                    }
+                    .into());
+                }
+                Mount::Snapshot {
+                    target: target.clone(),
+                    size: *size,
+                    owner: (owner_uid.is_some() || owner_gid.is_some())
+                        .then(|| (owner_uid.unwrap_or(0), owner_gid.unwrap_or(0))),
+                }
+            }
+        };
+        plan.mounts.push(mount);
+    }
+    // Parents first: compare paths component by component.
+    plan.mounts.sort_by(|a, b| {
+        let parts = |m: &Mount| {
+            m.target()
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        parts(a).cmp(&parts(b))
+    });
+    Ok(plan)
+}
+
+impl Plan {
+    /// The index of the share of `dir`, added if new.
+    fn share(&mut self, dir: &Path, read_only: bool, project: bool) -> u32 {
+        if let Some(i) = self
+            .shares
+            .iter()
+            .position(|s| s.host_path == dir && s.read_only == read_only)
+        {
+            return i as u32;
+        }
+        self.shares.push(ShareSpec {
+            host_path: dir.to_path_buf(),
+            read_only,
+            // The guest never sees cella's own state: images, snapshots,
+            // other volumes.
+            hidden: if project {
+                vec![".cella".into()]
+            } else {
+                Vec::new()
+            },
+        });
+        (self.shares.len() - 1) as u32
+    }
+}
+
+fn is_persistent(volume: &Volume, wanted: &str) -> bool {
+    matches!(volume, Volume::Persistent { name, .. } if name == wanted)
+}
+
+/// The host directory of a bind, checked: a directory, and outside the
+/// project only with the user's permission. Symlinks are resolved first,
+/// so a link in the project cannot lead a bind out of it.
+fn bind_dir(config: &Config, bind: &Bind, opts: &RunOptions) -> Result<PathBuf, VolumeError> {
+    let path = match &bind.host {
+        HostDir::Project(rel) => config.project_dir.join(rel),
+        HostDir::Absolute(abs) => abs.clone(),
+    };
+    let real = path.canonicalize().map_err(|source| VolumeError::Host {
+        at: bind.at.clone(),
+        path: path.clone(),
+        source,
+    })?;
+    let project = config
+        .project_dir
+        .canonicalize()
+        .unwrap_or_else(|_| config.project_dir.clone());
+    let allowed = real.starts_with(&project)
+        || opts.allow_host_paths.iter().any(|allowed| {
+            let allowed = allowed.canonicalize().unwrap_or_else(|_| allowed.clone());
+            real.starts_with(allowed)
+        });
+    if real.starts_with(project.join(".cella")) {
+        return Err(VolumeError::CellaState {
+            at: bind.at.clone(),
+            path: real,
+        });
+    }
+    if !allowed {
+        return Err(VolumeError::NotAllowed {
+            at: bind.at.clone(),
+            path: real,
+            settings: super::settings::describe_path(),
+        });
+    }
+    if !real.is_dir() {
+        return Err(VolumeError::NotADirectory {
+            at: bind.at.clone(),
+            path: real,
+        });
+    }
+    Ok(real)
+}
+
+pub fn persistent_dir(config: &Config, name: &str) -> PathBuf {
+    state_dir(config).join("volumes").join(name)
+}
+
+/// Creates every persistent volume `volumes` names that does not exist
+/// yet; one with an `init-command` is filled by running that command
+/// (once: concurrent cellas wait for the first) before it appears.
+pub fn ensure_persistent(
+    config: &Config,
+    volumes: &BTreeMap<String, Volume>,
+    opts: &RunOptions,
+) -> Result<(), CommandError> {
+    for (target, volume) in volumes {
+        let Volume::Persistent { name, init_command } = volume else {
+            continue;
+        };
+        if opts.volume_init.as_ref().is_some_and(|i| &i.name == name) {
+            continue;
+        }
+        let dir = persistent_dir(config, name);
+        if dir.is_dir() {
+            continue;
+        }
+        let fail = |what: &'static str, path: &Path| {
+            let (name, path) = (name.clone(), path.to_path_buf());
+            move |source| VolumeError::Persistent {
+                name,
+                what,
+                path,
+                source,
+            }
+        };
+        let parent = dir.parent().unwrap_or(&dir).to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(fail("create", &parent))?;
+        let _lock = Store::new(&state_dir(config))
+            .lock(&format!("volume-{name}"))
+            .map_err(VolumeError::Store)?;
+        if dir.is_dir() {
+            continue; // another cella made it meanwhile
+        }
+        let Some(init) = init_command else {
+            std::fs::create_dir(&dir).map_err(fail("create", &dir))?;
+            continue;
+        };
+        let work = parent.join(format!(".{name}.init"));
+        if work.exists() {
+            std::fs::remove_dir_all(&work).map_err(fail("remove", &work))?;
+        }
+        std::fs::create_dir(&work).map_err(fail("create", &work))?;
+        eprintln!(
+            "cella: initialising volume \"{name}\" with `cella {}`",
+            init.name
+        );
+        let mut init_opts = opts.clone();
+        init_opts.volume_init = Some(VolumeInit {
+            name: name.clone(),
+            target: target.clone(),
+            dir: work.clone(),
+        });
+        let status = super::run::command(config, &init.name, &[], &init_opts)?;
+        if status != 0 {
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(VolumeError::InitFailed {
+                name: name.clone(),
+                command: init.name.clone(),
+                status,
+            }
+            .into());
+        }
+        std::fs::rename(&work, &dir).map_err(fail("rename into place", &work))?;
+    }
+    Ok(())
+}
+
+/// The guest directory a run starts in: the command's `work-dir`, else
+/// the user's directory relative to the project, under /work.
+pub fn guest_cwd(config: &Config, work_dir: Option<&Path>) -> Result<String, CommandError> {
+    let rel = match work_dir {
+        Some(rel) => {
+            if !config.project_dir.join(rel).is_dir() {
+                return Err(VolumeError::WorkDir(rel.to_path_buf()).into());
+            }
+            rel.to_path_buf()
+        }
+        None => {
+            let cwd = std::env::current_dir().map_err(CommandError::Cwd)?;
+            let project = config
+                .project_dir
+                .canonicalize()
+                .unwrap_or_else(|_| config.project_dir.clone());
+            let cwd = cwd.canonicalize().unwrap_or(cwd);
+            match cwd.strip_prefix(&project) {
+                // Inside .cella the guest sees nothing: start at the top.
+                Ok(rel) if !rel.starts_with(".cella") => rel.to_path_buf(),
+                _ => PathBuf::new(),
+            }
+        }
+    };
+    let mut cwd = String::from(WORK);
+    for part in rel.components() {
+        cwd.push('/');
+        cwd.push_str(&part.as_os_str().to_string_lossy());
+    }
+    Ok(cwd)
+}

@@ -145,6 +145,12 @@ def qemu_argv(args, tmp: str, initrd: str, sockets: list[str], console: str) -> 
         # finds them by name.
         "-device", f"virtio-serial-device,max_ports={len(PORT_NAMES) + 1}",
     ]
+    if args.virtfs:
+        # bench/volumes.sh's peer of /work: QEMU's 9p server, mount tag "peer".
+        argv += [
+            "-fsdev", f"local,id=p9,path={qopt(args.virtfs)},security_model=none",
+            "-device", "virtio-9p-device,fsdev=p9,mount_tag=peer",
+        ]
     for nr, (name, path) in enumerate(zip(PORT_NAMES, sockets), start=1):
         argv += [
             "-chardev", f"socket,id=p{nr},path={qopt(path)}",
@@ -415,6 +421,8 @@ def main() -> int:
     p.add_argument("--mem", type=int, default=256, help="guest memory in MiB")
     p.add_argument("--timeout", type=float, default=300, help="seconds for the whole run")
     p.add_argument("--qemu", default="qemu-system-x86_64")
+    p.add_argument("--virtfs", metavar="DIR",
+                   help="share DIR over virtio-9p (mount tag \"peer\"); the workload mounts it")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="no `quiet`; print the QEMU command and the guest console")
     p.add_argument("--times", action="store_true",

@@ -18,6 +18,7 @@ const COMMANDS: &str = r#"  streams: !Command
     run: [sh, -c, 'echo to-out; echo to-err >&2; uname -r; echo "args:$*"; exit 3', sh]
   write-root: !Command
     container: base
+    write-mode: transient-overlay
     run: "echo scratch > /etc/new-file && cat /etc/new-file && cat /proc/1/cmdline | tr '\\0' ' ' && echo && rm -rf /etc && mkdir /etc && touch /etc/only && ls /etc"
 "#;
 
@@ -61,7 +62,7 @@ fn binary_stdin_round_trips_and_eof_reaches_the_guest(mode: Mode) {
     assert!(out.stdout == input, "bytes changed on the way");
 }
 
-fn root_is_writable_overlay_and_guest_init_is_pid_1(mode: Mode) {
+fn transient_overlay_root_is_writable_and_guest_init_is_pid_1(mode: Mode) {
     let Some(a) = assets() else { return };
     let p = Project::with_mode(a, COMMANDS, mode);
     let out = p.run(&["write-root"], None);
@@ -190,8 +191,8 @@ both_paths!(
     super::binary_stdin_round_trips_and_eof_reaches_the_guest
 );
 both_paths!(
-    root_is_writable_overlay_and_guest_init_is_pid_1,
-    super::root_is_writable_overlay_and_guest_init_is_pid_1
+    transient_overlay_root_is_writable_and_guest_init_is_pid_1,
+    super::transient_overlay_root_is_writable_and_guest_init_is_pid_1
 );
 both_paths!(
     missing_program_is_127_and_not_executable_is_126,

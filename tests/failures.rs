@@ -221,7 +221,7 @@ fn volume_errors_name_file_line_and_field() {
         ),
         (
             "commands:\n  c: !Command\n    container: base\n    run: [true]\n    volumes:\n      /v: !Persistent {name: v, init-command: nope}\n",
-            "cella.yaml:10:45: commands.c.volumes./v.init-command: unknown command \"nope\"",
+            "cella.yaml:10:47: commands.c.volumes./v.init-command: unknown command \"nope\"",
         ),
         (
             "commands:\n  c: !Command\n    container: base\n    run: [true]\n    volumes:\n      /etc2: !BindRO /etc\n",

@@ -267,7 +267,25 @@ impl Server {
             }
             fuse::LOOKUP => {
                 let name = parse_name(r)?;
-                Ok(self.lookup_entry(id, &name)?.to_bytes())
+                match self.lookup_entry(id, &name) {
+                    // A missing name is cached by the guest for the entry
+                    // timeout (nodeid 0): every request is costly guest
+                    // kernel work, and PATH searches repeat misses.
+                    Err(libc::ENOENT) if id != ROOT_ID => {
+                        let (secs, nsecs) = self.validity();
+                        Ok(EntryOut {
+                            nodeid: 0,
+                            generation: 0,
+                            entry_valid: secs,
+                            attr_valid: 0,
+                            entry_valid_nsec: nsecs,
+                            attr_valid_nsec: 0,
+                            attr: Attr::default(),
+                        }
+                        .to_bytes())
+                    }
+                    other => Ok(other?.to_bytes()),
+                }
             }
             fuse::GETATTR => self.getattr(id, r),
             fuse::SETATTR => self.setattr(id, r),
@@ -295,7 +313,9 @@ impl Server {
                 self.handles.remove(a.fh).map(|_| Vec::new())
             }
             fuse::FSYNC | fuse::FSYNCDIR => self.fsync(r),
-            fuse::FLUSH => Ok(Vec::new()),
+            // Nothing to do on close: ENOSYS tells the guest never to send
+            // FLUSH again, saving a round trip per close.
+            fuse::FLUSH => Err(libc::ENOSYS),
             fuse::SETXATTR => self.setxattr(id, r),
             fuse::GETXATTR => self.getxattr(id, r, room),
             fuse::LISTXATTR => self.listxattr(id, r, room),

@@ -173,9 +173,17 @@ impl Fixture {
         self.init_with(41, all).unwrap();
     }
 
+    /// LOOKUP as the guest kernel sees it: a reply with node 0 is a
+    /// missing name whose absence may be cached.
     pub fn lookup(&mut self, parent: u64, name: &str) -> Result<EntryOut, i32> {
-        self.call(fuse::LOOKUP, parent, &cs(name))
-            .map(|b| EntryOut::decode(&b).unwrap())
+        let entry = self
+            .call(fuse::LOOKUP, parent, &cs(name))
+            .map(|b| EntryOut::decode(&b).unwrap())?;
+        if entry.nodeid == 0 {
+            assert!(entry.entry_valid > 0, "a negative entry without a timeout");
+            return Err(libc::ENOENT);
+        }
+        Ok(entry)
     }
 
     /// The node of share `i`'s top directory.

@@ -390,7 +390,11 @@ fn setattr_and_friends() {
         fh: open.fh,
         ..Default::default()
     };
-    f.call(fuse::FLUSH, file.nodeid, &flush.to_bytes()).unwrap();
+    assert_eq!(
+        f.call(fuse::FLUSH, file.nodeid, &flush.to_bytes()).unwrap_err(),
+        libc::ENOSYS,
+        "FLUSH is refused once so the guest stops sending it"
+    );
     let grow = fuse::FallocateIn {
         fh: open.fh,
         offset: 0,

@@ -8,11 +8,11 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use virtio_queue::{Reader, Writer};
 use vm_memory::{ByteValued, GuestMemoryMmap};
 
-use super::{read_config_bytes, Interrupt, VirtioDevice};
+use super::{drain_queue, read_config_bytes, Interrupt, VirtioDevice};
 
 pub const TYPE_BLOCK: u32 = 2;
 const QUEUE_SIZE: u16 = 256;
@@ -115,32 +115,11 @@ impl Block {
         let Some((mem, queue, interrupt)) = self.live.as_mut() else {
             return;
         };
-        let mut used_any = false;
-        loop {
-            // Re-enable notifications before the last look so no kick is lost.
-            let chain = match queue.iter(&*mem) {
-                Ok(mut it) => it.next(),
-                Err(_) => None,
-            };
-            let Some(chain) = chain else {
-                match queue.enable_notification(&*mem) {
-                    Ok(true) => continue,
-                    _ => break,
-                }
-            };
-            let head = chain.head_index();
-            let used = match &self.disk {
-                Some(disk) => handle_request(mem, chain, disk),
-                None => fail_request(mem, chain),
-            };
-            // A failure here means the used ring is outside guest memory: the
-            // driver broke the device, there is nothing better to tell it.
-            let _ = queue.add_used(&*mem, head, used);
-            used_any = true;
-        }
-        if used_any && queue.needs_notification(&*mem).unwrap_or(true) {
-            interrupt.signal_used_queue();
-        }
+        let disk = &self.disk;
+        drain_queue(mem, queue, interrupt, |chain| match disk {
+            Some(disk) => handle_request(mem, chain, disk),
+            None => fail_request(mem, chain),
+        });
     }
 }
 

@@ -8,7 +8,7 @@ pub mod mmio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -105,5 +105,39 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     if start < config.len() {
         let n = data.len().min(config.len() - start);
         data[..n].copy_from_slice(&config[start..start + n]);
+    }
+}
+
+/// Serves every available chain of `queue` with `serve` (which returns the
+/// bytes it wrote to the guest), then interrupts the guest if it wants to
+/// know. Notifications are re-enabled before the last look, so no kick
+/// is lost between the last chain and going idle.
+pub fn drain_queue(
+    mem: &GuestMemoryMmap,
+    queue: &mut Queue,
+    interrupt: &Interrupt,
+    mut serve: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
+) {
+    let mut used_any = false;
+    loop {
+        let chain = match queue.iter(mem) {
+            Ok(mut it) => it.next(),
+            Err(_) => None,
+        };
+        let Some(chain) = chain else {
+            match queue.enable_notification(mem) {
+                Ok(true) => continue,
+                _ => break,
+            }
+        };
+        let head = chain.head_index();
+        let used = serve(chain);
+        // A failure means the used ring is outside guest memory: the
+        // driver broke the device and there is nobody to tell.
+        let _ = queue.add_used(mem, head, used);
+        used_any = true;
+    }
+    if used_any && queue.needs_notification(mem).unwrap_or(true) {
+        interrupt.signal_used_queue();
     }
 }

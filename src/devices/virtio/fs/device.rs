@@ -7,12 +7,12 @@
 
 use std::io::{Read, Write};
 
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use virtio_queue::{Reader, Writer};
 use vm_memory::GuestMemoryMmap;
 
 use super::server::Server;
-use crate::devices::virtio::{read_config_bytes, Interrupt, VirtioDevice};
+use crate::devices::virtio::{drain_queue, read_config_bytes, Interrupt, VirtioDevice};
 
 pub const TYPE_FS: u32 = 26;
 /// Linux caps a request at (queue size - 4) pages: 1024 lets a READ or
@@ -56,28 +56,10 @@ impl Fs {
         let Some(queue) = queues.get_mut(index) else {
             return;
         };
-        let mut used_any = false;
-        loop {
-            let chain = match queue.iter(&*mem) {
-                Ok(mut it) => it.next(),
-                Err(_) => None,
-            };
-            let Some(chain) = chain else {
-                match queue.enable_notification(&*mem) {
-                    Ok(true) => continue,
-                    _ => break,
-                }
-            };
-            let head = chain.head_index();
-            let used = serve(mem, chain, self.server.as_mut());
-            // A failure means the used ring is outside guest memory: the
-            // driver broke the device and there is nobody to tell.
-            let _ = queue.add_used(&*mem, head, used);
-            used_any = true;
-        }
-        if used_any && queue.needs_notification(&*mem).unwrap_or(true) {
-            interrupt.signal_used_queue();
-        }
+        let server = &mut self.server;
+        drain_queue(mem, queue, interrupt, |chain| {
+            serve(mem, chain, server.as_mut())
+        });
     }
 }
 

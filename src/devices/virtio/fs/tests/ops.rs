@@ -391,7 +391,8 @@ fn setattr_and_friends() {
         ..Default::default()
     };
     assert_eq!(
-        f.call(fuse::FLUSH, file.nodeid, &flush.to_bytes()).unwrap_err(),
+        f.call(fuse::FLUSH, file.nodeid, &flush.to_bytes())
+            .unwrap_err(),
         libc::ENOSYS,
         "FLUSH is refused once so the guest stops sending it"
     );

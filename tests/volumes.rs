@@ -258,8 +258,19 @@ fn volumes_of_every_kind() {
     );
     assert!(!p.path().join("ro-data-2/new").exists());
 
-    let (out, err) = ok(&p, p.path(), &[&allow, "check"]);
+    // The second run has its permission from the user's settings file.
+    let settings = p.path().join("settings.yaml");
+    fs::write(
+        &settings,
+        format!("allow-host-paths: [{}]\n", shared.path().display()),
+    )
+    .expect("settings");
+    let mut cmd = p.cella();
+    cmd.env("CELLA_SETTINGS", &settings).arg("check");
+    let out = common::wait_output(cmd.spawn().expect("spawn cella"), common::TIMEOUT);
+    let (out, err) = (text(&out.stdout), text(&out.stderr));
     assert!(!err.contains("initialising"), "init runs once: {err}");
+    assert_eq!(field(&out, "outside"), "shared", "{err}");
     assert_eq!(field(&out, "cache"), "initialised run ", "kept across runs");
     assert!(
         field(&out, "snap").starts_with("orig cat:"),

@@ -74,6 +74,8 @@ pub struct Plan {
     pub mounts: Vec<Mount>,
     /// The host directories, indexed as `Mount::Share::share`.
     pub shares: Vec<ShareSpec>,
+    /// The project directory, symlinks resolved.
+    project: PathBuf,
 }
 
 /// A persistent volume being filled by its init command: the command's
@@ -106,9 +108,11 @@ pub fn plan(
     let mut plan = Plan {
         mounts: Vec::new(),
         shares: Vec::new(),
+        project: canonical_project(config),
     };
     if !volumes.contains_key(WORK) {
-        let share = plan.share(&config.project_dir, false, true);
+        let project = plan.project.clone();
+        let share = plan.share(&project, false);
         plan.mounts.push(Mount::Share {
             target: WORK.into(),
             share,
@@ -148,7 +152,7 @@ pub fn plan(
             Volume::BindRW(bind) | Volume::BindRO(bind) => {
                 let read_only = matches!(volume, Volume::BindRO(_));
                 let dir = bind_dir(config, bind, opts)?;
-                let share = plan.share(&dir, read_only, false);
+                let share = plan.share(&dir, read_only);
                 Mount::Share {
                     target: target.clone(),
                     share,
@@ -163,7 +167,7 @@ pub fn plan(
                     Some(init) if &init.name == name => init.dir.clone(),
                     _ => persistent_dir(config, name),
                 };
-                let share = plan.share(&dir, false, false);
+                let share = plan.share(&dir, false);
                 Mount::Share {
                     target: target.clone(),
                     share,
@@ -209,7 +213,7 @@ pub fn plan(
 
 impl Plan {
     /// The index of the share of `dir`, added if new.
-    fn share(&mut self, dir: &Path, read_only: bool, project: bool) -> u32 {
+    fn share(&mut self, dir: &Path, read_only: bool) -> u32 {
         if let Some(i) = self
             .shares
             .iter()
@@ -221,8 +225,8 @@ impl Plan {
             host_path: dir.to_path_buf(),
             read_only,
             // The guest never sees cella's own state: images, snapshots,
-            // other volumes.
-            hidden: if project {
+            // other volumes; however the project is shared.
+            hidden: if dir == self.project {
                 vec![".cella".into()]
             } else {
                 Vec::new()
@@ -249,10 +253,7 @@ fn bind_dir(config: &Config, bind: &Bind, opts: &RunOptions) -> Result<PathBuf, 
         path: path.clone(),
         source,
     })?;
-    let project = config
-        .project_dir
-        .canonicalize()
-        .unwrap_or_else(|_| config.project_dir.clone());
+    let project = canonical_project(config);
     let allowed = real.starts_with(&project)
         || opts.allow_host_paths.iter().any(|allowed| {
             let allowed = allowed.canonicalize().unwrap_or_else(|_| allowed.clone());
@@ -278,6 +279,13 @@ fn bind_dir(config: &Config, bind: &Bind, opts: &RunOptions) -> Result<PathBuf, 
         });
     }
     Ok(real)
+}
+
+fn canonical_project(config: &Config) -> PathBuf {
+    config
+        .project_dir
+        .canonicalize()
+        .unwrap_or_else(|_| config.project_dir.clone())
 }
 
 pub fn persistent_dir(config: &Config, name: &str) -> PathBuf {
@@ -366,10 +374,7 @@ pub fn guest_cwd(config: &Config, work_dir: Option<&Path>) -> Result<String, Com
         }
         None => {
             let cwd = std::env::current_dir().map_err(CommandError::Cwd)?;
-            let project = config
-                .project_dir
-                .canonicalize()
-                .unwrap_or_else(|_| config.project_dir.clone());
+            let project = canonical_project(config);
             let cwd = cwd.canonicalize().unwrap_or(cwd);
             match cwd.strip_prefix(&project) {
                 // Inside .cella the guest sees nothing: start at the top.
@@ -384,4 +389,93 @@ pub fn guest_cwd(config: &Config, work_dir: Option<&Path>) -> Result<String, Com
         cwd.push_str(&part.as_os_str().to_string_lossy());
     }
     Ok(cwd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(volumes: &str) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["data", "ro", "out"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        let yaml = format!(
+            "containers:\n  c:\n    setup: []\n    volumes:\n{volumes}commands:\n  init: !Command\n    container: c\n    run: [true]\n"
+        );
+        std::fs::write(dir.path().join("cella.yaml"), yaml).unwrap();
+        let config = crate::config::load(&dir.path().join("cella.yaml")).unwrap();
+        (dir, config)
+    }
+
+    fn targets(plan: &Plan) -> Vec<&str> {
+        plan.mounts.iter().map(Mount::target).collect()
+    }
+
+    #[test]
+    fn plan_orders_parents_first_and_shares_each_directory_once() {
+        let (dir, config) = config(
+            "      /work/sub: !Tmpfs {}\n      /a.b: !Empty\n      /a/b: !BindRO ro\n      /a: !BindRW /work/data\n      /v: !Persistent { name: v, init-command: init }\n      /z: !BindRO ro\n",
+        );
+        let volumes = &config.containers["c"].volumes;
+        let plan = plan(&config, volumes, &RunOptions::default()).unwrap();
+        assert_eq!(
+            targets(&plan),
+            ["/a", "/a/b", "/a.b", "/v", "/work", "/work/sub", "/z"]
+        );
+        let project = dir.path().canonicalize().unwrap();
+        let shares: Vec<_> = plan
+            .shares
+            .iter()
+            .map(|s| (s.host_path.clone(), s.read_only, s.hidden.len()))
+            .collect();
+        assert_eq!(
+            shares,
+            [
+                (project.clone(), false, 1),
+                (project.join("data"), false, 0),
+                (project.join("ro"), true, 0),
+                (dir.path().join(".cella/volumes/v"), false, 0),
+            ]
+        );
+        match &plan.mounts[6] {
+            Mount::Share {
+                share, read_only, ..
+            } => assert_eq!((*share, *read_only), (2, true)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_project_shared_by_a_bind_still_hides_cella() {
+        let (_dir, config) = config("      /work: !BindRO .\n");
+        let plan = plan(
+            &config,
+            &config.containers["c"].volumes,
+            &RunOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(targets(&plan), ["/work"]);
+        assert_eq!(plan.shares[0].hidden, [std::ffi::OsString::from(".cella")]);
+        assert!(plan.shares[0].read_only);
+    }
+
+    #[test]
+    fn binds_outside_the_project_need_permission_even_through_a_symlink() {
+        let outside = tempfile::tempdir().unwrap();
+        let (dir, config) = config("      /x: !BindRO link\n");
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        let volumes = &config.containers["c"].volumes;
+        let err = plan(&config, volumes, &RunOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("is outside the project"), "{err}");
+        let opts = RunOptions {
+            allow_host_paths: vec![outside.path().to_path_buf()],
+            ..Default::default()
+        };
+        let plan = plan(&config, volumes, &opts).unwrap();
+        assert_eq!(
+            plan.shares[1].host_path,
+            outside.path().canonicalize().unwrap()
+        );
+    }
 }

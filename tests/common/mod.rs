@@ -132,6 +132,8 @@ impl Project {
             .env("CELLA_CACHE_DIR", &self.cache)
             .env_remove("CELLA_COLD_BOOT")
             .env_remove("CELLA_STATS")
+            // The user's own settings must not change what tests see.
+            .env("CELLA_SETTINGS", "/nonexistent/cella-settings.yaml")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -68,7 +68,8 @@ run_n() {
     local name=$1
     shift
     for _ in $(seq "$runs"); do
-        "$@" | sed "s/^/$name /" >>"$work/results"
+        # Line by line, so a peer stopped halfway keeps what it measured.
+        "$@" | sed -u "s/^/$name /" >>"$work/results" || echo "$name: failed (see above)" >&2
     done
 }
 : >"$work/results"

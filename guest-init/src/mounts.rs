@@ -12,11 +12,11 @@ const ROOT: &str = "/mnt/root";
 const DEVICE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Adds what failed to an error, keeping its kind.
-fn ctx(what: &str, e: io::Error) -> io::Error {
+pub fn ctx(what: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), sys::describe(what, &e))
 }
 
-fn mkdir(path: &str, mode: libc::mode_t) -> io::Result<()> {
+pub fn mkdir(path: &str, mode: libc::mode_t) -> io::Result<()> {
     sys::mkdir(path, mode).map_err(|e| ctx(&format!("mkdir {path}"), e))
 }
 

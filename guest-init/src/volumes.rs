@@ -11,6 +11,7 @@ use std::os::fd::RawFd;
 
 use guest_init::{Mount, FS_TAG};
 
+use crate::mounts::{ctx, mkdir};
 use crate::sys;
 
 /// Where the virtio-fs device is mounted in the initramfs.
@@ -19,10 +20,6 @@ const FS_DIR: &str = "/mnt/fs";
 const STAGE: &str = "/.cella-stage";
 
 const NOSUID_NODEV: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
-
-fn ctx(what: &str, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), sys::describe(what, &e))
-}
 
 /// The host shares `mounts` use, opened by index: `None` where unused.
 pub struct Shares(Vec<Option<RawFd>>);
@@ -49,7 +46,7 @@ pub fn open_shares(mounts: &[Mount]) -> io::Result<Shares> {
     if wanted.is_empty() {
         return Ok(shares);
     }
-    sys::mkdir(FS_DIR, 0o755).map_err(|e| ctx(&format!("mkdir {FS_DIR}"), e))?;
+    mkdir(FS_DIR, 0o755)?;
     sys::mount(FS_TAG, FS_DIR, Some("virtiofs"), NOSUID_NODEV, None)
         .map_err(|e| ctx(&format!("mount virtiofs {FS_TAG} on {FS_DIR}"), e))?;
     for share in wanted {
@@ -74,7 +71,7 @@ fn mkdir_p(path: &str) -> io::Result<()> {
     for part in path.split('/').filter(|p| !p.is_empty()) {
         at.push('/');
         at.push_str(part);
-        sys::mkdir(&at, 0o755).map_err(|e| ctx(&format!("mkdir {at}"), e))?;
+        mkdir(&at, 0o755)?;
     }
     Ok(())
 }
@@ -201,11 +198,10 @@ fn snapshot(
     owner: Option<(u32, u32)>,
 ) -> io::Result<()> {
     let stage = format!("{STAGE}{index}");
-    sys::mkdir(&stage, 0o700).map_err(|e| ctx(&format!("mkdir {stage}"), e))?;
+    mkdir(&stage, 0o700)?;
     tmpfs(&stage, NOSUID_NODEV, 0o755, size)?;
     for dir in ["upper", "work"] {
-        sys::mkdir(&format!("{stage}/{dir}"), 0o755)
-            .map_err(|e| ctx(&format!("mkdir {stage}/{dir}"), e))?;
+        mkdir(&format!("{stage}/{dir}"), 0o755)?;
     }
     let opts = format!("lowerdir={target},upperdir={stage}/upper,workdir={stage}/work");
     sys::mount(

@@ -151,7 +151,7 @@ pub fn plan(
             },
             Volume::BindRW(bind) | Volume::BindRO(bind) => {
                 let read_only = matches!(volume, Volume::BindRO(_));
-                let dir = bind_dir(config, bind, opts)?;
+                let dir = bind_dir(&plan.project, bind, opts)?;
                 let share = plan.share(&dir, read_only);
                 Mount::Share {
                     target: target.clone(),
@@ -243,9 +243,9 @@ fn is_persistent(volume: &Volume, wanted: &str) -> bool {
 /// The host directory of a bind, checked: a directory, and outside the
 /// project only with the user's permission. Symlinks are resolved first,
 /// so a link in the project cannot lead a bind out of it.
-fn bind_dir(config: &Config, bind: &Bind, opts: &RunOptions) -> Result<PathBuf, VolumeError> {
+fn bind_dir(project: &Path, bind: &Bind, opts: &RunOptions) -> Result<PathBuf, VolumeError> {
     let path = match &bind.host {
-        HostDir::Project(rel) => config.project_dir.join(rel),
+        HostDir::Project(rel) => project.join(rel),
         HostDir::Absolute(abs) => abs.clone(),
     };
     let real = path.canonicalize().map_err(|source| VolumeError::Host {
@@ -253,8 +253,7 @@ fn bind_dir(config: &Config, bind: &Bind, opts: &RunOptions) -> Result<PathBuf, 
         path: path.clone(),
         source,
     })?;
-    let project = canonical_project(config);
-    let allowed = real.starts_with(&project)
+    let allowed = real.starts_with(project)
         || opts.allow_host_paths.iter().any(|allowed| {
             let allowed = allowed.canonicalize().unwrap_or_else(|_| allowed.clone());
             real.starts_with(allowed)

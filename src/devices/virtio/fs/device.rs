@@ -11,7 +11,7 @@ use virtio_queue::{DescriptorChain, Queue};
 use virtio_queue::{Reader, Writer};
 use vm_memory::GuestMemoryMmap;
 
-use super::server::Server;
+use super::server::{self, Server};
 use crate::devices::virtio::{drain_queue, read_config_bytes, Interrupt, VirtioDevice};
 
 pub const TYPE_FS: u32 = 26;
@@ -82,7 +82,7 @@ fn serve(
     let room = writer.available_bytes();
     let reply = match server {
         Some(server) => server.handle(&request, room),
-        None => no_server_reply(&request),
+        None => server::refusal(&request, libc::ENODEV),
     };
     match reply {
         Some(reply) if reply.len() <= room && writer.write_all(&reply).is_ok() => {
@@ -90,23 +90,6 @@ fn serve(
         }
         _ => 0,
     }
-}
-
-/// The answer to a request that arrives before a run gave the device its
-/// shares: ENODEV, or nothing for the opcodes that take no reply.
-fn no_server_reply(request: &[u8]) -> Option<Vec<u8>> {
-    // FORGET, INTERRUPT, NOTIFY_REPLY, BATCH_FORGET.
-    const NO_REPLY: [u32; 4] = [2, 36, 41, 42];
-    let opcode = u32::from_le_bytes(request.get(4..8)?.try_into().ok()?);
-    if NO_REPLY.contains(&opcode) {
-        return None;
-    }
-    let unique = request.get(8..16)?;
-    let mut reply = Vec::with_capacity(16);
-    reply.extend_from_slice(&16u32.to_le_bytes());
-    reply.extend_from_slice(&(-libc::ENODEV).to_le_bytes());
-    reply.extend_from_slice(unique);
-    Some(reply)
 }
 
 impl VirtioDevice for Fs {

@@ -83,6 +83,13 @@ fn no_reply(opcode: u32) -> bool {
     )
 }
 
+/// The reply to `request` when it cannot be served at all (no server yet):
+/// `errno`, or nothing for the opcodes that take no reply.
+pub fn refusal(request: &[u8], errno: i32) -> Option<Vec<u8>> {
+    let h = InHeader::decode(request)?;
+    (!no_reply(h.opcode)).then(|| reply(h.unique, -errno, &[]))
+}
+
 /// The payload size of a successful reply of fixed size, checked against
 /// the guest's room before anything is done.
 fn fixed_reply_size(opcode: u32) -> usize {
@@ -274,13 +281,9 @@ impl Server {
                     Err(libc::ENOENT) if id != ROOT_ID => {
                         let (secs, nsecs) = self.validity();
                         Ok(EntryOut {
-                            nodeid: 0,
-                            generation: 0,
                             entry_valid: secs,
-                            attr_valid: 0,
                             entry_valid_nsec: nsecs,
-                            attr_valid_nsec: 0,
-                            attr: Attr::default(),
+                            ..EntryOut::default()
                         }
                         .to_bytes())
                     }

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Location, Pos};
 pub use model::{
-    Bind, Command, CommandKind, Config, Container, CopyStep, HostDir, NameRef, SetupStep,
-    SimpleCommand, Step, Volume, WriteMode,
+    Bind, Child, Command, CommandKind, Config, Container, CopyStep, EnvironFile, HostDir, NameRef,
+    Resources, SetupStep, SimpleCommand, Step, Supervise, SuperviseMode, Volume, WriteMode,
 };
 
 /// Config file names, in order of preference within one directory.

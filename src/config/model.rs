@@ -25,6 +25,10 @@ pub struct Container {
     pub environ: BTreeMap<String, String>,
     /// Volumes by their absolute path in the guest.
     pub volumes: BTreeMap<String, Volume>,
+    /// `environ-file`: read at run time, below `environ`.
+    pub environ_file: Option<EnvironFile>,
+    /// `hostname` of the VMs running this container's commands.
+    pub hostname: Option<String>,
     /// Where the container's name is in the file.
     pub pos: Pos,
 }
@@ -243,18 +247,92 @@ pub struct Command {
 pub enum CommandKind {
     /// `!Command`: run one program in one container.
     Command(SimpleCommand),
+    /// `!Supervise`: run several commands together in one VM.
+    Supervise(Supervise),
 }
 
 impl CommandKind {
     /// The YAML tags of all command kinds, for messages.
-    pub const TAGS: &'static [&'static str] = &["Command"];
+    pub const TAGS: &'static [&'static str] = &["Command", "Supervise"];
 
     /// The kind's YAML tag without the `!`.
     pub fn tag(&self) -> &'static str {
         match self {
             CommandKind::Command(_) => "Command",
+            CommandKind::Supervise(_) => "Supervise",
         }
     }
+
+    /// The commands to run first, in order, as written.
+    pub fn prerequisites(&self) -> &[NameRef] {
+        match self {
+            CommandKind::Command(c) => &c.prerequisites,
+            CommandKind::Supervise(s) => &s.prerequisites,
+        }
+    }
+
+    /// Every `!Command` body of this command: itself, or each child.
+    pub fn bodies(&self) -> Vec<&SimpleCommand> {
+        match self {
+            CommandKind::Command(c) => vec![c],
+            CommandKind::Supervise(s) => s.children.iter().map(|c| &c.command).collect(),
+        }
+    }
+}
+
+/// What the VM of a command gets: `cpus` and `memory` (bytes), each
+/// `None` for the default (or the command line's override).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub cpus: Option<u32>,
+    pub memory: Option<u64>,
+}
+
+/// A project file of environment variables (`environ-file`): one
+/// `NAME=value` per line; blank lines and lines starting with `#` are skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvironFile {
+    /// Relative to the project directory, normalised, never climbing out.
+    pub path: PathBuf,
+    /// Where the field is in cella.yaml.
+    pub at: Location,
+}
+
+/// The body of a `!Supervise`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Supervise {
+    pub mode: SuperviseMode,
+    /// The children in file order; names are unique.
+    pub children: Vec<Child>,
+    /// Seconds between SIGTERM and SIGKILL when children are stopped (default 2).
+    pub kill_unresponsive_after: u32,
+    /// `prefix`: each line a child writes starts with its name (default true).
+    pub prefix: bool,
+    pub prerequisites: Vec<NameRef>,
+    pub resources: Resources,
+    /// `hostname` of the VM, all children share it.
+    pub hostname: Option<String>,
+}
+
+/// A child of a `!Supervise`: a `!Command` (with no prerequisites nor
+/// resources of its own: the VM is shared).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Child {
+    pub name: String,
+    pub command: SimpleCommand,
+    pub pos: Pos,
+}
+
+/// `mode` of a `!Supervise`: when the children are stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SuperviseMode {
+    /// `stop-on-failure` (the default): the first child to exit stops the others.
+    #[default]
+    StopOnFailure,
+    /// `wait-all-successful`: one failing stops the others; otherwise wait for all.
+    WaitAllSuccessful,
+    /// `wait-all`: wait for every child, whatever its status.
+    WaitAll,
 }
 
 /// The body of a `!Command`.
@@ -272,6 +350,15 @@ pub struct SimpleCommand {
     /// directory (normalised); by default the user's own directory.
     pub work_dir: Option<PathBuf>,
     pub write_mode: WriteMode,
+    /// `environ-file`: read at run time, below `environ`.
+    pub environ_file: Option<EnvironFile>,
+    /// `user-id` and `group-id` the program runs as (default 0).
+    pub user_id: Option<u32>,
+    pub group_id: Option<u32>,
+    /// `hostname` of the VM, over the container's; default the command's name.
+    pub hostname: Option<String>,
+    pub prerequisites: Vec<NameRef>,
+    pub resources: Resources,
 }
 
 /// `write-mode` of a command: what happens to writes to the container's root.

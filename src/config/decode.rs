@@ -4,23 +4,14 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
+use super::commands::check_prerequisites;
 use super::error::{ConfigError, Location, Pos};
-use super::model::{Command, CommandKind, Config, Container, SimpleCommand, Volume, WriteMode};
+use super::model::{Config, Container, EnvironFile, Volume};
 use super::scalars;
 use super::yaml::{Node, Value};
 
 const TOP_FIELDS: &[&str] = &["containers", "commands", "minimum-vagga"];
-const CONTAINER_FIELDS: &[&str] = &["setup", "environ", "volumes"];
-const COMMAND_FIELDS: &[&str] = &[
-    "description",
-    "container",
-    "run",
-    "environ",
-    "volumes",
-    "work-dir",
-    "write-mode",
-];
-const WRITE_MODES: &[&str] = &["read-only", "transient-overlay"];
+const CONTAINER_FIELDS: &[&str] = &["setup", "environ", "volumes", "environ-file", "hostname"];
 
 /// `path.key`, quoting keys that would make the path ambiguous.
 pub(super) fn join(path: &str, key: &str) -> String {
@@ -67,6 +58,14 @@ impl<'n> Fields<'n> {
     /// The field path of the field `name`.
     pub fn path_of(&self, name: &str) -> String {
         join(&self.path, name)
+    }
+
+    /// Where the key of the field `name` is, when it is there.
+    pub fn key_pos(&self, name: &str) -> Option<Pos> {
+        self.entries
+            .iter()
+            .find(|e| e.key == name)
+            .map(|e| e.key_pos)
     }
 }
 
@@ -303,7 +302,7 @@ impl Decoder<'_> {
     }
 
     /// A name of a container or command: not empty, not reserved.
-    fn name(&self, entry: &Entry<'_>, path: &str) -> Result<String, ConfigError> {
+    pub(super) fn name(&self, entry: &Entry<'_>, path: &str) -> Result<String, ConfigError> {
         let at = self.at(entry.key_pos, path);
         if entry.key.is_empty() {
             return Err(ConfigError::EmptyName { at });
@@ -317,8 +316,26 @@ impl Decoder<'_> {
         Ok(entry.key.clone())
     }
 
+    /// The field `environ-file` of a container or command: a file of the
+    /// project, and where it is written.
+    pub(super) fn environ_file(
+        &self,
+        fields: &Fields<'_>,
+    ) -> Result<Option<EnvironFile>, ConfigError> {
+        match fields.get("environ-file") {
+            Some(node) if node.value != Value::Null => {
+                let path = fields.path_of("environ-file");
+                Ok(Some(EnvironFile {
+                    path: self.parsed(node, &path, scalars::project_file)?,
+                    at: self.at(node.pos, &path),
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The field `environ`: untagged, a mapping of variables to strings.
-    fn environ(
+    pub(super) fn environ(
         &self,
         node: Option<&Node>,
         path: &str,
@@ -391,6 +408,7 @@ impl Decoder<'_> {
             }
         }
         check_init_commands(&config)?;
+        check_prerequisites(&config)?;
         Ok(config)
     }
 
@@ -417,133 +435,17 @@ impl Decoder<'_> {
             setup,
             environ,
             volumes,
+            environ_file: self.environ_file(&fields)?,
+            hostname: self.optional(&fields, "hostname", scalars::hostname)?,
             pos,
         })
-    }
-
-    fn command(
-        &self,
-        config: &Config,
-        name: String,
-        pos: Pos,
-        node: &Node,
-        path: &str,
-    ) -> Result<Command, ConfigError> {
-        let (description, kind) = match self.variant(node, path, CommandKind::TAGS)? {
-            "Command" => {
-                let fields = self.fields(node, path, COMMAND_FIELDS)?;
-                let description =
-                    self.optional_string(fields.get("description"), &join(path, "description"))?;
-                (
-                    description,
-                    CommandKind::Command(self.simple(config, &name, &fields)?),
-                )
-            }
-            tag => {
-                return Err(ConfigError::UnknownTag {
-                    at: self.at(node.pos, path),
-                    tag: tag.to_owned(),
-                    expected: tag_list(CommandKind::TAGS),
-                })
-            }
-        };
-        Ok(Command {
-            name,
-            description,
-            kind,
-            pos,
-        })
-    }
-
-    fn simple(
-        &self,
-        config: &Config,
-        name: &str,
-        fields: &Fields<'_>,
-    ) -> Result<SimpleCommand, ConfigError> {
-        let container_node = self.required(fields, "container")?;
-        let container_path = join(&fields.path, "container");
-        let container = self.string(container_node, &container_path)?;
-        if !config.containers.contains_key(&container) {
-            return Err(ConfigError::UnknownContainer {
-                at: self.at(container_node.pos, &container_path),
-                name: container,
-            });
-        }
-        let run_node = self.required(fields, "run")?;
-        let run = self.run(run_node, &join(&fields.path, "run"))?;
-        let environ = self.environ(fields.get("environ"), &fields.path_of("environ"))?;
-        let mut refs = Vec::new();
-        let volumes = self.volumes(
-            fields.get("volumes"),
-            &fields.path_of("volumes"),
-            name,
-            &mut refs,
-        )?;
-        check_references(config, &refs)?;
-        let work_dir = match fields.get("work-dir") {
-            Some(node) if node.value != Value::Null => {
-                Some(self.parsed(node, &fields.path_of("work-dir"), scalars::project_path)?)
-            }
-            _ => None,
-        };
-        let write_mode = match fields.get("write-mode") {
-            Some(node) if node.value != Value::Null => {
-                let path = fields.path_of("write-mode");
-                match self.string(node, &path)?.as_str() {
-                    "read-only" => WriteMode::ReadOnly,
-                    "transient-overlay" => WriteMode::TransientOverlay,
-                    other => {
-                        return Err(self.invalid(
-                            node.pos,
-                            &path,
-                            format!(
-                                "unknown write mode {other:?}, expected {}",
-                                WRITE_MODES.join(" or ")
-                            ),
-                        ))
-                    }
-                }
-            }
-            _ => WriteMode::default(),
-        };
-        Ok(SimpleCommand {
-            container,
-            run,
-            environ,
-            volumes,
-            work_dir,
-            write_mode,
-        })
-    }
-
-    /// `run`: an argv list, or a string for `/bin/sh -c`.
-    fn run(&self, node: &Node, path: &str) -> Result<Vec<String>, ConfigError> {
-        self.untagged(node, path)?;
-        let empty = || ConfigError::EmptyRun {
-            at: self.at(node.pos, path),
-        };
-        match &node.value {
-            Value::Null => Err(empty()),
-            Value::Scalar { text, .. } if text.trim().is_empty() => Err(empty()),
-            Value::Scalar { text, .. } => {
-                Ok(vec!["/bin/sh".to_owned(), "-c".to_owned(), text.clone()])
-            }
-            Value::Seq(items) if items.is_empty() => Err(empty()),
-            Value::Seq(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| self.string(item, &format!("{path}[{i}]")))
-                .collect(),
-            Value::Map(_) => Err(self.wrong_type(node, path, "a list or a string")),
-        }
     }
 }
 
 /// Checks that every container named exists and that the containers
 /// built from others (`!Container`, `!Build`) form no cycle. A cycle is
 /// blamed on the step, in file order, that closes it.
-fn check_references(config: &Config, refs: &[Reference]) -> Result<(), ConfigError> {
+pub(super) fn check_references(config: &Config, refs: &[Reference]) -> Result<(), ConfigError> {
     if let Some(r) = refs.iter().find(|r| !config.containers.contains_key(&r.to)) {
         return Err(ConfigError::UnknownContainer {
             at: r.at.clone(),
@@ -571,9 +473,11 @@ fn check_references(config: &Config, refs: &[Reference]) -> Result<(), ConfigErr
 /// Checks that every `init-command` of a `!Persistent` volume names a command.
 fn check_init_commands(config: &Config) -> Result<(), ConfigError> {
     let containers = config.containers.values().map(|c| &c.volumes);
-    let commands = config.commands.values().map(|c| match &c.kind {
-        CommandKind::Command(simple) => &simple.volumes,
-    });
+    let commands = config
+        .commands
+        .values()
+        .flat_map(|c| c.kind.bodies())
+        .map(|body| &body.volumes);
     for volumes in containers.chain(commands) {
         for volume in volumes.values() {
             if let Volume::Persistent {
@@ -594,7 +498,7 @@ fn check_init_commands(config: &Config) -> Result<(), ConfigError> {
 }
 
 /// A shortest path `start` → … → `goal` along `edges`, both ends included.
-fn find_path<'a>(
+pub(super) fn find_path<'a>(
     edges: &HashMap<&'a str, Vec<&'a str>>,
     start: &'a str,
     goal: &str,

@@ -1,10 +1,12 @@
 //! cella.yaml → typed model, with errors at `file:line:col: field`.
 //!
 //! The YAML is read into a tree of nodes that keep their positions
-//! (`yaml`), then decoded into plain data (`decode`, `model`; setup
-//! steps in `steps`, volumes in `volumes`, scalar text in `scalars`).
+//! (`yaml`), then decoded into plain data (`decode`, `model`; commands in
+//! `commands`, setup steps in `steps`, volumes in `volumes`, scalar
+//! text in `scalars`).
 //! Nothing outside this module sees YAML types.
 
+mod commands;
 mod decode;
 mod error;
 mod model;
@@ -13,6 +15,8 @@ mod steps;
 mod volumes;
 mod yaml;
 
+#[cfg(test)]
+mod command_tests;
 #[cfg(test)]
 mod step_tests;
 #[cfg(test)]
@@ -26,6 +30,16 @@ pub use model::{
     Bind, Child, Command, CommandKind, Config, Container, CopyStep, EnvironFile, HostDir, NameRef,
     Resources, SetupStep, SimpleCommand, Step, Supervise, SuperviseMode, Volume, WriteMode,
 };
+
+/// `--cpus` on the command line: as `cpus` in cella.yaml.
+pub fn parse_cpus(text: &str) -> Result<u32, String> {
+    scalars::cpus(text)
+}
+
+/// `--memory` on the command line: as `memory` in cella.yaml, in bytes.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    scalars::memory(text)
+}
 
 /// Config file names, in order of preference within one directory.
 pub const FILE_NAMES: [&str; 2] = ["cella.yaml", "vagga.yaml"];

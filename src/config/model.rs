@@ -355,10 +355,30 @@ pub struct SimpleCommand {
     /// `user-id` and `group-id` the program runs as (default 0).
     pub user_id: Option<u32>,
     pub group_id: Option<u32>,
-    /// `hostname` of the VM, over the container's; default the command's name.
+    /// `hostname` of the VM, over the container's; default `cella`.
     pub hostname: Option<String>,
     pub prerequisites: Vec<NameRef>,
     pub resources: Resources,
+}
+
+impl SimpleCommand {
+    /// `cella _run CONTAINER ARGV...`: a command with nothing but its argv.
+    pub fn adhoc(container: String, run: Vec<String>, write_mode: WriteMode) -> SimpleCommand {
+        SimpleCommand {
+            container,
+            run,
+            environ: BTreeMap::new(),
+            volumes: BTreeMap::new(),
+            work_dir: None,
+            write_mode,
+            environ_file: None,
+            user_id: None,
+            group_id: None,
+            hostname: None,
+            prerequisites: Vec::new(),
+            resources: Resources::default(),
+        }
+    }
 }
 
 /// `write-mode` of a command: what happens to writes to the container's root.

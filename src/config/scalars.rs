@@ -203,6 +203,88 @@ pub(super) fn size(text: &str) -> Result<u64, String> {
         })
 }
 
+/// The bounds of `cpus`, inclusive.
+pub(super) const CPUS: (u32, u32) = (1, 8);
+/// The bounds of `memory` in bytes, inclusive: 64Mi and 3Gi.
+pub(super) const MEMORY: (u64, u64) = (64 << 20, 3 << 30);
+/// The largest `kill-unresponsive-after`, in seconds.
+const MAX_KILL_AFTER: u32 = 3600;
+/// The longest hostname (Linux's `HOST_NAME_MAX`).
+const MAX_HOSTNAME: usize = 64;
+
+/// `cpus` of a VM: an integer from 1 to 8.
+pub(super) fn cpus(text: &str) -> Result<u32, String> {
+    let (min, max) = CPUS;
+    decimal(text)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("cpus must be between {min} and {max}, found {text:?}"))
+}
+
+/// `memory` of a VM: a size (as `size` reads it) from 64Mi to 3Gi.
+pub(super) fn memory(text: &str) -> Result<u64, String> {
+    let (min, max) = MEMORY;
+    let bytes = size(text)?;
+    if (min..=max).contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "memory must be between 64Mi and 3Gi (inclusive), found {text:?}"
+        ))
+    }
+}
+
+/// `kill-unresponsive-after`: whole seconds from 0 to 3600.
+pub(super) fn kill_after(text: &str) -> Result<u32, String> {
+    decimal(text)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n <= MAX_KILL_AFTER)
+        .ok_or_else(|| {
+            format!("expected a number of seconds from 0 to {MAX_KILL_AFTER}, found {text:?}")
+        })
+}
+
+/// A YAML boolean: `true` or `false` (also `True`, `TRUE`…).
+pub(super) fn boolean(text: &str) -> Result<bool, String> {
+    match text {
+        "true" | "True" | "TRUE" => Ok(true),
+        "false" | "False" | "FALSE" => Ok(false),
+        _ => Err(format!("expected true or false, found {text:?}")),
+    }
+}
+
+/// A hostname: 1 to 64 letters, digits, `-` and `.`, not starting with `-`.
+pub(super) fn hostname(text: &str) -> Result<String, String> {
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.';
+    if !text.bytes().all(valid) {
+        Err(format!(
+            "invalid hostname {text:?}: use letters, digits, \"-\" and \".\""
+        ))
+    } else if text.is_empty() || text.len() > MAX_HOSTNAME {
+        Err(format!(
+            "invalid hostname {text:?}: use 1 to {MAX_HOSTNAME} characters"
+        ))
+    } else if text.starts_with('-') {
+        Err(format!(
+            "invalid hostname {text:?}: it must not start with \"-\""
+        ))
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+/// A file of the project, as `project_path` reads it, but not the
+/// project directory itself.
+pub(super) fn project_file(text: &str) -> Result<PathBuf, String> {
+    let path = project_path(text)?;
+    if path.as_os_str().is_empty() {
+        return Err(format!(
+            "{text:?} is the project directory, expected a file in it"
+        ));
+    }
+    Ok(path)
+}
+
 /// Checks a regex compiles with the `regex` crate.
 pub(super) fn regex(text: &str) -> Result<(), String> {
     match regex::Regex::new(text) {
@@ -294,6 +376,33 @@ mod tests {
         assert_eq!(sha256(&digest), Ok("ab".repeat(32)));
         assert!(sha256("ab").is_err());
         assert!(sha256(&"g".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn vm_settings() {
+        assert_eq!(cpus("1"), Ok(1));
+        assert_eq!(cpus("8"), Ok(8));
+        assert!(cpus("0").is_err());
+        assert!(cpus("9").is_err());
+        assert!(cpus("-1").is_err());
+        assert_eq!(memory("64Mi"), Ok(64 << 20));
+        assert_eq!(memory("3Gi"), Ok(3 << 30));
+        assert_eq!(memory("3G"), Ok(3_000_000_000));
+        assert!(memory("67108863").is_err());
+        assert!(memory("3221225473").is_err());
+        assert_eq!(kill_after("0"), Ok(0));
+        assert_eq!(kill_after("3600"), Ok(3600));
+        assert!(kill_after("3601").is_err());
+        assert_eq!(boolean("FALSE"), Ok(false));
+        assert!(boolean("yes").is_err());
+        assert_eq!(hostname("a-1.b").as_deref(), Ok("a-1.b"));
+        assert!(hostname(&"a".repeat(64)).is_ok());
+        assert!(hostname(&"a".repeat(65)).is_err());
+        assert!(hostname("").is_err());
+        assert!(hostname("-a").is_err());
+        assert!(hostname("a_b").is_err());
+        assert_eq!(project_file("/work/.env"), Ok(PathBuf::from(".env")));
+        assert!(project_file("/work").is_err());
     }
 
     #[test]

@@ -44,8 +44,10 @@ pub(super) fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 pub(super) fn simple(config: &Config, name: &str) -> SimpleCommand {
-    let CommandKind::Command(c) = &config.commands[name].kind;
-    c.clone()
+    match &config.commands[name].kind {
+        CommandKind::Command(c) => c.clone(),
+        other => panic!("{name} is a !{}", other.tag()),
+    }
 }
 
 const STEP_TAGS: &str = "one of !Tar, !Container, !Sh, !Cmd, !Text, !Copy, \
@@ -262,13 +264,14 @@ fn unknown_tags() {
     );
     assert_eq!(
         load_err(&format!("{BASE}commands:\n  test: !Comand {{}}\n")),
-        "/p/cella.yaml:6:9: commands.test: unknown tag !Comand, expected !Command"
+        "/p/cella.yaml:6:9: commands.test: unknown tag !Comand, \
+         expected one of !Command, !Supervise"
     );
     assert_eq!(
         load_err(&format!(
             "{BASE}commands:\n  test: {{ container: base, run: x }}\n"
         )),
-        "/p/cella.yaml:6:9: commands.test: missing tag, expected !Command"
+        "/p/cella.yaml:6:9: commands.test: missing tag, expected one of !Command, !Supervise"
     );
     assert_eq!(
         load_err("containers:\n  base:\n    setup:\n    - { url: x }\n"),
@@ -289,7 +292,8 @@ fn unknown_fields() {
             "{BASE}commands:\n  test: !Command\n    container: base\n    colour: red\n    run: x\n"
         )),
         "/p/cella.yaml:8:5: commands.test.colour: unknown field, \
-         expected one of: description, container, run, environ, volumes, work-dir, write-mode"
+         expected one of: description, container, run, environ, volumes, work-dir, write-mode, \
+         environ-file, user-id, group-id, hostname, prerequisites, cpus, memory"
     );
     assert_eq!(
         load_err("mixins: [a.yaml]\n"),
@@ -304,7 +308,7 @@ fn unknown_fields() {
     assert_eq!(
         load_err("containers:\n  base:\n    volume: {}\n"),
         "/p/cella.yaml:3:5: containers.base.volume: unknown field, \
-         expected one of: setup, environ, volumes"
+         expected one of: setup, environ, volumes, environ-file, hostname"
     );
 }
 

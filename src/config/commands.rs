@@ -1,0 +1,340 @@
+//! Decoding `commands:`: `!Command` and `!Supervise` bodies, and the
+//! checks of `prerequisites` once every command is known.
+
+use std::collections::HashMap;
+
+use super::decode::{check_references, find_path, join, tag_list, Decoder, Fields};
+use super::error::{ConfigError, Pos};
+use super::model::{
+    Child, Command, CommandKind, Config, NameRef, Resources, SimpleCommand, Supervise,
+    SuperviseMode, WriteMode,
+};
+use super::scalars;
+use super::yaml::{Node, Value};
+
+const COMMAND_FIELDS: &[&str] = &[
+    "description",
+    "container",
+    "run",
+    "environ",
+    "volumes",
+    "work-dir",
+    "write-mode",
+    "environ-file",
+    "user-id",
+    "group-id",
+    "hostname",
+    "prerequisites",
+    "cpus",
+    "memory",
+];
+const SUPERVISE_FIELDS: &[&str] = &[
+    "description",
+    "mode",
+    "children",
+    "kill-unresponsive-after",
+    "prefix",
+    "prerequisites",
+    "cpus",
+    "memory",
+    "hostname",
+];
+/// Fields of a `!Command` that a child of a `!Supervise` must not have:
+/// they are about the VM, which the children share.
+const VM_FIELDS: &[&str] = &["prerequisites", "cpus", "memory", "hostname"];
+const WRITE_MODES: &[&str] = &["read-only", "transient-overlay"];
+const SUPERVISE_MODES: &[&str] = &["stop-on-failure", "wait-all-successful", "wait-all"];
+/// `kill-unresponsive-after` when not given, in seconds.
+const DEFAULT_KILL_AFTER: u32 = 2;
+
+/// "a, b or c".
+fn one_of(words: &[&str]) -> String {
+    match words.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+impl Decoder<'_> {
+    /// The command `name` (its containers are all decoded already).
+    pub(super) fn command(
+        &self,
+        config: &Config,
+        name: String,
+        pos: Pos,
+        node: &Node,
+        path: &str,
+    ) -> Result<Command, ConfigError> {
+        let tag = self.variant(node, path, CommandKind::TAGS)?;
+        let allowed = match tag {
+            "Command" => COMMAND_FIELDS,
+            "Supervise" => SUPERVISE_FIELDS,
+            tag => {
+                return Err(ConfigError::UnknownTag {
+                    at: self.at(node.pos, path),
+                    tag: tag.to_owned(),
+                    expected: tag_list(CommandKind::TAGS),
+                })
+            }
+        };
+        let fields = self.fields(node, path, allowed)?;
+        let description =
+            self.optional_string(fields.get("description"), &fields.path_of("description"))?;
+        let kind = match tag {
+            "Command" => CommandKind::Command(self.simple(config, &name, &fields)?),
+            _ => CommandKind::Supervise(self.supervise(config, &name, &fields)?),
+        };
+        Ok(Command {
+            name,
+            description,
+            kind,
+            pos,
+        })
+    }
+
+    /// The body of a `!Command`, top-level or a child of the `!Supervise` `name`.
+    fn simple(
+        &self,
+        config: &Config,
+        name: &str,
+        fields: &Fields<'_>,
+    ) -> Result<SimpleCommand, ConfigError> {
+        let container_node = self.required(fields, "container")?;
+        let container_path = join(&fields.path, "container");
+        let container = self.string(container_node, &container_path)?;
+        if !config.containers.contains_key(&container) {
+            return Err(ConfigError::UnknownContainer {
+                at: self.at(container_node.pos, &container_path),
+                name: container,
+            });
+        }
+        let run_node = self.required(fields, "run")?;
+        let run = self.run(run_node, &join(&fields.path, "run"))?;
+        let environ = self.environ(fields.get("environ"), &fields.path_of("environ"))?;
+        let mut refs = Vec::new();
+        let volumes = self.volumes(
+            fields.get("volumes"),
+            &fields.path_of("volumes"),
+            name,
+            &mut refs,
+        )?;
+        check_references(config, &refs)?;
+        let work_dir = self.optional(fields, "work-dir", scalars::project_path)?;
+        let write_mode = match fields.get("write-mode") {
+            Some(node) if node.value != Value::Null => {
+                let path = fields.path_of("write-mode");
+                match self.string(node, &path)?.as_str() {
+                    "read-only" => WriteMode::ReadOnly,
+                    "transient-overlay" => WriteMode::TransientOverlay,
+                    other => {
+                        return Err(self.invalid(
+                            node.pos,
+                            &path,
+                            format!(
+                                "unknown write mode {other:?}, expected {}",
+                                one_of(WRITE_MODES)
+                            ),
+                        ))
+                    }
+                }
+            }
+            _ => WriteMode::default(),
+        };
+        Ok(SimpleCommand {
+            container,
+            run,
+            environ,
+            volumes,
+            work_dir,
+            write_mode,
+            environ_file: self.environ_file(fields)?,
+            user_id: self.optional(fields, "user-id", scalars::uint32)?,
+            group_id: self.optional(fields, "group-id", scalars::uint32)?,
+            hostname: self.optional(fields, "hostname", scalars::hostname)?,
+            prerequisites: self.prerequisites(fields)?,
+            resources: self.resources(fields)?,
+        })
+    }
+
+    /// The body of the `!Supervise` `name`.
+    fn supervise(
+        &self,
+        config: &Config,
+        name: &str,
+        fields: &Fields<'_>,
+    ) -> Result<Supervise, ConfigError> {
+        let mode = match fields.get("mode") {
+            Some(node) if node.value != Value::Null => {
+                let path = fields.path_of("mode");
+                match self.string(node, &path)?.as_str() {
+                    "stop-on-failure" => SuperviseMode::StopOnFailure,
+                    "wait-all-successful" => SuperviseMode::WaitAllSuccessful,
+                    "wait-all" => SuperviseMode::WaitAll,
+                    other => {
+                        return Err(self.invalid(
+                            node.pos,
+                            &path,
+                            format!(
+                                "unknown mode {other:?}, expected {}",
+                                one_of(SUPERVISE_MODES)
+                            ),
+                        ))
+                    }
+                }
+            }
+            _ => SuperviseMode::default(),
+        };
+        let kill_unresponsive_after = self
+            .optional(fields, "kill-unresponsive-after", scalars::kill_after)?
+            .unwrap_or(DEFAULT_KILL_AFTER);
+        let prefix = self
+            .optional(fields, "prefix", scalars::boolean)?
+            .unwrap_or(true);
+        let prerequisites = self.prerequisites(fields)?;
+        let resources = self.resources(fields)?;
+        let hostname = self.optional(fields, "hostname", scalars::hostname)?;
+        let children_node = self.required(fields, "children")?;
+        Ok(Supervise {
+            mode,
+            children: self.children(config, name, children_node, &fields.path_of("children"))?,
+            kill_unresponsive_after,
+            prefix,
+            prerequisites,
+            resources,
+            hostname,
+        })
+    }
+
+    /// `children`: an untagged, non-empty mapping of names to `!Command`
+    /// bodies without the fields about the VM, kept in file order.
+    fn children(
+        &self,
+        config: &Config,
+        name: &str,
+        node: &Node,
+        path: &str,
+    ) -> Result<Vec<Child>, ConfigError> {
+        self.untagged(node, path)?;
+        let entries = self.entries(node, path)?;
+        if entries.is_empty() {
+            return Err(self.invalid(
+                node.pos,
+                path,
+                "a !Supervise needs at least one child".to_owned(),
+            ));
+        }
+        let mut children = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let child_path = join(path, &entry.key);
+            let child_name = self.name(&entry, &child_path)?;
+            self.variant(entry.value, &child_path, &["Command"])?;
+            let fields = self.fields(entry.value, &child_path, COMMAND_FIELDS)?;
+            for field in VM_FIELDS {
+                if let Some(pos) = fields.key_pos(field) {
+                    return Err(self.invalid(
+                        pos,
+                        &fields.path_of(field),
+                        "set it on the !Supervise command: its children share one VM".to_owned(),
+                    ));
+                }
+            }
+            children.push(Child {
+                name: child_name,
+                command: self.simple(config, name, &fields)?,
+                pos: entry.key_pos,
+            });
+        }
+        Ok(children)
+    }
+
+    /// `prerequisites`: an untagged list of command names (null is empty),
+    /// checked once all commands are known.
+    fn prerequisites(&self, fields: &Fields<'_>) -> Result<Vec<NameRef>, ConfigError> {
+        let Some(node) = fields.get("prerequisites") else {
+            return Ok(Vec::new());
+        };
+        let path = fields.path_of("prerequisites");
+        self.untagged(node, &path)?;
+        let items = match &node.value {
+            Value::Null => return Ok(Vec::new()),
+            Value::Seq(items) => items,
+            _ => return Err(self.wrong_type(node, &path, "a list of command names")),
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let item_path = format!("{path}[{i}]");
+                Ok(NameRef {
+                    name: self.string(item, &item_path)?,
+                    at: self.at(item.pos, &item_path),
+                })
+            })
+            .collect()
+    }
+
+    /// `cpus` and `memory` of the VM.
+    fn resources(&self, fields: &Fields<'_>) -> Result<Resources, ConfigError> {
+        Ok(Resources {
+            cpus: self.optional(fields, "cpus", scalars::cpus)?,
+            memory: self.optional(fields, "memory", scalars::memory)?,
+        })
+    }
+
+    /// `run`: an argv list, or a string for `/bin/sh -c`.
+    fn run(&self, node: &Node, path: &str) -> Result<Vec<String>, ConfigError> {
+        self.untagged(node, path)?;
+        let empty = || ConfigError::EmptyRun {
+            at: self.at(node.pos, path),
+        };
+        match &node.value {
+            Value::Null => Err(empty()),
+            Value::Scalar { text, .. } if text.trim().is_empty() => Err(empty()),
+            Value::Scalar { text, .. } => {
+                Ok(vec!["/bin/sh".to_owned(), "-c".to_owned(), text.clone()])
+            }
+            Value::Seq(items) if items.is_empty() => Err(empty()),
+            Value::Seq(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| self.string(item, &format!("{path}[{i}]")))
+                .collect(),
+            Value::Map(_) => Err(self.wrong_type(node, path, "a list or a string")),
+        }
+    }
+}
+
+/// Checks that every prerequisite names a command and that no command
+/// is its own prerequisite, directly or through others. Prerequisites are
+/// taken in file order; a cycle is blamed on the one that closes it.
+pub(super) fn check_prerequisites(config: &Config) -> Result<(), ConfigError> {
+    let mut commands: Vec<_> = config.commands.values().collect();
+    commands.sort_by_key(|c| c.pos);
+    let prerequisites: Vec<(&str, &NameRef)> = commands
+        .iter()
+        .flat_map(|c| c.kind.prerequisites().iter().map(|p| (c.name.as_str(), p)))
+        .collect();
+    if let Some((_, p)) = prerequisites
+        .iter()
+        .find(|(_, p)| !config.commands.contains_key(&p.name))
+    {
+        return Err(ConfigError::Invalid {
+            at: p.at.clone(),
+            message: format!("unknown command \"{}\"", p.name),
+        });
+    }
+    let mut edges: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (from, p) in prerequisites {
+        if let Some(path) = find_path(&edges, &p.name, from) {
+            let mut cycle = vec![from];
+            cycle.extend(path);
+            return Err(ConfigError::Invalid {
+                at: p.at.clone(),
+                message: format!("prerequisites form a cycle: {}", cycle.join(" -> ")),
+            });
+        }
+        edges.entry(from).or_default().push(&p.name);
+    }
+    Ok(())
+}

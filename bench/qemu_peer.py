@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 # The export port carries a build VM's changes; a run never writes to it.
 PORT_NAMES = [
     "cella.control", "cella.stdin", "cella.stdout", "cella.stderr", "cella.export",

@@ -47,7 +47,10 @@ pub fn run(
             read_only_root: false,
             ..spec.clone()
         };
-        let pid = match spawn::spawn(&step_spec, &step_ports) {
+        let pid = match spawn::spawn(
+            &spawn::Program::of(&step_spec),
+            spawn::Stdio::ports(&step_ports),
+        ) {
             Ok(pid) => pid,
             Err(msg) => return Ok(msg),
         };
@@ -56,7 +59,7 @@ pub fn run(
                 .send(&GuestMsg::Started)
                 .map_err(|e| sys::describe("reporting the start", &e))?;
         }
-        let outcome = supervise::supervise(pid, control, signals)?;
+        let outcome = supervise::supervise(pid, control, signals, None)?;
         if outcome != (GuestMsg::Exited { code: 0 }) {
             return Ok(outcome);
         }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Port ids on the multiport virtio-console, in the order the host adds them.
 pub const PORT_CONTROL: u32 = 0;
@@ -61,6 +61,57 @@ pub struct RunSpec {
     /// The root is made read-only once the mounts are in place (vagga's
     /// default write mode); otherwise writes land in the VM's tmpfs overlay.
     #[serde(default)]
+    pub read_only_root: bool,
+    /// Set when the host's stdin is a terminal: the workload gets a pty of
+    /// this size, whose output goes to the stdout port (stderr is unused).
+    #[serde(default)]
+    pub tty: Option<WinSize>,
+    /// Set for a `!Supervise` command: its children run instead of `argv`,
+    /// each in its own root; the fields above that describe one program
+    /// (argv, env, cwd, uid, gid, rootfs_device, mounts, read_only_root)
+    /// are unused.
+    #[serde(default)]
+    pub supervise: Option<Supervise>,
+}
+
+/// A terminal's size in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WinSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// Several programs run together, each chrooted into its own root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Supervise {
+    pub mode: SuperviseMode,
+    /// Between SIGTERM and SIGKILL when the children are stopped.
+    pub kill_after_ms: u64,
+    /// Each line a child writes is prefixed with `[name] `.
+    pub prefix: bool,
+    pub children: Vec<ChildSpec>,
+}
+
+/// When a supervisor stops its children (see cella's `SuperviseMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SuperviseMode {
+    StopOnFailure,
+    WaitAllSuccessful,
+    WaitAll,
+}
+
+/// One child of a [`Supervise`]: a program with its own root built from
+/// `rootfs_device` (an overlay of its own) and `mounts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildSpec {
+    pub name: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub rootfs_device: String,
+    pub mounts: Vec<Mount>,
     pub read_only_root: bool,
 }
 
@@ -192,6 +243,8 @@ pub enum HostMsg {
     Run(Box<RunSpec>),
     /// Deliver this signal number to the workload.
     Signal(i32),
+    /// The host's terminal changed size.
+    Resize(WinSize),
 }
 
 /// Why the workload could not be started.
@@ -232,13 +285,29 @@ pub enum GuestMsg {
     Error {
         message: String,
     },
+    /// A child of a supervised run ended with this exit status (128+N for
+    /// signal N); `message` says why it could not start, if it could not.
+    ChildEnded {
+        name: String,
+        status: i32,
+        message: Option<String>,
+    },
+    /// The guest kernel's OOM killer killed `kills` processes during the
+    /// run (sent before the final message).
+    OutOfMemory {
+        kills: u64,
+    },
 }
 
 impl GuestMsg {
     /// The exit status `cella` returns for this final message, if it is one.
     pub fn exit_status(&self) -> Option<i32> {
         match self {
-            GuestMsg::Hello { .. } | GuestMsg::Started | GuestMsg::Step { .. } => None,
+            GuestMsg::Hello { .. }
+            | GuestMsg::Started
+            | GuestMsg::Step { .. }
+            | GuestMsg::ChildEnded { .. }
+            | GuestMsg::OutOfMemory { .. } => None,
             GuestMsg::Exited { code } => Some(*code),
             GuestMsg::Killed { signal } => Some(128 + signal),
             GuestMsg::SpawnFailed {
@@ -341,12 +410,36 @@ mod tests {
                 },
             ],
             read_only_root: true,
+            tty: Some(WinSize { rows: 24, cols: 80 }),
+            supervise: Some(Supervise {
+                mode: SuperviseMode::WaitAll,
+                kill_after_ms: 2000,
+                prefix: true,
+                children: vec![ChildSpec {
+                    name: "db".into(),
+                    argv: vec!["sleep".into()],
+                    env: Vec::new(),
+                    cwd: "/".into(),
+                    uid: 1,
+                    gid: 2,
+                    rootfs_device: "/dev/vdb".into(),
+                    mounts: Vec::new(),
+                    read_only_root: true,
+                }],
+            }),
         }
     }
 
     #[test]
     fn round_trip_split_anywhere() {
-        let msgs = vec![HostMsg::Run(Box::new(spec())), HostMsg::Signal(15)];
+        let msgs = vec![
+            HostMsg::Run(Box::new(spec())),
+            HostMsg::Signal(15),
+            HostMsg::Resize(WinSize {
+                rows: 50,
+                cols: 132,
+            }),
+        ];
         let bytes: Vec<u8> = msgs.iter().flat_map(encode).collect();
         for split in 0..bytes.len() {
             let mut d = Decoder::default();

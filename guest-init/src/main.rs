@@ -10,12 +10,14 @@
 mod build;
 mod control;
 mod export;
+mod group;
 mod mounts;
 mod ports;
 mod refresh;
 mod spawn;
 mod supervise;
 mod sys;
+mod tty;
 mod volumes;
 
 use guest_init::{GuestMsg, HostMsg, RunSpec, PROTOCOL_VERSION};
@@ -59,6 +61,7 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
     mounts::early().map_err(|e| format!("early mounts: {e}"))?;
     mounts::prepare().map_err(|e| format!("preparing the root: {e}"))?;
     sys::fill_stdio().map_err(|e| sys::describe("opening /dev/null", &e))?;
+    sys::loopback_up().map_err(|e| sys::describe("bringing up lo", &e))?;
     let ports = ports::open_all().map_err(|e| e.to_string())?;
     let control = control_slot.insert(Control::new(ports.control));
     control
@@ -78,6 +81,11 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
         }
         None => None,
     };
+    let signals = ChildSignals::new().map_err(|e| sys::describe("signalfd", &e))?;
+    if let Some(group) = &spec.supervise {
+        sys::close(ports.export);
+        return group::run(group, &spec.hostname, &ports, control, &signals);
+    }
     let shares =
         volumes::open_shares(&spec.mounts).map_err(|e| format!("mounting the host shares: {e}"))?;
     mounts::switch_root(&spec.rootfs_device, &spec.hostname)
@@ -85,23 +93,48 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
     volumes::mount_all(&spec.mounts, &shares, spec.read_only_root)
         .map_err(|e| format!("mounting volumes: {e}"))?;
     drop(shares);
-    let signals = ChildSignals::new().map_err(|e| sys::describe("signalfd", &e))?;
     if let (Some(build), Some(upper)) = (&spec.build, upper) {
         return build::run(build, &spec, &ports, control, &signals, upper);
     }
     sys::close(ports.export);
-    let pid = match spawn::spawn(&spec, &ports) {
+    let kills = supervise::oom_kills();
+    let mut relay = match spec.tty {
+        Some(size) => Some(tty::Pty::open(size).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let stdio = match &relay {
+        Some(pty) => spawn::Stdio::Tty(&pty.slave),
+        None => spawn::Stdio::ports(&ports),
+    };
+    let pid = match spawn::spawn(&spawn::Program::of(&spec), stdio) {
         Ok(pid) => pid,
         Err(msg) => return Ok(msg),
     };
-    // The workload holds the stdio ports now; the host sees them close with it.
-    for fd in [ports.stdin, ports.stdout, ports.stderr] {
-        sys::close(fd);
+    // The workload holds the stdio ports now; the host sees them close
+    // with it. A terminal's relay keeps stdin and stdout.
+    let mut relay = relay
+        .take()
+        .map(|pty| tty::Relay::new(pty, ports.stdin, ports.stdout));
+    if relay.is_none() {
+        sys::close(ports.stdin);
+        sys::close(ports.stdout);
     }
+    sys::close(ports.stderr);
     control
         .send(&GuestMsg::Started)
         .map_err(|e| sys::describe("reporting the start", &e))?;
-    supervise::supervise(pid, control, &signals)
+    let outcome = supervise::supervise(pid, control, &signals, relay.as_mut())?;
+    report_oom(control, kills);
+    Ok(outcome)
+}
+
+/// Tells the host if the OOM killer struck since the count was `before`.
+fn report_oom(control: &Control, before: u64) {
+    let kills = supervise::oom_kills().saturating_sub(before);
+    if kills > 0 {
+        // The final message follows; a lost warning is no reason to fail.
+        let _ = control.send(&GuestMsg::OutOfMemory { kills });
+    }
 }
 
 /// Reads control messages until the host says what to run.
@@ -110,7 +143,7 @@ fn wait_for_run(control: &mut Control) -> Result<RunSpec, String> {
         match control.recv()? {
             HostMsg::Run(spec) => return Ok(*spec),
             // Nothing runs yet that a signal could reach.
-            HostMsg::Signal(_) => {}
+            HostMsg::Signal(_) | HostMsg::Resize(_) => {}
         }
     }
 }

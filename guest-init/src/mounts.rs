@@ -114,16 +114,16 @@ fn wait_for_media(device: &str, deadline: Instant) -> io::Result<()> {
     }
 }
 
-/// Mounts the root device read-only, waiting briefly for its device node.
-fn mount_lower(device: &str) -> io::Result<()> {
+/// Mounts the root device read-only at `lower`, waiting briefly for its device node.
+fn mount_lower(device: &str, lower: &str) -> io::Result<()> {
     let deadline = Instant::now() + DEVICE_TIMEOUT;
     wait_for_media(device, deadline)?;
     loop {
-        match sys::mount(device, LOWER, Some("erofs"), libc::MS_RDONLY, None) {
+        match sys::mount(device, lower, Some("erofs"), libc::MS_RDONLY, None) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && Instant::now() < deadline => {
                 sys::sleep_ms(5)
             }
-            other => return other.map_err(|e| ctx(&format!("mount erofs {device} on {LOWER}"), e)),
+            other => return other.map_err(|e| ctx(&format!("mount erofs {device} on {lower}"), e)),
         }
     }
 }
@@ -153,22 +153,18 @@ pub fn open_upper() -> io::Result<std::os::fd::RawFd> {
     )
 }
 
-/// Builds the overlay root from `device` over what [`prepare`] made, moves
-/// /sys and /dev into it, and makes it the root of guest-init (and so of
-/// the workload).
-pub fn switch_root(device: &str, hostname: &str) -> io::Result<()> {
-    mount_lower(device)?;
-    let opts = format!("lowerdir={LOWER},upperdir={RW}/upper,workdir={RW}/work");
-    sys::mount("overlay", ROOT, Some("overlay"), 0, Some(&opts))
-        .map_err(|e| ctx(&format!("mount overlay on {ROOT}"), e))?;
+/// An overlay at `root` of `lower` under the writable `upper` and `work`.
+fn overlay(lower: &str, upper: &str, work: &str, root: &str) -> io::Result<()> {
+    let opts = format!("lowerdir={lower},upperdir={upper},workdir={work}");
+    sys::mount("overlay", root, Some("overlay"), 0, Some(&opts))
+        .map_err(|e| ctx(&format!("mount overlay on {root}"), e))
+}
 
-    for dir in ["proc", "sys", "dev", "tmp"] {
-        mkdir(&format!("{ROOT}/{dir}"), 0o755)?;
-    }
-    move_mount("/sys", &format!("{ROOT}/sys"))?;
-    move_mount("/dev", &format!("{ROOT}/dev"))?;
+/// Mounts /proc, /tmp, /dev/shm and /dev/pts in `root`, whose /sys and
+/// /dev are already there.
+fn root_mounts(root: &str) -> io::Result<()> {
     for m in ROOT_MOUNTS {
-        let target = format!("{ROOT}{}", m.dir);
+        let target = format!("{root}{}", m.dir);
         if m.dir.starts_with("/dev/") {
             mkdir(&target, 0o755)?;
         }
@@ -178,15 +174,74 @@ pub fn switch_root(device: &str, hostname: &str) -> io::Result<()> {
             other => other.map_err(|e| ctx(&format!("mount {} on {target}", m.fstype), e))?,
         }
     }
+    Ok(())
+}
+
+/// Builds the overlay root from `device` over what [`prepare`] made, moves
+/// /sys and /dev into it, and makes it the root of guest-init (and so of
+/// the workload).
+pub fn switch_root(device: &str, hostname: &str) -> io::Result<()> {
+    mount_lower(device, LOWER)?;
+    overlay(LOWER, &format!("{RW}/upper"), &format!("{RW}/work"), ROOT)?;
+    for dir in ["proc", "sys", "dev", "tmp"] {
+        mkdir(&format!("{ROOT}/{dir}"), 0o755)?;
+    }
+    move_mount("/sys", &format!("{ROOT}/sys"))?;
+    move_mount("/dev", &format!("{ROOT}/dev"))?;
+    root_mounts(ROOT)?;
 
     // As switch_root does: the new root replaces the initramfs at /.
     sys::chdir(ROOT).map_err(|e| ctx(&format!("chdir {ROOT}"), e))?;
     move_mount(".", "/")?;
     sys::chroot(".").map_err(|e| ctx("chroot", e))?;
     sys::chdir("/").map_err(|e| ctx("chdir /", e))?;
+    set_hostname(hostname)
+}
 
+pub fn set_hostname(hostname: &str) -> io::Result<()> {
     if !hostname.is_empty() {
         sys::sethostname(hostname).map_err(|e| ctx(&format!("sethostname {hostname:?}"), e))?;
     }
     Ok(())
+}
+
+/// A root of its own for the supervised child `index`, at the returned
+/// path in the initramfs: an overlay of `device` (mounted once per device
+/// and shared read-only between children) with its own writable layer,
+/// and the initramfs's /sys and /dev bound into it. guest-init stays in
+/// the initramfs and each child chroots into its root.
+pub fn child_root(index: usize, device: &str) -> io::Result<String> {
+    let name = device.rsplit('/').next().unwrap_or(device);
+    let lower = format!("/mnt/lower-{name}");
+    if !std::path::Path::new(&lower).exists() {
+        mkdir(&lower, 0o755)?;
+        mount_lower(device, &lower)?;
+    }
+    let rw = format!("{RW}/child{index}");
+    let root = format!("/mnt/child{index}");
+    for dir in [
+        rw.clone(),
+        format!("{rw}/upper"),
+        format!("{rw}/work"),
+        root.clone(),
+    ] {
+        mkdir(&dir, 0o755)?;
+    }
+    overlay(&lower, &format!("{rw}/upper"), &format!("{rw}/work"), &root)?;
+    for dir in ["proc", "sys", "dev", "tmp"] {
+        mkdir(&format!("{root}/{dir}"), 0o755)?;
+    }
+    for dir in ["/sys", "/dev"] {
+        let target = format!("{root}{dir}");
+        sys::mount(dir, &target, None, libc::MS_BIND | libc::MS_REC, None)
+            .map_err(|e| ctx(&format!("bind {dir} on {target}"), e))?;
+    }
+    root_mounts(&root)?;
+    Ok(root)
+}
+
+/// /proc in the initramfs, for guest-init itself while children run in roots of their own.
+pub fn initramfs_proc() -> io::Result<()> {
+    mkdir("/proc", 0o555)?;
+    mount_fs("proc", "/proc", NOSUID_NODEV_NOEXEC, None)
 }

@@ -1,8 +1,9 @@
 //! Starts the workload: a vfork-style child (sharing guest-init's memory
 //! until it execs, so no page tables are copied: on an emulating host
 //! that saved most of a second per run) sets up its session, stdio, credentials
-//! and directory, then execs with a PATH search over the workload's own
-//! env. A close-on-exec pipe carries the child's failure (stage and errno) back.
+//! and directory (and root, for a supervised child), then execs with a
+//! PATH search over the workload's own env. A close-on-exec pipe carries
+//! the child's failure (stage and errno) back.
 
 use std::ffi::CString;
 use std::io;
@@ -24,13 +25,20 @@ enum Stage {
     Credentials = 2,
     Chdir = 3,
     Exec = 4,
+    Chroot = 5,
 }
 
 impl Stage {
     fn from_i32(v: i32) -> Option<Stage> {
-        [Stage::Stdio, Stage::Credentials, Stage::Chdir, Stage::Exec]
-            .into_iter()
-            .find(|s| *s as i32 == v)
+        [
+            Stage::Stdio,
+            Stage::Credentials,
+            Stage::Chdir,
+            Stage::Exec,
+            Stage::Chroot,
+        ]
+        .into_iter()
+        .find(|s| *s as i32 == v)
     }
 }
 
@@ -75,8 +83,50 @@ fn search_continues(errno: i32) -> bool {
     )
 }
 
+/// One program to start and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Program<'a> {
+    pub argv: &'a [String],
+    pub env: &'a [(String, String)],
+    pub cwd: &'a str,
+    pub uid: u32,
+    pub gid: u32,
+    /// Chroot into this directory first: a supervised child's own root.
+    pub root: Option<&'a str>,
+}
+
+impl<'a> Program<'a> {
+    pub fn of(spec: &'a RunSpec) -> Program<'a> {
+        Program {
+            argv: &spec.argv,
+            env: &spec.env,
+            cwd: &spec.cwd,
+            uid: spec.uid,
+            gid: spec.gid,
+            root: None,
+        }
+    }
+}
+
+/// The program's stdin, stdout and stderr.
+#[derive(Debug, Clone, Copy)]
+pub enum Stdio<'a> {
+    /// These fds, in order.
+    Fds([RawFd; 3]),
+    /// The pty slave at this path, which becomes the controlling terminal
+    /// of the program's new session.
+    Tty(&'a str),
+}
+
+impl Stdio<'_> {
+    /// The workload's stdio ports.
+    pub fn ports(ports: &Ports) -> Stdio<'static> {
+        Stdio::Fds([ports.stdin, ports.stdout, ports.stderr])
+    }
+}
+
 /// The final message for a child that failed at `stage` with `errno`.
-fn failure_message(stage: Stage, errno: i32, spec: &RunSpec, prog: &str) -> GuestMsg {
+fn failure_message(stage: Stage, errno: i32, spec: &Program<'_>, prog: &str) -> GuestMsg {
     let text = sys::strerror(errno);
     match stage {
         Stage::Exec => GuestMsg::SpawnFailed {
@@ -88,6 +138,9 @@ fn failure_message(stage: Stage, errno: i32, spec: &RunSpec, prog: &str) -> Gues
         },
         Stage::Credentials => GuestMsg::Error {
             message: format!("setting uid {} gid {}: {text}", spec.uid, spec.gid),
+        },
+        Stage::Chroot => GuestMsg::Error {
+            message: format!("chroot {}: {text}", spec.root.unwrap_or("/")),
         },
         Stage::Stdio => GuestMsg::Error {
             message: format!("setting up the workload's stdio: {text}"),
@@ -106,6 +159,8 @@ struct Prepared {
     env_ptrs: Vec<*const libc::c_char>,
     files: Vec<CString>,
     cwd: CString,
+    root: Option<CString>,
+    tty: Option<CString>,
     uid: libc::uid_t,
     gid: libc::gid_t,
 }
@@ -119,7 +174,7 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
 }
 
 impl Prepared {
-    fn new(spec: &RunSpec) -> io::Result<Prepared> {
+    fn new(spec: &Program<'_>, stdio: Stdio<'_>) -> io::Result<Prepared> {
         let prog = spec.argv.first().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -144,7 +199,7 @@ impl Prepared {
                 sys::cstring(&format!("{k}={v}"))
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let files = candidates(prog, search_path(&spec.env))
+        let files = candidates(prog, search_path(spec.env))
             .iter()
             .map(|f| sys::cstring(f))
             .collect::<io::Result<Vec<_>>>()?;
@@ -154,20 +209,25 @@ impl Prepared {
             env_ptrs: null_terminated(&env),
             _env: env,
             files,
-            cwd: sys::cstring(&spec.cwd)?,
+            cwd: sys::cstring(spec.cwd)?,
+            root: spec.root.map(sys::cstring).transpose()?,
+            tty: match stdio {
+                Stdio::Tty(path) => Some(sys::cstring(path)?),
+                Stdio::Fds(_) => None,
+            },
             uid: spec.uid,
             gid: spec.gid,
         })
     }
 }
 
-/// Starts the workload. On success the pid; on failure the final message
+/// Starts a program. On success the pid; on failure the final message
 /// for the host (the failed child is already reaped).
-pub fn spawn(spec: &RunSpec, ports: &Ports) -> Result<libc::pid_t, GuestMsg> {
+pub fn spawn(spec: &Program<'_>, stdio: Stdio<'_>) -> Result<libc::pid_t, GuestMsg> {
     let error = |what: &str, e: io::Error| GuestMsg::Error {
         message: sys::describe(what, &e),
     };
-    let prepared = Prepared::new(spec).map_err(|e| GuestMsg::Error {
+    let prepared = Prepared::new(spec, stdio).map_err(|e| GuestMsg::Error {
         message: e.to_string(),
     })?;
     let prog = spec.argv.first().map_or("", String::as_str);
@@ -178,9 +238,13 @@ pub fn spawn(spec: &RunSpec, ports: &Ports) -> Result<libc::pid_t, GuestMsg> {
         .map_err(|e| error("pipe", e))?;
     let [read_end, write_end] = pipe;
 
+    let fds = match stdio {
+        Stdio::Fds(fds) => fds,
+        Stdio::Tty(_) => [-1; 3],
+    };
     let args = ChildArgs {
         prepared: &prepared,
-        ports,
+        fds,
         report: write_end,
     };
     let mut stack = vec![0u8; CHILD_STACK];
@@ -237,7 +301,8 @@ fn reap(pid: libc::pid_t) {
 
 struct ChildArgs<'a> {
     prepared: &'a Prepared,
-    ports: &'a Ports,
+    /// stdin, stdout, stderr; unused with a tty.
+    fds: [RawFd; 3],
     report: RawFd,
 }
 
@@ -246,7 +311,7 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     // alive while the child runs; the child is what child() expects.
     unsafe {
         let args = &*(arg as *const ChildArgs);
-        child(args.prepared, args.ports, args.report)
+        child(args.prepared, args.fds, args.report)
     }
 }
 
@@ -256,7 +321,7 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
 /// Must only be called in the child of a CLONE_VM|CLONE_VFORK clone; it
 /// shares the parent's memory, so it makes only async-signal-safe calls,
 /// does not allocate, and changes no memory but its own stack (and errno).
-unsafe fn child(p: &Prepared, ports: &Ports, report: RawFd) -> ! {
+unsafe fn child(p: &Prepared, fds: [RawFd; 3], report: RawFd) -> ! {
     let errno = || {
         io::Error::last_os_error()
             .raw_os_error()
@@ -285,10 +350,27 @@ unsafe fn child(p: &Prepared, ports: &Ports, report: RawFd) -> ! {
         if libc::setsid() < 0 {
             fail(Stage::Stdio, errno());
         }
-        // The port fds are above 2 and close-on-exec; dup2 clears that flag on the copies.
-        for (fd, target) in [(ports.stdin, 0), (ports.stdout, 1), (ports.stderr, 2)] {
+        // A session leader with no controlling terminal gets the first
+        // tty it opens without O_NOCTTY.
+        let fds = match &p.tty {
+            Some(path) => {
+                let fd = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+                if fd < 0 {
+                    fail(Stage::Stdio, errno());
+                }
+                [fd; 3]
+            }
+            None => fds,
+        };
+        // The fds are above 2 and close-on-exec; dup2 clears that flag on the copies.
+        for (fd, target) in fds.into_iter().zip(0..) {
             if libc::dup2(fd, target) < 0 {
                 fail(Stage::Stdio, errno());
+            }
+        }
+        if let Some(root) = &p.root {
+            if libc::chroot(root.as_ptr()) < 0 {
+                fail(Stage::Chroot, errno());
             }
         }
         // Raw syscalls: glibc's wrappers would try to broadcast the change
@@ -340,6 +422,8 @@ mod tests {
             build: None,
             mounts: Vec::new(),
             read_only_root: false,
+            tty: None,
+            supervise: None,
         }
     }
 
@@ -377,6 +461,7 @@ mod tests {
     #[test]
     fn failure_messages() {
         let s = spec(&["nope", "x"]);
+        let s = Program::of(&s);
         assert_eq!(
             failure_message(Stage::Exec, libc::ENOENT, &s, "nope"),
             GuestMsg::SpawnFailed {
@@ -396,13 +481,15 @@ mod tests {
 
     #[test]
     fn bad_specs_are_rejected_before_fork() {
-        assert!(Prepared::new(&spec(&[])).is_err());
-        assert!(Prepared::new(&spec(&["a\0b"])).is_err());
+        let fds = Stdio::Fds([0, 1, 2]);
+        let prepare = |s: &RunSpec| Prepared::new(&Program::of(s), fds);
+        assert!(prepare(&spec(&[])).is_err());
+        assert!(prepare(&spec(&["a\0b"])).is_err());
         let mut s = spec(&["sh"]);
         s.env = vec![("A=B".into(), "c".into())];
-        assert!(Prepared::new(&s).is_err());
+        assert!(prepare(&s).is_err());
         s.env = vec![("A".into(), "b=c".into())];
-        let p = Prepared::new(&s).expect("valid spec");
+        let p = prepare(&s).expect("valid spec");
         assert_eq!(p.argv_ptrs.len(), 2);
         assert_eq!(p.env_ptrs.len(), 2);
         assert_eq!(p.files.len(), DEFAULT_PATH.split(':').count());
@@ -450,6 +537,8 @@ mod host_tests {
             build: None,
             mounts: Vec::new(),
             read_only_root: false,
+            tty: None,
+            supervise: None,
         };
         let (stdin_r, stdin_w) = pipe();
         let (out_r, out_w) = pipe();
@@ -461,7 +550,7 @@ mod host_tests {
             stderr: err_w,
             export: -1,
         };
-        let result = spawn(&spec, &ports);
+        let result = spawn(&Program::of(&spec), Stdio::ports(&ports));
         for fd in [stdin_r, stdin_w, out_w, err_w] {
             sys::close(fd);
         }

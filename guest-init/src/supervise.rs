@@ -8,11 +8,12 @@ use guest_init::{GuestMsg, HostMsg};
 
 use crate::control::Control;
 use crate::sys;
+use crate::tty::Relay;
 
 /// SIGCHLD, blocked and read from a signalfd so it can be polled with the control port.
 #[derive(Debug)]
 pub struct ChildSignals {
-    fd: RawFd,
+    pub fd: RawFd,
 }
 
 impl ChildSignals {
@@ -58,72 +59,109 @@ pub fn outcome(status: libc::c_int) -> GuestMsg {
     }
 }
 
-/// Reaps every child that has exited; the workload's status if it was among them.
-fn reap_all(workload: libc::pid_t) -> Option<libc::c_int> {
-    let mut found = None;
+/// Reaps every child that has exited, orphans included, calling `exited`
+/// with each pid and wait status.
+pub fn reap_each(mut exited: impl FnMut(libc::pid_t, libc::c_int)) {
     loop {
         let mut status = 0;
         // SAFETY: status is a valid out-pointer; WNOHANG never blocks.
         let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
         if pid <= 0 {
-            return found; // 0: children left but none exited; -1: ECHILD
+            return; // 0: children left but none exited; -1: ECHILD
         }
-        if pid == workload {
-            found = Some(status);
-        }
+        exited(pid, status);
     }
 }
 
-fn handle(msg: HostMsg, workload: libc::pid_t) {
+/// Reaps every child that has exited; the workload's status if it was among them.
+fn reap_all(workload: libc::pid_t) -> Option<libc::c_int> {
+    let mut found = None;
+    reap_each(|pid, status| {
+        if pid == workload {
+            found = Some(status);
+        }
+    });
+    found
+}
+
+fn handle(msg: HostMsg, workload: libc::pid_t, relay: Option<&Relay>) {
     match msg {
         HostMsg::Signal(signal) => {
             // SAFETY: kill has no memory effects; a bad signal number is just EINVAL.
             unsafe { libc::kill(workload, signal) };
+        }
+        HostMsg::Resize(size) => {
+            if let Some(relay) = relay {
+                // A failed resize leaves the old size: nothing to report.
+                let _ = relay.pty.resize(size);
+            }
         }
         // A second run request makes no sense while one runs; ignore it.
         HostMsg::Run(_) => {}
     }
 }
 
-/// Runs until the workload exits; the message that reports how.
+/// Polls `fds`, retrying when interrupted.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> Result<(), String> {
+    loop {
+        // SAFETY: fds is a valid array of fds.len() pollfd structs.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if ready >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(sys::describe("poll", &e));
+        }
+    }
+}
+
+pub fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// The control port's pollfd; a negative fd (skipped by poll) once the host hung up.
+pub fn control_pollfd(control: &Control) -> libc::pollfd {
+    pollfd(
+        if control.is_closed() {
+            -1
+        } else {
+            control.fd()
+        },
+        libc::POLLIN,
+    )
+}
+
+/// Runs until the workload exits; the message that reports how. With a
+/// `relay`, the workload's terminal is copied to and from the host meanwhile.
 pub fn supervise(
     workload: libc::pid_t,
     control: &mut Control,
     signals: &ChildSignals,
+    mut relay: Option<&mut Relay>,
 ) -> Result<GuestMsg, String> {
     loop {
         while let Some(msg) = control.buffered()? {
-            handle(msg, workload);
+            handle(msg, workload, relay.as_deref());
         }
-        let mut fds = [
-            libc::pollfd {
-                fd: signals.fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                // A negative fd is skipped by poll: the host has hung up.
-                fd: if control.is_closed() {
-                    -1
-                } else {
-                    control.fd()
-                },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: fds is a valid array of fds.len() pollfd structs.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if ready < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(sys::describe("poll", &e));
+        let mut fds = vec![pollfd(signals.fd, libc::POLLIN), control_pollfd(control)];
+        if let Some(relay) = &relay {
+            fds.extend(relay.interest().map(|(fd, events)| pollfd(fd, events)));
+        }
+        poll(&mut fds, -1)?;
+        if let Some(relay) = relay.as_deref_mut() {
+            relay.pump(fds[2].revents, fds[3].revents);
         }
         if fds[0].revents != 0 {
             signals.drain();
             if let Some(status) = reap_all(workload) {
+                if let Some(relay) = relay.as_deref_mut() {
+                    relay.drain_output();
+                }
                 return Ok(outcome(status));
             }
         }
@@ -131,6 +169,18 @@ pub fn supervise(
             control.fill()?;
         }
     }
+}
+
+/// How many processes the kernel's OOM killer has killed since boot.
+pub fn oom_kills() -> u64 {
+    sys::read_text("/proc/vmstat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("oom_kill ").map(|n| n.trim().parse().ok()))
+                .flatten()
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -190,3 +190,43 @@ pub fn fill_stdio() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Reads a whole (proc) file of at most 64 KiB into a string.
+pub fn read_text(path: &str) -> io::Result<String> {
+    let fd = open(path, libc::O_RDONLY)?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let result = loop {
+        match read(fd, &mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) if out.len() + n <= 64 * 1024 => out.extend_from_slice(&buf[..n]),
+            Ok(_) => break Err(io::Error::other(format!("{path} is too long"))),
+            Err(e) => break Err(e),
+        }
+    };
+    close(fd);
+    result.map(|()| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Brings the loopback interface up, so programs of a run reach each other
+/// on 127.0.0.1.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket has no memory effects.
+    let sock =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own;
+    // reading the flags member of the union after the kernel filled it.
+    let result = unsafe {
+        check(libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req)).and_then(|_| {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            check(libc::ioctl(sock, libc::SIOCSIFFLAGS, &req))
+        })
+    };
+    close(sock);
+    result.map(drop)
+}

@@ -26,8 +26,43 @@ pub struct Cli {
     /// `allow-host-paths` adds to these.
     #[arg(long, global = true, value_name = "DIR")]
     pub allow_host_path: Vec<std::path::PathBuf>,
+    /// Set an environment variable in the guest, over cella.yaml's; repeatable.
+    #[arg(short = 'E', long = "environ", global = true, value_name = "NAME=VALUE", value_parser = name_value)]
+    pub environ: Vec<(String, String)>,
+    /// Pass this variable of cella's own environment to the guest; repeatable.
+    #[arg(short = 'e', long = "use-env", global = true, value_name = "NAME")]
+    pub use_env: Vec<String>,
+    /// Stop the VM after this many seconds of the command's run and exit 124.
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds)]
+    pub timeout: Option<std::time::Duration>,
+    /// vCPUs of the VM, over the command's `cpus` (default 1).
+    #[arg(long, global = true, value_name = "N", value_parser = cella::config::parse_cpus)]
+    pub cpus: Option<u32>,
+    /// Memory of the VM, like 512Mi or 1G, over the command's `memory` (default 256Mi).
+    #[arg(long, global = true, value_name = "SIZE", value_parser = cella::config::parse_memory)]
+    pub memory: Option<u64>,
+    /// Run the command without its `prerequisites`.
+    #[arg(long, global = true)]
+    pub no_prerequisites: bool,
     #[command(subcommand)]
     pub command: Option<Sub>,
+}
+
+fn name_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() && !name.contains('\0') => {
+            Ok((name.to_string(), value.to_string()))
+        }
+        _ => Err(format!("expected NAME=VALUE, found {text:?}")),
+    }
+}
+
+fn seconds(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| format!("expected a positive number of seconds, found {text:?}"))
 }
 
 #[derive(Debug, Subcommand)]

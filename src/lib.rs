@@ -6,4 +6,5 @@ pub mod devices;
 pub mod guest;
 pub mod image;
 pub mod snapshot;
+pub mod terminal;
 pub mod vmm;

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use cella::commands::environ::CliEnviron;
 use cella::commands::{self, build, list, run, CommandError};
-use cella::config::WriteMode;
+use cella::config::{Resources, SimpleCommand, WriteMode};
 use cli::{Cli, Sub};
 
 /// cella, the build or the VM failed.
@@ -44,6 +45,16 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
         no_build: cli.no_build,
         allow_host_paths: cli.allow_host_path.clone(),
         volume_init: None,
+        environ: CliEnviron {
+            use_env: cli.use_env.clone(),
+            set: cli.environ.clone(),
+        },
+        timeout: cli.timeout,
+        resources: Resources {
+            cpus: cli.cpus,
+            memory: cli.memory,
+        },
+        no_prerequisites: cli.no_prerequisites,
     };
     if matches!(cli.command, Some(Sub::Run { .. } | Sub::External(_))) {
         opts.allow_host_paths
@@ -71,22 +82,13 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
             writable,
             argv,
         }) => {
-            let shape = run::RunShape {
-                write_mode: if writable {
-                    WriteMode::TransientOverlay
-                } else {
-                    WriteMode::ReadOnly
-                },
-                ..Default::default()
+            let write_mode = if writable {
+                WriteMode::TransientOverlay
+            } else {
+                WriteMode::ReadOnly
             };
-            run::in_container(
-                &config,
-                &container,
-                argv,
-                &Default::default(),
-                &shape,
-                &opts,
-            )
+            let command = SimpleCommand::adhoc(container, argv, write_mode);
+            run::simple_command(&config, &command, &[], &opts)
         }
         Some(Sub::External(args)) => {
             let (name, rest) = args

@@ -33,6 +33,7 @@ impl ProgramRunner for VmRunner<'_> {
             vec![disk.to_path_buf()],
             spec,
             None,
+            super::run::Machine::default(),
             self.opts,
             Some(&mut io),
         )?;

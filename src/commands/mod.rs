@@ -1,10 +1,12 @@
 //! One module per user-facing command; this one holds what they share.
 
 pub mod build;
+pub mod environ;
 pub mod list;
 pub mod run;
 pub mod settings;
 pub mod start;
+pub mod supervise;
 pub mod volumes;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +38,10 @@ pub enum CommandError {
     Volume(#[from] volumes::VolumeError),
     #[error(transparent)]
     Settings(#[from] settings::SettingsError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Environ(#[from] environ::EnvironError),
 }
 
 fn list_known(names: &[String]) -> String {

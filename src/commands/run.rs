@@ -1,21 +1,27 @@
 //! `cella CMD` and `cella _run CONTAINER PROG`: resolve the image, boot a
 //! VM for it and run the workload there.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use guest_init::RunSpec;
+use guest_init::{Mount, RunSpec, WinSize};
 
+use super::environ::{self, CliEnviron};
 use super::volumes::{self, VolumeInit};
 use super::{start, CommandError};
-use crate::config::{CommandKind, Config, Volume, WriteMode};
-use crate::devices::virtio::fs::server::{Server, ServerOptions};
+use crate::config::{CommandKind, Config, Resources, SimpleCommand, WriteMode};
+use crate::devices::virtio::fs::server::{Server, ServerOptions, ShareSpec};
 use crate::guest::GuestError;
 use crate::image::build::BuildError;
 use crate::vmm::VmError;
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The VM when neither the command nor the command line says otherwise.
+pub const DEFAULT_CPUS: u32 = 1;
+pub const DEFAULT_MEMORY: u64 = 256 << 20;
+
+/// Hostname when neither the command nor its container names one.
+const DEFAULT_HOSTNAME: &str = "cella";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -31,8 +37,6 @@ pub enum RunError {
     },
     #[error("cannot read {}", .0.display())]
     ReadAsset(PathBuf, #[source] std::io::Error),
-    #[error("{0} disks for a VM with {1} drives")]
-    TooManyDisks(usize, usize),
     #[error("cannot start the VM")]
     Vm(#[from] VmError),
     #[error("cannot share a host directory with the guest")]
@@ -54,94 +58,216 @@ pub struct RunOptions {
     pub allow_host_paths: Vec<PathBuf>,
     /// Set while a persistent volume's init command fills it.
     pub volume_init: Option<VolumeInit>,
+    /// `-e` and `-E`.
+    pub environ: CliEnviron,
+    /// `--timeout`: how long the command may run in its VM.
+    pub timeout: Option<Duration>,
+    /// `--cpus` and `--memory`, over the command's.
+    pub resources: Resources,
+    pub no_prerequisites: bool,
 }
 
-/// What a run needs beyond its argv and environment.
-#[derive(Debug, Default)]
-pub struct RunShape<'a> {
-    pub volumes: Option<&'a BTreeMap<String, Volume>>,
-    pub work_dir: Option<&'a Path>,
-    pub write_mode: WriteMode,
+/// The size of a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Machine {
+    pub vcpus: u8,
+    pub mem_mib: u32,
 }
 
-/// `cella NAME ARGS...`: the command's `run` with ARGS appended.
+impl Machine {
+    /// The command line's choice, else the command's, else the default.
+    pub fn resolve(cli: Resources, command: Resources) -> Machine {
+        let cpus = cli.cpus.or(command.cpus).unwrap_or(DEFAULT_CPUS);
+        let memory = cli.memory.or(command.memory).unwrap_or(DEFAULT_MEMORY);
+        Machine {
+            vcpus: cpus.clamp(1, u32::from(u8::MAX)) as u8,
+            mem_mib: memory.div_ceil(1 << 20).min(u64::from(u32::MAX)) as u32,
+        }
+    }
+}
+
+impl Default for Machine {
+    fn default() -> Machine {
+        Machine::resolve(Resources::default(), Resources::default())
+    }
+}
+
+/// `cella NAME ARGS...`: the command's prerequisites, then the command.
 pub fn command(
     config: &Config,
     name: &str,
     args: &[String],
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
-    let cmd = config
+    lookup(config, name)?;
+    if !opts.no_prerequisites {
+        for pre in prerequisites(config, name) {
+            let status = run_one(config, &pre, &[], opts)?;
+            if status != 0 {
+                eprintln!(
+                    "cella: prerequisite \"{pre}\" of \"{name}\" exited with status {status}"
+                );
+                return Ok(status);
+            }
+        }
+    }
+    run_one(config, name, args, opts)
+}
+
+fn lookup<'c>(config: &'c Config, name: &str) -> Result<&'c CommandKind, CommandError> {
+    config
         .commands
         .get(name)
+        .map(|c| &c.kind)
         .ok_or_else(|| CommandError::UnknownCommand {
             name: name.to_string(),
             config: config.path.clone(),
-        })?;
-    let CommandKind::Command(simple) = &cmd.kind;
-    let mut argv = simple.run.clone();
-    argv.extend_from_slice(args);
-    let shape = RunShape {
-        volumes: Some(&simple.volumes),
-        work_dir: simple.work_dir.as_deref(),
-        write_mode: simple.write_mode,
-    };
-    in_container(
-        config,
-        &simple.container,
-        argv,
-        &simple.environ,
-        &shape,
-        opts,
-    )
+        })
 }
 
-/// Runs `argv` in `container` with `environ` over the container's own.
-pub fn in_container(
+/// What must run before `name`, in order: each prerequisite after its own,
+/// each command once, `name` itself never (cycles are refused at load).
+pub fn prerequisites(config: &Config, name: &str) -> Vec<String> {
+    fn visit(config: &Config, name: &str, seen: &mut HashSet<String>, out: &mut Vec<String>) {
+        let Some(cmd) = config.commands.get(name) else {
+            return;
+        };
+        for pre in cmd.kind.prerequisites() {
+            if seen.insert(pre.name.clone()) {
+                visit(config, &pre.name, seen, out);
+                out.push(pre.name.clone());
+            }
+        }
+    }
+    let mut seen = HashSet::from([name.to_string()]);
+    let mut out = Vec::new();
+    visit(config, name, &mut seen, &mut out);
+    out
+}
+
+/// One command, without its prerequisites.
+fn run_one(
     config: &Config,
-    container: &str,
-    argv: Vec<String>,
-    environ: &BTreeMap<String, String>,
-    shape: &RunShape<'_>,
+    name: &str,
+    args: &[String],
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
-    let Some(cont) = config.containers.get(container) else {
+    match lookup(config, name)? {
+        CommandKind::Command(simple) => simple_command(config, simple, args, opts),
+        CommandKind::Supervise(group) => super::supervise::run(config, name, group, args, opts),
+    }
+}
+
+/// A program ready to go into a VM: a `!Command`, `_run`'s argv, or a
+/// child of a `!Supervise`.
+pub struct Program {
+    pub image: PathBuf,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub hostname: String,
+    pub mounts: Vec<Mount>,
+    pub read_only_root: bool,
+    /// The host directories `mounts` name, by index.
+    pub shares: Vec<ShareSpec>,
+}
+
+/// Resolves everything `command` needs: its image (built if needed), its
+/// volumes (persistent ones initialised), directory and environment.
+pub fn prepare(
+    config: &Config,
+    command: &SimpleCommand,
+    args: &[String],
+    opts: &RunOptions,
+) -> Result<Program, CommandError> {
+    let Some(cont) = config.containers.get(&command.container) else {
         return Err(CommandError::UnknownContainer {
-            name: container.to_string(),
+            name: command.container.clone(),
             config: config.path.clone(),
             known: config.containers.keys().cloned().collect(),
         });
     };
-    let volumes = volumes::merged(&cont.volumes, shape.volumes);
+    let volumes = volumes::merged(&cont.volumes, Some(&command.volumes));
     volumes::ensure_persistent(config, &volumes, opts)?;
     let plan = volumes::plan(config, &volumes, opts)?;
-    let cwd = volumes::guest_cwd(config, shape.work_dir)?;
-    let image = super::build::image_for_run(config, container, opts)?.rootfs();
+    let cwd = volumes::guest_cwd(config, command.work_dir.as_deref())?;
+    let env = environ::environment(
+        config,
+        cont,
+        command,
+        &opts.environ,
+        &environ::host_environment(),
+    )?;
+    let image = super::build::image_for_run(config, &command.container, opts)?.rootfs();
+    let mut argv = command.run.clone();
+    argv.extend_from_slice(args);
+    Ok(Program {
+        image,
+        argv,
+        env,
+        cwd,
+        uid: command.user_id.unwrap_or(0),
+        gid: command.group_id.unwrap_or(0),
+        hostname: command
+            .hostname
+            .clone()
+            .or_else(|| cont.hostname.clone())
+            .unwrap_or_else(|| DEFAULT_HOSTNAME.into()),
+        mounts: plan.mounts,
+        read_only_root: command.write_mode == WriteMode::ReadOnly,
+        shares: plan.shares,
+    })
+}
 
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    env.insert("PATH".into(), DEFAULT_PATH.into());
-    env.insert("HOME".into(), "/root".into());
-    if let Ok(term) = std::env::var("TERM") {
-        env.insert("TERM".into(), term);
-    }
-    env.extend(cont.environ.clone());
-    env.extend(environ.clone());
-    let mut spec = run_spec(argv, env.into_iter().collect(), None);
-    spec.cwd = cwd;
-    spec.mounts = plan.mounts;
-    spec.read_only_root = shape.write_mode == WriteMode::ReadOnly;
+/// The virtio-fs server of a run: no page cache in the guest (see README).
+pub fn fs_server(shares: Vec<ShareSpec>) -> Result<Server, RunError> {
     let options = ServerOptions {
         direct_io: true,
         timeout: Duration::from_secs(1),
     };
-    let server = Server::new(plan.shares, options).map_err(RunError::Share)?;
+    Server::new(shares, options).map_err(RunError::Share)
+}
+
+/// Runs `command` (a `!Command`, or `_run`'s) with `args` appended.
+pub fn simple_command(
+    config: &Config,
+    command: &SimpleCommand,
+    args: &[String],
+    opts: &RunOptions,
+) -> Result<i32, CommandError> {
+    let program = prepare(config, command, args, opts)?;
+    let mut spec = run_spec(program.argv, program.env, None);
+    spec.cwd = program.cwd;
+    spec.uid = program.uid;
+    spec.gid = program.gid;
+    spec.hostname = program.hostname;
+    spec.mounts = program.mounts;
+    spec.read_only_root = program.read_only_root;
+    spec.tty = terminal();
+    let server = fs_server(program.shares)?;
+    let machine = Machine::resolve(opts.resources, command.resources);
     Ok(start::boot_and_run(
-        vec![image],
+        vec![program.image],
         spec,
         Some(server),
+        machine,
         opts,
         None,
     )?)
+}
+
+/// The host terminal's size when cella runs interactively: stdin and
+/// stdout both terminals. Output redirected to a file keeps separate
+/// stdout and stderr streams, and no carriage returns.
+fn terminal() -> Option<WinSize> {
+    use crate::terminal::{is_terminal, window_size};
+    if !(is_terminal(libc::STDIN_FILENO) && is_terminal(libc::STDOUT_FILENO)) {
+        return None;
+    }
+    let (rows, cols) = window_size(libc::STDOUT_FILENO).unwrap_or((24, 80));
+    Some(WinSize { rows, cols })
 }
 
 /// The spec of a run (or, with `build`, of a build VM's batch) as root in
@@ -165,5 +291,7 @@ pub(super) fn run_spec(
         build,
         mounts: Vec::new(),
         read_only_root: false,
+        tty: None,
+        supervise: None,
     }
 }

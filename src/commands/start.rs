@@ -9,9 +9,9 @@ use std::time::Duration;
 use guest_init::{RunSpec, PORT_NAMES};
 
 use super::find_asset;
-use super::run::{RunError, RunOptions};
+use super::run::{Machine, RunError, RunOptions};
 use crate::devices::virtio::fs::server::Server;
-use crate::guest::{self, initramfs, BuildIo, GuestError, Outcome};
+use crate::guest::{self, initramfs, BuildIo, GuestError, Limits, Outcome};
 use crate::snapshot::{self, CreateLock, SnapshotError};
 use crate::vmm::{self, Restore, Vm, VmSpec};
 
@@ -22,10 +22,6 @@ use crate::vmm::{self, Restore, Vm, VmSpec};
 /// made guest → host streaming 3x faster here.
 const EMULATED_HOST_PARAMS: &str = "cella_pvm noxsave \
     clearcpuid=popcnt,cx16,rdrand,rdseed,smap,fsgsbase,pcid,invpcid,movbe,avx,aes,pclmulqdq,sha_ni,gfni,vaes,vpclmulqdq,erms,fsrm";
-
-/// Drives every VM has, whatever the run: part of the snapshot's shape.
-/// Drive 0 holds the container's image.
-const DRIVES: usize = 1;
 
 fn boot_timeout() -> Duration {
     let default = if vmm::host_is_emulating() { 600 } else { 30 };
@@ -64,11 +60,17 @@ enum Start {
     Template(PathBuf, CreateLock),
 }
 
-/// Runs `spec` in a VM with `disks` in its drives; returns the exit status.
+/// cella's exit status when `--timeout` stopped the VM (as timeout(1)).
+pub const EXIT_TIMEOUT: i32 = 124;
+
+/// Runs `spec` in a VM of `machine`'s size with `disks` in its drives (one
+/// drive per disk, at least one: the drives and the size are the VM's
+/// shape, and each shape has a snapshot of its own); the exit status.
 pub fn boot_and_run(
     disks: Vec<PathBuf>,
     spec: RunSpec,
     fs: Option<Server>,
+    machine: Machine,
     opts: &RunOptions,
     build: Option<&mut BuildIo<'_>>,
 ) -> Result<i32, RunError> {
@@ -85,9 +87,7 @@ pub fn boot_and_run(
             env: "CELLA_GUEST_INIT",
             file: "cella-guest-init",
         })?;
-    if disks.len() > DRIVES {
-        return Err(RunError::TooManyDisks(disks.len(), DRIVES));
-    }
+    let drives = disks.len().max(1);
     let mut vm_spec = VmSpec {
         kernel,
         initramfs: Vec::new(),
@@ -97,9 +97,9 @@ pub fn boot_and_run(
             vmm::host_is_emulating(),
             std::env::var("CELLA_KERNEL_ARGS").ok().as_deref(),
         ),
-        drives: DRIVES,
-        vcpus: 1,
-        mem_mib: 256,
+        drives,
+        vcpus: machine.vcpus,
+        mem_mib: machine.mem_mib,
         verbose: opts.verbose,
         ports: PORT_NAMES.iter().map(|s| s.to_string()).collect(),
     };
@@ -139,7 +139,12 @@ pub fn boot_and_run(
         }
         Ok(())
     };
-    let outcome = guest::run(&vm, spec, boot_timeout(), restored, &mut on_ready, build)?;
+    let limits = Limits {
+        boot: boot_timeout(),
+        run: opts.timeout,
+        mem_mib: machine.mem_mib,
+    };
+    let outcome = guest::run(&vm, spec, limits, restored, &mut on_ready, build)?;
     // For bench/: how much host memory the VMM itself costs.
     if std::env::var_os("CELLA_STATS").is_some() {
         if let Some((peak, guest)) = vm.memory_stats() {
@@ -151,6 +156,7 @@ pub fn boot_and_run(
     match outcome {
         Outcome::Status(status) => Ok(status),
         Outcome::Interrupted(sig) => Ok(128 + sig),
+        Outcome::TimedOut => Ok(EXIT_TIMEOUT),
     }
 }
 

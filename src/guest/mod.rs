@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use guest_init::{
-    encode, Decoder, GuestMsg, HostMsg, RunSpec, PORT_CONTROL, PORT_EXPORT, PORT_STDERR,
+    encode, Decoder, GuestMsg, HostMsg, RunSpec, WinSize, PORT_CONTROL, PORT_EXPORT, PORT_STDERR,
     PORT_STDIN, PORT_STDOUT, PROTOCOL_VERSION,
 };
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -21,6 +21,7 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use crate::devices::bus::lock;
 use crate::devices::virtio::console::RX_HIGH_WATER;
+use crate::terminal::{self, RawMode};
 use crate::vmm::Vm;
 
 /// Signals `cella` passes on to the workload.
@@ -86,6 +87,18 @@ pub enum Outcome {
     Status(i32),
     /// cella was signalled before the workload started.
     Interrupted(i32),
+    /// The run's time limit passed; the VM was stopped.
+    TimedOut,
+}
+
+/// How long a run may take, and what its VM has (for messages).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Until guest-init reports the workload started.
+    pub boot: Duration,
+    /// From the moment the run spec goes out (`--timeout`).
+    pub run: Option<Duration>,
+    pub mem_mib: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -96,6 +109,7 @@ enum Token {
     Stdin,
     Signal,
     BootTimer,
+    RunTimer,
 }
 
 impl Token {
@@ -107,6 +121,7 @@ impl Token {
             Token::Stdin => 3,
             Token::Signal => 4,
             Token::BootTimer => 5,
+            Token::RunTimer => 6,
         }
     }
 
@@ -117,6 +132,7 @@ impl Token {
             3 => Token::Stdin,
             4 => Token::Signal,
             5 => Token::BootTimer,
+            6 => Token::RunTimer,
             v if v >= 0x100 => Token::Kick((v - 0x100) as usize),
             _ => return None,
         })
@@ -193,10 +209,11 @@ impl Drop for Forwarding {
     }
 }
 
-/// Catches the forwarded signals on a thread and queues their numbers.
+/// Catches the forwarded signals (and SIGWINCH) on a thread and queues their numbers.
 fn spawn_signals(ready: EventFd) -> std::io::Result<(Receiver<i32>, Forwarding)> {
     default_outside_sessions()?;
-    let mut signals = signal_hook::iterator::Signals::new(FORWARDED_SIGNALS)?;
+    let caught = FORWARDED_SIGNALS.iter().chain(&[libc::SIGWINCH]);
+    let mut signals = signal_hook::iterator::Signals::new(caught)?;
     FORWARDING.store(true, Ordering::SeqCst);
     let forwarding = Forwarding(signals.handle());
     let (tx, rx) = sync_channel(64);
@@ -265,6 +282,7 @@ struct Session<'a, 'b, 'c, 'd> {
     spec: RunSpec,
     on_ready: &'b mut OnReady<'b>,
     build: Option<&'c mut BuildIo<'d>>,
+    limits: Limits,
     decoder: Decoder,
     /// The run spec went out.
     sent: bool,
@@ -280,7 +298,7 @@ struct Session<'a, 'b, 'c, 'd> {
 pub fn run<'b, 'c, 'd>(
     vm: &Vm,
     spec: RunSpec,
-    boot_timeout: Duration,
+    limits: Limits,
     restored: bool,
     on_ready: &'b mut OnReady<'b>,
     build: Option<&'c mut BuildIo<'d>>,
@@ -308,14 +326,25 @@ pub fn run<'b, 'c, 'd>(
         spawn_signals(signal_ready.try_clone().map_err(io)?).map_err(io)?;
     let errno = |e: vmm_sys_util::errno::Error| io(std::io::Error::from_raw_os_error(e.errno()));
     let mut timer = TimerFd::new().map_err(errno)?;
-    timer.reset(boot_timeout, None).map_err(errno)?;
+    timer.reset(limits.boot, None).map_err(errno)?;
     add(timer.as_raw_fd(), Token::BootTimer).map_err(io)?;
+    let mut run_timer = TimerFd::new().map_err(errno)?;
+    add(run_timer.as_raw_fd(), Token::RunTimer).map_err(io)?;
+    // The guest's pty gets the keys as typed: Ctrl-C and Ctrl-Z reach
+    // its line discipline. Restored when this returns, however it returns.
+    let _raw = match spec.tty {
+        Some(_) if terminal::is_terminal(libc::STDIN_FILENO) => {
+            Some(RawMode::enter(libc::STDIN_FILENO).map_err(io)?)
+        }
+        _ => None,
+    };
 
     let mut session = Session {
         vm,
         spec,
         on_ready,
         build,
+        limits,
         decoder: Decoder::default(),
         sent: false,
         started: false,
@@ -325,6 +354,7 @@ pub fn run<'b, 'c, 'd>(
     if restored {
         session.send_run()?;
     }
+    let mut run_timer_armed = false;
     let mut stdin_done = false;
     let mut stop_requests = 0;
     let mut events = vec![EpollEvent::default(); 32];
@@ -349,6 +379,14 @@ pub fn run<'b, 'c, 'd>(
                 Some(Token::Signal) => {
                     let _ = signal_ready.read();
                     while let Ok(sig) = signals.try_recv() {
+                        if sig == libc::SIGWINCH {
+                            if let (Some(_), Some((rows, cols))) =
+                                (session.spec.tty, terminal::window_size(libc::STDOUT_FILENO))
+                            {
+                                session.send(&HostMsg::Resize(WinSize { rows, cols }));
+                            }
+                            continue;
+                        }
                         if !session.started {
                             return Ok(Outcome::Interrupted(sig));
                         }
@@ -364,11 +402,16 @@ pub fn run<'b, 'c, 'd>(
                 }
                 Some(Token::BootTimer) if !session.started => {
                     return Err(GuestError::BootTimeout(
-                        boot_timeout.as_secs(),
+                        limits.boot.as_secs(),
                         session.log_tail(),
                     ));
                 }
                 Some(Token::BootTimer) => {}
+                Some(Token::RunTimer) => {
+                    let after = limits.run.unwrap_or_default().as_secs_f64();
+                    eprintln!("cella: the command ran for {after} s (--timeout); stopping the VM");
+                    return Ok(Outcome::TimedOut);
+                }
                 None => {}
             }
         }
@@ -389,6 +432,10 @@ pub fn run<'b, 'c, 'd>(
         // reach every run restored from it.
         if !stdin_done && session.sent {
             stdin_done = session.pump_stdin(&stdin);
+        }
+        if let (Some(limit), true, false) = (limits.run, session.sent, run_timer_armed) {
+            run_timer.reset(limit, None).map_err(errno)?;
+            run_timer_armed = true;
         }
     }
 }
@@ -504,6 +551,25 @@ impl Session<'_, '_, '_, '_> {
                 Ok(None)
             }
             GuestMsg::Error { message } => Err(GuestError::Init(message)),
+            GuestMsg::ChildEnded {
+                name,
+                status,
+                message,
+            } => {
+                match message {
+                    Some(why) => eprintln!("cella: {name}: {why} (status {status})"),
+                    None => eprintln!("cella: {name} exited with status {status}"),
+                }
+                Ok(None)
+            }
+            GuestMsg::OutOfMemory { kills } => {
+                eprintln!(
+                    "cella: the guest ran out of memory: its kernel killed {kills} process{} to free some of the VM's {} MiB; give the command more with `memory:` in cella.yaml or --memory",
+                    if kills == 1 { "" } else { "es" },
+                    self.limits.mem_mib
+                );
+                Ok(None)
+            }
             msg => match msg.exit_status() {
                 Some(status) => {
                     mark("workload ended");

@@ -1,0 +1,239 @@
+//! `cella NAME [--only CHILD...] [--exclude CHILD...]` for a `!Supervise`
+//! command: every selected child in one VM, each with its container's
+//! image in a drive of its own (one per distinct image) and its volumes
+//! served by the VM's one virtio-fs device.
+
+use std::path::PathBuf;
+
+use guest_init::{ChildSpec, Mount};
+
+use super::run::{self, Machine, RunOptions};
+use super::{start, CommandError};
+use crate::config::{Child, Config, Supervise, SuperviseMode};
+use crate::devices::virtio::fs::server::ShareSpec;
+
+/// Drives a supervised VM may have: one per distinct image.
+pub const MAX_IMAGES: usize = 8;
+
+/// The children `args` select (`--only A B`, `--exclude C`), in file order.
+pub fn select<'s>(
+    name: &str,
+    group: &'s Supervise,
+    args: &[String],
+) -> Result<Vec<&'s Child>, CommandError> {
+    let usage = |message: String| CommandError::Usage(format!("{name}: {message}"));
+    let mut only = Vec::new();
+    let mut exclude = Vec::new();
+    let mut list: Option<&mut Vec<String>> = None;
+    for arg in args {
+        match arg.as_str() {
+            "--only" => list = Some(&mut only),
+            "--exclude" => list = Some(&mut exclude),
+            _ if arg.starts_with('-') => {
+                return Err(usage(format!(
+                    "unknown option {arg:?}; a !Supervise command takes --only CHILD... and --exclude CHILD..."
+                )))
+            }
+            _ => match list.as_deref_mut() {
+                Some(names) => names.push(arg.clone()),
+                None => {
+                    return Err(usage(format!(
+                        "unexpected argument {arg:?}; a !Supervise command takes --only CHILD... and --exclude CHILD..."
+                    )))
+                }
+            },
+        }
+    }
+    let known: Vec<&str> = group.children.iter().map(|c| c.name.as_str()).collect();
+    if let Some(unknown) = only
+        .iter()
+        .chain(&exclude)
+        .find(|n| !known.contains(&n.as_str()))
+    {
+        return Err(usage(format!(
+            "no child named {unknown:?} (it has: {})",
+            known.join(", ")
+        )));
+    }
+    let selected: Vec<&Child> = group
+        .children
+        .iter()
+        .filter(|c| only.is_empty() || only.contains(&c.name))
+        .filter(|c| !exclude.contains(&c.name))
+        .collect();
+    if selected.is_empty() {
+        return Err(usage("no child is left to run".into()));
+    }
+    Ok(selected)
+}
+
+/// Runs the selected children of `group` together; the run's exit status.
+pub fn run(
+    config: &Config,
+    name: &str,
+    group: &Supervise,
+    args: &[String],
+    opts: &RunOptions,
+) -> Result<i32, CommandError> {
+    let selected = select(name, group, args)?;
+    let mut images: Vec<PathBuf> = Vec::new();
+    let mut shares: Vec<ShareSpec> = Vec::new();
+    let mut children = Vec::new();
+    let mut hostname = None;
+    for child in selected {
+        let program = run::prepare(config, &child.command, &[], opts)?;
+        let drive = match images.iter().position(|i| *i == program.image) {
+            Some(drive) => drive,
+            None => {
+                images.push(program.image.clone());
+                images.len() - 1
+            }
+        };
+        if images.len() > MAX_IMAGES {
+            return Err(CommandError::Usage(format!(
+                "{name}: its children use more than {MAX_IMAGES} containers"
+            )));
+        }
+        let mounts = program
+            .mounts
+            .into_iter()
+            .map(|m| merge_share(m, &program.shares, &mut shares))
+            .collect();
+        hostname.get_or_insert(program.hostname);
+        children.push(ChildSpec {
+            name: child.name.clone(),
+            argv: program.argv,
+            env: program.env,
+            cwd: program.cwd,
+            uid: program.uid,
+            gid: program.gid,
+            rootfs_device: format!("/dev/vd{}", char::from(b'a' + drive as u8)),
+            mounts,
+            read_only_root: program.read_only_root,
+        });
+    }
+    let mut spec = run::run_spec(Vec::new(), Vec::new(), None);
+    if let Some(hostname) = group.hostname.clone().or(hostname) {
+        spec.hostname = hostname;
+    }
+    spec.supervise = Some(guest_init::Supervise {
+        mode: match group.mode {
+            SuperviseMode::StopOnFailure => guest_init::SuperviseMode::StopOnFailure,
+            SuperviseMode::WaitAllSuccessful => guest_init::SuperviseMode::WaitAllSuccessful,
+            SuperviseMode::WaitAll => guest_init::SuperviseMode::WaitAll,
+        },
+        kill_after_ms: u64::from(group.kill_unresponsive_after) * 1000,
+        prefix: group.prefix,
+        children,
+    });
+    let server = run::fs_server(shares)?;
+    let machine = Machine::resolve(opts.resources, group.resources);
+    Ok(start::boot_and_run(
+        images,
+        spec,
+        Some(server),
+        machine,
+        opts,
+        None,
+    )?)
+}
+
+/// `mount` with its share (an index into `own`) renumbered into `all`,
+/// where equal shares are served once.
+fn merge_share(mount: Mount, own: &[ShareSpec], all: &mut Vec<ShareSpec>) -> Mount {
+    match mount {
+        Mount::Share {
+            target,
+            share,
+            read_only,
+        } => {
+            let spec = &own[share as usize];
+            let index = match all.iter().position(|s| s == spec) {
+                Some(index) => index,
+                None => {
+                    all.push(spec.clone());
+                    all.len() - 1
+                }
+            };
+            Mount::Share {
+                target,
+                share: index as u32,
+                read_only,
+            }
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group() -> Config {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("r.tar"), b"").expect("tar");
+        let yaml = "containers:\n  base:\n    setup: [!Tar {url: ./r.tar}]\ncommands:\n  s: !Supervise\n    children:\n      db: !Command {container: base, run: [a]}\n      app: !Command {container: base, run: [b]}\n      web: !Command {container: base, run: [c]}\n";
+        crate::config::parse(yaml, &dir.path().join("cella.yaml")).expect("parse")
+    }
+
+    fn names(config: &Config, args: &[&str]) -> Result<Vec<String>, String> {
+        let crate::config::CommandKind::Supervise(group) = &config.commands["s"].kind else {
+            panic!("not a supervise");
+        };
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        select("s", group, &args)
+            .map(|c| c.iter().map(|c| c.name.clone()).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn only_and_exclude_select_children_in_file_order() {
+        let config = group();
+        assert_eq!(names(&config, &[]).expect("all"), ["db", "app", "web"]);
+        assert_eq!(
+            names(&config, &["--only", "web", "db"]).expect("only"),
+            ["db", "web"]
+        );
+        assert_eq!(
+            names(&config, &["--exclude", "app"]).expect("exclude"),
+            ["db", "web"]
+        );
+        assert_eq!(
+            names(&config, &["--only", "db", "app", "--exclude", "db"]).expect("both"),
+            ["app"]
+        );
+        assert_eq!(
+            names(&config, &["--only", "nope"]).expect_err("unknown"),
+            "s: no child named \"nope\" (it has: db, app, web)"
+        );
+        assert!(names(&config, &["db"])
+            .expect_err("bare")
+            .contains("unexpected argument"));
+        assert!(names(&config, &["--all"])
+            .expect_err("option")
+            .contains("unknown option"));
+        assert_eq!(
+            names(&config, &["--exclude", "db", "app", "web"]).expect_err("none"),
+            "s: no child is left to run"
+        );
+    }
+
+    #[test]
+    fn equal_shares_are_served_once() {
+        let share = |p: &str| ShareSpec {
+            host_path: p.into(),
+            read_only: false,
+            hidden: Vec::new(),
+        };
+        let mut all = vec![share("/p")];
+        let own = vec![share("/q"), share("/p")];
+        let m = |share| Mount::Share {
+            target: "/x".into(),
+            share,
+            read_only: false,
+        };
+        assert_eq!(merge_share(m(1), &own, &mut all), m(0));
+        assert_eq!(merge_share(m(0), &own, &mut all), m(1));
+        assert_eq!(all.len(), 2);
+    }
+}

@@ -316,3 +316,45 @@ fn guest_kernel_panic_is_reported_not_hung() {
         "names the panic: {stderr}"
     );
 }
+
+#[test]
+fn process_model_errors_name_file_line_and_field() {
+    let base = "containers:\n  base:\n    setup:\n    - !Tar {url: ./rootfs.tar}\n";
+    let cases: [(&str, &[&str], &str); 6] = [
+        (
+            "commands:\n  c: !Command\n    container: base\n    run: [true]\n    prerequisites: [nope]\n",
+            &["c"],
+            "cella.yaml:9:21: commands.c.prerequisites[0]: unknown command \"nope\"",
+        ),
+        (
+            "commands:\n  c: !Supervise\n    children:\n      a: !Command {container: base, run: [true], cpus: 2}\n",
+            &["c"],
+            "commands.c.children.a.cpus: set it on the !Supervise command: its children share one VM",
+        ),
+        (
+            "commands:\n  c: !Command\n    container: base\n    run: [true]\n    environ-file: missing.env\n",
+            &["c"],
+            "cella.yaml:9:19: commands.c.environ-file: cannot read missing.env",
+        ),
+        (
+            "commands:\n  c: !Command\n    container: base\n    run: [true]\n    environ-file: bad.env\n",
+            &["c"],
+            "cella.yaml:9:19: commands.c.environ-file: bad.env:2: expected NAME=VALUE, found \"oops\"",
+        ),
+        (
+            "commands:\n  c: !Supervise\n    children:\n      a: !Command {container: base, run: [true]}\n",
+            &["c", "--only", "b"],
+            "c: no child named \"b\" (it has: a)",
+        ),
+        (
+            "commands:\n  c: !Command\n    container: base\n    run: [true]\n",
+            &["--memory", "1Mi", "c"],
+            "memory must be between 64Mi and 3Gi",
+        ),
+    ];
+    for (commands, args, expect) in cases {
+        let p = project(&format!("{base}{commands}"));
+        std::fs::write(p.path().join("bad.env"), "A=1\noops\n").expect("bad.env");
+        fails_cleanly(&p, args, expect);
+    }
+}

@@ -375,3 +375,44 @@ fn interactive_shell_on_a_pty() {
     assert_eq!(status.code(), Some(124), "{}", t.output());
     assert_eq!(t.slave_termios().c_lflag, cooked, "terminal not restored");
 }
+
+const SMALL_COMMANDS: &str = r#"  sizes: !Command
+    container: base
+    cpus: 1
+    memory: 1Gi
+    run: 'echo "cpus=$(nproc)"; grep MemTotal /proc/meminfo'
+  hog: !Command
+    container: base
+    cpus: 2
+    memory: 64Mi
+    run: 'dd if=/dev/zero of=/dev/null bs=50M count=1; echo "dd-status=$?"'
+"#;
+
+#[test]
+fn resources_and_running_out_of_memory() {
+    let Some(a) = assets() else { return };
+    let p = Project::new(a, SMALL_COMMANDS);
+    // The command line wins over the command's own cpus and memory.
+    let (code, out, err, _) = run(&p, &["--cpus", "2", "--memory", "64Mi", "sizes"], &[]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("cpus=2\n"), "{out}");
+    let kib: u64 = out
+        .split_whitespace()
+        .skip_while(|w| *w != "MemTotal:")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("MemTotal");
+    assert!((40_000..=65_536).contains(&kib), "MemTotal {kib} kB");
+
+    // The hog is killed and the host is told; the shell goes on.
+    let (code, out, err, secs) = run(&p, &["hog"], &[]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("dd-status=137"), "{out}\n{err}");
+    assert!(
+        err.contains(
+            "cella: the guest ran out of memory: killed dd to free some of the VM's 64 MiB"
+        ),
+        "{err}"
+    );
+    assert!(secs < 300.0, "took {secs} s");
+}

@@ -59,7 +59,7 @@ pub fn run(
                 .send(&GuestMsg::Started)
                 .map_err(|e| sys::describe("reporting the start", &e))?;
         }
-        let outcome = supervise::supervise(pid, control, signals, None)?;
+        let outcome = supervise::supervise(pid, control, signals, None, None)?;
         if outcome != (GuestMsg::Exited { code: 0 }) {
             return Ok(outcome);
         }

@@ -11,6 +11,7 @@ use guest_init::{ChildSpec, GuestMsg, HostMsg, Supervise, SuperviseMode};
 
 use crate::control::Control;
 use crate::mounts::{self, ctx};
+use crate::oom::{self, Watchdog};
 use crate::ports::Ports;
 use crate::spawn::{self, Program, Stdio};
 use crate::supervise::{self, control_pollfd, outcome, pollfd, ChildSignals};
@@ -160,7 +161,7 @@ pub fn run(
     drop(shares);
     let null = sys::open("/dev/null", libc::O_RDONLY)
         .map_err(|e| sys::describe("opening /dev/null", &e))?;
-    let kills = supervise::oom_kills();
+    let mut watchdog = Watchdog::new();
 
     let mut children = Vec::new();
     let mut outputs = Vec::new();
@@ -222,6 +223,7 @@ pub fn run(
         timer.arm(grace)?;
     }
     while children.iter().any(|c| c.pid.is_some()) {
+        watchdog.check();
         while let Some(msg) = control.buffered()? {
             match msg {
                 HostMsg::Signal(sig)
@@ -243,7 +245,7 @@ pub fn run(
             pollfd(timer.fd, libc::POLLIN),
         ];
         fds.extend(outputs.iter().map(|o| pollfd(o.fd, libc::POLLIN)));
-        supervise::poll(&mut fds, -1)?;
+        supervise::poll(&mut fds, oom::POLL_MS)?;
         let mut closed = Vec::new();
         for (i, output) in outputs.iter_mut().enumerate() {
             if fds[3 + i].revents != 0 && !output.pump() {
@@ -289,9 +291,8 @@ pub fn run(
         output.flush();
         sys::close(output.fd);
     }
-    let kills_now = supervise::oom_kills().saturating_sub(kills);
-    if kills_now > 0 {
-        let _ = control.send(&GuestMsg::OutOfMemory { kills: kills_now });
+    if let Some(report) = watchdog.report() {
+        let _ = control.send(&report);
     }
     Ok(GuestMsg::Exited {
         code: final_status(stop, &exits),

@@ -292,10 +292,12 @@ pub enum GuestMsg {
         status: i32,
         message: Option<String>,
     },
-    /// The guest kernel's OOM killer killed `kills` processes during the
-    /// run (sent before the final message).
+    /// The guest ran out of memory during the run: `victims` (process
+    /// names) were killed to free some, by guest-init or the kernel's OOM
+    /// killer. Sent before the final message.
     OutOfMemory {
         kills: u64,
+        victims: Vec<String>,
     },
 }
 

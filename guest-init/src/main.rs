@@ -12,6 +12,7 @@ mod control;
 mod export;
 mod group;
 mod mounts;
+mod oom;
 mod ports;
 mod refresh;
 mod spawn;
@@ -97,7 +98,7 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
         return build::run(build, &spec, &ports, control, &signals, upper);
     }
     sys::close(ports.export);
-    let kills = supervise::oom_kills();
+    let mut watchdog = oom::Watchdog::new();
     let mut relay = match spec.tty {
         Some(size) => Some(tty::Pty::open(size).map_err(|e| e.to_string())?),
         None => None,
@@ -123,18 +124,13 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
     control
         .send(&GuestMsg::Started)
         .map_err(|e| sys::describe("reporting the start", &e))?;
-    let outcome = supervise::supervise(pid, control, &signals, relay.as_mut())?;
-    report_oom(control, kills);
-    Ok(outcome)
-}
-
-/// Tells the host if the OOM killer struck since the count was `before`.
-fn report_oom(control: &Control, before: u64) {
-    let kills = supervise::oom_kills().saturating_sub(before);
-    if kills > 0 {
+    let outcome =
+        supervise::supervise(pid, control, &signals, relay.as_mut(), Some(&mut watchdog))?;
+    if let Some(report) = watchdog.report() {
         // The final message follows; a lost warning is no reason to fail.
-        let _ = control.send(&GuestMsg::OutOfMemory { kills });
+        let _ = control.send(&report);
     }
+    Ok(outcome)
 }
 
 /// Reads control messages until the host says what to run.

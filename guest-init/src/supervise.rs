@@ -7,6 +7,7 @@ use std::os::fd::RawFd;
 use guest_init::{GuestMsg, HostMsg};
 
 use crate::control::Control;
+use crate::oom::{self, Watchdog};
 use crate::sys;
 use crate::tty::Relay;
 
@@ -137,14 +138,19 @@ pub fn control_pollfd(control: &Control) -> libc::pollfd {
 }
 
 /// Runs until the workload exits; the message that reports how. With a
-/// `relay`, the workload's terminal is copied to and from the host meanwhile.
+/// `relay`, the workload's terminal is copied to and from the host
+/// meanwhile; with a `watchdog`, memory is watched.
 pub fn supervise(
     workload: libc::pid_t,
     control: &mut Control,
     signals: &ChildSignals,
     mut relay: Option<&mut Relay>,
+    mut watchdog: Option<&mut Watchdog>,
 ) -> Result<GuestMsg, String> {
     loop {
+        if let Some(watchdog) = watchdog.as_deref_mut() {
+            watchdog.check();
+        }
         while let Some(msg) = control.buffered()? {
             handle(msg, workload, relay.as_deref());
         }
@@ -152,7 +158,7 @@ pub fn supervise(
         if let Some(relay) = &relay {
             fds.extend(relay.interest().map(|(fd, events)| pollfd(fd, events)));
         }
-        poll(&mut fds, -1)?;
+        poll(&mut fds, if watchdog.is_some() { oom::POLL_MS } else { -1 })?;
         if let Some(relay) = relay.as_deref_mut() {
             relay.pump(fds[2].revents, fds[3].revents);
         }
@@ -169,18 +175,6 @@ pub fn supervise(
             control.fill()?;
         }
     }
-}
-
-/// How many processes the kernel's OOM killer has killed since boot.
-pub fn oom_kills() -> u64 {
-    sys::read_text("/proc/vmstat")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("oom_kill ").map(|n| n.trim().parse().ok()))
-                .flatten()
-        })
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

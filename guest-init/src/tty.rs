@@ -30,7 +30,8 @@ impl Pty {
             libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC,
         )
         .map_err(|e| ctx("open /dev/pts/ptmx", e))?;
-        let pty = Pty {
+        // Owned from here: closed on every error path below.
+        let mut pty = Pty {
             master,
             slave: String::new(),
         };
@@ -45,10 +46,8 @@ impl Pty {
                 .map_err(|e| ctx("naming the pty", e))?;
         }
         pty.resize(size)?;
-        Ok(Pty {
-            slave: format!("/dev/pts/{number}"),
-            ..pty
-        })
+        pty.slave = format!("/dev/pts/{number}");
+        Ok(pty)
     }
 
     /// Sets the window size; the kernel sends SIGWINCH to the foreground job.
@@ -172,5 +171,36 @@ impl Relay {
                 Err(_) => return, // EAGAIN: nothing more for now
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slave_size(slave: &str) -> (u16, u16) {
+        let fd = sys::open(slave, libc::O_RDWR | libc::O_NOCTTY).expect("open the slave");
+        // SAFETY: winsize is plain data; TIOCGWINSZ fills it.
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ writes a winsize through a pointer to a local.
+        sys::check(unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) }).expect("size");
+        sys::close(fd);
+        (ws.ws_row, ws.ws_col)
+    }
+
+    #[test]
+    fn the_slave_exists_with_the_size_asked() {
+        let pty = Pty::open(WinSize {
+            rows: 30,
+            cols: 100,
+        })
+        .expect("pty");
+        assert_eq!(slave_size(&pty.slave), (30, 100));
+        pty.resize(WinSize {
+            rows: 40,
+            cols: 120,
+        })
+        .expect("resize");
+        assert_eq!(slave_size(&pty.slave), (40, 120));
     }
 }

@@ -562,10 +562,10 @@ impl Session<'_, '_, '_, '_> {
                 }
                 Ok(None)
             }
-            GuestMsg::OutOfMemory { kills } => {
+            GuestMsg::OutOfMemory { victims, .. } => {
                 eprintln!(
-                    "cella: the guest ran out of memory: its kernel killed {kills} process{} to free some of the VM's {} MiB; give the command more with `memory:` in cella.yaml or --memory",
-                    if kills == 1 { "" } else { "es" },
+                    "cella: the guest ran out of memory: killed {} to free some of the VM's {} MiB; give the command more with `memory:` in cella.yaml or --memory",
+                    victims.join(", "),
                     self.limits.mem_mib
                 );
                 Ok(None)

@@ -355,13 +355,16 @@ fn interactive_shell_on_a_pty() {
     t.send(b"\x03");
     t.send(b"echo status=$?\r");
     t.expect("status=130", wait).expect("Ctrl-C");
-    // Ctrl-Z stops it; job control brings it back to be killed.
+    // Ctrl-Z stops it; fg brings it back, and Ctrl-C ends it.
     t.send(b"sleep 200\r");
     std::thread::sleep(Duration::from_secs(2));
     t.send(b"\x1a");
     t.expect("Stopped", wait).expect("Ctrl-Z");
-    t.send(b"kill -9 %1; wait; echo jobs-$((1+1))\r");
-    t.expect("jobs-2", wait).expect("job control");
+    t.send(b"fg\r");
+    std::thread::sleep(Duration::from_secs(2));
+    t.send(b"\x03");
+    t.send(b"echo fg-$?\r");
+    t.expect("fg-130", wait).expect("fg, then Ctrl-C");
     t.send(b"exit 7\r");
     let status = t.wait(wait).expect("cella exits");
     assert_eq!(status.code(), Some(7), "{}", t.output());

@@ -283,6 +283,9 @@ struct Session<'a, 'b, 'c, 'd> {
     on_ready: &'b mut OnReady<'b>,
     build: Option<&'c mut BuildIo<'d>>,
     limits: Limits,
+    /// The host terminal in raw mode while the guest's pty has it;
+    /// restored when the session ends, however it ends.
+    raw: Option<RawMode>,
     decoder: Decoder,
     /// The run spec went out.
     sent: bool,
@@ -330,14 +333,6 @@ pub fn run<'b, 'c, 'd>(
     add(timer.as_raw_fd(), Token::BootTimer).map_err(io)?;
     let mut run_timer = TimerFd::new().map_err(errno)?;
     add(run_timer.as_raw_fd(), Token::RunTimer).map_err(io)?;
-    // The guest's pty gets the keys as typed: Ctrl-C and Ctrl-Z reach
-    // its line discipline. Restored when this returns, however it returns.
-    let _raw = match spec.tty {
-        Some(_) if terminal::is_terminal(libc::STDIN_FILENO) => {
-            Some(RawMode::enter(libc::STDIN_FILENO).map_err(io)?)
-        }
-        _ => None,
-    };
 
     let mut session = Session {
         vm,
@@ -345,6 +340,7 @@ pub fn run<'b, 'c, 'd>(
         on_ready,
         build,
         limits,
+        raw: None,
         decoder: Decoder::default(),
         sent: false,
         started: false,
@@ -380,9 +376,12 @@ pub fn run<'b, 'c, 'd>(
                     let _ = signal_ready.read();
                     while let Ok(sig) = signals.try_recv() {
                         if sig == libc::SIGWINCH {
-                            if let (Some(_), Some((rows, cols))) =
-                                (session.spec.tty, terminal::window_size(libc::STDOUT_FILENO))
-                            {
+                            // Before the spec goes out, the size goes with it.
+                            if let (Some(_), true, Some((rows, cols))) = (
+                                session.spec.tty,
+                                session.sent,
+                                terminal::window_size(libc::STDOUT_FILENO),
+                            ) {
                                 session.send(&HostMsg::Resize(WinSize { rows, cols }));
                             }
                             continue;
@@ -446,6 +445,17 @@ impl Session<'_, '_, '_, '_> {
     fn send_run(&mut self) -> Result<(), GuestError> {
         (self.on_ready)(self.vm)?;
         let mut spec = self.spec.clone();
+        if spec.tty.is_some() {
+            if let Some((rows, cols)) = terminal::window_size(libc::STDOUT_FILENO) {
+                spec.tty = Some(WinSize { rows, cols });
+            }
+            // From now on the guest's pty gets the keys as typed: Ctrl-C
+            // and Ctrl-Z reach its line discipline. Until now (a boot, a
+            // snapshot) they still stopped cella.
+            if terminal::is_terminal(libc::STDIN_FILENO) {
+                self.raw = Some(RawMode::enter(libc::STDIN_FILENO).map_err(GuestError::Io)?);
+            }
+        }
         spec.realtime_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);

@@ -224,6 +224,10 @@ fn supervise_modes_selection_localhost_and_signals() {
         );
     }
     assert!(err.contains("cella: server exited with status 0"), "{err}");
+    assert!(
+        err.contains("cella: client was stopped (status 0)"),
+        "{err}"
+    );
 
     // stop-on-failure: the first to end stops the rest; its status wins;
     // stdout and stderr stay apart.
@@ -267,7 +271,10 @@ fn supervise_modes_selection_localhost_and_signals() {
     // A child that ignores SIGTERM gets SIGKILL after the grace period.
     let (code, out, err, secs) = run(&p, &["stubborn"], &[]);
     assert_eq!(code, Some(137), "{out}\n{err}");
-    assert!(err.contains("cella: deaf exited with status 137"), "{err}");
+    assert!(
+        err.contains("cella: deaf was stopped (status 137)"),
+        "{err}"
+    );
     assert!(secs < 120.0, "took {secs} s");
 
     // SIGTERM to cella stops every child; cella is one process with

@@ -193,7 +193,7 @@ pub fn run(
                     GuestMsg::SpawnFailed { message, .. } | GuestMsg::Error { message } => message,
                     _ => String::new(),
                 };
-                report(control, &spec.name, status, Some(message))?;
+                report(control, &spec.name, status, false, Some(message))?;
                 exits.push((index, status));
                 None
             }
@@ -273,7 +273,8 @@ pub fn run(
             for (index, wait_status) in ended {
                 children[index].pid = None;
                 let status = outcome(wait_status).exit_status().unwrap_or(125);
-                report(control, &children[index].name, status, None)?;
+                let stopped = stop.is_some();
+                report(control, &children[index].name, status, stopped, None)?;
                 exits.push((index, status));
                 if stop.is_none() && stops_others(group.mode, status) {
                     stop = Some(Stop::Child(index));
@@ -314,12 +315,14 @@ fn report(
     control: &Control,
     name: &str,
     status: i32,
+    stopped: bool,
     message: Option<String>,
 ) -> Result<(), String> {
     control
         .send(&GuestMsg::ChildEnded {
             name: name.to_string(),
             status,
+            stopped,
             message,
         })
         .map_err(|e| sys::describe("reporting a child's end", &e))

@@ -286,10 +286,12 @@ pub enum GuestMsg {
         message: String,
     },
     /// A child of a supervised run ended with this exit status (128+N for
-    /// signal N); `message` says why it could not start, if it could not.
+    /// signal N); `stopped` if it was told to stop (SIGTERM, then SIGKILL);
+    /// `message` says why it could not start, if it could not.
     ChildEnded {
         name: String,
         status: i32,
+        stopped: bool,
         message: Option<String>,
     },
     /// The guest ran out of memory during the run: `victims` (process

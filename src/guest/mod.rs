@@ -564,11 +564,13 @@ impl Session<'_, '_, '_, '_> {
             GuestMsg::ChildEnded {
                 name,
                 status,
+                stopped,
                 message,
             } => {
-                match message {
-                    Some(why) => eprintln!("cella: {name}: {why} (status {status})"),
-                    None => eprintln!("cella: {name} exited with status {status}"),
+                match (message, stopped) {
+                    (Some(why), _) => eprintln!("cella: {name}: {why} (status {status})"),
+                    (None, true) => eprintln!("cella: {name} was stopped (status {status})"),
+                    (None, false) => eprintln!("cella: {name} exited with status {status}"),
                 }
                 Ok(None)
             }

@@ -210,17 +210,22 @@ pub fn run(
         .send(&GuestMsg::Started)
         .map_err(|e| sys::describe("reporting the start", &e))?;
 
-    let mut stop = None;
-    if let Some(&(first, status)) = exits.first() {
-        if stops_others(group.mode, status) {
-            stop = Some(Stop::Child(first));
-        }
-    }
     let timer = Timer::new()?;
     let grace = Duration::from_millis(group.kill_after_ms);
-    if stop.is_some() {
-        terminate(&children, libc::SIGTERM);
-        timer.arm(grace)?;
+    // SIGTERM to every child, SIGKILL when the grace period is over; once.
+    let mut stop = None;
+    let stop_all = |why: Stop, stop: &mut Option<Stop>, children: &[Child]| {
+        if stop.is_some() {
+            return Ok(());
+        }
+        *stop = Some(why);
+        terminate(children, libc::SIGTERM);
+        timer.arm(grace)
+    };
+    if let Some(&(first, status)) = exits.first() {
+        if stops_others(group.mode, status) {
+            stop_all(Stop::Child(first), &mut stop, &children)?;
+        }
     }
     while children.iter().any(|c| c.pid.is_some()) {
         watchdog.check();
@@ -229,11 +234,7 @@ pub fn run(
                 HostMsg::Signal(sig)
                     if [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT].contains(&sig) =>
                 {
-                    if stop.is_none() {
-                        stop = Some(Stop::Host(sig));
-                        terminate(&children, libc::SIGTERM);
-                        timer.arm(grace)?;
-                    }
+                    stop_all(Stop::Host(sig), &mut stop, &children)?;
                 }
                 HostMsg::Signal(sig) => terminate(&children, sig),
                 HostMsg::Resize(_) | HostMsg::Run(_) => {}
@@ -276,10 +277,8 @@ pub fn run(
                 let stopped = stop.is_some();
                 report(control, &children[index].name, status, stopped, None)?;
                 exits.push((index, status));
-                if stop.is_none() && stops_others(group.mode, status) {
-                    stop = Some(Stop::Child(index));
-                    terminate(&children, libc::SIGTERM);
-                    timer.arm(grace)?;
+                if stops_others(group.mode, status) {
+                    stop_all(Stop::Child(index), &mut stop, &children)?;
                 }
             }
         }
@@ -287,7 +286,6 @@ pub fn run(
     // What the children wrote before they ended; orphans that still hold
     // a pipe are not waited for.
     for output in &mut outputs {
-        set_nonblocking(output.fd);
         output.pump();
         output.flush();
         sys::close(output.fd);

@@ -99,11 +99,11 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
     }
     sys::close(ports.export);
     let mut watchdog = oom::Watchdog::new();
-    let mut relay = match spec.tty {
+    let pty = match spec.tty {
         Some(size) => Some(tty::Pty::open(size).map_err(|e| e.to_string())?),
         None => None,
     };
-    let stdio = match &relay {
+    let stdio = match &pty {
         Some(pty) => spawn::Stdio::Tty(&pty.slave),
         None => spawn::Stdio::ports(&ports),
     };
@@ -113,9 +113,7 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
     };
     // The workload holds the stdio ports now; the host sees them close
     // with it. A terminal's relay keeps stdin and stdout.
-    let mut relay = relay
-        .take()
-        .map(|pty| tty::Relay::new(pty, ports.stdin, ports.stdout));
+    let mut relay = pty.map(|pty| tty::Relay::new(pty, ports.stdin, ports.stdout));
     if relay.is_none() {
         sys::close(ports.stdin);
         sys::close(ports.stdout);

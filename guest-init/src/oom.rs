@@ -18,7 +18,7 @@ use crate::sys;
 /// How often MemAvailable is read while the workload runs.
 pub const INTERVAL: Duration = Duration::from_millis(250);
 /// The poll timeout that goes with [`INTERVAL`].
-pub const POLL_MS: libc::c_int = 250;
+pub const POLL_MS: libc::c_int = INTERVAL.as_millis() as libc::c_int;
 
 /// The floor: 5% of RAM, at least 4 MiB.
 fn floor_kib(total_kib: u64) -> u64 {

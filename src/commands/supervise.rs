@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use guest_init::{ChildSpec, Mount};
 
 use super::run::{self, Machine, RunOptions};
+use super::volumes::intern;
 use super::{start, CommandError};
 use crate::config::{Child, Config, Supervise, SuperviseMode};
 use crate::devices::virtio::fs::server::ShareSpec;
@@ -82,13 +83,7 @@ pub fn run(
     let mut hostname = None;
     for child in selected {
         let program = run::prepare(config, &child.command, &[], opts)?;
-        let drive = match images.iter().position(|i| *i == program.image) {
-            Some(drive) => drive,
-            None => {
-                images.push(program.image.clone());
-                images.len() - 1
-            }
-        };
+        let drive = intern(&mut images, program.image);
         if images.len() > MAX_IMAGES {
             return Err(CommandError::Usage(format!(
                 "{name}: its children use more than {MAX_IMAGES} containers"
@@ -147,14 +142,7 @@ fn merge_share(mount: Mount, own: &[ShareSpec], all: &mut Vec<ShareSpec>) -> Mou
             share,
             read_only,
         } => {
-            let spec = &own[share as usize];
-            let index = match all.iter().position(|s| s == spec) {
-                Some(index) => index,
-                None => {
-                    all.push(spec.clone());
-                    all.len() - 1
-                }
-            };
+            let index = intern(all, own[share as usize].clone());
             Mount::Share {
                 target,
                 share: index as u32,

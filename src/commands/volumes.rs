@@ -214,14 +214,7 @@ pub fn plan(
 impl Plan {
     /// The index of the share of `dir`, added if new.
     fn share(&mut self, dir: &Path, read_only: bool) -> u32 {
-        if let Some(i) = self
-            .shares
-            .iter()
-            .position(|s| s.host_path == dir && s.read_only == read_only)
-        {
-            return i as u32;
-        }
-        self.shares.push(ShareSpec {
+        let spec = ShareSpec {
             host_path: dir.to_path_buf(),
             read_only,
             // The guest never sees cella's own state: images, snapshots,
@@ -231,8 +224,20 @@ impl Plan {
             } else {
                 Vec::new()
             },
-        });
-        (self.shares.len() - 1) as u32
+        };
+        intern(&mut self.shares, spec) as u32
+    }
+}
+
+/// The index of `item` in `list`, added at the end if it isn't there:
+/// each share (or image) is served once however many mounts name it.
+pub fn intern<T: PartialEq>(list: &mut Vec<T>, item: T) -> usize {
+    match list.iter().position(|x| *x == item) {
+        Some(index) => index,
+        None => {
+            list.push(item);
+            list.len() - 1
+        }
     }
 }
 

@@ -41,6 +41,12 @@ pub struct Cli {
     /// Memory of the VM, like 512Mi or 1G, over the command's `memory` (default 256Mi).
     #[arg(long, global = true, value_name = "SIZE", value_parser = cella::config::parse_memory)]
     pub memory: Option<u64>,
+    /// `user` or `none`, over the command's `network` (default none: only loopback).
+    #[arg(long, global = true, value_name = "MODE", value_parser = cella::config::parse_network)]
+    pub network: Option<cella::config::Network>,
+    /// Publish the command's `ports` on this host address instead of 127.0.0.1.
+    #[arg(long, global = true, value_name = "IPV4")]
+    pub publish_address: Option<std::net::Ipv4Addr>,
     /// Run the command without its `prerequisites`.
     #[arg(long, global = true)]
     pub no_prerequisites: bool,

@@ -5,6 +5,7 @@ pub mod config;
 pub mod devices;
 pub mod guest;
 pub mod image;
+pub mod net;
 pub mod snapshot;
 pub mod terminal;
 pub mod vmm;

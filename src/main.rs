@@ -55,6 +55,8 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
             memory: cli.memory,
         },
         no_prerequisites: cli.no_prerequisites,
+        network: cli.network,
+        publish_address: cli.publish_address,
     };
     if matches!(cli.command, Some(Sub::Run { .. } | Sub::External(_))) {
         opts.allow_host_paths

@@ -14,7 +14,8 @@ use crate::supervise::{self, ChildSignals};
 use crate::sys;
 
 /// Runs every step while they succeed; the run's final message. `upper`
-/// is an fd of the overlay's upper directory, opened before the root moved.
+/// is an fd of the overlay's upper directory, opened before the root moved;
+/// `before_export` puts back what guest-init itself changed in the root.
 pub fn run(
     build: &Build,
     spec: &RunSpec,
@@ -22,6 +23,7 @@ pub fn run(
     control: &mut Control,
     signals: &ChildSignals,
     upper: RawFd,
+    before_export: impl FnOnce() -> Result<(), String>,
 ) -> Result<GuestMsg, String> {
     let null = sys::open("/dev/null", libc::O_RDONLY | libc::O_CLOEXEC)
         .map_err(|e| sys::describe("opening /dev/null", &e))?;
@@ -65,6 +67,7 @@ pub fn run(
         }
     }
     kill_the_rest(signals);
+    before_export()?;
     for fd in [ports.stdin, ports.stdout, ports.stderr, null] {
         sys::close(fd);
     }

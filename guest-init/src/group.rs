@@ -7,10 +7,11 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use guest_init::{ChildSpec, GuestMsg, HostMsg, Supervise, SuperviseMode};
+use guest_init::{ChildSpec, GuestMsg, HostMsg, NetConfig, Supervise, SuperviseMode};
 
 use crate::control::Control;
 use crate::mounts::{self, ctx};
+use crate::net;
 use crate::oom::{self, Watchdog};
 use crate::ports::Ports;
 use crate::spawn::{self, Program, Stdio};
@@ -133,6 +134,7 @@ struct Child {
 pub fn run(
     group: &Supervise,
     hostname: &str,
+    network: Option<&NetConfig>,
     ports: &Ports,
     control: &mut Control,
     signals: &ChildSignals,
@@ -149,6 +151,10 @@ pub fn run(
     let mut roots = Vec::new();
     for (index, child) in group.children.iter().enumerate() {
         let root = mounts::child_root(index, &child.rootfs_device)
+            .and_then(|root| match network {
+                Some(net) => net::write_resolv(&root, net).map(|_| root),
+                None => Ok(root),
+            })
             .and_then(|root| {
                 in_root(&root, || {
                     volumes::mount_all(&child.mounts, &shares, child.read_only_root)

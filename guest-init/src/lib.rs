@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Port ids on the multiport virtio-console, in the order the host adds them.
 pub const PORT_CONTROL: u32 = 0;
@@ -72,6 +72,20 @@ pub struct RunSpec {
     /// are unused.
     #[serde(default)]
     pub supervise: Option<Supervise>,
+    /// Set when the VM has a NIC (`network: user`): how guest-init
+    /// configures eth0 and the roots' /etc/resolv.conf.
+    #[serde(default)]
+    pub network: Option<NetConfig>,
+}
+
+/// The guest's side of user-mode networking: a static IPv4 setup that
+/// matches what the host told its passt (no DHCP client in the guest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetConfig {
+    pub address: [u8; 4],
+    pub prefix_len: u8,
+    pub gateway: [u8; 4],
+    pub nameserver: [u8; 4],
 }
 
 /// A terminal's size in characters.
@@ -430,6 +444,12 @@ mod tests {
                     mounts: Vec::new(),
                     read_only_root: true,
                 }],
+            }),
+            network: Some(NetConfig {
+                address: [10, 0, 2, 15],
+                prefix_len: 24,
+                gateway: [10, 0, 2, 2],
+                nameserver: [10, 0, 2, 3],
             }),
         }
     }

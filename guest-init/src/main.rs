@@ -12,6 +12,7 @@ mod control;
 mod export;
 mod group;
 mod mounts;
+mod net;
 mod oom;
 mod ports;
 mod refresh;
@@ -73,6 +74,9 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
     let spec = wait_for_run(control)?;
     refresh::set_clock(spec.realtime_ns).map_err(|e| sys::describe("setting the clock", &e))?;
     refresh::add_entropy(&spec.entropy).map_err(|e| sys::describe("seeding /dev/urandom", &e))?;
+    if let Some(net) = &spec.network {
+        net::configure(net).map_err(|e| format!("configuring the network: {e}"))?;
+    }
 
     // The upper directory is out of reach once the root has moved: a
     // build keeps an fd of it to export the steps' changes.
@@ -85,17 +89,36 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
     let signals = ChildSignals::new().map_err(|e| sys::describe("signalfd", &e))?;
     if let Some(group) = &spec.supervise {
         sys::close(ports.export);
-        return group::run(group, &spec.hostname, &ports, control, &signals);
+        return group::run(
+            group,
+            &spec.hostname,
+            spec.network.as_ref(),
+            &ports,
+            control,
+            &signals,
+        );
     }
     let shares =
         volumes::open_shares(&spec.mounts).map_err(|e| format!("mounting the host shares: {e}"))?;
     mounts::switch_root(&spec.rootfs_device, &spec.hostname)
         .map_err(|e| format!("preparing the root filesystem: {e}"))?;
+    let resolv = match &spec.network {
+        Some(net) => Some(
+            net::write_resolv("", net)
+                .map_err(|e| sys::describe("writing /etc/resolv.conf", &e))?,
+        ),
+        None => None,
+    };
     volumes::mount_all(&spec.mounts, &shares, spec.read_only_root)
         .map_err(|e| format!("mounting volumes: {e}"))?;
     drop(shares);
     if let (Some(build), Some(upper)) = (&spec.build, upper) {
-        return build::run(build, &spec, &ports, control, &signals, upper);
+        let restore = || match resolv {
+            Some(previous) => net::restore_resolv("", previous)
+                .map_err(|e| sys::describe("restoring /etc/resolv.conf", &e)),
+            None => Ok(()),
+        };
+        return build::run(build, &spec, &ports, control, &signals, upper, restore);
     }
     sys::close(ports.export);
     let mut watchdog = oom::Watchdog::new();

@@ -424,6 +424,7 @@ mod tests {
             read_only_root: false,
             tty: None,
             supervise: None,
+            network: None,
         }
     }
 
@@ -539,6 +540,7 @@ mod host_tests {
             read_only_root: false,
             tty: None,
             supervise: None,
+            network: None,
         };
         let (stdin_r, stdin_w) = pipe();
         let (out_r, out_w) = pipe();

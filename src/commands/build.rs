@@ -2,17 +2,21 @@
 //! every run: build the container if its setup changed, reuse it if not.
 
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
-use guest_init::Build;
+use guest_init::{Build, Mount};
 
-use super::run::{run_spec, RunError, RunOptions};
+use super::run::{fs_server, run_spec, Machine, RunError, RunOptions};
 use super::{start, state_dir, CommandError};
 use crate::config::Config;
+use crate::devices::virtio::fs::server::ShareSpec;
 use crate::guest::BuildIo;
-use crate::image::build::{BatchOutcome, BuildCtx, BuildError, ProgramRunner};
+use crate::image::build::{BatchNeeds, BatchOutcome, BuildCtx, BuildError, ProgramRunner};
+use crate::image::debian;
 use crate::image::store::{Image, Store};
 use crate::image::version::{self, Versions};
+use crate::net::NetPlan;
 
 /// Boots build VMs with the run's options (verbose, cold boot).
 struct VmRunner<'a> {
@@ -24,16 +28,52 @@ impl ProgramRunner for VmRunner<'_> {
         &mut self,
         disk: &Path,
         build: Build,
+        needs: BatchNeeds,
         export: &mut dyn Write,
     ) -> Result<BatchOutcome, Box<dyn std::error::Error + Send + Sync>> {
         // guest-init runs the batch's steps instead of this argv.
-        let spec = run_spec(vec!["/bin/sh".into()], Vec::new(), Some(build));
+        let mut spec = run_spec(vec!["/bin/sh".into()], Vec::new(), Some(build));
+        let mut machine = Machine::default();
+        if needs.network {
+            machine.network = Some(NetPlan {
+                ports: Vec::new(),
+                publish: Ipv4Addr::LOCALHOST,
+            });
+        }
+        let mut server = None;
+        if needs.apt_cache {
+            let cache = debian::apt_cache().ok_or(debian::DebianError::NoCache)?;
+            cache
+                .create()
+                .map_err(|e| debian::DebianError::Cache(cache.archives.clone(), e))?;
+            // Mounted over the root, so the cache never lands in the image.
+            let mut shares = Vec::new();
+            for (share, (host, target)) in [
+                (&cache.archives, debian::GUEST_ARCHIVES),
+                (&cache.lists, debian::GUEST_LISTS),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                shares.push(ShareSpec {
+                    host_path: host.clone(),
+                    read_only: false,
+                    hidden: Vec::new(),
+                });
+                spec.mounts.push(Mount::Share {
+                    target: target.to_owned(),
+                    share: share as u32,
+                    read_only: false,
+                });
+            }
+            server = Some(fs_server(shares)?);
+        }
         let mut io = BuildIo::new(export);
         let status = start::boot_and_run(
             vec![disk.to_path_buf()],
             spec,
-            None,
-            super::run::Machine::default(),
+            server,
+            machine,
             self.opts,
             Some(&mut io),
         )?;

@@ -2,6 +2,7 @@
 //! VM for it and run the workload there.
 
 use std::collections::HashSet;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,10 +11,11 @@ use guest_init::{Mount, RunSpec, WinSize};
 use super::environ::{self, CliEnviron};
 use super::volumes::{self, VolumeInit};
 use super::{start, CommandError};
-use crate::config::{CommandKind, Config, Resources, SimpleCommand, WriteMode};
+use crate::config::{CommandKind, Config, Network, PortMap, Resources, SimpleCommand, WriteMode};
 use crate::devices::virtio::fs::server::{Server, ServerOptions, ShareSpec};
 use crate::guest::GuestError;
 use crate::image::build::BuildError;
+use crate::net::NetPlan;
 use crate::vmm::VmError;
 
 /// The VM when neither the command nor the command line says otherwise.
@@ -27,6 +29,8 @@ const DEFAULT_HOSTNAME: &str = "cella";
 pub enum RunError {
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     #[error(
         "cannot find the guest {what}: set {env} or install it beside the cella binary as {file}"
     )]
@@ -65,13 +69,19 @@ pub struct RunOptions {
     /// `--cpus` and `--memory`, over the command's.
     pub resources: Resources,
     pub no_prerequisites: bool,
+    /// `--network`, over the command's.
+    pub network: Option<Network>,
+    /// `--publish-address`: where `ports` are published (default 127.0.0.1).
+    pub publish_address: Option<Ipv4Addr>,
 }
 
-/// The size of a VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The size of a VM, and its network.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Machine {
     pub vcpus: u8,
     pub mem_mib: u32,
+    /// A NIC backed by passt (`network: user`), or only loopback.
+    pub network: Option<NetPlan>,
 }
 
 impl Machine {
@@ -82,7 +92,19 @@ impl Machine {
         Machine {
             vcpus: cpus.clamp(1, u32::from(u8::MAX)) as u8,
             mem_mib: memory.div_ceil(1 << 20).min(u64::from(u32::MAX)) as u32,
+            network: None,
         }
+    }
+
+    /// With the network the command asked for, unless `--network` says otherwise.
+    pub fn with_network(mut self, opts: &RunOptions, network: Network, ports: &[PortMap]) -> Self {
+        let user = opts.network.unwrap_or(network) == Network::User;
+        self.network = user.then(|| NetPlan {
+            // `--network none` over a command with ports: nothing to publish to.
+            ports: ports.to_vec(),
+            publish: opts.publish_address.unwrap_or(Ipv4Addr::LOCALHOST),
+        });
+        self
     }
 }
 
@@ -247,7 +269,11 @@ pub fn simple_command(
     spec.read_only_root = program.read_only_root;
     spec.tty = terminal();
     let server = fs_server(program.shares)?;
-    let machine = Machine::resolve(opts.resources, command.resources);
+    let machine = Machine::resolve(opts.resources, command.resources).with_network(
+        opts,
+        command.network,
+        &command.ports,
+    );
     Ok(start::boot_and_run(
         vec![program.image],
         spec,
@@ -293,5 +319,6 @@ pub(super) fn run_spec(
         read_only_root: false,
         tty: None,
         supervise: None,
+        network: None,
     }
 }

@@ -12,6 +12,7 @@ use super::find_asset;
 use super::run::{Machine, RunError, RunOptions};
 use crate::devices::virtio::fs::server::Server;
 use crate::guest::{self, initramfs, BuildIo, GuestError, Limits, Outcome};
+use crate::net::{self, Passt};
 use crate::snapshot::{self, CreateLock, SnapshotError};
 use crate::vmm::{self, Restore, Vm, VmSpec};
 
@@ -102,6 +103,17 @@ pub fn boot_and_run(
         mem_mib: machine.mem_mib,
         verbose: opts.verbose,
         ports: PORT_NAMES.iter().map(|s| s.to_string()).collect(),
+        net: machine.network.is_some(),
+    };
+    // passt first: a published port that is taken fails before the boot.
+    let mut spec = spec;
+    let (passt, backend) = match &machine.network {
+        Some(plan) => {
+            spec.network = Some(net::guest_config());
+            let (passt, stream) = Passt::start(plan)?;
+            (Some(passt), Some(stream))
+        }
+        None => (None, None),
     };
     let cold_boot = opts.cold_boot || std::env::var_os("CELLA_COLD_BOOT").is_some_and(|v| v != "0");
     let (vm, start) = start_vm(&mut vm_spec, &init, !cold_boot)?;
@@ -144,7 +156,9 @@ pub fn boot_and_run(
         run: opts.timeout,
         mem_mib: machine.mem_mib,
     };
-    let outcome = guest::run(&vm, spec, limits, restored, &mut on_ready, build)?;
+    let net_fd = backend.and_then(|stream| vm.set_net_backend(stream));
+    let outcome = guest::run(&vm, spec, limits, restored, &mut on_ready, build, net_fd)?;
+    drop(passt);
     // For bench/: how much host memory the VMM itself costs.
     if std::env::var_os("CELLA_STATS").is_some() {
         if let Some((peak, guest)) = vm.memory_stats() {

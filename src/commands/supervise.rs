@@ -122,7 +122,11 @@ pub fn run(
         children,
     });
     let server = run::fs_server(shares)?;
-    let machine = Machine::resolve(opts.resources, group.resources);
+    let machine = Machine::resolve(opts.resources, group.resources).with_network(
+        opts,
+        group.network,
+        &group.ports,
+    );
     Ok(start::boot_and_run(
         images,
         spec,

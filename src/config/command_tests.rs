@@ -512,7 +512,7 @@ fn supervise_errors() {
     assert_eq!(
         load_err(&commands("  s: !Supervise\n    run: x\n")),
         "/p/cella.yaml:7:5: commands.s.run: unknown field, expected one of: description, \
-         mode, children, kill-unresponsive-after, prefix, prerequisites, cpus, memory, hostname"
+         mode, children, kill-unresponsive-after, prefix, prerequisites, cpus, memory, hostname, network, ports"
     );
     assert_eq!(
         load_err(&commands("  s: !Supervise { mode: wait-all }\n")),
@@ -563,7 +563,7 @@ fn supervise_errors() {
         )),
         "/p/cella.yaml:8:46: commands.s.children.c.colour: unknown field, \
          expected one of: description, container, run, environ, volumes, work-dir, write-mode, \
-         environ-file, user-id, group-id, hostname, prerequisites, cpus, memory"
+         environ-file, user-id, group-id, hostname, prerequisites, cpus, memory, network, ports"
     );
     assert_eq!(
         load_err(&with_child(

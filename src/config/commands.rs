@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use super::decode::{check_references, find_path, join, tag_list, Decoder, Fields};
 use super::error::{ConfigError, Pos};
 use super::model::{
-    Child, Command, CommandKind, Config, NameRef, Resources, SimpleCommand, Supervise,
-    SuperviseMode, WriteMode,
+    Child, Command, CommandKind, Config, NameRef, Network, PortMap, Resources, SimpleCommand,
+    Supervise, SuperviseMode, WriteMode,
 };
 use super::scalars;
 use super::yaml::{Node, Value};
@@ -27,6 +27,8 @@ const COMMAND_FIELDS: &[&str] = &[
     "prerequisites",
     "cpus",
     "memory",
+    "network",
+    "ports",
 ];
 const SUPERVISE_FIELDS: &[&str] = &[
     "description",
@@ -38,10 +40,19 @@ const SUPERVISE_FIELDS: &[&str] = &[
     "cpus",
     "memory",
     "hostname",
+    "network",
+    "ports",
 ];
 /// Fields of a `!Command` that a child of a `!Supervise` must not have:
 /// they are about the VM, which the children share.
-const VM_FIELDS: &[&str] = &["prerequisites", "cpus", "memory", "hostname"];
+const VM_FIELDS: &[&str] = &[
+    "prerequisites",
+    "cpus",
+    "memory",
+    "hostname",
+    "network",
+    "ports",
+];
 const WRITE_MODES: &[&str] = &["read-only", "transient-overlay"];
 const SUPERVISE_MODES: &[&str] = &["stop-on-failure", "wait-all-successful", "wait-all"];
 /// `kill-unresponsive-after` when not given, in seconds.
@@ -154,6 +165,8 @@ impl Decoder<'_> {
             hostname: self.optional(fields, "hostname", scalars::hostname)?,
             prerequisites: self.prerequisites(fields)?,
             resources: self.resources(fields)?,
+            network: self.network(fields)?,
+            ports: self.ports(fields)?,
         })
     }
 
@@ -203,6 +216,8 @@ impl Decoder<'_> {
             prerequisites,
             resources,
             hostname,
+            network: self.network(fields)?,
+            ports: self.ports(fields)?,
         })
     }
 
@@ -272,6 +287,43 @@ impl Decoder<'_> {
                 })
             })
             .collect()
+    }
+
+    /// `network` of the VM; default none.
+    fn network(&self, fields: &Fields<'_>) -> Result<Network, ConfigError> {
+        Ok(self
+            .optional(fields, "network", scalars::network)?
+            .unwrap_or_default())
+    }
+
+    /// `ports: {HOST: GUEST}`, which needs `network: user`.
+    fn ports(&self, fields: &Fields<'_>) -> Result<Vec<PortMap>, ConfigError> {
+        let Some(node) = fields.get("ports") else {
+            return Ok(Vec::new());
+        };
+        let path = fields.path_of("ports");
+        self.untagged(node, &path)?;
+        let mut ports: Vec<PortMap> = Vec::new();
+        for entry in self.entries(node, &path)? {
+            let entry_path = join(&path, &entry.key);
+            let host = scalars::port(&entry.key)
+                .map_err(|message| self.invalid(entry.key_pos, &entry_path, message))?;
+            let guest = self.parsed(entry.value, &entry_path, scalars::port)?;
+            if ports.iter().any(|p| p.host == host) {
+                return Err(ConfigError::DuplicateKey {
+                    at: self.at(entry.key_pos, &entry_path),
+                });
+            }
+            ports.push(PortMap { host, guest });
+        }
+        if !ports.is_empty() && self.network(fields)? != Network::User {
+            return Err(self.invalid(
+                node.pos,
+                &path,
+                "publishing ports needs `network: user` on the same command".to_owned(),
+            ));
+        }
+        Ok(ports)
     }
 
     /// `cpus` and `memory` of the VM.

@@ -11,7 +11,14 @@ use super::scalars;
 use super::yaml::{Node, Value};
 
 const TOP_FIELDS: &[&str] = &["containers", "commands", "minimum-vagga"];
-const CONTAINER_FIELDS: &[&str] = &["setup", "environ", "volumes", "environ-file", "hostname"];
+const CONTAINER_FIELDS: &[&str] = &[
+    "setup",
+    "environ",
+    "volumes",
+    "environ-file",
+    "hostname",
+    "build-network",
+];
 
 /// `path.key`, quoting keys that would make the path ambiguous.
 pub(super) fn join(path: &str, key: &str) -> String {
@@ -437,6 +444,9 @@ impl Decoder<'_> {
             volumes,
             environ_file: self.environ_file(&fields)?,
             hostname: self.optional(&fields, "hostname", scalars::hostname)?,
+            build_network: self
+                .optional(&fields, "build-network", scalars::network)?
+                .unwrap_or_default(),
             pos,
         })
     }

@@ -18,6 +18,8 @@ mod yaml;
 #[cfg(test)]
 mod command_tests;
 #[cfg(test)]
+mod net_tests;
+#[cfg(test)]
 mod step_tests;
 #[cfg(test)]
 mod tests;
@@ -27,9 +29,15 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Location, Pos};
 pub use model::{
-    Bind, Child, Command, CommandKind, Config, Container, CopyStep, EnvironFile, HostDir, NameRef,
-    Resources, SetupStep, SimpleCommand, Step, Supervise, SuperviseMode, Volume, WriteMode,
+    Bind, Child, Command, CommandKind, Config, Container, CopyStep, DebianStep, EnvironFile,
+    HostDir, NameRef, Network, PortMap, Resources, SetupStep, SimpleCommand, Step, Supervise,
+    SuperviseMode, Volume, WriteMode, DEFAULT_DEBIAN_MIRROR,
 };
+
+/// `--network` on the command line: as `network` in cella.yaml.
+pub fn parse_network(text: &str) -> Result<Network, String> {
+    scalars::network(text)
+}
 
 /// `--cpus` on the command line: as `cpus` in cella.yaml.
 pub fn parse_cpus(text: &str) -> Result<u32, String> {

@@ -29,6 +29,9 @@ pub struct Container {
     pub environ_file: Option<EnvironFile>,
     /// `hostname` of the VMs running this container's commands.
     pub hostname: Option<String>,
+    /// `build-network`: whether the build's `!Sh`/`!Cmd` steps get a NIC
+    /// (`!Install` always does).
+    pub build_network: Network,
     /// Where the container's name is in the file.
     pub pos: Pos,
 }
@@ -83,6 +86,12 @@ pub enum Step {
         /// Resolved against the project directory; it exists.
         resolved: PathBuf,
     },
+    /// `!Debian {suite, variant?, mirror?}`: a Debian root made by
+    /// mmdebstrap on the host. Only as the first step (checked).
+    Debian(DebianStep),
+    /// `!Install [packages]`: apt-get install in a build VM with a NIC,
+    /// the .debs cached in the user's cache directory; never empty.
+    Install(Vec<String>),
     /// `!Build {container, source?, path?}`: copy `source` (default `/`)
     /// out of another container's image to `path` (default: `source`).
     Build {
@@ -91,6 +100,20 @@ pub enum Step {
         path: String,
     },
 }
+
+/// The body of `!Debian`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebianStep {
+    /// A Debian suite or codename (`bookworm`, `stable`).
+    pub suite: String,
+    /// mmdebstrap's variant; default `minbase`.
+    pub variant: String,
+    /// An http(s) URL; default deb.debian.org.
+    pub mirror: Option<String>,
+}
+
+/// The mirror of a `!Debian` without one.
+pub const DEFAULT_DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 
 /// The body of `!Copy`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,6 +149,8 @@ impl Step {
         "Env",
         "Depends",
         "Build",
+        "Debian",
+        "Install",
     ];
 
     /// The step's YAML tag without the `!`.
@@ -142,6 +167,8 @@ impl Step {
             Step::Env(_) => "Env",
             Step::Depends { .. } => "Depends",
             Step::Build { .. } => "Build",
+            Step::Debian(_) => "Debian",
+            Step::Install(_) => "Install",
         }
     }
 
@@ -312,6 +339,26 @@ pub struct Supervise {
     pub resources: Resources,
     /// `hostname` of the VM, all children share it.
     pub hostname: Option<String>,
+    /// `network` and `ports` of the VM, all children share them.
+    pub network: Network,
+    pub ports: Vec<PortMap>,
+}
+
+/// `network` of a command (`build-network` of a container).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Network {
+    /// `none` (the default): the VM has only loopback.
+    #[default]
+    None,
+    /// `user`: a NIC backed by passt, user-mode networking on the host.
+    User,
+}
+
+/// One entry of `ports`: a host port published to a guest port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortMap {
+    pub host: u16,
+    pub guest: u16,
 }
 
 /// A child of a `!Supervise`: a `!Command` (with no prerequisites nor
@@ -359,6 +406,10 @@ pub struct SimpleCommand {
     pub hostname: Option<String>,
     pub prerequisites: Vec<NameRef>,
     pub resources: Resources,
+    /// `network`: `none` unless asked for.
+    pub network: Network,
+    /// `ports`: published on the host (only with `network: user`, checked).
+    pub ports: Vec<PortMap>,
 }
 
 impl SimpleCommand {
@@ -377,6 +428,8 @@ impl SimpleCommand {
             hostname: None,
             prerequisites: Vec::new(),
             resources: Resources::default(),
+            network: Network::None,
+            ports: Vec::new(),
         }
     }
 }

@@ -4,6 +4,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use super::model::Network;
+
 /// The largest mode or umask: permission bits plus setuid, setgid, sticky.
 const MAX_MODE: u32 = 0o7777;
 
@@ -245,6 +247,92 @@ pub(super) fn kill_after(text: &str) -> Result<u32, String> {
 }
 
 /// A YAML boolean: `true` or `false` (also `True`, `TRUE`…).
+/// `network`: `none` or `user`.
+pub(super) fn network(text: &str) -> Result<Network, String> {
+    match text {
+        "none" => Ok(Network::None),
+        "user" => Ok(Network::User),
+        other => Err(format!("unknown network {other:?}, expected none or user")),
+    }
+}
+
+/// A TCP port number, 1 to 65535.
+pub(super) fn port(text: &str) -> Result<u16, String> {
+    decimal(text)
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("expected a port number from 1 to 65535, found {text:?}"))
+}
+
+/// A Debian suite or codename: lowercase letters, digits and `-`.
+pub(super) fn suite(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "expected a suite name like bookworm, found {text:?}"
+        ))
+    }
+}
+
+/// mmdebstrap's variants that make a bootable root.
+pub(super) const DEBIAN_VARIANTS: &[&str] = &[
+    "essential",
+    "apt",
+    "required",
+    "minbase",
+    "buildd",
+    "important",
+    "standard",
+];
+
+pub(super) fn variant(text: &str) -> Result<String, String> {
+    if DEBIAN_VARIANTS.contains(&text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "unknown variant {text:?}, expected one of {}",
+            DEBIAN_VARIANTS.join(", ")
+        ))
+    }
+}
+
+/// An http or https URL without spaces.
+pub(super) fn mirror(text: &str) -> Result<String, String> {
+    let ok = (text.starts_with("http://") || text.starts_with("https://"))
+        && text.len() > "https://".len()
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(text.trim_end_matches('/').to_owned())
+    } else {
+        Err(format!(
+            "expected an http:// or https:// URL, found {text:?}"
+        ))
+    }
+}
+
+/// A package for apt-get install: a name, optionally `=version` or
+/// `/release`. Nothing that apt would read as an option or a file.
+pub(super) fn package(text: &str) -> Result<String, String> {
+    let first_ok = text
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let ok = first_ok
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.:~=/_".contains(&b));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("expected a Debian package name, found {text:?}"))
+    }
+}
+
 pub(super) fn boolean(text: &str) -> Result<bool, String> {
     match text {
         "true" | "True" | "TRUE" => Ok(true),
@@ -403,6 +491,24 @@ mod tests {
         assert!(hostname("a_b").is_err());
         assert_eq!(project_file("/work/.env"), Ok(PathBuf::from(".env")));
         assert!(project_file("/work").is_err());
+    }
+
+    #[test]
+    fn network_settings() {
+        assert_eq!(network("user"), Ok(Network::User));
+        assert!(network("host").is_err());
+        assert_eq!(port("8080"), Ok(8080));
+        assert!(port("0").is_err() && port("65536").is_err() && port("http").is_err());
+        assert_eq!(suite("bookworm"), Ok("bookworm".to_owned()));
+        assert!(suite("Bookworm").is_err() && suite("").is_err() && suite("a b").is_err());
+        assert!(variant("minbase").is_ok() && variant("extract").is_err());
+        assert_eq!(
+            mirror("http://deb.debian.org/debian/"),
+            Ok("http://deb.debian.org/debian".to_owned())
+        );
+        assert!(mirror("ftp://x").is_err() && mirror("http://a b").is_err());
+        assert!(package("python3-minimal").is_ok() && package("libc6=2.36-9").is_ok());
+        assert!(package("-o").is_err() && package("./x.deb").is_err() && package("a b").is_err());
     }
 
     #[test]

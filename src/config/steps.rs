@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::decode::{join, Decoder, Reference};
 use super::error::{ConfigError, Pos};
-use super::model::{CopyStep, SetupStep, Step};
+use super::model::{CopyStep, DebianStep, SetupStep, Step};
 use super::scalars;
 use super::yaml::{Node, Value};
 
@@ -21,6 +21,7 @@ const COPY_FIELDS: &[&str] = &[
     "umask",
 ];
 const BUILD_FIELDS: &[&str] = &["container", "source", "path"];
+const DEBIAN_FIELDS: &[&str] = &["suite", "variant", "mirror"];
 
 /// The umask of `!Copy` when none is given, as in vagga.
 const DEFAULT_UMASK: u32 = 0o002;
@@ -115,6 +116,17 @@ impl Decoder<'_> {
                 }
             }
             "Build" => self.build(node, path, container, refs)?,
+            "Debian" => {
+                if index != 0 {
+                    return Err(self.invalid(
+                        node.pos,
+                        path,
+                        "!Debian must be the first step".to_owned(),
+                    ));
+                }
+                Step::Debian(self.debian(node, path)?)
+            }
+            "Install" => Step::Install(self.packages(node, path)?),
             tag => {
                 return Err(ConfigError::UnknownTag {
                     at: self.at(node.pos, path),
@@ -169,6 +181,36 @@ impl Decoder<'_> {
                 at: self.at(node.pos, path),
             }),
             _ => Err(self.wrong_type(node, path, "a list")),
+        }
+    }
+
+    /// The body of `!Debian`.
+    fn debian(&self, node: &Node, path: &str) -> Result<DebianStep, ConfigError> {
+        let fields = self.fields(node, path, DEBIAN_FIELDS)?;
+        let suite_node = self.required(&fields, "suite")?;
+        Ok(DebianStep {
+            suite: self.parsed(suite_node, &fields.path_of("suite"), scalars::suite)?,
+            variant: self
+                .optional(&fields, "variant", scalars::variant)?
+                .unwrap_or_else(|| "minbase".to_owned()),
+            mirror: self.optional(&fields, "mirror", scalars::mirror)?,
+        })
+    }
+
+    /// The packages of `!Install`: a non-empty list.
+    fn packages(&self, node: &Node, path: &str) -> Result<Vec<String>, ConfigError> {
+        match &node.value {
+            Value::Seq(items) if !items.is_empty() => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| self.parsed(item, &format!("{path}[{i}]"), scalars::package))
+                .collect(),
+            Value::Seq(_) | Value::Null => Err(self.invalid(
+                node.pos,
+                path,
+                "expected a list of packages, found an empty one".to_owned(),
+            )),
+            _ => Err(self.wrong_type(node, path, "a list of packages")),
         }
     }
 

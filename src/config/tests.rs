@@ -51,7 +51,7 @@ pub(super) fn simple(config: &Config, name: &str) -> SimpleCommand {
 }
 
 const STEP_TAGS: &str = "one of !Tar, !Container, !Sh, !Cmd, !Text, !Copy, \
-                         !EnsureDir, !Remove, !Env, !Depends, !Build";
+                         !EnsureDir, !Remove, !Env, !Depends, !Build, !Debian, !Install";
 
 pub(super) const BASE: &str = "\
 containers:
@@ -293,7 +293,7 @@ fn unknown_fields() {
         )),
         "/p/cella.yaml:8:5: commands.test.colour: unknown field, \
          expected one of: description, container, run, environ, volumes, work-dir, write-mode, \
-         environ-file, user-id, group-id, hostname, prerequisites, cpus, memory"
+         environ-file, user-id, group-id, hostname, prerequisites, cpus, memory, network, ports"
     );
     assert_eq!(
         load_err("mixins: [a.yaml]\n"),
@@ -308,7 +308,7 @@ fn unknown_fields() {
     assert_eq!(
         load_err("containers:\n  base:\n    volume: {}\n"),
         "/p/cella.yaml:3:5: containers.base.volume: unknown field, \
-         expected one of: setup, environ, volumes, environ-file, hostname"
+         expected one of: setup, environ, volumes, environ-file, hostname, build-network"
     );
 }
 

@@ -5,7 +5,7 @@
 pub mod initramfs;
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
 use std::sync::OnceLock;
@@ -110,6 +110,8 @@ enum Token {
     Signal,
     BootTimer,
     RunTimer,
+    /// The NIC's backend socket is readable (edge-triggered).
+    Net,
 }
 
 impl Token {
@@ -122,6 +124,7 @@ impl Token {
             Token::Signal => 4,
             Token::BootTimer => 5,
             Token::RunTimer => 6,
+            Token::Net => 7,
         }
     }
 
@@ -133,6 +136,7 @@ impl Token {
             4 => Token::Signal,
             5 => Token::BootTimer,
             6 => Token::RunTimer,
+            7 => Token::Net,
             v if v >= 0x100 => Token::Kick((v - 0x100) as usize),
             _ => return None,
         })
@@ -305,9 +309,20 @@ pub fn run<'b, 'c, 'd>(
     restored: bool,
     on_ready: &'b mut OnReady<'b>,
     build: Option<&'c mut BuildIo<'d>>,
+    net: Option<RawFd>,
 ) -> Result<Outcome, GuestError> {
     let io = GuestError::Io;
     let epoll = Epoll::new().map_err(io)?;
+    if let Some(fd) = net {
+        let events = EventSet::IN | EventSet::EDGE_TRIGGERED;
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(events, Token::Net.to_u64()),
+            )
+            .map_err(io)?;
+    }
     let add = |fd: i32, token: Token| {
         epoll.ctl(
             ControlOperation::Add,
@@ -406,6 +421,13 @@ pub fn run<'b, 'c, 'd>(
                     ));
                 }
                 Some(Token::BootTimer) => {}
+                // A gone backend's socket is closed, which takes it out of epoll.
+                Some(Token::Net) if !vm.net_ready() => {
+                    eprintln!(
+                        "cella: passt, the VM's network helper, went away: the VM is offline"
+                    );
+                }
+                Some(Token::Net) => {}
                 Some(Token::RunTimer) => {
                     let after = limits.run.unwrap_or_default().as_secs_f64();
                     eprintln!("cella: the command ran for {after} s (--timeout); stopping the VM");

@@ -14,6 +14,7 @@ use guest_init::{Build, BuildStep};
 use sha2::{Digest, Sha256};
 
 use super::compact::{compact_with_progress, copy_subtree};
+use super::debian;
 use super::erofs::{ImageWriter, Inode, Kind, Meta, Tree};
 use super::export::apply_export;
 use super::host::{self, Filter, HostKind};
@@ -21,7 +22,7 @@ use super::progress::{Progress, ProgressReader};
 use super::store::{Image, ImageInfo, Store, StoreError, ROOTFS, TREE};
 use super::tar_import;
 use super::version::Versions;
-use crate::config::{Config, Container, CopyStep, Step};
+use crate::config::{Config, Container, CopyStep, DebianStep, Network, Step};
 
 pub use super::build_error::{BuildError, StepError, StepFailure};
 
@@ -44,8 +45,18 @@ pub trait ProgramRunner {
         &mut self,
         disk: &Path,
         build: Build,
+        needs: BatchNeeds,
         export: &mut dyn Write,
     ) -> Result<BatchOutcome, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// What a batch's build VM needs besides its root.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchNeeds {
+    /// A NIC (`!Install`, or `build-network: user`).
+    pub network: bool,
+    /// The shared apt cache mounted (`!Install`).
+    pub apt_cache: bool,
 }
 
 /// What a build needs besides the container.
@@ -204,6 +215,8 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 source,
                 path,
             } => format!("{container}:{source} to {path}"),
+            Step::Debian(d) => format!("{} {}", d.suite, d.variant),
+            Step::Install(packages) => packages.join(" "),
         };
         let mut line = summary.lines().next().unwrap_or("").to_owned();
         if line.chars().count() > 72 {
@@ -287,7 +300,8 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 source,
                 path,
             } => self.build_from(container, source, path),
-            Step::Sh(_) | Step::Cmd(_) => Ok(()),
+            Step::Debian(debian) => self.debian(debian),
+            Step::Sh(_) | Step::Cmd(_) | Step::Install(_) => Ok(()),
         }
     }
 
@@ -321,6 +335,15 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             }
         }
         Ok(())
+    }
+
+    /// `!Debian`: mmdebstrap's tarball, imported as `!Tar` would.
+    fn debian(&mut self, step: &DebianStep) -> Result<(), StepFailure> {
+        let tarball = self.dir.join("debian.tar");
+        debian::bootstrap(step, self.epoch, &tarball).map_err(|e| StepFailure::Other(e.into()))?;
+        let result = self.tar(&tarball, "/", None);
+        let _ = fs::remove_file(&tarball);
+        result
     }
 
     /// `!Container NAME`: a copy of that image's data and tree to build on.
@@ -408,6 +431,12 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             ("SOURCE_DATE_EPOCH".to_owned(), self.epoch.to_string()),
         ]);
         env.extend(self.env.clone());
+        let setup = &self.container.setup[start..end];
+        let installs = setup.iter().any(|s| matches!(s.step, Step::Install(_)));
+        let needs = BatchNeeds {
+            network: installs || self.container.build_network == Network::User,
+            apt_cache: installs,
+        };
         let steps: Vec<BuildStep> = (start..end)
             .map(|i| BuildStep {
                 banner: self.banner(i),
@@ -435,6 +464,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                     Build {
                         steps: steps.clone(),
                     },
+                    needs,
                     &mut sink,
                 )
                 .map_err(|e| fail(self, start, StepFailure::Vm(e)))?;
@@ -444,7 +474,10 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         };
         let failed = start + outcome.step.map_or(0, |s| s as usize).min(end - start - 1);
         if outcome.status != 0 {
-            let command = shell_words(&steps[failed - start].argv);
+            let command = match &self.container.setup[failed].step {
+                Step::Install(packages) => format!("apt-get install {}", packages.join(" ")),
+                _ => shell_words(&steps[failed - start].argv),
+            };
             return Err(fail(
                 self,
                 failed,
@@ -508,13 +541,14 @@ fn load_tree(image: &Image) -> Result<Tree, StepFailure> {
 }
 
 fn is_program(step: &Step) -> bool {
-    matches!(step, Step::Sh(_) | Step::Cmd(_))
+    matches!(step, Step::Sh(_) | Step::Cmd(_) | Step::Install(_))
 }
 
 fn program_argv(step: &Step) -> Vec<String> {
     match step {
         Step::Sh(script) => vec!["/bin/sh".into(), "-exc".into(), script.clone()],
         Step::Cmd(argv) => argv.clone(),
+        Step::Install(packages) => debian::install_argv(packages),
         _ => Vec::new(),
     }
 }

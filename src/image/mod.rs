@@ -11,6 +11,7 @@ pub mod build;
 mod build_error;
 mod bytes_json;
 mod compact;
+pub mod debian;
 mod erofs;
 mod export;
 pub mod host;

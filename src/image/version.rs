@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::host::{self, DigestCache, Filter, HostError};
 use super::FORMAT_VERSION;
-use crate::config::{Config, Container, Step};
+use crate::config::{Config, Container, Network, Step};
 
 /// Bump when the meaning of a step changes, so old images are rebuilt.
 const STEPS_VERSION: &str = "cella-steps-1";
@@ -67,6 +67,10 @@ impl<'a> Versions<'a> {
         for (i, step) in container.setup.iter().enumerate() {
             let value = self.normalised(container, i, &step.step)?;
             frame(&mut hasher, value.to_string().as_bytes());
+        }
+        // Only when set, so that the ids of images built before it existed stay.
+        if container.build_network == Network::User {
+            frame(&mut hasher, b"build-network: user");
         }
         let id = hex::encode(hasher.finalize());
         self.ids.insert(name.to_owned(), id.clone());
@@ -136,6 +140,11 @@ impl<'a> Versions<'a> {
                 source,
                 path,
             } => json!({"Build": {"image": self.id(container)?, "source": source, "path": path}}),
+            Step::Debian(d) => json!({"Debian": {
+                "suite": d.suite, "variant": d.variant,
+                "mirror": d.mirror.as_deref().unwrap_or(crate::config::DEFAULT_DEBIAN_MIRROR),
+            }}),
+            Step::Install(packages) => json!({ "Install": packages }),
         })
     }
 

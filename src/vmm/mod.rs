@@ -7,6 +7,7 @@ pub mod state;
 pub mod vcpu;
 
 use std::fs::File;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -28,6 +29,7 @@ use crate::devices::virtio::console::Console;
 use crate::devices::virtio::fs::device::Fs;
 use crate::devices::virtio::fs::server::Server;
 use crate::devices::virtio::mmio::{MmioTransport, TransportSnapshot, MMIO_SIZE, NOTIFY_OFFSET};
+use crate::devices::virtio::net::Net;
 use crate::devices::virtio::{Interrupt, VirtioDevice};
 use state::{StateError, VcpuState, VmState};
 use vcpu::{Buses, Pause, VcpuStop};
@@ -56,6 +58,8 @@ pub struct VmSpec {
     pub verbose: bool,
     /// Names of the console ports (stream channels), in port-id order.
     pub ports: Vec<String>,
+    /// A virtio-net NIC, after virtio-fs; its backend comes with the run.
+    pub net: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +148,7 @@ pub struct Vm {
     pub console: Arc<Mutex<MmioTransport<Console>>>,
     drives: Vec<Arc<Mutex<MmioTransport<Block>>>>,
     fs: Arc<Mutex<MmioTransport<Fs>>>,
+    net: Option<Arc<Mutex<MmioTransport<Net>>>>,
     /// Every virtio device, indexed as `QueueKick::device`.
     pub virtio: Vec<Arc<Mutex<dyn VirtioSlot>>>,
     pub kicks: Vec<QueueKick>,
@@ -352,6 +357,10 @@ pub fn build_and_start(spec: &VmSpec, restore: Option<Restore>) -> Result<Vm, Vm
         .map(|_| slots.attach(Block::new(None)))
         .collect::<Result<Vec<_>, _>>()?;
     let fs = slots.attach(Fs::new(guest_init::FS_TAG))?;
+    let net = match spec.net {
+        true => Some(slots.attach(Net::new(crate::net::MAC, crate::net::MTU))?),
+        false => None,
+    };
     let Slots {
         cmdline,
         virtio,
@@ -431,6 +440,7 @@ pub fn build_and_start(spec: &VmSpec, restore: Option<Restore>) -> Result<Vm, Vm
         console,
         drives,
         fs,
+        net,
         virtio,
         kicks,
         power_off,
@@ -460,6 +470,28 @@ impl Vm {
     /// Gives the virtio-fs device the host directories of this run.
     pub fn set_fs_server(&self, server: Server) {
         lock(&self.fs).device.set_server(server);
+    }
+
+    /// Connects the NIC to its backend (passt's end of a socket pair);
+    /// the fd to watch for [`Vm::net_ready`], edge-triggered.
+    pub fn set_net_backend(&self, stream: std::os::unix::net::UnixStream) -> Option<RawFd> {
+        let net = self.net.as_ref()?;
+        let mut net = lock(net);
+        net.device.set_backend(stream);
+        net.device.backend_fd()
+    }
+
+    /// The NIC's backend has frames (or hung up): hands them to the guest.
+    /// Whether the backend is still there.
+    pub fn net_ready(&self) -> bool {
+        match &self.net {
+            Some(net) => {
+                let mut net = lock(net);
+                net.device.backend_ready();
+                !net.device.backend_gone()
+            }
+            None => false,
+        }
     }
 
     /// Stops every vCPU and reads the VM's state. The VM stays paused,

@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 # The export port carries a build VM's changes; a run never writes to it.
 PORT_NAMES = [
     "cella.control", "cella.stdin", "cella.stdout", "cella.stderr", "cella.export",
@@ -150,6 +150,13 @@ def qemu_argv(args, tmp: str, initrd: str, sockets: list[str], console: str) -> 
         argv += [
             "-fsdev", f"local,id=p9,path={qopt(args.virtfs)},security_model=none",
             "-device", "virtio-9p-device,fsdev=p9,mount_tag=peer",
+        ]
+    if args.passt_socket:
+        # bench/net.sh's peer of `network: user`: the same passt, through
+        # QEMU's stream netdev (QEMU >= 7.2) and a virtio-net-device.
+        argv += [
+            "-netdev", f"stream,id=n0,server=off,addr.type=unix,addr.path={qopt(args.passt_socket)}",
+            "-device", "virtio-net-device,netdev=n0,host_mtu=65520",
         ]
     for nr, (name, path) in enumerate(zip(PORT_NAMES, sockets), start=1):
         argv += [
@@ -368,6 +375,11 @@ def run(args, tmp: str) -> int:
                 "rootfs_device": "/dev/vda",
                 "realtime_ns": time.time_ns(),
                 "entropy": list(os.urandom(64)),
+                # Mirrors src/net.rs: what passt was told the guest is.
+                "network": {
+                    "address": [10, 0, 2, 15], "prefix_len": 24,
+                    "gateway": [10, 0, 2, 2], "nameserver": [10, 0, 2, 3],
+                } if args.passt_socket else None,
             }})
             while status is None:
                 status = final_status(control.recv())
@@ -423,6 +435,8 @@ def main() -> int:
     p.add_argument("--qemu", default="qemu-system-x86_64")
     p.add_argument("--virtfs", metavar="DIR",
                    help="share DIR over virtio-9p (mount tag \"peer\"); the workload mounts it")
+    p.add_argument("--passt-socket", metavar="PATH",
+                   help="a listening passt's socket: the guest gets a NIC on it")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="no `quiet`; print the QEMU command and the guest console")
     p.add_argument("--times", action="store_true",

@@ -47,25 +47,16 @@ impl ProgramRunner for VmRunner<'_> {
                 .create()
                 .map_err(|e| debian::DebianError::Cache(cache.archives.clone(), e))?;
             // Mounted over the root, so the cache never lands in the image.
-            let mut shares = Vec::new();
-            for (share, (host, target)) in [
-                (&cache.archives, debian::GUEST_ARCHIVES),
-                (&cache.lists, debian::GUEST_LISTS),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                shares.push(ShareSpec {
-                    host_path: host.clone(),
-                    read_only: false,
-                    hidden: Vec::new(),
-                });
-                spec.mounts.push(Mount::Share {
-                    target: target.to_owned(),
-                    share: share as u32,
-                    read_only: false,
-                });
-            }
+            let shares = vec![ShareSpec {
+                host_path: cache.archives.clone(),
+                read_only: false,
+                hidden: Vec::new(),
+            }];
+            spec.mounts.push(Mount::Share {
+                target: debian::GUEST_ARCHIVES.to_owned(),
+                share: 0,
+                read_only: false,
+            });
             server = Some(fs_server(shares)?);
         }
         let mut io = BuildIo::new(export);

@@ -93,6 +93,9 @@ pub fn environment(
     if let Some((_, term)) = host.iter().find(|(k, _)| k == "TERM") {
         env.insert("TERM".into(), term.clone());
     }
+    if let Some((name, value)) = crate::vmm::emulated_host_env() {
+        env.insert(name.into(), value.into());
+    }
     if let Some(file) = &container.environ_file {
         env.extend(read_file(config, file)?);
     }

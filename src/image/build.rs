@@ -430,6 +430,9 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             ("HOME".to_owned(), "/root".to_owned()),
             ("SOURCE_DATE_EPOCH".to_owned(), self.epoch.to_string()),
         ]);
+        if let Some((name, value)) = crate::vmm::emulated_host_env() {
+            env.insert(name.into(), value.into());
+        }
         env.extend(self.env.clone());
         let setup = &self.container.setup[start..end];
         let installs = setup.iter().any(|s| matches!(s.step, Step::Install(_)));

@@ -239,6 +239,21 @@ impl Slots<'_> {
     }
 }
 
+/// On an emulating host, the environment every guest program starts with
+/// (under anything the config sets). CPUID runs natively there, so glibc
+/// sees AVX and picks AVX2 string functions, but the guest kernel runs
+/// with `noxsave` (XSAVE/XRSTOR can't be emulated) and saves only the
+/// XMM halves of the vector registers when it switches processes: two
+/// processes using YMM registers corrupt each other (zlib and liblzma
+/// reported bad checksums on good archives under apt). glibc's SSE2
+/// variants need no more than FXSAVE keeps.
+pub fn emulated_host_env() -> Option<(&'static str, &'static str)> {
+    host_is_emulating().then_some((
+        "GLIBC_TUNABLES",
+        "glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX_Fast_Unaligned_Load",
+    ))
+}
+
 /// Whether this host's KVM runs guest kernel code through its instruction
 /// emulator (nested "PVM" KVM), which needs the kernel's workarounds.
 pub fn host_is_emulating() -> bool {

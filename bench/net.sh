@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Network benchmark: TCP throughput guest → host over `network: user`, next
+# to QEMU's microvm with the same kernel, guest-init and passt backend in
+# the same invocation; and the time to build a Debian minbase container
+# from a warm package cache, next to mmdebstrap alone. Not a test: nothing
+# here passes or fails on a number.
+#
+#   bench/net.sh [RUNS] [MIB]   (default 3 runs, 64 MiB per transfer)
+#
+# Throughput is timed by the host's receiver, from the connection to EOF,
+# so boots and restores are not in it. The guest sends MIB MiB of zeroes
+# with busybox `dd | nc` to 10.0.2.2 (the host's loopback through passt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+mib=${2:-64}
+source bench/common.sh
+
+scripts/build.sh
+repo=$PWD
+cella=$repo/target/release/cella
+install_peers qemu-system-x86 passt mmdebstrap
+
+work=$(mktemp -d /tmp/cella-bench.XXXXXX)
+trap 'rm -rf "$work"; pkill -f "$work/sink.py" 2>/dev/null || true' EXIT
+export CELLA_CACHE_DIR=$work/cache
+make_project
+cat >>"$proj/cella.yaml" <<'YAML'
+  debian:
+    setup:
+    - !Debian { suite: bookworm }
+YAML
+cat >"$work/sink.py" <<'PY'
+# Accepts one connection at a time, reads to EOF, prints "MiB seconds".
+import socket, sys, time
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1])))
+srv.listen(4)
+out = open(sys.argv[2], "a", buffering=1)
+while True:
+    conn, _ = srv.accept()
+    total, start = 0, None
+    while True:
+        data = conn.recv(1 << 20)
+        if start is None:
+            start = time.monotonic()
+        if not data:
+            break
+        total += len(data)
+    conn.close()
+    out.write(f"{total / 2**20:.1f} {time.monotonic() - start:.3f}\n")
+PY
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 "$work/sink.py" "$port" "$work/sink.log" &
+send="dd if=/dev/zero bs=64k count=$((mib * 16)) 2>/dev/null | nc 10.0.2.2 $port"
+
+cd "$proj"
+echo "== cella: network: user, $mib MiB guest → host, $runs runs ==" >&2
+"$cella" --network user _run base true # builds the image, makes the snapshot
+: >"$work/sink.log"
+for _ in $(seq "$runs"); do "$cella" --network user _run base sh -c "$send"; done
+cp "$work/sink.log" "$work/cella.log"
+
+: >"$work/sink.log"
+if command -v qemu-system-x86_64 >/dev/null; then
+    echo "== QEMU microvm + the same passt, $runs runs ==" >&2
+    image=$(readlink -f .cella/images/base.latest)/rootfs.erofs
+    for _ in $(seq "$runs"); do
+        sock=$work/passt.sock
+        rm -f "$sock"
+        passt -f -q -1 -4 --no-dhcp -a 10.0.2.15 -n 24 -g 10.0.2.2 --dns-forward 10.0.2.3 \
+            --mtu 65520 -s "$sock" >/dev/null 2>&1 &
+        passt_pid=$!
+        for _ in $(seq 50); do [[ -S $sock ]] && break; sleep 0.1; done
+        python3 "$repo/bench/qemu_peer.py" --kernel "$repo/target/release/cella-vmlinux" \
+            --init "$repo/target/release/cella-guest-init" --rootfs "$image" \
+            --passt-socket "$sock" --timeout 1200 -- sh -c "$send" || echo "qemu peer failed" >&2
+        kill "$passt_pid" 2>/dev/null || true
+        wait "$passt_pid" 2>/dev/null || true
+    done
+fi
+cp "$work/sink.log" "$work/qemu.log"
+
+echo "== Debian minbase: a warm cache, then cella _build --force vs mmdebstrap ==" >&2
+"$cella" _build debian >&2 # fills the cache
+t_build=$(bench debian "$runs" "$cella _build --force debian")
+t_mm=$(bench mmdebstrap "$runs" "mmdebstrap --mode=unshare --variant=minbase --format=tar --skip=download/empty \
+    --setup-hook='mkdir -p \"\$1\"/var/cache/apt/archives/' \
+    --setup-hook='sync-in $CELLA_CACHE_DIR/apt/archives /var/cache/apt/archives/' \
+    --customize-hook='sync-out /var/cache/apt/archives $CELLA_CACHE_DIR/apt/archives' \
+    bookworm $work/mm.tar http://deb.debian.org/debian")
+
+python3 - "$work/cella.log" "$work/qemu.log" "$t_build" "$t_mm" <<'PY'
+import statistics, sys
+def rate(path):
+    rates = [float(m) / float(s) for m, s in (l.split() for l in open(path)) if float(s) > 0]
+    return statistics.median(rates) if rates else 0.0
+cella, qemu = rate(sys.argv[1]), rate(sys.argv[2])
+build, mm = float(sys.argv[3]), float(sys.argv[4])
+print("| measure (median) | cella | against | ratio |")
+print("|---|---|---|---|")
+if qemu > 0:
+    print(f"| TCP guest → host, network: user | {cella:.1f} MiB/s | QEMU microvm + passt {qemu:.1f} MiB/s | {cella / qemu:.2f}x |")
+else:
+    print(f"| TCP guest → host, network: user | {cella:.1f} MiB/s | (QEMU peer did not run) | |")
+print(f"| Debian bookworm minbase, warm .deb cache | {build:.1f} s (`_build --force`) | mmdebstrap alone {mm:.1f} s | {build / mm:.2f}x |")
+PY

@@ -1,0 +1,287 @@
+//! Networking end to end: no network by default, `network: user` through
+//! passt to a server on the host's loopback, a published port reached
+//! from the host, no passt left behind even after SIGKILL of cella, and
+//! a `!Debian` + `!Install` container built and run.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{assets, text, Project};
+
+/// A one-page HTTP server on 127.0.0.1 that counts its connections.
+struct HostServer {
+    port: u16,
+    hits: Arc<AtomicUsize>,
+}
+
+fn host_server(body: &'static str) -> HostServer {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let reply = format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    HostServer { port, hits }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// An HTTP GET of `/` on 127.0.0.1:`port`; the body, or why not.
+fn http_get(port: u16) -> Result<String, String> {
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
+    match reply.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.") => Ok(body.to_owned()),
+        _ => Err(format!("not an HTTP reply: {reply:?}")),
+    }
+}
+
+/// The live (not zombie) children of `pid` whose name starts with `name`.
+fn live_children(pid: u32, name: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        if comm.starts_with(name)
+            && rest.get(1) == Some(&pid.to_string().as_str())
+            && rest[0] != "Z"
+        {
+            found.push(child);
+        }
+    }
+    found
+}
+
+/// Whether process `pid` still runs (exists and is not a zombie).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
+
+fn commands(host_port: u16, published: u16, taken: u16) -> String {
+    format!(
+        r#"  offline: !Command
+    container: base
+    run: |
+      echo "links=$(ls /sys/class/net | tr '\n' ' ')"
+      wget -q -O - http://10.0.2.2:{host_port}/ || echo "wget failed"
+  online: !Command
+    container: base
+    network: user
+    run: |
+      ip -4 -o addr show eth0
+      cat /etc/resolv.conf
+      wget -q -O - http://10.0.2.2:{host_port}/ && echo " (fetched)"
+  serve: !Command
+    container: base
+    network: user
+    ports: {{{published}: 8000}}
+    run: |
+      echo served-from-guest > /tmp/index.html
+      httpd -p 8000 -h /tmp && echo ready
+      sleep 600
+  clash: !Command
+    container: base
+    network: user
+    ports: {{{taken}: 80}}
+    run: echo should-not-run
+"#
+    )
+}
+
+#[test]
+fn network_is_off_by_default_and_user_mode_on_request() {
+    let Some(assets) = assets() else { return };
+    let server = host_server("hello-from-host");
+    let published = free_port();
+    let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let taken_port = taken.local_addr().expect("addr").port();
+    let p = Project::new(assets, &commands(server.port, published, taken_port));
+
+    // Default: loopback only; the host's listener sees nothing.
+    let out = p.run(&["offline"], None);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("links=lo \n"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("wget failed"), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("hello-from-host"), "{stdout}");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 0);
+
+    // network: user reaches the host's loopback through the gateway.
+    let out = p.run(&["online"], None);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("inet 10.0.2.15/24"), "{stdout}");
+    assert!(stdout.contains("nameserver 10.0.2.3"), "{stdout}");
+    assert!(
+        stdout.contains("hello-from-host (fetched)"),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+    assert!(!stderr.contains("passt"), "passt chatter leaked: {stderr}");
+
+    // --network none wins over the command's network: user.
+    let out = p.run(&["--network", "none", "online"], None);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+
+    // A taken host port is refused before anything boots.
+    let start = Instant::now();
+    let out = p.run(&["clash"], None);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot publish port {taken_port} on 127.0.0.1: it is in use"
+        )),
+        "{stderr}"
+    );
+    assert!(!text(&out.stdout).contains("should-not-run"));
+    assert!(start.elapsed() < Duration::from_secs(30));
+    drop(taken);
+
+    // A published port: reachable from the host while the command runs;
+    // then SIGKILL of cella leaves no passt behind.
+    let mut cmd = p.cella();
+    cmd.arg("serve").stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn cella");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line == "ready" {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let cella = child.id();
+    let ready = rx.recv_timeout(common::TIMEOUT);
+    let helpers = live_children(cella, "passt");
+    let mut got = Err("not tried".to_owned());
+    if ready.is_ok() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            got = http_get(published);
+            if got.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    child.kill().expect("SIGKILL cella");
+    let _ = child.wait();
+    assert!(ready.is_ok(), "the server never said ready");
+    assert_eq!(got.as_deref(), Ok("served-from-guest\n"));
+    assert_eq!(helpers.len(), 1, "one passt per VM: {helpers:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while helpers.iter().any(|&pid| alive(pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !helpers.iter().any(|&pid| alive(pid)),
+        "passt outlived SIGKILL of cella: {helpers:?}"
+    );
+    assert!(
+        TcpListener::bind((Ipv4Addr::LOCALHOST, published)).is_ok(),
+        "the published port is still bound after cella died"
+    );
+}
+
+const DEBIAN: &str = r#"containers:
+  deb:
+    setup:
+    - !Debian { suite: bookworm }
+    - !Install [hello]
+commands:
+  greet: !Command
+    container: deb
+    run: |
+      hello
+      grep -E '^(hello|libc6)=' /var/lib/cella/packages.lock
+      if grep -q 'written by cella' /etc/resolv.conf 2>/dev/null; then echo "resolv.conf leaked"; else echo "resolv.conf clean"; fi
+"#;
+
+/// Slow (mmdebstrap, then apt in an emulated guest: minutes on the PVM
+/// host), but CI runs it: the Debian mirror is reachable from CI. GNU
+/// hello is the smallest real program to install: one package on libc6.
+#[test]
+fn debian_container_with_installed_package() {
+    let Some(assets) = assets() else { return };
+    let p = Project::new(assets, "");
+    std::fs::write(p.path().join("cella.yaml"), DEBIAN).expect("write cella.yaml");
+
+    let version = |yaml: &str| {
+        std::fs::write(p.path().join("cella.yaml"), yaml).expect("write");
+        let out = p.run(&["_version_hash", "deb"], None);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let base = version(DEBIAN);
+    let other_packages = version(&DEBIAN.replace("[hello]", "[hello, curl]"));
+    let other_suite = version(&DEBIAN.replace("bookworm", "trixie"));
+    assert_ne!(base, other_packages);
+    assert_ne!(base, other_suite);
+    std::fs::write(p.path().join("cella.yaml"), DEBIAN).expect("write cella.yaml");
+
+    let out = p.run(&["greet"], None);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("Hello, world!\n"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("\nhello=2.10"), "{stdout}");
+    assert!(stdout.contains("\nlibc6=2.36"), "{stdout}");
+    // The build VM's resolver is not left in the image.
+    assert!(stdout.contains("resolv.conf clean"), "{stdout}");
+    assert!(stderr.contains("!Debian bookworm minbase"), "{stderr}");
+    assert!(stderr.contains("!Install hello"), "{stderr}");
+    // The .debs stay in the user's cache for the next build.
+    let archives = p.cache.join("apt/archives");
+    let debs: Vec<String> = std::fs::read_dir(&archives)
+        .expect("apt cache")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(debs.iter().any(|d| d.starts_with("hello_")), "{debs:?}");
+    assert!(debs.iter().any(|d| d.starts_with("libc6_")), "{debs:?}");
+}

@@ -6,6 +6,7 @@
 # here passes or fails on a number.
 #
 #   bench/net.sh [RUNS] [MIB]   (default 3 runs, 64 MiB per transfer)
+#   BENCH_DEBIAN=0 bench/net.sh  skips the Debian part
 #
 # Throughput is timed by the host's receiver, from the connection to EOF,
 # so boots and restores are not in it. The guest sends MIB MiB of zeroes
@@ -19,7 +20,7 @@ source bench/common.sh
 scripts/build.sh
 repo=$PWD
 cella=$repo/target/release/cella
-install_peers qemu-system-x86 passt mmdebstrap
+install_peers hyperfine qemu-system-x86 passt mmdebstrap
 
 work=$(mktemp -d /tmp/cella-bench.XXXXXX)
 trap 'rm -rf "$work"; pkill -f "$work/sink.py" 2>/dev/null || true' EXIT
@@ -82,6 +83,8 @@ if command -v qemu-system-x86_64 >/dev/null; then
 fi
 cp "$work/sink.log" "$work/qemu.log"
 
+t_build=0 t_mm=1
+if [[ ${BENCH_DEBIAN:-1} != 0 ]]; then
 echo "== Debian minbase: a warm cache, then cella _build --force vs mmdebstrap ==" >&2
 "$cella" _build debian >&2 # fills the cache
 t_build=$(bench debian "$runs" "$cella _build --force debian")
@@ -90,6 +93,7 @@ t_mm=$(bench mmdebstrap "$runs" "mmdebstrap --mode=unshare --variant=minbase --f
     --setup-hook='sync-in $CELLA_CACHE_DIR/apt/archives /var/cache/apt/archives/' \
     --customize-hook='sync-out /var/cache/apt/archives $CELLA_CACHE_DIR/apt/archives' \
     bookworm $work/mm.tar http://deb.debian.org/debian")
+fi
 
 python3 - "$work/cella.log" "$work/qemu.log" "$t_build" "$t_mm" <<'PY'
 import statistics, sys
@@ -104,5 +108,6 @@ if qemu > 0:
     print(f"| TCP guest → host, network: user | {cella:.1f} MiB/s | QEMU microvm + passt {qemu:.1f} MiB/s | {cella / qemu:.2f}x |")
 else:
     print(f"| TCP guest → host, network: user | {cella:.1f} MiB/s | (QEMU peer did not run) | |")
-print(f"| Debian bookworm minbase, warm .deb cache | {build:.1f} s (`_build --force`) | mmdebstrap alone {mm:.1f} s | {build / mm:.2f}x |")
+if build > 0:
+    print(f"| Debian bookworm minbase, warm .deb cache | {build:.1f} s (`_build --force`) | mmdebstrap alone {mm:.1f} s | {build / mm:.2f}x |")
 PY

@@ -247,6 +247,7 @@ commands:
 /// host), but CI runs it: the Debian mirror is reachable from CI. GNU
 /// hello is the smallest real program to install: one package on libc6.
 #[test]
+#[ignore = "the NIC moves about 1-40 KB/s here for now: apt's downloads alone outlast a run's 600 s timeout (issue 7 is open)"]
 fn debian_container_with_installed_package() {
     let Some(assets) = assets() else { return };
     let p = Project::new(assets, "");

@@ -63,7 +63,7 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
     mounts::early().map_err(|e| format!("early mounts: {e}"))?;
     mounts::prepare().map_err(|e| format!("preparing the root: {e}"))?;
     sys::fill_stdio().map_err(|e| sys::describe("opening /dev/null", &e))?;
-    sys::loopback_up().map_err(|e| sys::describe("bringing up lo", &e))?;
+    sys::link_up(b"lo").map_err(|e| sys::describe("bringing up lo", &e))?;
     let ports = ports::open_all().map_err(|e| e.to_string())?;
     let control = control_slot.insert(Control::new(ports.control));
     control

@@ -80,16 +80,7 @@ pub fn configure(net: &NetConfig) -> io::Result<()> {
     // before we send anything: a published port works at once. Best
     // effort: without it passt learns the MAC from our first frame.
     arp_notify();
-    let mut req = ifreq();
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own;
-    // reading the flags member of the union after the kernel filled it.
-    unsafe {
-        check(libc::ioctl(sock.0, libc::SIOCGIFFLAGS, &mut req))
-            .map_err(|e| ctx("reading eth0's flags", e))?;
-        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        check(libc::ioctl(sock.0, libc::SIOCSIFFLAGS, &req))
-            .map_err(|e| ctx("bringing eth0 up", e))?;
-    }
+    sys::link_up(IFACE).map_err(|e| ctx("bringing eth0 up", e))?;
     // SAFETY: rtentry is plain data (and null pointers); all-zero is valid.
     let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
     route.rt_dst = sockaddr([0; 4]);

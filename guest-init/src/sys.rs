@@ -208,15 +208,15 @@ pub fn read_text(path: &str) -> io::Result<String> {
     result.map(|()| String::from_utf8_lossy(&out).into_owned())
 }
 
-/// Brings the loopback interface up, so programs of a run reach each other
-/// on 127.0.0.1.
-pub fn loopback_up() -> io::Result<()> {
+/// Brings the network interface `name` up (`lo`, so programs of a run
+/// reach each other on 127.0.0.1; `eth0` once it has its address).
+pub fn link_up(name: &[u8]) -> io::Result<()> {
     // SAFETY: socket has no memory effects.
     let sock =
         check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: ifreq is plain data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
         *dst = *src as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own;

@@ -102,11 +102,12 @@ fn passt_args(plan: &NetPlan) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    // A debugging aid: passt's log and a capture of the VM's frames.
+    // A debugging aid: passt's log and a capture of the VM's frames. Not
+    // `--debug`: Debian 12's passt segfaults in its debug logging.
     if let Some(path) = std::env::var_os("CELLA_PASST_LOG") {
         let path = path.to_string_lossy();
         args.retain(|a| a != "--quiet");
-        args.extend(["--debug".into(), "--log-file".into(), path.to_string()]);
+        args.extend(["--log-file".into(), path.to_string()]);
         args.extend(["--pcap".into(), format!("{path}.pcap")]);
     }
     for p in &plan.ports {

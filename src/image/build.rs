@@ -14,7 +14,6 @@ use guest_init::{Build, BuildStep};
 use sha2::{Digest, Sha256};
 
 use super::compact::{compact_with_progress, copy_subtree};
-use super::debian;
 use super::erofs::{ImageWriter, Inode, Kind, Meta, Tree};
 use super::export::apply_export;
 use super::host::{self, Filter, HostKind};
@@ -22,6 +21,7 @@ use super::progress::{Progress, ProgressReader};
 use super::store::{Image, ImageInfo, Store, StoreError, ROOTFS, TREE};
 use super::tar_import;
 use super::version::Versions;
+use super::{apt, debian};
 use crate::config::{Config, Container, CopyStep, DebianStep, Network, Step};
 
 pub use super::build_error::{BuildError, StepError, StepFailure};
@@ -182,8 +182,12 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         let mut i = 0;
         while i < setup.len() {
             if is_program(&setup[i].step) {
-                let end = (i..setup.len())
-                    .find(|&j| !is_program(&setup[j].step))
+                // An `!Install` starts a batch of its own: the host resolves
+                // it against the image as the steps before it left it.
+                let end = (i + 1..setup.len())
+                    .find(|&j| {
+                        !is_program(&setup[j].step) || matches!(setup[j].step, Step::Install(_))
+                    })
                     .unwrap_or(setup.len());
                 self.batch(i, end)?;
                 i = end;
@@ -440,7 +444,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             network: installs || self.container.build_network == Network::User,
             apt_cache: installs,
         };
-        let steps: Vec<BuildStep> = (start..end)
+        let mut steps: Vec<BuildStep> = (start..end)
             .map(|i| BuildStep {
                 banner: self.banner(i),
                 argv: program_argv(&self.container.setup[i].step),
@@ -448,6 +452,12 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 cwd: "/".to_owned(),
             })
             .collect();
+        if let Step::Install(packages) = &self.container.setup[start].step {
+            let ops = self
+                .resolve_install(packages)
+                .map_err(|e| fail(self, start, e))?;
+            steps[0].argv = debian::install_argv(&ops, packages);
+        }
         {
             let mut writer = writer(&self.work).map_err(|e| fail(self, start, e))?;
             writer
@@ -501,6 +511,35 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         Ok(())
     }
 
+    /// `!Install`'s host half: what dpkg must do to the image so far, as
+    /// the host's apt resolved it, with the .debs downloaded (see `apt`).
+    fn resolve_install(&self, packages: &[String]) -> Result<Vec<apt::DpkgOp>, StepFailure> {
+        let root = self.dir.join("apt-root");
+        let _ = fs::remove_dir_all(&root);
+        let cache = debian::apt_cache()
+            .ok_or(debian::DebianError::NoCache)
+            .map_err(|e| StepFailure::Other(e.into()))?;
+        let started = Instant::now();
+        let ops = apt::export_root(&self.tree, &self.work, &root)
+            .and_then(|()| apt::resolve(&root, &cache, packages))
+            .map_err(|e| StepFailure::Other(e.into()));
+        let _ = fs::remove_dir_all(&root);
+        let ops = ops?;
+        let debs: usize = ops
+            .iter()
+            .map(|op| match op {
+                apt::DpkgOp::Unpack(debs) => debs.len(),
+                _ => 0,
+            })
+            .sum();
+        eprintln!(
+            "cella: the host's apt-get resolved {} in {:.1} s: {debs} .debs to install",
+            packages.join(" "),
+            started.elapsed().as_secs_f64(),
+        );
+        Ok(ops)
+    }
+
     /// Writes the canonical image and its tree; returns its sha256 and size.
     fn pack(&mut self) -> Result<(String, u64), BuildError> {
         let last = self.container.setup.len().saturating_sub(1);
@@ -551,7 +590,8 @@ fn program_argv(step: &Step) -> Vec<String> {
     match step {
         Step::Sh(script) => vec!["/bin/sh".into(), "-exc".into(), script.clone()],
         Step::Cmd(argv) => argv.clone(),
-        Step::Install(packages) => debian::install_argv(packages),
+        // The host resolves the .debs first: see `Builder::batch`.
+        Step::Install(_) => Vec::new(),
         _ => Vec::new(),
     }
 }

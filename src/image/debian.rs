@@ -1,24 +1,29 @@
 //! Debian containers: `!Debian` makes the root with mmdebstrap on the host
-//! (rootless, in a user namespace), and `!Install` runs apt-get in a build
-//! VM. Both keep the .debs in one cache under the user's cache directory,
-//! shared by every container and rebuild.
+//! (rootless, in a user namespace); `!Install` has the host's apt resolve
+//! and download (`apt`) and dpkg install in a build VM with a NIC. Both
+//! keep the .debs in one cache under the user's cache directory, shared by
+//! every container and rebuild.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::apt::DpkgOp;
 use crate::config::{DebianStep, DEFAULT_DEBIAN_MIRROR};
 
-/// Where the shared apt cache lives: `archives/` holds the .debs.
+/// Where the shared apt cache lives: `archives/` holds the .debs, and
+/// `lists/` the package lists the host's apt resolves `!Install` with.
 pub fn apt_cache() -> Option<AptCache> {
     let root = crate::snapshot::cache_dir()?.join("apt");
     Some(AptCache {
         archives: root.join("archives"),
+        lists: root.join("lists"),
     })
 }
 
 pub struct AptCache {
     pub archives: PathBuf,
+    pub lists: PathBuf,
 }
 
 impl AptCache {
@@ -27,59 +32,98 @@ impl AptCache {
     }
 }
 
-/// Where `!Install` finds the shared .deb cache in its build VM. The
-/// package lists stay in the VM's memory: written through virtio-fs, the
-/// 46 MB of bookworm's Packages took longer than the whole install, and
-/// they are removed before the root is exported.
+/// Where `!Install`'s build VM finds the shared .deb cache.
 pub const GUEST_ARCHIVES: &str = "/var/cache/apt/archives";
 
 /// Where `!Install` records what it installed, one `package=version` per
 /// line, sorted: the image's package lock.
 pub const PACKAGE_LOCK: &str = "/var/lib/cella/packages.lock";
 
-/// apt-key's `verify` as gpgv alone, which is what apt does itself from
-/// 2.9 on. bookworm's apt runs the apt-key shell script for every
-/// signature, and its dozens of processes take minutes in an emulated
-/// guest kernel. Keyrings: the ones apt names (`signed-by`), else the
-/// binary ones apt trusts and the Debian archive's.
-const APT_KEY_VERIFY: &str = r#"#!/bin/sh
-keyrings=
-while [ $# -gt 0 ]; do
-    case "$1" in
-    --quiet|--readonly) shift ;;
-    --keyring) keyrings="$keyrings --keyring $2"; shift 2 ;;
-    verify) shift; break ;;
-    *) exec /usr/bin/apt-key "$@" ;;
-    esac
-done
-if [ -z "$keyrings" ]; then
-    for k in /etc/apt/trusted.gpg /etc/apt/trusted.gpg.d/*.gpg /usr/share/keyrings/debian-archive-keyring.gpg; do
-        [ -f "$k" ] && keyrings="$keyrings --keyring $k"
-    done
-fi
-exec gpgv $keyrings "$@"
-"#;
+/// Files that hold the time of the install, not what was installed:
+/// removed after `!Install` as mmdebstrap does after a bootstrap, so that
+/// rebuilding gives the same image.
+const UNREPRODUCIBLE: &[&str] = &[
+    "/var/log/dpkg.log",
+    "/var/log/apt/history.log",
+    "/var/log/apt/term.log",
+    "/var/log/alternatives.log",
+    "/var/cache/ldconfig/aux-cache",
+    "/var/log/apt/eipp.log.xz",
+];
 
-/// The program of `!Install PACKAGES` in its build VM.
-pub fn install_argv(packages: &[String]) -> Vec<String> {
-    let script = format!(
-        "export DEBIAN_FRONTEND=noninteractive
-cat > /tmp/cella-apt-key <<'EOF'
-{APT_KEY_VERIFY}EOF
-chmod 755 /tmp/cella-apt-key
-apt='apt-get -q -o APT::Sandbox::User=root -o Dir::Bin::apt-key=/tmp/cella-apt-key -o Acquire::Languages=none -o Dpkg::Use-Pty=0 -o Acquire::Retries=3'
-$apt update
-$apt install -y --no-install-recommends \"$@\"
-mkdir -p {lock_dir}
+/// The program of `!Install` in its build VM: dpkg does what the host's
+/// apt planned (`ops`, see `apt`) with the .debs of the shared cache, in
+/// one dpkg run per step of the plan: a process costs seconds in an
+/// emulated guest, and apt-get itself (plus debconf's Perl preconfigure
+/// hook) took minutes there before dpkg started. The packages apt pulled
+/// in are marked automatically installed, as apt-get would; then the lock
+/// is written and what changes with the clock removed.
+pub fn install_argv(ops: &[DpkgOp], requested: &[String]) -> Vec<String> {
+    let mut script = String::from("export DEBIAN_FRONTEND=noninteractive\n");
+    script.push_str(&format!("cd {GUEST_ARCHIVES}\n"));
+    let mut auto = Vec::new();
+    match ops {
+        // The usual plan: one dpkg run unpacks and configures.
+        [DpkgOp::Unpack(debs), DpkgOp::Configure(_)] => {
+            script.push_str(&format!("dpkg --force-unsafe-io -i {}\n", quoted(debs)));
+        }
+        _ => {
+            for op in ops {
+                let (action, words) = match op {
+                    DpkgOp::Unpack(debs) => ("--unpack", debs),
+                    DpkgOp::Configure(names) => ("--configure", names),
+                    DpkgOp::Remove(names) => ("--remove", names),
+                };
+                script.push_str(&format!(
+                    "dpkg --force-unsafe-io {action} {}\n",
+                    quoted(words)
+                ));
+            }
+        }
+    }
+    let wanted: Vec<&str> = requested
+        .iter()
+        .map(|p| p.split(['=', '/', ':']).next().unwrap_or(p))
+        .collect();
+    for op in ops {
+        if let DpkgOp::Unpack(debs) = op {
+            for deb in debs {
+                let name = deb.split('_').next().unwrap_or(deb);
+                if !wanted.contains(&name) {
+                    auto.push(name);
+                }
+            }
+        }
+    }
+    if !auto.is_empty() {
+        script.push_str("mkdir -p /var/lib/apt\ncat >> /var/lib/apt/extended_states <<'EOF'\n");
+        for name in auto {
+            script.push_str(&format!(
+                "Package: {name}\nArchitecture: amd64\nAuto-Installed: 1\n\n"
+            ));
+        }
+        script.push_str("EOF\n");
+    }
+    let lock_dir = Path::new(PACKAGE_LOCK)
+        .parent()
+        .map_or("/".into(), |p| p.display().to_string());
+    script.push_str(&format!(
+        "mkdir -p {lock_dir}
 dpkg-query -W -f '${{binary:Package}}=${{Version}}\\n' | LC_ALL=C sort > {PACKAGE_LOCK}
-rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin",
-        lock_dir = Path::new(PACKAGE_LOCK)
-            .parent()
-            .map_or("/".into(), |p| p.display().to_string()),
-    );
-    let mut argv = vec!["/bin/sh".into(), "-ec".into(), script, "install".into()];
-    argv.extend(packages.iter().cloned());
-    argv
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin {}
+",
+        UNREPRODUCIBLE.join(" ")
+    ));
+    vec!["/bin/sh".into(), "-ec".into(), script]
+}
+
+/// Words for sh, each in single quotes.
+fn quoted(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,26 +203,69 @@ pub fn bootstrap(step: &DebianStep, epoch: i64, out: &Path) -> Result<(), Debian
 mod tests {
     use super::*;
 
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn valid_sh(script: &str) {
+        let status = std::process::Command::new("sh")
+            .args(["-n", "-c", script])
+            .status()
+            .expect("sh");
+        assert!(status.success(), "{script}");
+    }
+
     #[test]
-    fn install_passes_packages_as_arguments() {
-        let argv = install_argv(&["python3-minimal".into(), "curl".into()]);
+    fn install_runs_dpkg_once_for_a_plain_plan() {
+        let ops = [
+            DpkgOp::Unpack(strings(&["hello_2.10-3_amd64.deb", "libx_1%3a2_amd64.deb"])),
+            DpkgOp::Configure(strings(&["hello", "libx"])),
+        ];
+        let argv = install_argv(&ops, &strings(&["hello"]));
         assert_eq!(argv[..2], ["/bin/sh", "-ec"]);
-        assert_eq!(argv[3..], ["install", "python3-minimal", "curl"]);
-        assert!(argv[2].contains("install -y --no-install-recommends \"$@\""));
-        assert!(argv[2].contains("${binary:Package}=${Version}\\n"));
-        assert!(argv[2].contains("> /var/lib/cella/packages.lock"));
-        assert!(argv[2].contains("-o Dir::Bin::apt-key=/tmp/cella-apt-key"));
-        // The script and the apt-key stand-in it writes are valid sh.
-        let status = std::process::Command::new("sh")
-            .args(["-n", "-c", &argv[2]])
-            .status()
-            .expect("sh");
-        assert!(status.success(), "{}", argv[2]);
-        let status = std::process::Command::new("sh")
-            .args(["-n", "-c", APT_KEY_VERIFY])
-            .status()
-            .expect("sh");
-        assert!(status.success());
-        println!("{}", argv[2]);
+        let script = &argv[2];
+        assert!(script.contains(
+            "cd /var/cache/apt/archives\ndpkg --force-unsafe-io -i 'hello_2.10-3_amd64.deb' 'libx_1%3a2_amd64.deb'\n"
+        ));
+        assert_eq!(script.matches("dpkg --force").count(), 1);
+        // Only what apt pulled in is marked automatic.
+        assert!(script.contains("Package: libx\nArchitecture: amd64\nAuto-Installed: 1\n"));
+        assert!(!script.contains("Package: hello"));
+        assert!(script.contains("${binary:Package}=${Version}\\n"));
+        assert!(script.contains("> /var/lib/cella/packages.lock"));
+        assert!(script.contains("/var/log/dpkg.log"));
+        valid_sh(script);
+    }
+
+    #[test]
+    fn install_follows_a_staged_plan_and_nothing_to_do_writes_the_lock() {
+        let ops = [
+            DpkgOp::Unpack(strings(&["a_1_amd64.deb"])),
+            DpkgOp::Configure(strings(&["a"])),
+            DpkgOp::Remove(strings(&["old"])),
+            DpkgOp::Unpack(strings(&["b_1_all.deb"])),
+            DpkgOp::Configure(strings(&["b"])),
+        ];
+        let script = &install_argv(&ops, &strings(&["b=1"]))[2];
+        let dpkg: Vec<&str> = script
+            .lines()
+            .filter(|l| l.starts_with("dpkg --"))
+            .collect();
+        assert_eq!(
+            dpkg,
+            [
+                "dpkg --force-unsafe-io --unpack 'a_1_amd64.deb'",
+                "dpkg --force-unsafe-io --configure 'a'",
+                "dpkg --force-unsafe-io --remove 'old'",
+                "dpkg --force-unsafe-io --unpack 'b_1_all.deb'",
+                "dpkg --force-unsafe-io --configure 'b'",
+            ]
+        );
+        assert!(script.contains("Package: a\n") && !script.contains("Package: b\n"));
+        valid_sh(script);
+        let nothing = &install_argv(&[], &strings(&["a"]))[2];
+        assert!(!nothing.contains("dpkg --force") && !nothing.contains("extended_states"));
+        assert!(nothing.contains("packages.lock"));
+        valid_sh(nothing);
     }
 }

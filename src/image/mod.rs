@@ -7,6 +7,7 @@
 //! canonically (`compact`). `version` names images by the hash of their
 //! steps and inputs (`host`), `store` keeps them under `.cella/`.
 
+pub mod apt;
 pub mod build;
 mod build_error;
 mod bytes_json;

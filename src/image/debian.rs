@@ -153,7 +153,11 @@ pub fn bootstrap(step: &DebianStep, epoch: i64, out: &Path) -> Result<(), Debian
     cmd.arg("--mode=unshare")
         .arg(format!("--variant={}", step.variant))
         .arg("--format=tar")
+        // sync-in fills the archive directory before the download, and
+        // the essential .debs are kept there (mmdebstrap deletes them after
+        // installing otherwise) for sync-out to put into the cache.
         .arg("--skip=download/empty")
+        .arg("--skip=essential/unlink")
         .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
         .arg(format!(
             "--setup-hook=sync-in {archives} /var/cache/apt/archives/"

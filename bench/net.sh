@@ -57,8 +57,9 @@ while True:
 PY
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 python3 "$work/sink.py" "$port" "$work/sink.log" &
-# A few tries: a QEMU peer's first connection once failed with "No route
-# to host" (ARP unanswered) in one run; the sink logs only connections.
+# A few tries; the sink logs only connections. Inside this script the
+# QEMU peer's connections have failed with "No route to host" (ARP
+# unanswered) while the same commands by hand work: not understood yet.
 send="for i in 1 2 3; do dd if=/dev/zero bs=1k count=$kib 2>/dev/null | nc 10.0.2.2 $port && break; sleep 2; done"
 
 cd "$proj"

@@ -590,14 +590,13 @@ fn program_argv(step: &Step) -> Vec<String> {
     match step {
         Step::Sh(script) => vec!["/bin/sh".into(), "-exc".into(), script.clone()],
         Step::Cmd(argv) => argv.clone(),
-        // The host resolves the .debs first: see `Builder::batch`.
-        Step::Install(_) => Vec::new(),
+        // `!Install`'s comes from the host's apt: see `Builder::batch`.
         _ => Vec::new(),
     }
 }
 
-/// argv as a shell would read it back, for messages.
-fn shell_words(argv: &[String]) -> String {
+/// argv as a shell would read it back: for messages, and `!Install`'s script.
+pub(super) fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
             let plain = !a.is_empty()

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::apt::DpkgOp;
+use super::build::shell_words;
 use crate::config::{DebianStep, DEFAULT_DEBIAN_MIRROR};
 
 /// Where the shared apt cache lives: `archives/` holds the .debs, and
@@ -65,7 +66,10 @@ pub fn install_argv(ops: &[DpkgOp], requested: &[String]) -> Vec<String> {
     match ops {
         // The usual plan: one dpkg run unpacks and configures.
         [DpkgOp::Unpack(debs), DpkgOp::Configure(_)] => {
-            script.push_str(&format!("dpkg --force-unsafe-io -i {}\n", quoted(debs)));
+            script.push_str(&format!(
+                "dpkg --force-unsafe-io -i {}\n",
+                shell_words(debs)
+            ));
         }
         _ => {
             for op in ops {
@@ -76,7 +80,7 @@ pub fn install_argv(ops: &[DpkgOp], requested: &[String]) -> Vec<String> {
                 };
                 script.push_str(&format!(
                     "dpkg --force-unsafe-io {action} {}\n",
-                    quoted(words)
+                    shell_words(words)
                 ));
             }
         }
@@ -115,15 +119,6 @@ rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin {}
         UNREPRODUCIBLE.join(" ")
     ));
     vec!["/bin/sh".into(), "-ec".into(), script]
-}
-
-/// Words for sh, each in single quotes.
-fn quoted(words: &[String]) -> String {
-    words
-        .iter()
-        .map(|w| format!("'{}'", w.replace('\'', "'\\''")))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -229,7 +224,7 @@ mod tests {
         assert_eq!(argv[..2], ["/bin/sh", "-ec"]);
         let script = &argv[2];
         assert!(script.contains(
-            "cd /var/cache/apt/archives\ndpkg --force-unsafe-io -i 'hello_2.10-3_amd64.deb' 'libx_1%3a2_amd64.deb'\n"
+            "cd /var/cache/apt/archives\ndpkg --force-unsafe-io -i hello_2.10-3_amd64.deb libx_1%3a2_amd64.deb\n"
         ));
         assert_eq!(script.matches("dpkg --force").count(), 1);
         // Only what apt pulled in is marked automatic.
@@ -258,11 +253,11 @@ mod tests {
         assert_eq!(
             dpkg,
             [
-                "dpkg --force-unsafe-io --unpack 'a_1_amd64.deb'",
-                "dpkg --force-unsafe-io --configure 'a'",
-                "dpkg --force-unsafe-io --remove 'old'",
-                "dpkg --force-unsafe-io --unpack 'b_1_all.deb'",
-                "dpkg --force-unsafe-io --configure 'b'",
+                "dpkg --force-unsafe-io --unpack a_1_amd64.deb",
+                "dpkg --force-unsafe-io --configure a",
+                "dpkg --force-unsafe-io --remove old",
+                "dpkg --force-unsafe-io --unpack b_1_all.deb",
+                "dpkg --force-unsafe-io --configure b",
             ]
         );
         assert!(script.contains("Package: a\n") && !script.contains("Package: b\n"));

@@ -44,6 +44,12 @@ pub struct Cli {
     /// `user` or `none`, over the command's `network` (default none: only loopback).
     #[arg(long, global = true, value_name = "MODE", value_parser = cella::config::parse_network)]
     pub network: Option<cella::config::Network>,
+    /// Let guests with `network: user` (and cella's fetches for the project)
+    /// reach this loopback, private or link-local address or network, like
+    /// 127.0.0.1 or 10.1.0.0/16; repeatable. The settings file's
+    /// `network.allow-addresses` adds to these.
+    #[arg(long, global = true, value_name = "CIDR", value_parser = cella::config::settings::parse_net)]
+    pub allow_address: Vec<ipnet::Ipv4Net>,
     /// Publish the command's `ports` on this host address instead of 127.0.0.1.
     #[arg(long, global = true, value_name = "IPV4")]
     pub publish_address: Option<std::net::Ipv4Addr>,

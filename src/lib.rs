@@ -8,4 +8,5 @@ pub mod image;
 pub mod net;
 pub mod snapshot;
 pub mod terminal;
+pub mod text;
 pub mod vmm;

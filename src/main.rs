@@ -57,11 +57,16 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
         no_prerequisites: cli.no_prerequisites,
         network: cli.network,
         publish_address: cli.publish_address,
+        network_policy: Default::default(),
+        limits: Default::default(),
     };
-    if matches!(cli.command, Some(Sub::Run { .. } | Sub::External(_))) {
-        opts.allow_host_paths
-            .extend(commands::settings::load()?.allow_host_paths);
-    }
+    let settings = cella::config::settings::load()?;
+    opts.allow_host_paths.extend(settings.allow_host_paths);
+    opts.network_policy = settings.network;
+    opts.network_policy
+        .allow_addresses
+        .extend(cli.allow_address.iter().copied());
+    opts.limits = settings.limits;
     let config = commands::load_config()?;
     match cli.command {
         None => {

@@ -4,7 +4,6 @@ pub mod build;
 pub mod environ;
 pub mod list;
 pub mod run;
-pub mod settings;
 pub mod start;
 pub mod supervise;
 pub mod volumes;
@@ -37,7 +36,7 @@ pub enum CommandError {
     #[error(transparent)]
     Volume(#[from] volumes::VolumeError),
     #[error(transparent)]
-    Settings(#[from] settings::SettingsError),
+    Settings(#[from] crate::config::SettingsError),
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]

@@ -11,7 +11,10 @@ use guest_init::{Mount, RunSpec, WinSize};
 use super::environ::{self, CliEnviron};
 use super::volumes::{self, VolumeInit};
 use super::{start, CommandError};
-use crate::config::{CommandKind, Config, Network, PortMap, Resources, SimpleCommand, WriteMode};
+use crate::config::{
+    CommandKind, Config, Limits, Network, NetworkPolicy, PortMap, Resources, SimpleCommand,
+    WriteMode,
+};
 use crate::devices::virtio::fs::server::{Server, ServerOptions, ShareSpec};
 use crate::guest::GuestError;
 use crate::image::build::BuildError;
@@ -73,6 +76,10 @@ pub struct RunOptions {
     pub network: Option<Network>,
     /// `--publish-address`: where `ports` are published (default 127.0.0.1).
     pub publish_address: Option<Ipv4Addr>,
+    /// The settings file's `network`, with `--allow-address` added.
+    pub network_policy: NetworkPolicy,
+    /// The settings file's `limits`.
+    pub limits: Limits,
 }
 
 /// The size of a VM, and its network.

@@ -273,7 +273,7 @@ fn bind_dir(project: &Path, bind: &Bind, opts: &RunOptions) -> Result<PathBuf, V
         return Err(VolumeError::NotAllowed {
             at: bind.at.clone(),
             path: real,
-            settings: super::settings::describe_path(),
+            settings: crate::config::settings::describe("allow-host-paths"),
         });
     }
     if !real.is_dir() {

@@ -11,6 +11,7 @@ mod decode;
 mod error;
 mod model;
 mod scalars;
+pub mod settings;
 mod steps;
 mod volumes;
 mod yaml;
@@ -33,6 +34,7 @@ pub use model::{
     HostDir, NameRef, Network, PortMap, Resources, SetupStep, SimpleCommand, Step, Supervise,
     SuperviseMode, Volume, WriteMode, DEFAULT_DEBIAN_MIRROR,
 };
+pub use settings::{Limits, NetworkPolicy, Settings, SettingsError};
 
 /// `--network` on the command line: as `network` in cella.yaml.
 pub fn parse_network(text: &str) -> Result<Network, String> {

@@ -109,7 +109,8 @@ impl Project {
 
     pub fn with_mode(assets: Assets, commands: &str, mode: Mode) -> Project {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::os::unix::fs::symlink(&assets.rootfs, dir.path().join("rootfs.tar")).expect("symlink");
+        // A copy, not a link: cella follows no symlink in a project.
+        std::fs::copy(&assets.rootfs, dir.path().join("rootfs.tar")).expect("copy rootfs.tar");
         let yaml = format!(
             "containers:\n  base:\n    setup:\n    - !Tar {{ url: ./rootfs.tar }}\ncommands:\n{commands}"
         );

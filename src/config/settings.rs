@@ -1,0 +1,262 @@
+//! The user's settings file: what a project's cella.yaml alone may not
+//! decide. It is trusted (the user wrote it); cella.yaml is not. It says
+//! which host directories outside the project binds may name, whether
+//! guests may have a network at all and which non-public addresses they
+//! (and cella's own fetches for a project) may reach, and the limits on
+//! what a guest or a project can make the host hold.
+//!
+//! `$CELLA_SETTINGS`, else `$XDG_CONFIG_HOME/cella/settings.yaml`, else
+//! `~/.config/cella/settings.yaml`; a missing file is an empty one.
+//!
+//! ```yaml
+//! allow-host-paths: [/mnt/datasets]
+//! network:
+//!   allow: false                     # CI: refuse `network: user`, `ports`, `build-network`
+//!   allow-addresses: [127.0.0.1/32]  # beyond the public internet (default: none)
+//! limits:
+//!   write: 16Gi                      # bytes a run may add to /work and volumes
+//!   image: 16Gi                      # an image, and a build VM's export stream
+//!   config: 16Mi                     # cella.yaml, counted after expanding aliases
+//!   console-buffer: 256Ki            # one buffer a guest hands a console port
+//!   control-queue: 4Mi               # control messages held for or from a guest
+//! ```
+
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+/// What the user allows and bounds; the defaults are what an empty file says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Absolute host directories (and everything under them) that
+    /// `!BindRW`/`!BindRO` volumes may name.
+    pub allow_host_paths: Vec<PathBuf>,
+    pub network: NetworkPolicy,
+    pub limits: Limits,
+}
+
+/// Who may have a network, and where to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkPolicy {
+    /// False: a VM never gets a NIC; a project that asks for one
+    /// (`network: user`, `ports`, `build-network: user`) fails to run.
+    pub allow: bool,
+    /// Addresses in the loopback, private, link-local, shared and reserved
+    /// ranges that guests with `network: user` and cella's own fetches for
+    /// a project (a `!Debian` mirror, apt sources) may reach anyway. The
+    /// public internet needs no entry. `127.0.0.0/8` (or part of it) lets
+    /// a guest reach the host's loopback through its gateway.
+    pub allow_addresses: Vec<Ipv4Net>,
+}
+
+impl Default for NetworkPolicy {
+    fn default() -> Self {
+        NetworkPolicy {
+            allow: true,
+            allow_addresses: Vec::new(),
+        }
+    }
+}
+
+/// Bounds on what a guest or a project can make the host hold or write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes one run may add to its shares (/work, binds, persistent
+    /// volumes); past it the guest gets ENOSPC.
+    pub write: u64,
+    /// Bytes of one image, and of one build VM's export stream.
+    pub image: u64,
+    /// Bytes of cella.yaml's scalars after expanding aliases.
+    pub config: u64,
+    /// Bytes of one buffer (descriptor chain) a guest hands the console.
+    pub console_buffer: u64,
+    /// Bytes of control messages held for a guest or from one.
+    pub control_queue: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            write: 16 << 30,
+            image: 16 << 30,
+            config: 16 << 20,
+            console_buffer: 256 << 10,
+            control_queue: 4 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read {}", .0.display())]
+    Read(PathBuf, #[source] std::io::Error),
+    #[error("{}: {message}", .path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Where the settings file is looked for.
+pub fn path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CELLA_SETTINGS") {
+        return Some(PathBuf::from(p));
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(config.join("cella").join("settings.yaml"))
+}
+
+/// The settings file's path and a key of it, for messages.
+pub fn describe(key: &str) -> String {
+    path().map_or_else(
+        || format!("the settings file ({key})"),
+        |p| format!("{} ({key})", p.display()),
+    )
+}
+
+/// Reads the user's settings file; a missing one gives the defaults.
+pub fn load() -> Result<Settings, SettingsError> {
+    let Some(path) = path() else {
+        return Ok(Settings::default());
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+        Err(e) => return Err(SettingsError::Read(path, e)),
+    };
+    parse(&text).map_err(|message| SettingsError::Invalid { path, message })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct File {
+    #[serde(default)]
+    allow_host_paths: Vec<PathBuf>,
+    #[serde(default)]
+    network: NetworkFile,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct NetworkFile {
+    allow: Option<bool>,
+    #[serde(default)]
+    allow_addresses: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct LimitsFile {
+    write: Option<String>,
+    image: Option<String>,
+    config: Option<String>,
+    console_buffer: Option<String>,
+    control_queue: Option<String>,
+}
+
+/// An IPv4 network written `A.B.C.D/N`, or one address `A.B.C.D` (a /32).
+pub fn parse_net(text: &str) -> Result<Ipv4Net, String> {
+    let net = match text.parse::<Ipv4Net>() {
+        Ok(net) => net,
+        Err(_) => text
+            .parse::<std::net::Ipv4Addr>()
+            .map(Ipv4Net::from)
+            .map_err(|_| {
+                format!("expected an IPv4 address or network like 10.1.0.0/16, found {text:?}")
+            })?,
+    };
+    Ok(net.trunc())
+}
+
+fn parse(text: &str) -> Result<Settings, String> {
+    if text.trim().is_empty() {
+        return Ok(Settings::default());
+    }
+    let file: File = serde_yaml::from_str(text).map_err(|e| match e.location() {
+        Some(at) => format!("{}:{}: {e}", at.line(), at.column()),
+        None => e.to_string(),
+    })?;
+    if let Some(p) = file.allow_host_paths.iter().find(|p| !p.is_absolute()) {
+        return Err(format!(
+            "allow-host-paths: {} is not an absolute path",
+            p.display()
+        ));
+    }
+    let mut allow_addresses = Vec::new();
+    for text in &file.network.allow_addresses {
+        allow_addresses.push(parse_net(text).map_err(|e| format!("network.allow-addresses: {e}"))?);
+    }
+    let defaults = Limits::default();
+    let size = |key: &str, value: &Option<String>, default: u64| -> Result<u64, String> {
+        match value {
+            None => Ok(default),
+            Some(text) => super::scalars::size(text)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("limits.{key}: expected a size like 16Gi, found {text:?}")),
+        }
+    };
+    let l = &file.limits;
+    Ok(Settings {
+        allow_host_paths: file.allow_host_paths,
+        network: NetworkPolicy {
+            allow: file.network.allow.unwrap_or(true),
+            allow_addresses,
+        },
+        limits: Limits {
+            write: size("write", &l.write, defaults.write)?,
+            image: size("image", &l.image, defaults.image)?,
+            config: size("config", &l.config, defaults.config)?,
+            console_buffer: size("console-buffer", &l.console_buffer, defaults.console_buffer)?,
+            control_queue: size("control-queue", &l.control_queue, defaults.control_queue)?,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_and_refuse_what_they_do_not_know() {
+        let s = parse("allow-host-paths: [/data, /srv/x]\n").unwrap();
+        assert_eq!(
+            s.allow_host_paths,
+            vec![PathBuf::from("/data"), PathBuf::from("/srv/x")]
+        );
+        assert_eq!(parse("").unwrap(), Settings::default());
+        let e = parse("allow-host-path: [/data]\n").unwrap_err();
+        assert!(e.contains("unknown field `allow-host-path`"), "{e}");
+        assert!(e.starts_with("1:1: "), "{e}");
+        let e = parse("allow-host-paths: [data]\n").unwrap_err();
+        assert!(e.contains("not an absolute path"), "{e}");
+    }
+
+    #[test]
+    fn network_policy_and_limits() {
+        let s = parse(
+            "network:\n  allow: false\n  allow-addresses: [127.0.0.1, 10.1.2.3/16]\nlimits:\n  write: 1Gi\n  config: 1Mi\n",
+        )
+        .unwrap();
+        assert!(!s.network.allow);
+        let nets: Vec<String> = s
+            .network
+            .allow_addresses
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["127.0.0.1/32", "10.1.0.0/16"]);
+        assert_eq!(s.limits.write, 1 << 30);
+        assert_eq!(s.limits.config, 1 << 20);
+        assert_eq!(s.limits.image, Limits::default().image);
+        let e = parse("network:\n  allow-addresses: [localhost]\n").unwrap_err();
+        assert!(e.contains("network.allow-addresses"), "{e}");
+        let e = parse("limits:\n  write: 0\n").unwrap_err();
+        assert!(e.contains("limits.write"), "{e}");
+        let e = parse("limits:\n  disk: 1Gi\n").unwrap_err();
+        assert!(e.contains("unknown field `disk`"), "{e}");
+    }
+}

@@ -4,6 +4,7 @@ pub mod commands;
 pub mod config;
 pub mod devices;
 pub mod guest;
+pub mod hostfs;
 pub mod image;
 pub mod net;
 pub mod snapshot;

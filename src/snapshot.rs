@@ -195,7 +195,7 @@ fn write(
 ) -> Result<(), SnapshotError> {
     let err = |e| SnapshotError::Write(path.to_path_buf(), e);
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
+    private_dir(dir).map_err(err)?;
     let json = serde_json::to_vec(state).map_err(|e| err(e.into()))?;
     let mem_offset = (PAGE + json.len() as u64).div_ceil(PAGE) * PAGE;
     let mut header = Vec::with_capacity(HEADER_LEN);
@@ -213,10 +213,11 @@ fn write(
         std::process::id()
     ));
     let result = (|| {
+        // Guest memory: the user's alone.
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(0o600)
             .open(&tmp)?;
         file.write_all(&header)?;
         file.write_all_at(&json, PAGE)?;
@@ -306,6 +307,39 @@ pub fn discard(path: &Path, snapshot_ino: Option<u64>) {
     }
 }
 
+/// Makes `dir` (the user's snapshot directory) if missing and takes group
+/// and other permissions from it: the snapshots in it hold guest memory.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    crate::hostfs::Dir::create_private(dir)
+        .map(drop)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// Removes what writers of snapshots left when they were killed (even by
+/// SIGKILL): temporaries of `key`, whose lock the caller holds, and those
+/// of any key whose writer process is gone.
+fn remove_stale_temporaries(dir: &Path, key: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let ours = format!(".{key}.snap.tmp");
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((_, pid)) = name
+            .rsplit_once(".snap.tmp")
+            .filter(|_| name.starts_with('.'))
+        else {
+            continue;
+        };
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if name.starts_with(&ours) || !alive {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// An exclusive lock on creating one snapshot; released when dropped.
 pub struct CreateLock {
     _file: File,
@@ -316,18 +350,19 @@ pub struct CreateLock {
 pub fn lock(dir: &Path, key: &str) -> Result<CreateLock, SnapshotError> {
     let path = dir.join(format!("{key}.lock"));
     let err = |e| SnapshotError::Lock(path.clone(), e);
-    std::fs::create_dir_all(dir).map_err(err)?;
+    private_dir(dir).map_err(err)?;
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .mode(0o644)
+        .mode(0o600)
         .open(&path)
         .map_err(err)?;
     loop {
         // SAFETY: flock on a file descriptor this function owns.
         let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
         if ret == 0 {
+            remove_stale_temporaries(dir, key);
             return Ok(CreateLock { _file: file });
         }
         let e = std::io::Error::last_os_error();
@@ -452,6 +487,29 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["keep.snap", "other.lock", "recent.snap"]);
+    }
+
+    #[test]
+    fn snapshots_are_private_and_killed_writers_leave_nothing() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().expect("tempdir");
+        let dir = base.path().join("snapshots");
+        let path = saved(&dir);
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        // Temporaries of a writer killed by SIGKILL: of this key, and of
+        // another key whose writer is gone; a live writer's stays.
+        let dead = format!(".other.snap.tmp{}", u32::MAX - 1);
+        let live = format!(".other.snap.tmp{}", std::process::id());
+        for name in [".k.snap.tmp1", &dead, &live] {
+            std::fs::write(dir.join(name), b"guest memory").expect("write");
+        }
+        let held = lock(&dir, "k").expect("lock");
+        assert!(!dir.join(".k.snap.tmp1").exists());
+        assert!(!dir.join(&dead).exists());
+        assert!(dir.join(&live).exists());
+        drop(held);
     }
 
     #[test]

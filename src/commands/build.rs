@@ -1,20 +1,21 @@
 //! `cella _build`, `_version_hash` and `_clean`, and the image lookup of
 //! every run: build the container if its setup changed, reuse it if not.
 
+use std::fs::File;
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::Path;
 
 use guest_init::{Build, Mount};
 
 use super::run::{fs_server, run_spec, Machine, RunError, RunOptions};
-use super::{start, state_dir, CommandError};
+use super::{start, CommandError, Project};
 use crate::config::Config;
 use crate::devices::virtio::fs::server::ShareSpec;
 use crate::guest::BuildIo;
+use crate::hostfs::Dir;
 use crate::image::build::{BatchNeeds, BatchOutcome, BuildCtx, BuildError, ProgramRunner};
 use crate::image::debian;
-use crate::image::store::{Image, Store};
+use crate::image::store::Image;
 use crate::image::version::{self, Versions};
 use crate::net::NetPlan;
 
@@ -26,7 +27,7 @@ struct VmRunner<'a> {
 impl ProgramRunner for VmRunner<'_> {
     fn run(
         &mut self,
-        disk: &Path,
+        disk: &File,
         build: Build,
         needs: BatchNeeds,
         export: &mut dyn Write,
@@ -46,22 +47,21 @@ impl ProgramRunner for VmRunner<'_> {
             cache
                 .create()
                 .map_err(|e| debian::DebianError::Cache(cache.archives.clone(), e))?;
-            // Mounted over the root, so the cache never lands in the image.
-            let shares = vec![ShareSpec {
-                host_path: cache.archives.clone(),
-                read_only: false,
-                hidden: Vec::new(),
-            }];
+            // Mounted over the root, so the cache never lands in the image;
+            // read-only: dpkg only reads the .debs, and what a build VM
+            // could write there the host's apt would read next.
+            let archives = Dir::open(&cache.archives)?;
+            let shares = vec![ShareSpec::new(archives, true, Vec::new())?];
             spec.mounts.push(Mount::Share {
                 target: debian::GUEST_ARCHIVES.to_owned(),
                 share: 0,
-                read_only: false,
+                read_only: true,
             });
             server = Some(fs_server(shares)?);
         }
         let mut io = BuildIo::new(export);
         let status = start::boot_and_run(
-            vec![disk.to_path_buf()],
+            vec![disk.try_clone()?],
             spec,
             server,
             machine,
@@ -78,11 +78,12 @@ impl ProgramRunner for VmRunner<'_> {
     }
 }
 
-fn versions<'c>(config: &'c Config) -> Result<Versions<'c>, CommandError> {
+fn versions<'c>(config: &'c Config, project: &'c Project) -> Result<Versions<'c>, CommandError> {
     let epoch = version::epoch_from_env().map_err(CommandError::Epoch)?;
     Ok(Versions::new(
         config,
-        &state_dir(config).join("digests.json"),
+        &project.dir,
+        Some(project.store.root()),
         epoch,
     ))
 }
@@ -102,31 +103,32 @@ fn known(config: &Config, name: &str) -> Result<(), CommandError> {
 /// it whatever its setup says now; else built if its id has none yet.
 pub fn image_for_run(
     config: &Config,
+    project: &Project,
     name: &str,
     opts: &RunOptions,
 ) -> Result<Image, CommandError> {
     known(config, name)?;
-    let store = Store::new(&state_dir(config));
     if opts.no_build {
-        return store
+        return project
+            .store
             .latest(name)
             .ok_or_else(|| CommandError::NotBuilt(name.to_owned()));
     }
-    ensure(config, &store, name, false, opts)
+    ensure(config, project, name, false, opts)
 }
 
 fn ensure(
     config: &Config,
-    store: &Store,
+    project: &Project,
     name: &str,
     force: bool,
     opts: &RunOptions,
 ) -> Result<Image, CommandError> {
-    let mut versions = versions(config)?;
+    let mut versions = versions(config, project)?;
     let mut runner = VmRunner { opts };
     let result = BuildCtx {
         config,
-        store,
+        store: &project.store,
         versions: &mut versions,
         runner: &mut runner,
     }
@@ -149,8 +151,8 @@ pub fn build(
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
     known(config, name)?;
-    let store = Store::new(&state_dir(config));
-    let image = ensure(config, &store, name, force, opts)?;
+    let project = Project::open(config)?;
+    let image = ensure(config, &project, name, force, opts)?;
     if print_digest {
         println!("{}", image.info.digest);
     }
@@ -160,7 +162,8 @@ pub fn build(
 /// `cella _version_hash NAME`: the image id, without building anything.
 pub fn version_hash(config: &Config, name: &str) -> Result<i32, CommandError> {
     known(config, name)?;
-    let mut versions = versions(config)?;
+    let project = Project::open(config)?;
+    let mut versions = versions(config, &project)?;
     let id = versions.id(name).map_err(build_error)?;
     versions.save_cache();
     println!("{id}");
@@ -169,18 +172,18 @@ pub fn version_hash(config: &Config, name: &str) -> Result<i32, CommandError> {
 
 /// `cella _clean --unused | --all`.
 pub fn clean(config: &Config, all: bool) -> Result<i32, CommandError> {
-    let store = Store::new(&state_dir(config));
+    let project = Project::open(config)?;
     let keep = if all {
         None
     } else {
-        let mut versions = versions(config)?;
+        let mut versions = versions(config, &project)?;
         let mut ids = Vec::new();
         for name in config.containers.keys() {
             ids.push(versions.id(name).map_err(build_error)?);
         }
         Some(ids)
     };
-    let removed = store.clean(keep.as_deref()).map_err(build_error)?;
+    let removed = project.store.clean(keep.as_deref()).map_err(build_error)?;
     for id in &removed {
         eprintln!("cella: removed image {id}");
     }

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::config::{Config, Container, EnvironFile, Location, SimpleCommand};
+use crate::config::{Container, EnvironFile, Location, SimpleCommand};
+use crate::hostfs::{Dir, FsError, Shown};
 
 /// PATH when nothing sets one (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -15,16 +16,18 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// Host variables with this prefix reach the guest without it.
 pub const PASS_PREFIX: &str = "CELLAENV_";
 
+/// An environ file larger than this is refused.
+const MAX_ENVIRON_FILE: u64 = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EnvironError {
-    #[error("{at}: cannot read {}", .path.display())]
+    #[error("{at}: cannot read the environ file")]
     Read {
         at: Location,
-        path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: Box<FsError>,
     },
-    #[error("{at}: {}:{line}: {message}", .path.display())]
+    #[error("{at}: {}:{line}: {message}", Shown(.path))]
     Line {
         at: Location,
         path: PathBuf,
@@ -41,7 +44,9 @@ pub struct CliEnviron {
 }
 
 /// The variables of an environ file: `NAME=VALUE` lines, taken literally;
-/// blank lines and lines starting with `#` are skipped.
+/// blank lines and lines starting with `#` are skipped. An error names the
+/// line but never shows its content: whatever the file holds stays out of
+/// cella's output.
 pub fn parse_file(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
     let mut vars = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -53,7 +58,19 @@ pub fn parse_file(text: &str) -> Result<Vec<(String, String)>, (usize, String)> 
             Some((name, value)) if valid_name(name) => {
                 vars.push((name.to_string(), value.to_string()));
             }
-            _ => return Err((i + 1, format!("expected NAME=VALUE, found {line:?}"))),
+            Some(_) => {
+                return Err((
+                    i + 1,
+                    "expected NAME=VALUE: the name before `=` is empty or has a blank or NUL"
+                        .to_owned(),
+                ))
+            }
+            None => {
+                return Err((
+                    i + 1,
+                    "expected NAME=VALUE, found a line without `=`".into(),
+                ))
+            }
         }
     }
     Ok(vars)
@@ -63,12 +80,18 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.contains(['\0', ' ', '\t'])
 }
 
-fn read_file(config: &Config, file: &EnvironFile) -> Result<Vec<(String, String)>, EnvironError> {
-    let path = config.project_dir.join(&file.path);
-    let text = std::fs::read_to_string(&path).map_err(|source| EnvironError::Read {
+fn read_file(project: &Dir, file: &EnvironFile) -> Result<Vec<(String, String)>, EnvironError> {
+    let bytes = project
+        .read(&file.path, MAX_ENVIRON_FILE)
+        .map_err(|source| EnvironError::Read {
+            at: file.at.clone(),
+            source: Box::new(source),
+        })?;
+    let text = String::from_utf8(bytes).map_err(|_| EnvironError::Line {
         at: file.at.clone(),
         path: file.path.clone(),
-        source,
+        line: 0,
+        message: "not UTF-8 text".into(),
     })?;
     parse_file(&text).map_err(|(line, message)| EnvironError::Line {
         at: file.at.clone(),
@@ -81,7 +104,7 @@ fn read_file(config: &Config, file: &EnvironFile) -> Result<Vec<(String, String)
 /// The complete environment of `command` in `container`, given the
 /// host's environment `host` (a list of (name, value)).
 pub fn environment(
-    config: &Config,
+    project: &Dir,
     container: &Container,
     command: &SimpleCommand,
     cli: &CliEnviron,
@@ -97,11 +120,11 @@ pub fn environment(
         env.insert(name.into(), value.into());
     }
     if let Some(file) = &container.environ_file {
-        env.extend(read_file(config, file)?);
+        env.extend(read_file(project, file)?);
     }
     env.extend(container.environ.clone());
     if let Some(file) = &command.environ_file {
-        env.extend(read_file(config, file)?);
+        env.extend(read_file(project, file)?);
     }
     env.extend(command.environ.clone());
     for (name, value) in host {
@@ -143,10 +166,9 @@ mod tests {
                 ("EMPTY".into(), "".into())
             ]
         );
-        assert_eq!(
-            parse_file("A=1\nnot a var\n"),
-            Err((2, "expected NAME=VALUE, found \"not a var\"".into()))
-        );
+        let (line, message) = parse_file("A=1\nroot:$6$secret:19000\n").unwrap_err();
+        assert_eq!(line, 2);
+        assert!(!message.contains("secret"), "{message}");
         assert!(parse_file("=x\n").is_err());
     }
 
@@ -181,7 +203,8 @@ mod tests {
             use_env: vec!["V6".into(), "UNSET".into()],
             set: vec![("V7".into(), "cli".into())],
         };
-        let env: BTreeMap<_, _> = environment(&config, container, cmd, &cli, &host)
+        let project = Dir::open(dir.path()).expect("project");
+        let env: BTreeMap<_, _> = environment(&project, container, cmd, &cli, &host)
             .expect("environment")
             .into_iter()
             .collect();
@@ -199,12 +222,24 @@ mod tests {
         assert_eq!(get("UNSET"), None);
 
         std::fs::write(dir.path().join("m.env"), "ok=1\nbad line\n").expect("m.env");
-        let err = environment(&config, container, cmd, &cli, &host).expect_err("bad file");
+        let err = environment(&project, container, cmd, &cli, &host).expect_err("bad file");
         assert!(
             err.to_string().ends_with(
-                ": commands.t.environ-file: m.env:2: expected NAME=VALUE, found \"bad line\""
+                ": commands.t.environ-file: m.env:2: expected NAME=VALUE, found a line without `=`"
             ),
             "{err}"
+        );
+        // A link to a host file is refused, never read.
+        std::fs::remove_file(dir.path().join("m.env")).expect("rm");
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("m.env")).expect("link");
+        let err = environment(&project, container, cmd, &cli, &host).expect_err("link");
+        let chain = format!(
+            "{err}: {}",
+            std::error::Error::source(&err).expect("source")
+        );
+        assert!(
+            chain.contains("symbolic link") && !chain.contains("root:"),
+            "{chain}"
         );
     }
 }

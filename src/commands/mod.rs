@@ -11,6 +11,8 @@ pub mod volumes;
 use std::path::{Path, PathBuf};
 
 use crate::config::{self, Config, ConfigError};
+use crate::hostfs::Dir;
+use crate::image::store::Store;
 
 /// Why a command could not be carried out (exit status 125).
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,8 @@ pub enum CommandError {
     Usage(String),
     #[error(transparent)]
     Environ(#[from] environ::EnvironError),
+    #[error(transparent)]
+    Host(crate::hostfs::FsError),
 }
 
 fn list_known(names: &[String]) -> String {
@@ -52,15 +56,25 @@ fn list_known(names: &[String]) -> String {
 }
 
 /// Finds and loads the project's cella.yaml from the current directory up.
-pub fn load_config() -> Result<Config, CommandError> {
+pub fn load_config(limits: &config::Limits) -> Result<Config, CommandError> {
     let cwd = std::env::current_dir().map_err(CommandError::Cwd)?;
     let path = config::find_config(&cwd)?;
-    Ok(config::load(&path)?)
+    Ok(config::load(&path, limits.config)?)
 }
 
-/// The project's state directory, `.cella/` beside cella.yaml.
-pub fn state_dir(config: &Config) -> PathBuf {
-    config.project_dir.join(".cella")
+/// The project directory and its `.cella/` store, held open for one
+/// command: every project and state file is reached beneath them.
+pub struct Project {
+    pub dir: Dir,
+    pub store: Store,
+}
+
+impl Project {
+    pub fn open(config: &Config) -> Result<Project, CommandError> {
+        let dir = Dir::open(&config.project_dir).map_err(CommandError::Host)?;
+        let store = Store::open(&dir).map_err(|e| CommandError::Host(e.0))?;
+        Ok(Project { dir, store })
+    }
 }
 
 /// Where an asset shipped beside the binary is: `$ENV`, else next to the

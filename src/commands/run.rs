@@ -10,7 +10,7 @@ use guest_init::{Mount, RunSpec, WinSize};
 
 use super::environ::{self, CliEnviron};
 use super::volumes::{self, VolumeInit};
-use super::{start, CommandError};
+use super::{start, CommandError, Project};
 use crate::config::{
     CommandKind, Config, Limits, Network, NetworkPolicy, PortMap, Resources, SimpleCommand,
     WriteMode,
@@ -18,6 +18,7 @@ use crate::config::{
 use crate::devices::virtio::fs::server::{Server, ServerOptions, ShareSpec};
 use crate::guest::GuestError;
 use crate::image::build::BuildError;
+use crate::image::store::Image;
 use crate::net::NetPlan;
 use crate::vmm::VmError;
 
@@ -190,7 +191,7 @@ fn run_one(
 /// A program ready to go into a VM: a `!Command`, `_run`'s argv, or a
 /// child of a `!Supervise`.
 pub struct Program {
-    pub image: PathBuf,
+    pub image: Image,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: String,
@@ -218,18 +219,19 @@ pub fn prepare(
             known: config.containers.keys().cloned().collect(),
         });
     };
+    let project = Project::open(config)?;
     let volumes = volumes::merged(&cont.volumes, Some(&command.volumes));
-    volumes::ensure_persistent(config, &volumes, opts)?;
-    let plan = volumes::plan(config, &volumes, opts)?;
-    let cwd = volumes::guest_cwd(config, command.work_dir.as_deref())?;
+    volumes::ensure_persistent(config, &project, &volumes, opts)?;
+    let plan = volumes::plan(&project, &volumes, opts)?;
+    let cwd = volumes::guest_cwd(config, &project, command.work_dir.as_deref())?;
     let env = environ::environment(
-        config,
+        &project.dir,
         cont,
         command,
         &opts.environ,
         &environ::host_environment(),
     )?;
-    let image = super::build::image_for_run(config, &command.container, opts)?.rootfs();
+    let image = super::build::image_for_run(config, &project, &command.container, opts)?;
     let mut argv = command.run.clone();
     argv.extend_from_slice(args);
     Ok(Program {
@@ -281,8 +283,9 @@ pub fn simple_command(
         command.network,
         &command.ports,
     );
+    let disk = program.image.open_rootfs().map_err(CommandError::Host)?;
     Ok(start::boot_and_run(
-        vec![program.image],
+        vec![disk],
         spec,
         Some(server),
         machine,

@@ -68,7 +68,7 @@ pub const EXIT_TIMEOUT: i32 = 124;
 /// drive per disk, at least one: the drives and the size are the VM's
 /// shape, and each shape has a snapshot of its own); the exit status.
 pub fn boot_and_run(
-    disks: Vec<PathBuf>,
+    disks: Vec<std::fs::File>,
     spec: RunSpec,
     fs: Option<Server>,
     machine: Machine,
@@ -144,6 +144,9 @@ pub fn boot_and_run(
             drop(lock);
         }
         for (i, disk) in disks.iter().enumerate() {
+            let disk = disk
+                .try_clone()
+                .map_err(|e| GuestError::Prepare(vmm::VmError::OpenDisk(e)))?;
             vm.insert_disk(i, disk).map_err(GuestError::Prepare)?;
         }
         if let Some(server) = fs.take() {

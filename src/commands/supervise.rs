@@ -3,8 +3,6 @@
 //! image in a drive of its own (one per distinct image) and its volumes
 //! served by the VM's one virtio-fs device.
 
-use std::path::PathBuf;
-
 use guest_init::{ChildSpec, Mount};
 
 use super::run::{self, Machine, RunOptions};
@@ -12,6 +10,7 @@ use super::volumes::intern;
 use super::{start, CommandError};
 use crate::config::{Child, Config, Supervise, SuperviseMode};
 use crate::devices::virtio::fs::server::ShareSpec;
+use crate::image::store::Image;
 
 /// Drives a supervised VM may have: one per distinct image.
 pub const MAX_IMAGES: usize = 8;
@@ -77,13 +76,22 @@ pub fn run(
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
     let selected = select(name, group, args)?;
-    let mut images: Vec<PathBuf> = Vec::new();
+    let mut images: Vec<Image> = Vec::new();
     let mut shares: Vec<ShareSpec> = Vec::new();
     let mut children = Vec::new();
     let mut hostname = None;
     for child in selected {
         let program = run::prepare(config, &child.command, &[], opts)?;
-        let drive = intern(&mut images, program.image);
+        let drive = match images
+            .iter()
+            .position(|i| i.info.id == program.image.info.id)
+        {
+            Some(drive) => drive,
+            None => {
+                images.push(program.image);
+                images.len() - 1
+            }
+        };
         if images.len() > MAX_IMAGES {
             return Err(CommandError::Usage(format!(
                 "{name}: its children use more than {MAX_IMAGES} containers"
@@ -127,8 +135,13 @@ pub fn run(
         group.network,
         &group.ports,
     );
+    let disks = images
+        .iter()
+        .map(Image::open_rootfs)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CommandError::Host)?;
     Ok(start::boot_and_run(
-        images,
+        disks,
         spec,
         Some(server),
         machine,
@@ -212,13 +225,16 @@ mod tests {
 
     #[test]
     fn equal_shares_are_served_once() {
-        let share = |p: &str| ShareSpec {
-            host_path: p.into(),
-            read_only: false,
-            hidden: Vec::new(),
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for d in ["p", "q"] {
+            std::fs::create_dir(tmp.path().join(d)).expect("mkdir");
+        }
+        let share = |p: &str| {
+            let dir = crate::hostfs::Dir::open(&tmp.path().join(p)).expect("open");
+            ShareSpec::new(dir, false, Vec::new()).expect("share")
         };
-        let mut all = vec![share("/p")];
-        let own = vec![share("/q"), share("/p")];
+        let mut all = vec![share("p")];
+        let own = vec![share("q"), share("p")];
         let m = |share| Mount::Share {
             target: "/x".into(),
             share,

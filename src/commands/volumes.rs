@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use guest_init::Mount;
 
 use super::run::RunOptions;
-use super::{state_dir, CommandError};
+use super::{CommandError, Project};
 use crate::config::{Bind, Config, HostDir, Location, Volume};
 use crate::devices::virtio::fs::server::ShareSpec;
-use crate::image::store::Store;
+use crate::hostfs::{Dir, FsError, Kind, Shown};
+use crate::image::store::STATE_DIR;
 
 /// Where the project is in every guest.
 pub const WORK: &str = "/work";
@@ -25,33 +26,30 @@ pub enum VolumeError {
     #[error(
         "{at}: host path {} is outside the project; allow it with \
          --allow-host-path {} or in {}",
-        .path.display(), .path.display(), .settings
+        Shown(.path), Shown(.path), .settings
     )]
     NotAllowed {
         at: Location,
         path: PathBuf,
         settings: String,
     },
-    #[error("{at}: {} is cella's own state, which no guest may see", .path.display())]
+    #[error("{at}: {} is cella's own state, which no guest may see", Shown(.path))]
     CellaState { at: Location, path: PathBuf },
-    #[error("{at}: {} is not a directory", .path.display())]
+    #[error("{at}: {} is not a directory", Shown(.path))]
     NotADirectory { at: Location, path: PathBuf },
-    #[error("{at}: cannot use {}", .path.display())]
+    #[error("{at}: cannot share it with the guest")]
     Host {
         at: Location,
-        path: PathBuf,
         #[source]
-        source: io::Error,
+        source: Box<FsError>,
     },
     #[error("volume {target}: !Snapshot of another container (`container: {container}`) is not supported yet")]
     SnapshotContainer { target: String, container: String },
-    #[error("persistent volume \"{name}\": cannot {what} {}", .path.display())]
+    #[error("persistent volume \"{name}\"")]
     Persistent {
         name: String,
-        what: &'static str,
-        path: PathBuf,
         #[source]
-        source: io::Error,
+        source: Box<FsError>,
     },
     #[error(
         "persistent volume \"{name}\": its init command \"{command}\" exited with status {status}"
@@ -61,10 +59,12 @@ pub enum VolumeError {
         command: String,
         status: i32,
     },
-    #[error("work-dir {} is not a directory of the project", .0.display())]
+    #[error("work-dir {} is not a directory of the project", Shown(.0))]
     WorkDir(PathBuf),
     #[error(transparent)]
     Store(#[from] crate::image::store::StoreError),
+    #[error("cannot share the project directory with the guest")]
+    Project(#[source] FsError),
 }
 
 /// The mounts and shares of one run.
@@ -74,17 +74,18 @@ pub struct Plan {
     pub mounts: Vec<Mount>,
     /// The host directories, indexed as `Mount::Share::share`.
     pub shares: Vec<ShareSpec>,
-    /// The project directory, symlinks resolved.
-    project: PathBuf,
+    /// The project directory's device and inode: its share hides `.cella`.
+    project: (u64, u64),
 }
 
 /// A persistent volume being filled by its init command: the command's
-/// run mounts `dir` wherever the volume `name` is wanted.
+/// run mounts `.cella/volumes/<dir>` wherever the volume `name` is wanted.
 #[derive(Debug, Clone)]
 pub struct VolumeInit {
     pub name: String,
     pub target: String,
-    pub dir: PathBuf,
+    /// The name of the directory being filled, in `.cella/volumes/`.
+    pub dir: String,
 }
 
 /// The volumes of a run: the container's, then the command's over them.
@@ -101,18 +102,19 @@ pub fn merged(
 
 /// The mounts for `volumes` plus /work (unless a volume replaces it).
 pub fn plan(
-    config: &Config,
+    project: &Project,
     volumes: &BTreeMap<String, Volume>,
     opts: &RunOptions,
 ) -> Result<Plan, CommandError> {
+    let meta = project.dir.meta().map_err(VolumeError::Project)?;
     let mut plan = Plan {
         mounts: Vec::new(),
         shares: Vec::new(),
-        project: canonical_project(config),
+        project: (meta.dev, meta.ino),
     };
     if !volumes.contains_key(WORK) {
-        let project = plan.project.clone();
-        let share = plan.share(&project, false);
+        let dir = project.dir.try_clone().map_err(VolumeError::Project)?;
+        let share = plan.share(dir, false).map_err(VolumeError::Project)?;
         plan.mounts.push(Mount::Share {
             target: WORK.into(),
             share,
@@ -151,8 +153,13 @@ pub fn plan(
             },
             Volume::BindRW(bind) | Volume::BindRO(bind) => {
                 let read_only = matches!(volume, Volume::BindRO(_));
-                let dir = bind_dir(&plan.project, bind, opts)?;
-                let share = plan.share(&dir, read_only);
+                let dir = bind_dir(project, bind, opts)?;
+                let share = plan
+                    .share(dir, read_only)
+                    .map_err(|source| VolumeError::Host {
+                        at: bind.at.clone(),
+                        source: Box::new(source),
+                    })?;
                 Mount::Share {
                     target: target.clone(),
                     share,
@@ -163,11 +170,18 @@ pub fn plan(
                 target: target.clone(),
             },
             Volume::Persistent { name, .. } => {
-                let dir = match &opts.volume_init {
+                let dir_name = match &opts.volume_init {
                     Some(init) if &init.name == name => init.dir.clone(),
-                    _ => persistent_dir(config, name),
+                    _ => name.clone(),
                 };
-                let share = plan.share(&dir, false);
+                let fail = |source| VolumeError::Persistent {
+                    name: name.clone(),
+                    source: Box::new(source),
+                };
+                let volumes = project.store.subdir(VOLUMES).map_err(|e| fail(e.0))?;
+                let dir = volumes.open_dir(Path::new(&dir_name)).map_err(fail)?;
+                dir.check_owner().map_err(fail)?;
+                let share = plan.share(dir, false).map_err(fail)?;
                 Mount::Share {
                     target: target.clone(),
                     share,
@@ -213,19 +227,17 @@ pub fn plan(
 
 impl Plan {
     /// The index of the share of `dir`, added if new.
-    fn share(&mut self, dir: &Path, read_only: bool) -> u32 {
-        let spec = ShareSpec {
-            host_path: dir.to_path_buf(),
-            read_only,
-            // The guest never sees cella's own state: images, snapshots,
-            // other volumes; however the project is shared.
-            hidden: if dir == self.project {
-                vec![".cella".into()]
-            } else {
-                Vec::new()
-            },
+    fn share(&mut self, dir: Dir, read_only: bool) -> Result<u32, FsError> {
+        let meta = dir.meta()?;
+        // The guest never sees cella's own state: images, snapshots,
+        // other volumes; however the project is shared.
+        let hidden = if (meta.dev, meta.ino) == self.project {
+            vec![STATE_DIR.into()]
+        } else {
+            Vec::new()
         };
-        intern(&mut self.shares, spec) as u32
+        let spec = ShareSpec::new(dir, read_only, hidden)?;
+        Ok(intern(&mut self.shares, spec) as u32)
     }
 }
 
@@ -245,55 +257,88 @@ fn is_persistent(volume: &Volume, wanted: &str) -> bool {
     matches!(volume, Volume::Persistent { name, .. } if name == wanted)
 }
 
-/// The host directory of a bind, checked: a directory, and outside the
-/// project only with the user's permission. Symlinks are resolved first,
-/// so a link in the project cannot lead a bind out of it.
-fn bind_dir(project: &Path, bind: &Bind, opts: &RunOptions) -> Result<PathBuf, VolumeError> {
-    let path = match &bind.host {
-        HostDir::Project(rel) => project.join(rel),
-        HostDir::Absolute(abs) => abs.clone(),
+/// The directory of a persistent volume in `.cella/`.
+const VOLUMES: &str = "volumes";
+
+/// The host directory of a bind, opened: in the project, or under a
+/// directory the user allowed, reached beneath it without following any
+/// symlink (so a link in the project cannot lead a bind out of it), never
+/// cella's own `.cella/`.
+fn bind_dir(project: &Project, bind: &Bind, opts: &RunOptions) -> Result<Dir, VolumeError> {
+    let at = || bind.at.clone();
+    let host = |source| VolumeError::Host {
+        at: at(),
+        source: Box::new(source),
     };
-    let real = path.canonicalize().map_err(|source| VolumeError::Host {
-        at: bind.at.clone(),
-        path: path.clone(),
-        source,
-    })?;
-    let allowed = real.starts_with(project)
-        || opts.allow_host_paths.iter().any(|allowed| {
-            let allowed = allowed.canonicalize().unwrap_or_else(|_| allowed.clone());
-            real.starts_with(allowed)
-        });
-    if real.starts_with(project.join(".cella")) {
+    let (base, rel) = match &bind.host {
+        HostDir::Project(rel) => (project.dir.try_clone().map_err(host)?, rel.clone()),
+        HostDir::Absolute(abs) => {
+            let project_path = project.dir.path();
+            let canonical = project_path.canonicalize().ok();
+            let in_project = std::iter::once(project_path.to_path_buf())
+                .chain(canonical)
+                .find_map(|p| abs.strip_prefix(&p).ok().map(Path::to_path_buf));
+            match in_project {
+                Some(rel) => (project.dir.try_clone().map_err(host)?, rel),
+                None => {
+                    let allowed = opts.allow_host_paths.iter().find_map(|allowed| {
+                        let canonical = allowed.canonicalize().ok();
+                        std::iter::once(allowed.clone())
+                            .chain(canonical)
+                            .find_map(|a| {
+                                Some((a.clone(), abs.strip_prefix(&a).ok()?.to_path_buf()))
+                            })
+                    });
+                    let Some((allowed, rel)) = allowed else {
+                        return Err(VolumeError::NotAllowed {
+                            at: at(),
+                            path: abs.clone(),
+                            settings: crate::config::settings::describe("allow-host-paths"),
+                        });
+                    };
+                    // The user's own directory: links in its path are the user's.
+                    (Dir::open(&allowed).map_err(host)?, rel)
+                }
+            }
+        }
+    };
+    let shown = base.display(&rel);
+    if base.path() == project.dir.path() && rel.starts_with(STATE_DIR) {
         return Err(VolumeError::CellaState {
-            at: bind.at.clone(),
-            path: real,
+            at: at(),
+            path: shown,
         });
     }
-    if !allowed {
-        return Err(VolumeError::NotAllowed {
-            at: bind.at.clone(),
-            path: real,
-            settings: crate::config::settings::describe("allow-host-paths"),
+    match base.lstat(&rel).map_err(host)? {
+        Some(meta) if meta.kind == Kind::Dir => {}
+        Some(meta) if meta.kind == Kind::Symlink => {
+            return Err(host(FsError::Symlink(shown)));
+        }
+        Some(_) => {
+            return Err(VolumeError::NotADirectory {
+                at: at(),
+                path: shown,
+            })
+        }
+        None => {
+            return Err(host(FsError::Io {
+                what: "open directory",
+                path: shown,
+                source: io::ErrorKind::NotFound.into(),
+            }))
+        }
+    }
+    let dir = base.open_dir(&rel).map_err(host)?;
+    // An allowed directory may hold the project: its .cella stays hidden.
+    let state = project.store.root().meta().map_err(host)?;
+    let meta = dir.meta().map_err(host)?;
+    if (meta.dev, meta.ino) == (state.dev, state.ino) {
+        return Err(VolumeError::CellaState {
+            at: at(),
+            path: shown,
         });
     }
-    if !real.is_dir() {
-        return Err(VolumeError::NotADirectory {
-            at: bind.at.clone(),
-            path: real,
-        });
-    }
-    Ok(real)
-}
-
-fn canonical_project(config: &Config) -> PathBuf {
-    config
-        .project_dir
-        .canonicalize()
-        .unwrap_or_else(|_| config.project_dir.clone())
-}
-
-pub fn persistent_dir(config: &Config, name: &str) -> PathBuf {
-    state_dir(config).join("volumes").join(name)
+    Ok(dir)
 }
 
 /// Creates every persistent volume `volumes` names that does not exist
@@ -301,6 +346,7 @@ pub fn persistent_dir(config: &Config, name: &str) -> PathBuf {
 /// (once: concurrent cellas wait for the first) before it appears.
 pub fn ensure_persistent(
     config: &Config,
+    project: &Project,
     volumes: &BTreeMap<String, Volume>,
     opts: &RunOptions,
 ) -> Result<(), CommandError> {
@@ -311,36 +357,38 @@ pub fn ensure_persistent(
         if opts.volume_init.as_ref().is_some_and(|i| &i.name == name) {
             continue;
         }
-        let dir = persistent_dir(config, name);
-        if dir.is_dir() {
-            continue;
-        }
-        let fail = |what: &'static str, path: &Path| {
-            let (name, path) = (name.clone(), path.to_path_buf());
-            move |source| VolumeError::Persistent {
-                name,
-                what,
-                path,
-                source,
+        let fail = |source| VolumeError::Persistent {
+            name: name.clone(),
+            source: Box::new(source),
+        };
+        let dir = project.store.subdir(VOLUMES).map_err(|e| fail(e.0))?;
+        let exists = |dir: &Dir| -> Result<bool, VolumeError> {
+            match dir.lstat(Path::new(name)).map_err(fail)? {
+                None => Ok(false),
+                Some(meta) if meta.kind == Kind::Dir => Ok(true),
+                Some(_) => Err(fail(FsError::WrongType {
+                    path: dir.display(Path::new(name)),
+                    expected: "directory",
+                })),
             }
         };
-        let parent = dir.parent().unwrap_or(&dir).to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(fail("create", &parent))?;
-        let _lock = Store::new(&state_dir(config))
+        if exists(&dir)? {
+            continue;
+        }
+        let _lock = project
+            .store
             .lock(&format!("volume-{name}"))
             .map_err(VolumeError::Store)?;
-        if dir.is_dir() {
+        if exists(&dir)? {
             continue; // another cella made it meanwhile
         }
         let Some(init) = init_command else {
-            std::fs::create_dir(&dir).map_err(fail("create", &dir))?;
+            dir.mkdir(Path::new(name), 0o755).map_err(fail)?;
             continue;
         };
-        let work = parent.join(format!(".{name}.init"));
-        if work.exists() {
-            std::fs::remove_dir_all(&work).map_err(fail("remove", &work))?;
-        }
-        std::fs::create_dir(&work).map_err(fail("create", &work))?;
+        let work = format!(".{name}.init");
+        dir.remove_tree(Path::new(&work)).map_err(fail)?;
+        dir.mkdir(Path::new(&work), 0o755).map_err(fail)?;
         eprintln!(
             "cella: initialising volume \"{name}\" with `cella {}`",
             init.name
@@ -353,7 +401,7 @@ pub fn ensure_persistent(
         });
         let status = super::run::command(config, &init.name, &[], &init_opts)?;
         if status != 0 {
-            let _ = std::fs::remove_dir_all(&work);
+            let _ = dir.remove_tree(Path::new(&work));
             return Err(VolumeError::InitFailed {
                 name: name.clone(),
                 command: init.name.clone(),
@@ -361,28 +409,42 @@ pub fn ensure_persistent(
             }
             .into());
         }
-        std::fs::rename(&work, &dir).map_err(fail("rename into place", &work))?;
+        dir.rename(Path::new(&work), &dir, Path::new(name))
+            .map_err(fail)?;
     }
     Ok(())
 }
 
 /// The guest directory a run starts in: the command's `work-dir`, else
 /// the user's directory relative to the project, under /work.
-pub fn guest_cwd(config: &Config, work_dir: Option<&Path>) -> Result<String, CommandError> {
+pub fn guest_cwd(
+    config: &Config,
+    project: &Project,
+    work_dir: Option<&Path>,
+) -> Result<String, CommandError> {
     let rel = match work_dir {
         Some(rel) => {
-            if !config.project_dir.join(rel).is_dir() {
+            let is_dir = project
+                .dir
+                .lstat(rel)
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.kind == Kind::Dir);
+            if !is_dir {
                 return Err(VolumeError::WorkDir(rel.to_path_buf()).into());
             }
             rel.to_path_buf()
         }
         None => {
             let cwd = std::env::current_dir().map_err(CommandError::Cwd)?;
-            let project = canonical_project(config);
+            let project = config
+                .project_dir
+                .canonicalize()
+                .unwrap_or_else(|_| config.project_dir.clone());
             let cwd = cwd.canonicalize().unwrap_or(cwd);
             match cwd.strip_prefix(&project) {
                 // Inside .cella the guest sees nothing: start at the top.
-                Ok(rel) if !rel.starts_with(".cella") => rel.to_path_buf(),
+                Ok(rel) if !rel.starts_with(STATE_DIR) => rel.to_path_buf(),
                 _ => PathBuf::new(),
             }
         }
@@ -399,17 +461,18 @@ pub fn guest_cwd(config: &Config, work_dir: Option<&Path>) -> Result<String, Com
 mod tests {
     use super::*;
 
-    fn config(volumes: &str) -> (tempfile::TempDir, Config) {
+    fn setup(volumes: &str) -> (tempfile::TempDir, Config, Project) {
         let dir = tempfile::tempdir().unwrap();
-        for d in ["data", "ro", "out"] {
-            std::fs::create_dir(dir.path().join(d)).unwrap();
+        for d in ["data", "ro", "out", ".cella/volumes/v"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
         let yaml = format!(
             "containers:\n  c:\n    setup: []\n    volumes:\n{volumes}commands:\n  init: !Command\n    container: c\n    run: [true]\n"
         );
         std::fs::write(dir.path().join("cella.yaml"), yaml).unwrap();
-        let config = crate::config::load(&dir.path().join("cella.yaml")).unwrap();
-        (dir, config)
+        let config = crate::config::load(&dir.path().join("cella.yaml"), 1 << 20).unwrap();
+        let project = Project::open(&config).unwrap();
+        (dir, config, project)
     }
 
     fn targets(plan: &Plan) -> Vec<&str> {
@@ -418,28 +481,28 @@ mod tests {
 
     #[test]
     fn plan_orders_parents_first_and_shares_each_directory_once() {
-        let (dir, config) = config(
+        let (dir, config, project) = setup(
             "      /work/sub: !Tmpfs {}\n      /a.b: !Empty\n      /a/b: !BindRO ro\n      /a: !BindRW /work/data\n      /v: !Persistent { name: v, init-command: init }\n      /z: !BindRO ro\n",
         );
         let volumes = &config.containers["c"].volumes;
-        let plan = plan(&config, volumes, &RunOptions::default()).unwrap();
+        let plan = plan(&project, volumes, &RunOptions::default()).unwrap();
         assert_eq!(
             targets(&plan),
             ["/a", "/a/b", "/a.b", "/v", "/work", "/work/sub", "/z"]
         );
-        let project = dir.path().canonicalize().unwrap();
+        let p = dir.path();
         let shares: Vec<_> = plan
             .shares
             .iter()
-            .map(|s| (s.host_path.clone(), s.read_only, s.hidden.len()))
+            .map(|s| (s.path.clone(), s.read_only, s.hidden.len()))
             .collect();
         assert_eq!(
             shares,
             [
-                (project.clone(), false, 1),
-                (project.join("data"), false, 0),
-                (project.join("ro"), true, 0),
-                (dir.path().join(".cella/volumes/v"), false, 0),
+                (p.to_path_buf(), false, 1),
+                (p.join("data"), false, 0),
+                (p.join("ro"), true, 0),
+                (p.join(".cella/volumes/v"), false, 0),
             ]
         );
         match &plan.mounts[6] {
@@ -452,9 +515,9 @@ mod tests {
 
     #[test]
     fn the_project_shared_by_a_bind_still_hides_cella() {
-        let (_dir, config) = config("      /work: !BindRO .\n");
+        let (_dir, config, project) = setup("      /work: !BindRO .\n");
         let plan = plan(
-            &config,
+            &project,
             &config.containers["c"].volumes,
             &RunOptions::default(),
         )
@@ -465,21 +528,42 @@ mod tests {
     }
 
     #[test]
-    fn binds_outside_the_project_need_permission_even_through_a_symlink() {
+    fn binds_follow_no_symlink_and_never_reach_cella() {
         let outside = tempfile::tempdir().unwrap();
-        let (dir, config) = config("      /x: !BindRO link\n");
+        std::fs::create_dir(outside.path().join("sub")).unwrap();
+        let (dir, config, project) = setup("      /x: !BindRO link\n");
         std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
         let volumes = &config.containers["c"].volumes;
-        let err = plan(&config, volumes, &RunOptions::default()).unwrap_err();
-        assert!(err.to_string().contains("is outside the project"), "{err}");
+        let err = plan(&project, volumes, &RunOptions::default()).unwrap_err();
+        assert!(format!("{:?}", err).contains("Symlink"), "{err:?}");
+        // Allowing where the link points does not make the link followed.
         let opts = RunOptions {
             allow_host_paths: vec![outside.path().to_path_buf()],
             ..Default::default()
         };
-        let plan = plan(&config, volumes, &opts).unwrap();
-        assert_eq!(
-            plan.shares[1].host_path,
-            outside.path().canonicalize().unwrap()
-        );
+        assert!(plan(&project, volumes, &opts).is_err());
+        // An allowed directory is reached beneath, without links either.
+        let (_d, config, project) = config_with_abs(outside.path(), "sub");
+        let volumes = &config.containers["c"].volumes;
+        let err = plan(&project, volumes, &RunOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("is outside the project"), "{err}");
+        let plan = plan(&project, volumes, &opts).unwrap();
+        assert_eq!(plan.shares[1].path, outside.path().join("sub"));
+        std::os::unix::fs::symlink("/etc", outside.path().join("etc")).unwrap();
+        let (_d, config, project) = config_with_abs(outside.path(), "etc");
+        let volumes = &config.containers["c"].volumes;
+        assert!(super::plan(&project, volumes, &opts).is_err());
+        // .cella is never shared, by any name.
+        let (_d, config, project) = setup("      /x: !BindRO .cella/volumes\n");
+        let volumes = &config.containers["c"].volumes;
+        let err = super::plan(&project, volumes, &opts).unwrap_err();
+        assert!(err.to_string().contains("cella's own state"), "{err}");
+    }
+
+    fn config_with_abs(base: &Path, name: &str) -> (tempfile::TempDir, Config, Project) {
+        setup(&format!(
+            "      /x: !BindRO {}\n",
+            base.join(name).display()
+        ))
     }
 }

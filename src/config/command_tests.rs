@@ -87,7 +87,7 @@ commands:
 #[test]
 fn full_example() {
     let (_dir, path) = project("cella.yaml", FULL);
-    let config = load(&path).unwrap();
+    let config = load(&path, 1 << 20).unwrap();
 
     let base = &config.containers["base"];
     assert_eq!(
@@ -243,7 +243,7 @@ fn supervise_modes_and_flags() {
 ",
         ),
     );
-    let config = load(&path).unwrap();
+    let config = load(&path, 1 << 20).unwrap();
     let s = supervise(&config, "s");
     assert_eq!(s.mode, SuperviseMode::WaitAll);
     assert!(s.prefix);
@@ -333,7 +333,7 @@ fn user_and_group_ids() {
         "cella.yaml",
         &cmd("    user-id: 0\n    group-id: 4294967295\n"),
     );
-    let t = simple(&load(&path).unwrap(), "t");
+    let t = simple(&load(&path, 1 << 20).unwrap(), "t");
     assert_eq!((t.user_id, t.group_id), (Some(0), Some(u32::MAX)));
     assert_eq!(
         load_err(&cmd("    user-id: -1\n")),
@@ -362,7 +362,7 @@ fn cpus_bounds() {
     for (cpus, want) in [("1", 1), ("8", 8)] {
         let (_dir, path) = project("cella.yaml", &cmd(cpus));
         assert_eq!(
-            simple(&load(&path).unwrap(), "t").resources.cpus,
+            simple(&load(&path, 1 << 20).unwrap(), "t").resources.cpus,
             Some(want)
         );
     }
@@ -396,7 +396,7 @@ fn memory_bounds() {
         ("3G", 3_000_000_000),
     ] {
         let (_dir, path) = project("cella.yaml", &cmd(memory));
-        let t = simple(&load(&path).unwrap(), "t");
+        let t = simple(&load(&path, 1 << 20).unwrap(), "t");
         assert_eq!(t.resources.memory, Some(want), "{memory}");
     }
     for memory in ["63Mi", "67108863", "3221225473", "4G"] {
@@ -486,7 +486,7 @@ fn prerequisite_cycles() {
 ",
         ),
     );
-    assert!(load(&path).is_ok());
+    assert!(load(&path, 1 << 20).is_ok());
 }
 
 #[test]

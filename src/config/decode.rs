@@ -91,6 +91,9 @@ pub(super) struct Reference {
 pub(super) struct Decoder<'a> {
     pub file: &'a Path,
     pub project_dir: &'a Path,
+    /// The project directory held open: project files named by steps are
+    /// checked beneath it.
+    pub project: Result<crate::hostfs::Dir, crate::hostfs::FsError>,
 }
 
 impl Decoder<'_> {

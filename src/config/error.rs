@@ -50,6 +50,9 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
+    /// The config file could not be reached safely (a symlink, too large).
+    #[error(transparent)]
+    Host(#[from] crate::hostfs::FsError),
     #[error("{at}: invalid YAML: {message}")]
     Syntax { at: Location, message: String },
     #[error("{at}: unknown tag !{tag}, expected {expected}")]
@@ -76,9 +79,9 @@ pub enum ConfigError {
     },
     #[error("{at}: unknown container \"{name}\"")]
     UnknownContainer { at: Location, name: String },
-    #[error("{at}: no such file: {}", path.display())]
+    #[error("{at}: no such file: {}", crate::hostfs::Shown(path))]
     MissingFile { at: Location, path: PathBuf },
-    #[error("{at}: not a regular file: {}", path.display())]
+    #[error("{at}: not a regular file: {}", crate::hostfs::Shown(path))]
     NotAFile { at: Location, path: PathBuf },
     #[error("{at}: command must not be empty")]
     EmptyRun { at: Location },
@@ -96,7 +99,7 @@ impl ConfigError {
     /// The location the error points at, when it has one.
     pub fn location(&self) -> Option<&Location> {
         match self {
-            ConfigError::NotFound { .. } | ConfigError::Read { .. } => None,
+            ConfigError::NotFound { .. } | ConfigError::Read { .. } | ConfigError::Host(_) => None,
             ConfigError::Syntax { at, .. }
             | ConfigError::UnknownTag { at, .. }
             | ConfigError::MissingTag { at, .. }

@@ -25,8 +25,9 @@ mod step_tests;
 #[cfg(test)]
 mod tests;
 
-use std::fs;
 use std::path::{Path, PathBuf};
+
+use crate::hostfs::{Dir, FsError, Kind};
 
 pub use error::{ConfigError, Location, Pos};
 pub use model::{
@@ -55,31 +56,56 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
 pub const FILE_NAMES: [&str; 2] = ["cella.yaml", "vagga.yaml"];
 
 /// Finds the config for `start`: the first directory from `start` up
-/// through its parents holding `cella.yaml`, else `vagga.yaml`.
+/// through its parents holding `cella.yaml`, else `vagga.yaml`. A config
+/// file that is a symlink is refused, not followed.
 pub fn find_config(start: &Path) -> Result<PathBuf, ConfigError> {
     let start = std::path::absolute(start).map_err(|source| ConfigError::Read {
         path: start.to_path_buf(),
         source,
     })?;
     for dir in start.ancestors() {
+        let Ok(held) = Dir::open(dir) else {
+            continue;
+        };
         for name in FILE_NAMES {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return Ok(candidate);
+            match held.lstat(Path::new(name)) {
+                Ok(Some(meta)) if meta.kind == Kind::File => return Ok(dir.join(name)),
+                Ok(Some(meta)) if meta.kind == Kind::Symlink => {
+                    return Err(FsError::Symlink(dir.join(name)).into())
+                }
+                _ => {}
             }
         }
     }
     Err(ConfigError::NotFound { dir: start })
 }
 
-/// Reads, parses and validates the config file at `path`.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// Reads, parses and validates the config file at `path`, reading at most
+/// `max_bytes` of it; the file is opened beneath its directory without
+/// following a symlink.
+pub fn load(path: &Path, max_bytes: u64) -> Result<Config, ConfigError> {
     let read_error = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     };
     let path = std::path::absolute(path).map_err(read_error)?;
-    let text = fs::read_to_string(&path).map_err(read_error)?;
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => (dir, name),
+        _ => return Err(read_error(std::io::ErrorKind::InvalidInput.into())),
+    };
+    let as_read_error = |e: FsError| match e {
+        FsError::Io { source, .. } => read_error(source),
+        other => other.into(),
+    };
+    let bytes = Dir::open(dir)
+        .and_then(|dir| dir.read(Path::new(name), max_bytes))
+        .map_err(as_read_error)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        read_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8 text",
+        ))
+    })?;
     parse(&text, &path)
 }
 
@@ -101,6 +127,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let decoder = decode::Decoder {
         file: path,
         project_dir: &project_dir,
+        project: Dir::open(&project_dir),
     };
     decoder.config(root.as_ref(), path.to_path_buf())
 }

@@ -48,15 +48,16 @@ pub struct SetupStep {
 /// the container (`path`, `EnsureDir`, `Remove`, `Text` keys, `Build`'s
 /// `source` and `path`) are absolute and have no `..` component (checked).
 /// Host paths are relative to the project directory and stay inside it
-/// (checked lexically; `resolved` is the project directory joined with it).
+/// (`rel`: normalised, no `..`, no leading `/`); cella reaches them beneath
+/// the project directory without following any symlink.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// `!Tar {url, path?, sha256?}`: unpack a local tarball at `path` (default `/`).
     Tar {
         /// The `url` as written.
         url: String,
-        /// `url` resolved against the project directory; it is a regular file.
-        resolved: PathBuf,
+        /// `url` relative to the project directory; a regular file when loaded.
+        rel: PathBuf,
         /// Where to unpack, absolute, default `/`.
         path: String,
         /// The expected sha256 of the file, lowercase hex (checked: 64 hex digits).
@@ -83,8 +84,8 @@ pub enum Step {
     Depends {
         /// As written.
         path: String,
-        /// Resolved against the project directory; it exists.
-        resolved: PathBuf,
+        /// Relative to the project directory; it existed when loaded.
+        rel: PathBuf,
     },
     /// `!Debian {suite, variant?, mirror?}`: a Debian root made by
     /// mmdebstrap on the host. Only as the first step (checked).
@@ -120,8 +121,9 @@ pub const DEFAULT_DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 pub struct CopyStep {
     /// As written: relative to the project directory, or absolute under `/work`.
     pub source: String,
-    /// The project directory joined with `source` (`/work/x` → `x`); it exists.
-    pub resolved: PathBuf,
+    /// `source` relative to the project directory (`/work/x` → `x`); it
+    /// existed when loaded.
+    pub rel: PathBuf,
     /// Destination in the container, absolute.
     pub path: String,
     /// Only paths (relative to `source`, `/`-separated) matching this are copied.

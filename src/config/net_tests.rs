@@ -32,7 +32,7 @@ commands:
       a: !Command { container: deb, run: [true] }
 ";
     let (_dir, path) = project("cella.yaml", yaml);
-    let config = load(&path).unwrap();
+    let config = load(&path, 1 << 20).unwrap();
     let deb = &config.containers["deb"];
     assert_eq!(deb.build_network, Network::User);
     assert_eq!(

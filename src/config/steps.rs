@@ -1,7 +1,6 @@
 //! Decoding a container's `setup`: one tagged YAML node per `Step`.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use super::decode::{join, Decoder, Reference};
@@ -9,6 +8,7 @@ use super::error::{ConfigError, Pos};
 use super::model::{CopyStep, DebianStep, SetupStep, Step};
 use super::scalars;
 use super::yaml::{Node, Value};
+use crate::hostfs::{FsError, Kind as HostKind, Shown};
 
 const TAR_FIELDS: &[&str] = &["url", "path", "sha256"];
 const COPY_FIELDS: &[&str] = &[
@@ -108,12 +108,9 @@ impl Decoder<'_> {
             "Env" => Step::Env(self.variables(node, path)?),
             "Depends" => {
                 let text = self.tagged_string(node, path)?;
-                let resolved = self.project_path(node.pos, path, &text)?;
-                self.exists(node.pos, path, &resolved, Kind::FileOrDirectory)?;
-                Step::Depends {
-                    path: text,
-                    resolved,
-                }
+                let rel = self.project_path(node.pos, path, &text)?;
+                self.exists(node.pos, path, &rel, Kind::FileOrDirectory)?;
+                Step::Depends { path: text, rel }
             }
             "Build" => self.build(node, path, container, refs)?,
             "Debian" => {
@@ -157,11 +154,11 @@ impl Decoder<'_> {
         }
         // Inside the project, as every host path cella.yaml names: an
         // untrusted project must not pull other host files into an image.
-        let resolved = self.project_path(url_node.pos, &url_path, &url)?;
-        self.exists(url_node.pos, &url_path, &resolved, Kind::File)?;
+        let rel = self.project_path(url_node.pos, &url_path, &url)?;
+        self.exists(url_node.pos, &url_path, &rel, Kind::File)?;
         Ok(Step::Tar {
             url,
-            resolved,
+            rel,
             path: self
                 .optional(&fields, "path", scalars::container_path)?
                 .unwrap_or_else(|| "/".to_owned()),
@@ -243,18 +240,13 @@ impl Decoder<'_> {
         let source_node = self.required(&fields, "source")?;
         let source_path = fields.path_of("source");
         let source = self.string(source_node, &source_path)?;
-        let resolved = self.project_path(source_node.pos, &source_path, &source)?;
-        self.exists(
-            source_node.pos,
-            &source_path,
-            &resolved,
-            Kind::FileOrDirectory,
-        )?;
+        let rel = self.project_path(source_node.pos, &source_path, &source)?;
+        self.exists(source_node.pos, &source_path, &rel, Kind::FileOrDirectory)?;
         let dest = self.required(&fields, "path")?;
         let regex = |text: &str| scalars::regex(text).map(|()| text.to_owned());
         Ok(CopyStep {
             source,
-            resolved,
+            rel,
             path: self.parsed(dest, &fields.path_of("path"), scalars::container_path)?,
             include_regex: self.optional(&fields, "include-regex", regex)?,
             exclude_regex: self.optional(&fields, "exclude-regex", regex)?,
@@ -294,39 +286,45 @@ impl Decoder<'_> {
         })
     }
 
-    /// A path of the project (see `scalars::project_path`), joined to the
+    /// A path of the project (see `scalars::project_path`), relative to the
     /// project directory.
     fn project_path(&self, pos: Pos, path: &str, text: &str) -> Result<PathBuf, ConfigError> {
-        let relative =
-            scalars::project_path(text).map_err(|message| self.invalid(pos, path, message))?;
-        let dir: PathBuf = self.project_dir.components().collect();
-        if relative.as_os_str().is_empty() {
-            Ok(dir)
-        } else {
-            Ok(dir.join(relative))
-        }
+        scalars::project_path(text).map_err(|message| self.invalid(pos, path, message))
     }
 
-    /// Checks that `file` exists and is of the `kind` wanted.
-    fn exists(&self, pos: Pos, path: &str, file: &Path, kind: Kind) -> Result<(), ConfigError> {
+    /// Checks that the project file `rel` exists and is of the `kind`
+    /// wanted, reached beneath the project directory without following a
+    /// symlink (a link, anywhere on the way, is refused by name).
+    fn exists(&self, pos: Pos, path: &str, rel: &Path, kind: Kind) -> Result<(), ConfigError> {
         let at = || self.at(pos, path);
-        match std::fs::metadata(file) {
-            Ok(meta) if meta.is_file() => Ok(()),
-            Ok(meta) if meta.is_dir() && kind == Kind::FileOrDirectory => Ok(()),
-            Ok(_) if kind == Kind::File => Err(ConfigError::NotAFile {
+        let shown = || self.project_dir.join(rel);
+        let project = self.project.as_ref().map_err(|e| {
+            self.invalid(pos, path, format!("cannot open the project directory: {e}"))
+        })?;
+        match project.lstat(rel) {
+            Ok(Some(meta)) if meta.kind == HostKind::File => Ok(()),
+            Ok(Some(meta)) if meta.kind == HostKind::Dir && kind == Kind::FileOrDirectory => Ok(()),
+            Ok(Some(meta)) if meta.kind == HostKind::Symlink => {
+                Err(self.invalid(pos, path, FsError::Symlink(shown()).to_string()))
+            }
+            Ok(Some(_)) if kind == Kind::File => Err(ConfigError::NotAFile {
                 at: at(),
-                path: file.to_path_buf(),
+                path: shown(),
             }),
-            Ok(_) => Err(self.invalid(
+            Ok(Some(meta)) => Err(self.invalid(
                 pos,
                 path,
-                format!("not a regular file or directory: {}", file.display()),
+                format!(
+                    "{} is a {}, not a regular file or directory",
+                    Shown(&shown()),
+                    meta.kind.name()
+                ),
             )),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ConfigError::MissingFile {
+            Ok(None) => Err(ConfigError::MissingFile {
                 at: at(),
-                path: file.to_path_buf(),
+                path: shown(),
             }),
-            Err(e) => Err(self.invalid(pos, path, format!("cannot read {}: {e}", file.display()))),
+            Err(e) => Err(self.invalid(pos, path, e.to_string())),
         }
     }
 }

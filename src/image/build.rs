@@ -5,9 +5,9 @@
 //! packed canonically and committed to the store whole.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use guest_init::{Build, BuildStep};
@@ -16,13 +16,13 @@ use sha2::{Digest, Sha256};
 use super::compact::{compact_with_progress, copy_subtree};
 use super::erofs::{ImageWriter, Inode, Kind, Meta, Tree};
 use super::export::apply_export;
-use super::host::{self, Filter, HostKind};
 use super::progress::{Progress, ProgressReader};
-use super::store::{Image, ImageInfo, Store, StoreError, ROOTFS, TREE};
+use super::store::{BuildDir, Image, ImageInfo, Store, ROOTFS, TREE};
 use super::tar_import;
 use super::version::Versions;
 use super::{apt, debian};
 use crate::config::{Config, Container, CopyStep, DebianStep, Network, Step};
+use crate::hostfs::{walk, EntryKind, Filter};
 
 pub use super::build_error::{BuildError, StepError, StepFailure};
 
@@ -43,7 +43,7 @@ pub struct BatchOutcome {
 pub trait ProgramRunner {
     fn run(
         &mut self,
-        disk: &Path,
+        disk: &File,
         build: Build,
         needs: BatchNeeds,
         export: &mut dyn Write,
@@ -98,15 +98,20 @@ impl BuildCtx<'_, '_> {
         let started = Instant::now();
         eprintln!("cella: building container {name} (image {})", short(&id));
         let dir = self.store.start(&id, &lock)?;
-        let built = Builder::new(self, container, &dir).and_then(|mut builder| {
-            builder.run_steps()?;
-            builder.pack()
-        });
+        let work = match dir.dir.create_new(Path::new(Builder::WORK), 0o600) {
+            Ok(work) => work,
+            Err(e) => {
+                self.store.discard(dir);
+                return Err(BuildError::Store(e.into()));
+            }
+        };
+        let mut builder = Builder::new(self, container, dir, work);
+        let built = builder.run_steps().and_then(|()| builder.pack());
+        let dir = builder.into_dir();
         let (digest, size) = match built {
             Ok(built) => built,
             Err(e) => {
-                // Best effort: a leftover is removed by the next build anyway.
-                let _ = fs::remove_dir_all(&dir);
+                self.store.discard(dir);
                 return Err(e);
             }
         };
@@ -116,7 +121,7 @@ impl BuildCtx<'_, '_> {
             digest,
             size,
         };
-        let image = self.store.commit(&dir, &info)?;
+        let image = self.store.commit(dir, &info)?;
         eprintln!(
             "cella: built {name} in {:.1} s: {:.1} MiB, sha256 {}",
             started.elapsed().as_secs_f64(),
@@ -136,8 +141,8 @@ pub fn short(id: &str) -> &str {
 struct Builder<'a, 'c, 'v> {
     ctx: &'a mut BuildCtx<'c, 'v>,
     container: &'c Container,
-    dir: PathBuf,
-    work_path: PathBuf,
+    /// The build's directory in `.cella/tmp/`.
+    build: BuildDir,
     /// The image being built: file data, and the metadata of the last
     /// batch's image (dead space once more is appended; packing drops it).
     work: File,
@@ -148,33 +153,29 @@ struct Builder<'a, 'c, 'v> {
 }
 
 impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
+    /// The image being built, in the build directory.
+    const WORK: &'static str = "work.erofs";
+
     fn new(
         ctx: &'a mut BuildCtx<'c, 'v>,
         container: &'c Container,
-        dir: &Path,
-    ) -> Result<Self, BuildError> {
-        let work_path = dir.join("work.erofs");
-        let work = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&work_path)
-            .map_err(|source| StoreError {
-                what: "create",
-                path: work_path.clone(),
-                source,
-            })?;
+        build: BuildDir,
+        work: File,
+    ) -> Self {
         let epoch = ctx.versions.epoch();
-        Ok(Builder {
+        Builder {
             ctx,
             container,
-            dir: dir.to_path_buf(),
-            work_path,
+            build,
             work,
             tree: Tree::new(),
             env: BTreeMap::new(),
             epoch,
-        })
+        }
+    }
+
+    fn into_dir(self) -> BuildDir {
+        self.build
     }
 
     fn run_steps(&mut self) -> Result<(), BuildError> {
@@ -263,11 +264,12 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         let step = &self.container.setup[i].step;
         match step {
             Step::Tar {
-                resolved,
-                path,
-                sha256,
-                ..
-            } => self.tar(resolved, path, sha256.as_deref()),
+                rel, path, sha256, ..
+            } => {
+                let project = self.ctx.versions.project();
+                let file = project.open_file(rel)?;
+                self.tar(file, &project.display(rel), path, sha256.as_deref())
+            }
             Step::Container(name) => self.start_from(name),
             Step::Text(files) => {
                 let (meta, parents) = (self.meta(0o644, 0, 0), self.meta(0o755, 0, 0));
@@ -309,8 +311,14 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         }
     }
 
-    fn tar(&mut self, tarball: &Path, dest: &str, sha256: Option<&str>) -> Result<(), StepFailure> {
-        let file = File::open(tarball).map_err(|e| StepFailure::io("open", tarball, e))?;
+    /// Imports the tarball `file` (shown as `tarball` in messages) at `dest`.
+    fn tar(
+        &mut self,
+        file: File,
+        tarball: &Path,
+        dest: &str,
+        sha256: Option<&str>,
+    ) -> Result<(), StepFailure> {
         let total = file.metadata().map(|m| m.len()).unwrap_or(0);
         let progress = Progress::new("importing", total);
         let reader = ProgressReader::new(
@@ -343,30 +351,35 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
 
     /// `!Debian`: mmdebstrap's tarball, imported as `!Tar` would.
     fn debian(&mut self, step: &DebianStep) -> Result<(), StepFailure> {
-        let tarball = self.dir.join("debian.tar");
+        let rel = Path::new("debian.tar");
+        let tarball = self.build.path.join(rel);
         debian::bootstrap(step, self.epoch, &tarball).map_err(|e| StepFailure::Other(e.into()))?;
-        let result = self.tar(&tarball, "/", None);
-        let _ = fs::remove_file(&tarball);
+        let result = self
+            .build
+            .dir
+            .open_file(rel)
+            .map_err(StepFailure::from)
+            .and_then(|file| self.tar(file, &tarball, "/", None));
+        let _ = self.build.dir.remove_file(rel);
         result
     }
 
     /// `!Container NAME`: a copy of that image's data and tree to build on.
     fn start_from(&mut self, name: &str) -> Result<(), StepFailure> {
         let image = self.image_of(name)?;
-        let rootfs = image.rootfs();
-        let mut from = File::open(&rootfs).map_err(|e| StepFailure::io("open", &rootfs, e))?;
+        let mut from = image.open_rootfs()?;
+        let work_path = self.build.dir.display(Path::new(Self::WORK));
         self.work
             .set_len(0)
-            .map_err(|e| StepFailure::io("write", &self.work_path, e))?;
-        io::copy(&mut from, &mut &self.work).map_err(|e| StepFailure::io("copy", &rootfs, e))?;
+            .map_err(|e| StepFailure::io("write", &work_path, e))?;
+        io::copy(&mut from, &mut &self.work).map_err(|e| StepFailure::io("copy", &work_path, e))?;
         self.tree = load_tree(&image)?;
         Ok(())
     }
 
     fn build_from(&mut self, name: &str, source: &str, dest: &str) -> Result<(), StepFailure> {
         let image = self.image_of(name)?;
-        let rootfs = image.rootfs();
-        let from = File::open(&rootfs).map_err(|e| StepFailure::io("open", &rootfs, e))?;
+        let from = image.open_rootfs()?;
         let from_tree = load_tree(&image)?;
         let mut writer = writer(&self.work)?;
         copy_subtree(
@@ -395,7 +408,8 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
     fn copy(&mut self, copy: &CopyStep) -> Result<(), StepFailure> {
         let filter = Filter::new(copy.include_regex.as_deref(), copy.exclude_regex.as_deref())
             .map_err(|e| StepFailure::Other(e.into()))?;
-        let entries = host::walk(&copy.resolved, &filter)?;
+        let project = self.ctx.versions.project();
+        let entries = walk(project, &copy.rel, &filter)?;
         let (uid, gid) = (copy.owner_uid.unwrap_or(0), copy.owner_gid.unwrap_or(0));
         let parents = self.meta(0o755, 0, 0);
         let mut writer = writer(&self.work)?;
@@ -408,18 +422,17 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             let perm = (entry.perm & !copy.umask & 0o7777) as u16;
             let meta = self.meta(perm, uid, gid);
             let kind = match &entry.kind {
-                HostKind::Dir => Kind::Dir(Default::default()),
-                HostKind::File { .. } => {
-                    let mut file = File::open(&entry.path)
-                        .map_err(|e| StepFailure::io("open", &entry.path, e))?;
+                EntryKind::Dir => Kind::Dir(Default::default()),
+                EntryKind::File { .. } => {
+                    let mut file = project.open_file(&entry.path(&copy.rel))?;
                     Kind::File(
                         writer
                             .write_file_data(&mut file)
                             .map_err(StepFailure::Image)?,
                     )
                 }
-                HostKind::Symlink(target) => Kind::Symlink(target.clone()),
-                HostKind::Fifo => Kind::Fifo,
+                EntryKind::Symlink(target) => Kind::Symlink(target.clone()),
+                EntryKind::Fifo => Kind::Fifo,
             };
             self.tree.insert(&dest, Inode { meta, kind }, &parents)?;
         }
@@ -464,16 +477,20 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 .finish(&self.tree)
                 .map_err(|e| fail(self, start, StepFailure::Image(e)))?;
         }
-        let export_path = self.dir.join("export");
-        let mut export = File::create(&export_path)
-            .map_err(|e| fail(self, start, StepFailure::io("create", &export_path, e)))?;
+        let export_rel = Path::new("export");
+        let export_path = self.build.dir.display(export_rel);
+        let mut export = self
+            .build
+            .dir
+            .create_new(export_rel, 0o600)
+            .map_err(|e| fail(self, start, e.into()))?;
         let outcome = {
             let mut sink = io::BufWriter::with_capacity(1 << 20, &mut export);
             let outcome = self
                 .ctx
                 .runner
                 .run(
-                    &self.work_path,
+                    &self.work,
                     Build {
                         steps: steps.clone(),
                     },
@@ -500,22 +517,25 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 },
             ));
         }
-        let file = File::open(&export_path)
-            .map_err(|e| fail(self, end - 1, StepFailure::io("open", &export_path, e)))?;
+        let file = self
+            .build
+            .dir
+            .open_file(export_rel)
+            .map_err(|e| fail(self, end - 1, e.into()))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let epoch = self.epoch;
         let result = writer(&self.work)
             .and_then(|mut w| Ok(apply_export(&mut self.tree, &mut w, &mut reader, epoch)?));
         result.map_err(|e| fail(self, end - 1, e))?;
-        let _ = fs::remove_file(&export_path);
+        let _ = self.build.dir.remove_file(export_rel);
         Ok(())
     }
 
     /// `!Install`'s host half: what dpkg must do to the image so far, as
     /// the host's apt resolved it, with the .debs downloaded (see `apt`).
     fn resolve_install(&self, packages: &[String]) -> Result<Vec<apt::DpkgOp>, StepFailure> {
-        let root = self.dir.join("apt-root");
-        let _ = fs::remove_dir_all(&root);
+        let root = self.build.path.join("apt-root");
+        let _ = self.build.dir.remove_tree(Path::new("apt-root"));
         let cache = debian::apt_cache()
             .ok_or(debian::DebianError::NoCache)
             .map_err(|e| StepFailure::Other(e.into()))?;
@@ -523,7 +543,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         let ops = apt::export_root(&self.tree, &self.work, &root)
             .and_then(|()| apt::resolve(&root, &cache, packages))
             .map_err(|e| StepFailure::Other(e.into()));
-        let _ = fs::remove_dir_all(&root);
+        let _ = self.build.dir.remove_tree(Path::new("apt-root"));
         let ops = ops?;
         let debs: usize = ops
             .iter()
@@ -543,28 +563,25 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
     /// Writes the canonical image and its tree; returns its sha256 and size.
     fn pack(&mut self) -> Result<(String, u64), BuildError> {
         let last = self.container.setup.len().saturating_sub(1);
-        let rootfs = self.dir.join(ROOTFS);
-        let io_err = |what, path: &Path, e| StepFailure::io(what, path, e);
+        let dir = &self.build.dir;
+        let rootfs = Path::new(ROOTFS);
+        let io_err = |what, rel: &Path, e| StepFailure::io(what, &dir.display(rel), e);
         let run = || -> Result<(String, u64), StepFailure> {
-            let out = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&rootfs)
-                .map_err(|e| io_err("create", &rootfs, e))?;
+            let out = dir.create_new(rootfs, 0o644)?;
             let total = self.work.metadata().map_or(0, |m| m.len());
             let progress = Progress::new("packing", total);
             let tree = compact_with_progress(&self.tree, &self.work, &out, &|n| progress.add(n))
                 .map_err(StepFailure::Image)?;
             progress.finish();
             let json = tree.to_json().map_err(|e| StepFailure::Other(e.into()))?;
-            let tree_path = self.dir.join(TREE);
-            fs::write(&tree_path, json).map_err(|e| io_err("write", &tree_path, e))?;
-            let _ = fs::remove_file(&self.work_path);
-            let mut hasher =
-                HashingReader::new(File::open(&rootfs).map_err(|e| io_err("open", &rootfs, e))?);
+            let tree_rel = Path::new(TREE);
+            dir.create_new(tree_rel, 0o644)?
+                .write_all(&json)
+                .map_err(|e| io_err("write", tree_rel, e))?;
+            let _ = dir.remove_file(Path::new(Self::WORK));
+            let mut hasher = HashingReader::new(dir.open_file(rootfs)?);
             let size =
-                io::copy(&mut hasher, &mut io::sink()).map_err(|e| io_err("read", &rootfs, e))?;
+                io::copy(&mut hasher, &mut io::sink()).map_err(|e| io_err("read", rootfs, e))?;
             Ok((hasher.finish(), size))
         };
         run().map_err(|e| self.step_error(last, e))
@@ -577,8 +594,7 @@ fn writer(work: &File) -> Result<ImageWriter<'_>, StepFailure> {
 }
 
 fn load_tree(image: &Image) -> Result<Tree, StepFailure> {
-    let path = image.tree();
-    let json = fs::read(&path).map_err(|e| StepFailure::io("read", &path, e))?;
+    let json = image.read_tree()?;
     Tree::from_json(&json).map_err(|e| StepFailure::Other(e.into()))
 }
 

@@ -12,6 +12,7 @@ use super::store::StoreError;
 use super::tree::TreeError;
 use super::version::VersionError;
 use super::ImageError;
+use crate::hostfs::{FsError, Shown};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -91,7 +92,7 @@ pub enum StepFailure {
     Export(#[from] ExportError),
     #[error("the build VM failed")]
     Vm(#[source] BoxError),
-    #[error("sha256 of {} is {actual}, not {expected} as the step says", .path.display())]
+    #[error("sha256 of {} is {actual}, not {expected} as the step says", Shown(.path))]
     Checksum {
         path: PathBuf,
         expected: String,
@@ -99,7 +100,9 @@ pub enum StepFailure {
     },
     #[error("container \"{0}\" has no image yet")]
     NotBuilt(String),
-    #[error("cannot {what} {}", .path.display())]
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("cannot {what} {}", Shown(.path))]
     Io {
         what: &'static str,
         path: PathBuf,

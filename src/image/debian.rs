@@ -28,8 +28,18 @@ pub struct AptCache {
 }
 
 impl AptCache {
+    /// Makes the cache's directories (0700: the user's alone).
     pub fn create(&self) -> std::io::Result<()> {
-        std::fs::create_dir_all(self.archives.join("partial"))
+        let private = |dir: &std::path::Path| {
+            crate::hostfs::Dir::create_private(dir)
+                .map(drop)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        };
+        if let Some(apt) = self.archives.parent() {
+            private(apt)?;
+        }
+        private(&self.archives.join("partial"))?;
+        private(&self.lists)
     }
 }
 

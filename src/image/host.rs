@@ -1,229 +1,36 @@
-//! Host files that go into images: a filtered, ordered walk of a project dir and content digests.
+//! Content digests of the host files that go into images.
 //!
 //! `!Copy`, `!Depends` and `!Tar` steps name their image by what they read
-//! from the host. [`walk`] lists those files in a stable order, [`tree_digest`]
-//! hashes the list (names, kinds, modes, link targets and contents, never
-//! times or owners), and [`DigestCache`] remembers content hashes across runs
-//! so an unchanged tree is not read again.
+//! from the project. [`crate::hostfs::walk`] lists those files in a stable
+//! order without following links, [`tree_digest`] hashes the list (names,
+//! kinds, modes, link targets and contents, never times or owners), and
+//! [`DigestCache`] remembers content hashes across runs so an unchanged
+//! tree is not read again. Every file is opened beneath the project
+//! directory's descriptor, never through a symlink.
 
 use std::collections::HashMap;
-use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// The longest file name an image can hold (erofs and Linux's NAME_MAX).
-pub const MAX_NAME_LEN: usize = 255;
-
-/// One file found by [`walk`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostEntry {
-    /// Path relative to the walked source, '/'-joined; empty for the source itself.
-    pub rel: Vec<u8>,
-    /// Where it is on the host.
-    pub path: PathBuf,
-    pub kind: HostKind,
-    /// `st_mode & 0o7777`.
-    pub perm: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostKind {
-    Dir,
-    File {
-        size: u64,
-    },
-    /// The link's target as stored in it; never followed.
-    Symlink(Vec<u8>),
-    Fifo,
-}
+use crate::hostfs::{Dir, Entry, EntryKind, FsError, Kind, Meta, Shown};
 
 /// What failed while reading host files; each names the host path.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("cannot stat {}", .path.display())]
-    Stat {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot list directory {}", .path.display())]
-    ReadDir {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot read symlink {}", .path.display())]
-    ReadLink {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot read {}", .path.display())]
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("cannot read {}", Shown(.path))]
     Read {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("{}: file name is longer than {MAX_NAME_LEN} bytes", .path.display())]
-    NameTooLong { path: PathBuf },
-    #[error("{}: device nodes cannot be copied into an image", .path.display())]
-    Device { path: PathBuf },
-    #[error("{} changed while it was being read", .path.display())]
+    #[error("{} changed while it was being read", Shown(.path))]
     Changed { path: PathBuf },
-}
-
-/// Which paths under the source [`walk`] returns (vagga's `include-regex` / `exclude-regex`).
-///
-/// Both regexes are searched (unanchored, like vagga: use `^`/`$`) in the path
-/// relative to the source, '/'-joined, without a leading slash (`src/main.rs`);
-/// they work on bytes, so non-UTF-8 names can match too. The source itself
-/// (empty relative path) is never filtered. For every other path:
-/// - `exclude` wins: a matching path is left out, and a matching directory is
-///   not descended into, so nothing under it is returned either;
-/// - with `include` set, a non-directory is returned only if its own path
-///   matches; a directory is always descended into, and is returned if its own
-///   path matches or anything under it is returned. A matching directory does
-///   not bring in its contents: each one is matched on its own path (so
-///   `^docs/` takes the tree, `^docs$` only the directory);
-/// - without `include`, everything not excluded is returned.
-///
-/// Nothing else is skipped: no implicit `.git` or `.cella` exclusion (vagga
-/// has none either), exclude those explicitly.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    include: Option<Regex>,
-    exclude: Option<Regex>,
-}
-
-impl Filter {
-    pub fn new(include: Option<&str>, exclude: Option<&str>) -> Result<Filter, regex::Error> {
-        Ok(Filter {
-            include: include.map(Regex::new).transpose()?,
-            exclude: exclude.map(Regex::new).transpose()?,
-        })
-    }
-
-    fn excluded(&self, rel: &[u8]) -> bool {
-        self.exclude.as_ref().is_some_and(|re| re.is_match(rel))
-    }
-
-    fn included(&self, rel: &[u8]) -> bool {
-        self.include.as_ref().is_none_or(|re| re.is_match(rel))
-    }
-}
-
-/// Lists `source` (a directory, or a single file or symlink) and what is under it.
-///
-/// Order is pre-order (a directory before its contents), siblings sorted by
-/// the bytes of their names. Nothing is followed: `source` and everything
-/// under it are `lstat`ed, and a symlink is returned as one. Sockets are
-/// skipped silently (editors and dev servers leave them in project dirs);
-/// block and character devices are an error, and so is a name longer than
-/// [`MAX_NAME_LEN`] bytes. See [`Filter`] for what the regexes select.
-pub fn walk(source: &Path, filter: &Filter) -> Result<Vec<HostEntry>, HostError> {
-    let mut out = Vec::new();
-    let meta = lstat(source)?;
-    let is_dir = meta.is_dir();
-    if !push_entry(&mut out, Vec::new(), source.to_path_buf(), &meta)? {
-        return Ok(out);
-    }
-    if is_dir {
-        walk_dir(source, &[], filter, &mut out)?;
-    }
-    Ok(out)
-}
-
-fn walk_dir(
-    dir: &Path,
-    rel: &[u8],
-    filter: &Filter,
-    out: &mut Vec<HostEntry>,
-) -> Result<(), HostError> {
-    let read_dir = |source| HostError::ReadDir {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir).map_err(read_dir)? {
-        names.push(entry.map_err(read_dir)?.file_name());
-    }
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    for name in names {
-        let path = dir.join(&name);
-        if name.len() > MAX_NAME_LEN {
-            return Err(HostError::NameTooLong { path });
-        }
-        let mut child_rel = rel.to_vec();
-        if !child_rel.is_empty() {
-            child_rel.push(b'/');
-        }
-        child_rel.extend_from_slice(name.as_bytes());
-        if filter.excluded(&child_rel) {
-            continue;
-        }
-        let meta = lstat(&path)?;
-        if meta.is_dir() {
-            let at = out.len();
-            let own_match = filter.included(&child_rel);
-            push_entry(out, child_rel.clone(), path.clone(), &meta)?;
-            walk_dir(&path, &child_rel, filter, out)?;
-            if !own_match && out.len() == at + 1 {
-                out.truncate(at);
-            }
-        } else if filter.included(&child_rel) {
-            push_entry(out, child_rel, path, &meta)?;
-        }
-    }
-    Ok(())
-}
-
-/// Appends the entry for `path`; false if it is a socket (skipped).
-fn push_entry(
-    out: &mut Vec<HostEntry>,
-    rel: Vec<u8>,
-    path: PathBuf,
-    meta: &Metadata,
-) -> Result<bool, HostError> {
-    let ft = meta.file_type();
-    let kind = if ft.is_dir() {
-        HostKind::Dir
-    } else if ft.is_file() {
-        HostKind::File { size: meta.len() }
-    } else if ft.is_symlink() {
-        let target = fs::read_link(&path).map_err(|source| HostError::ReadLink {
-            path: path.clone(),
-            source,
-        })?;
-        HostKind::Symlink(target.into_os_string().into_vec())
-    } else if ft.is_fifo() {
-        HostKind::Fifo
-    } else if ft.is_socket() {
-        return Ok(false);
-    } else {
-        return Err(HostError::Device { path });
-    };
-    let perm = meta.mode() & 0o7777;
-    out.push(HostEntry {
-        rel,
-        path,
-        kind,
-        perm,
-    });
-    Ok(true)
-}
-
-fn lstat(path: &Path) -> Result<Metadata, HostError> {
-    fs::symlink_metadata(path).map_err(|source| HostError::Stat {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// Bumped when the framing of [`tree_digest`] changes.
@@ -234,7 +41,12 @@ const TREE_DIGEST_VERSION: &[u8] = b"cella-host-tree-1";
 /// sha256, each variable-length field prefixed by its length (u64 LE). Times,
 /// owners and inode numbers are not covered. Each file is `lstat`ed again; a
 /// file whose size is no longer the one [`walk`] saw is [`HostError::Changed`].
-pub fn tree_digest(entries: &[HostEntry], cache: &mut DigestCache) -> Result<[u8; 32], HostError> {
+pub fn tree_digest(
+    base: &Dir,
+    source: &Path,
+    entries: &[Entry],
+    cache: &mut DigestCache,
+) -> Result<[u8; 32], HostError> {
     let mut h = Sha256::new();
     h.update(TREE_DIGEST_VERSION);
     h.update((entries.len() as u64).to_le_bytes());
@@ -243,27 +55,23 @@ pub fn tree_digest(entries: &[HostEntry], cache: &mut DigestCache) -> Result<[u8
         h.update(&entry.rel);
         h.update(entry.perm.to_le_bytes());
         match &entry.kind {
-            HostKind::Dir => h.update(b"d"),
-            HostKind::Fifo => h.update(b"p"),
-            HostKind::Symlink(target) => {
+            EntryKind::Dir => h.update(b"d"),
+            EntryKind::Fifo => h.update(b"p"),
+            EntryKind::Symlink(target) => {
                 h.update(b"l");
                 h.update((target.len() as u64).to_le_bytes());
                 h.update(target);
             }
-            HostKind::File { size } => {
-                let meta = lstat(&entry.path)?;
-                if !meta.is_file() || meta.len() != *size {
-                    return Err(HostError::Changed {
-                        path: entry.path.clone(),
-                    });
+            EntryKind::File { size } => {
+                let rel = entry.path(source);
+                let changed = || HostError::Changed {
+                    path: base.display(&rel),
+                };
+                let meta = base.lstat(&rel)?.ok_or_else(changed)?;
+                if meta.kind != Kind::File || meta.size != *size {
+                    return Err(changed());
                 }
-                let digest =
-                    cache
-                        .file_digest(&entry.path, &meta)
-                        .map_err(|source| HostError::Read {
-                            path: entry.path.clone(),
-                            source,
-                        })?;
+                let digest = cache.file_digest(base, &rel, &meta)?;
                 h.update(b"f");
                 h.update(size.to_le_bytes());
                 h.update(digest);
@@ -273,21 +81,19 @@ pub fn tree_digest(entries: &[HostEntry], cache: &mut DigestCache) -> Result<[u8
     Ok(h.finalize().into())
 }
 
-/// The sha256 of one file's content, in hex (for `!Tar` tarballs): symlinks
-/// in `path` are resolved, the file is streamed, and the cache is used.
-pub fn file_digest_hex(path: &Path, cache: &mut DigestCache) -> Result<String, HostError> {
-    let real = fs::canonicalize(path).map_err(|source| HostError::Stat {
-        path: path.to_path_buf(),
-        source,
+/// The sha256 of the project file `rel`'s content, in hex (for `!Tar`
+/// tarballs): streamed, and the cache is used. A symlink is refused.
+pub fn file_digest_hex(
+    base: &Dir,
+    rel: &Path,
+    cache: &mut DigestCache,
+) -> Result<String, HostError> {
+    let meta = base.lstat(rel)?.ok_or_else(|| FsError::Io {
+        what: "read",
+        path: base.display(rel),
+        source: io::ErrorKind::NotFound.into(),
     })?;
-    let meta = lstat(&real)?;
-    let digest = cache
-        .file_digest(&real, &meta)
-        .map_err(|source| HostError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    Ok(hex::encode(digest))
+    Ok(hex::encode(cache.file_digest(base, rel, &meta)?))
 }
 
 /// Bumped when the cache file's layout changes; another version is ignored.
@@ -313,14 +119,13 @@ struct StatKey {
 }
 
 impl StatKey {
-    fn of(meta: &Metadata) -> StatKey {
-        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+    fn of(meta: &Meta) -> StatKey {
         StatKey {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.len(),
-            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
-            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+            dev: meta.dev,
+            ino: meta.ino,
+            size: meta.size,
+            mtime_ns: meta.mtime_ns,
+            ctime_ns: meta.ctime_ns,
         }
     }
 }
@@ -351,34 +156,56 @@ struct CacheFile {
 /// (or in the future) is hashed but not cached.
 #[derive(Debug)]
 pub struct DigestCache {
-    path: PathBuf,
     entries: HashMap<String, CacheEntry>,
     dirty: bool,
 }
 
+/// The cache's file in the project's `.cella/`.
+pub const CACHE_FILE: &str = "digests.json";
+/// A cache file larger than this is not read (it is the project's to ship).
+const CACHE_MAX_BYTES: u64 = 64 << 20;
+
 impl DigestCache {
-    /// Reads the cache at `path`; a missing, unreadable or corrupt file gives an empty cache.
-    pub fn load(path: &Path) -> DigestCache {
-        let entries = fs::read(path)
+    /// Reads the cache in `state` (the project's `.cella/`); a missing,
+    /// unreadable, oversized or corrupt file gives an empty cache.
+    pub fn load(state: &Dir) -> DigestCache {
+        let entries = state
+            .read(Path::new(CACHE_FILE), CACHE_MAX_BYTES)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<CacheFile>(&bytes).ok())
             .filter(|file| file.version == CACHE_VERSION)
             .map(|file| file.entries)
             .unwrap_or_default();
         DigestCache {
-            path: path.to_path_buf(),
             entries,
             dirty: false,
         }
     }
 
-    /// The sha256 of the regular file at `path`, whose `lstat` is `meta`: from
-    /// the cache when its key still matches, else read (streamed) and cached.
-    /// The file is opened without following a symlink, and is hashed but not
-    /// cached if it turns out not to be the file `meta` describes.
-    pub fn file_digest(&mut self, path: &Path, meta: &Metadata) -> io::Result<[u8; 32]> {
+    /// An empty cache that is never saved anywhere.
+    pub fn empty() -> DigestCache {
+        DigestCache {
+            entries: HashMap::new(),
+            dirty: false,
+        }
+    }
+
+    /// The sha256 of the regular file `rel` beneath `base`, whose `lstat`
+    /// is `meta`: from the cache when its key still matches, else read
+    /// (streamed) and cached. The file is opened beneath `base` without
+    /// following a symlink, and is hashed but not cached if it turns out not
+    /// to be the file `meta` describes.
+    pub fn file_digest(
+        &mut self,
+        base: &Dir,
+        rel: &Path,
+        meta: &Meta,
+    ) -> Result<[u8; 32], HostError> {
         let key = StatKey::of(meta);
-        let name = std::path::absolute(path)?.to_str().map(str::to_owned);
+        let shown = base.display(rel);
+        let name = std::path::absolute(&shown)
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_owned));
         let now = now_ns();
         if let Some(entry) = name.as_ref().and_then(|n| self.entries.get_mut(n)) {
             if entry.key == key {
@@ -392,7 +219,11 @@ impl DigestCache {
                 }
             }
         }
-        let (digest, opened) = hash_file(path)?;
+        let file = base.open_file(rel)?;
+        let (digest, opened) = hash_file(file).map_err(|source| HostError::Read {
+            path: shown.clone(),
+            source,
+        })?;
         let newest = key.mtime_ns.max(key.ctime_ns);
         if let Some(name) = name {
             if opened == Some(key) && newest.saturating_add(RACY_NS) <= now {
@@ -410,10 +241,10 @@ impl DigestCache {
         Ok(digest)
     }
 
-    /// Writes the cache back if anything changed: to a temp file in the same
-    /// directory (created if missing), then renamed over the old one. Entries
-    /// unused for 30 days are dropped, and only the 100,000 most recently used kept.
-    pub fn save(&self) -> io::Result<()> {
+    /// Writes the cache back into `state` if anything changed: to a temp
+    /// file (0600), then renamed over the old one. Entries unused for 30
+    /// days are dropped, and only the 100,000 most recently used kept.
+    pub fn save(&self, state: &Dir) -> Result<(), FsError> {
         if !self.dirty {
             return Ok(());
         }
@@ -434,39 +265,40 @@ impl DigestCache {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
-        let bytes = serde_json::to_vec(&file).map_err(io::Error::other)?;
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        fs::create_dir_all(dir)?;
-        let file_name = self.path.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-        let result = File::create(&tmp)
-            .and_then(|mut f| f.write_all(&bytes))
-            .and_then(|()| fs::rename(&tmp, &self.path));
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        let bytes = serde_json::to_vec(&file).map_err(|e| FsError::Io {
+            what: "write",
+            path: state.display(Path::new(CACHE_FILE)),
+            source: io::Error::other(e),
+        })?;
+        write_replace(state, Path::new(CACHE_FILE), &bytes)
     }
 }
 
-/// Streams the file at `path` (not following a final symlink, not blocking
-/// on a fifo) through sha256; also returns the opened file's stat key, or
-/// None if it changed while being read.
-fn hash_file(path: &Path) -> io::Result<([u8; 32], Option<StatKey>)> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+/// Writes `bytes` to `rel` beneath `dir` through a temporary file (0600,
+/// created new) renamed over it: readers see the old or the new file whole.
+pub fn write_replace(dir: &Dir, rel: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    let name = rel.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = rel.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = dir.remove_file(&tmp);
+    let mut file = dir.create_new(&tmp, 0o600)?;
+    let result = file
+        .write_all(bytes)
+        .map_err(|source| FsError::Io {
+            what: "write",
+            path: dir.display(&tmp),
+            source,
+        })
+        .and_then(|()| dir.rename(&tmp, dir, rel));
+    if result.is_err() {
+        let _ = dir.remove_file(&tmp);
     }
+    result
+}
+
+/// Streams `file` through sha256; also returns the file's stat key, or
+/// None if it changed while being read.
+fn hash_file(mut file: std::fs::File) -> io::Result<([u8; 32], Option<StatKey>)> {
+    let meta = Meta::of_fd(&file)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -478,7 +310,7 @@ fn hash_file(path: &Path) -> io::Result<([u8; 32], Option<StatKey>)> {
         }
     }
     // Stat again after reading: a write during the read moves mtime/ctime.
-    let after = StatKey::of(&file.metadata()?);
+    let after = StatKey::of(&Meta::of_fd(&file)?);
     let stable = (after == StatKey::of(&meta)).then_some(after);
     Ok((h.finalize().into(), stable))
 }
@@ -503,7 +335,11 @@ fn now_ns() -> i64 {
 mod tests {
     use super::*;
     use std::ffi::CString;
-    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::fs;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+
+    use crate::hostfs::{walk, Filter};
 
     fn tree(files: &[&str]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -517,17 +353,6 @@ mod tests {
             }
         }
         dir
-    }
-
-    /// The relative paths `walk` returns, space-separated ("." for the source).
-    fn rels(src: &Path, include: Option<&str>, exclude: Option<&str>) -> String {
-        let filter = Filter::new(include, exclude).unwrap();
-        let rel = |e: HostEntry| match e.rel.is_empty() {
-            true => ".".to_owned(),
-            false => String::from_utf8(e.rel).unwrap(),
-        };
-        let names: Vec<_> = walk(src, &filter).unwrap().into_iter().map(rel).collect();
-        names.join(" ")
     }
 
     /// Sets mtime (and atime) to `secs` since the epoch.
@@ -544,97 +369,13 @@ mod tests {
     }
 
     fn digest(src: &Path) -> [u8; 32] {
-        let entries = walk(src, &Filter::default()).unwrap();
-        let mut cache = DigestCache::load(&src.join("no-such-dir/cache.json"));
-        tree_digest(&entries, &mut cache).unwrap()
+        let base = Dir::open(src).unwrap();
+        let entries = walk(&base, Path::new(""), &Filter::default()).unwrap();
+        tree_digest(&base, Path::new(""), &entries, &mut DigestCache::empty()).unwrap()
     }
 
-    #[test]
-    fn preorder_sorted_by_name_bytes() {
-        let d = tree(&["b", "a.b", "a/c", "a/B", "Z", "empty/"]);
-        assert_eq!(rels(d.path(), None, None), ". Z a a/B a/c a.b b empty");
-        let entries = walk(d.path(), &Filter::default()).unwrap();
-        assert_eq!(
-            (&entries[0].kind, &*entries[0].path),
-            (&HostKind::Dir, d.path())
-        );
-        assert_eq!(entries[1].kind, HostKind::File { size: 1 });
-        assert_eq!(entries[1].path, d.path().join("Z"));
-        // A single file as the source: itself, unfiltered.
-        let entries = walk(
-            &d.path().join("b"),
-            &Filter::new(Some("^x$"), None).unwrap(),
-        );
-        let entries = entries.unwrap();
-        assert_eq!((entries.len(), &*entries[0].rel), (1, &b""[..]));
-    }
-
-    #[test]
-    fn include_exclude() {
-        let files = [
-            "Cargo.toml",
-            "docs/readme.md",
-            "src/lib.rs",
-            "src/main.rs",
-            "src/sub/x.rs",
-        ];
-        let d = tree(&[&files[..], &["target/debug/y.rs"]].concat());
-        let p = d.path();
-        // An excluded dir is not descended into, even if its contents don't match.
-        let all =
-            ". Cargo.toml docs docs/readme.md src src/lib.rs src/main.rs src/sub src/sub/x.rs";
-        assert_eq!(rels(p, None, Some("^target$")), all);
-        // Include: dirs are descended into and kept only for what matched inside.
-        let rs = ". src src/lib.rs src/main.rs src/sub src/sub/x.rs";
-        let target = " target target/debug target/debug/y.rs";
-        assert_eq!(rels(p, Some(r"\.rs$"), None), format!("{rs}{target}"));
-        // Exclude wins over include.
-        let got = rels(p, Some(r"\.rs$"), Some("^target|main"));
-        assert_eq!(got, ". src src/lib.rs src/sub src/sub/x.rs");
-        // A dir matching include is kept, but its contents are matched on their own.
-        assert_eq!(rels(p, Some("^docs$"), None), ". docs");
-        assert_eq!(rels(p, Some("^docs/"), None), ". docs docs/readme.md");
-        assert_eq!(
-            rels(p, Some("^src/sub/x"), None),
-            ". src src/sub src/sub/x.rs"
-        );
-        assert!(Filter::new(Some("("), None).is_err());
-    }
-
-    #[test]
-    fn symlinks_not_followed_and_special_files() {
-        let outside = tree(&["secret/a", "secret/b"]);
-        let d = tree(&["f"]);
-        symlink(outside.path().join("secret"), d.path().join("link")).unwrap();
-        let fifo = CString::new(d.path().join("pipe").as_os_str().as_bytes()).unwrap();
-        // SAFETY: `fifo` is a NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
-        let _sock = std::os::unix::net::UnixListener::bind(d.path().join("sock")).unwrap();
-        let entries = walk(d.path(), &Filter::default()).unwrap();
-        let got: Vec<_> = entries
-            .iter()
-            .map(|e| (e.rel.clone(), e.kind.clone()))
-            .collect();
-        let target = outside.path().join("secret").into_os_string().into_vec();
-        assert_eq!(
-            got,
-            [
-                (b"".to_vec(), HostKind::Dir),
-                (b"f".to_vec(), HostKind::File { size: 1 }),
-                (b"link".to_vec(), HostKind::Symlink(target.clone())),
-                (b"pipe".to_vec(), HostKind::Fifo),
-            ]
-        );
-        fs::set_permissions(d.path().join("pipe"), fs::Permissions::from_mode(0o4640)).unwrap();
-        let entries = walk(d.path(), &Filter::default()).unwrap();
-        assert_eq!(entries[3].perm, 0o4640);
-        // The source itself is lstat'ed too.
-        let entries = walk(&d.path().join("link"), &Filter::default()).unwrap();
-        assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].kind, HostKind::Symlink(target));
-        // A missing source names its path.
-        let err = walk(&d.path().join("nope"), &Filter::default()).unwrap_err();
-        assert!(err.to_string().contains("nope"), "{err}");
+    fn meta(base: &Dir, rel: &str) -> Meta {
+        base.lstat(Path::new(rel)).unwrap().unwrap()
     }
 
     #[test]
@@ -669,55 +410,67 @@ mod tests {
     #[test]
     fn tree_digest_detects_change_after_walk() {
         let d = tree(&["f"]);
-        let entries = walk(d.path(), &Filter::default()).unwrap();
+        let base = Dir::open(d.path()).unwrap();
+        let entries = walk(&base, Path::new(""), &Filter::default()).unwrap();
         fs::write(d.path().join("f"), b"longer").unwrap();
-        let mut cache = DigestCache::load(&d.path().join("c.json"));
-        let err = tree_digest(&entries, &mut cache).unwrap_err();
+        let err =
+            tree_digest(&base, Path::new(""), &entries, &mut DigestCache::empty()).unwrap_err();
         assert!(matches!(err, HostError::Changed { .. }), "{err}");
+        // A file swapped for a link since the walk is refused, not followed.
+        fs::remove_file(d.path().join("f")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("f")).unwrap();
+        let err =
+            tree_digest(&base, Path::new(""), &entries, &mut DigestCache::empty()).unwrap_err();
+        assert!(matches!(err, HostError::Changed { .. }), "{err}");
+        let err = file_digest_hex(&base, Path::new("f"), &mut DigestCache::empty()).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
     }
 
     #[test]
     fn cache_hit_skips_reading_and_stale_key_rehashes() {
-        let d = tree(&["f"]);
-        let f = d.path().join("f");
-        let cache_path = d.path().join(".cella/digests.json");
-        let mut cache = DigestCache::load(&cache_path);
+        let d = tree(&["f", ".cella/"]);
+        let base = Dir::open(d.path()).unwrap();
+        let state = base.open_dir(Path::new(".cella")).unwrap();
+        let f = Path::new("f");
+        let mut cache = DigestCache::load(&state);
 
         // Just written: too recent to be cached.
-        let fresh = cache.file_digest(&f, &fs::metadata(&f).unwrap()).unwrap();
+        let fresh = cache.file_digest(&base, f, &meta(&base, "f")).unwrap();
         assert_eq!(fresh, <[u8; 32]>::from(Sha256::digest(b"f")));
         assert!(cache.entries.is_empty());
-        cache.save().unwrap();
-        assert!(!cache_path.exists(), "nothing changed, nothing saved");
+        cache.save(&state).unwrap();
+        assert!(
+            !d.path().join(".cella/digests.json").exists(),
+            "nothing changed, nothing saved"
+        );
 
         // Put in an entry for the file's current key with a digest that
         // reading could never give: a hit must return it.
-        let meta = fs::metadata(&f).unwrap();
-        let name = std::path::absolute(&f).unwrap();
-        let name = name.to_str().unwrap().to_owned();
+        let m = meta(&base, "f");
+        let name = d.path().join("f").to_str().unwrap().to_owned();
         let bogus = [7u8; 32];
         cache.entries.insert(
             name.clone(),
             CacheEntry {
-                key: StatKey::of(&meta),
+                key: StatKey::of(&m),
                 sha256: hex::encode(bogus),
                 used: 0,
             },
         );
-        // A hit returns the stored digest without reading the file.
-        assert_eq!(cache.file_digest(&f, &meta).unwrap(), bogus);
+        assert_eq!(cache.file_digest(&base, f, &m).unwrap(), bogus);
         assert!(cache.dirty, "an old `used` is refreshed");
-        cache.save().unwrap();
-        let mut loaded = DigestCache::load(&cache_path);
-        assert_eq!(loaded.file_digest(&f, &meta).unwrap(), bogus);
+        cache.save(&state).unwrap();
+        let saved = fs::metadata(d.path().join(".cella/digests.json")).unwrap();
+        assert_eq!(saved.permissions().mode() & 0o777, 0o600);
+        let mut loaded = DigestCache::load(&state);
+        assert_eq!(loaded.file_digest(&base, f, &m).unwrap(), bogus);
 
         // Same size, mtime put back: ctime moved, so it is hashed again.
-        let old = meta.mtime();
-        fs::write(&f, b"g").unwrap();
-        set_mtime(&f, old);
-        let meta2 = fs::metadata(&f).unwrap();
-        assert_eq!(meta2.len(), meta.len());
-        let again = loaded.file_digest(&f, &meta2).unwrap();
+        fs::write(d.path().join("f"), b"g").unwrap();
+        set_mtime(&d.path().join("f"), m.mtime_ns / 1_000_000_000);
+        let m2 = meta(&base, "f");
+        assert_eq!(m2.size, m.size);
+        let again = loaded.file_digest(&base, f, &m2).unwrap();
         assert_eq!(again, <[u8; 32]>::from(Sha256::digest(b"g")));
         assert!(
             !loaded.entries.contains_key(&name),
@@ -727,16 +480,16 @@ mod tests {
 
     #[test]
     fn corrupt_cache_ignored_and_unused_entries_pruned() {
-        let d = tree(&["f"]);
-        let f = d.path().join("f");
-        let cache_path = d.path().join("digests.json");
-        fs::write(&cache_path, b"{not json").unwrap();
-        let mut cache = DigestCache::load(&cache_path);
+        let d = tree(&["f", ".cella/"]);
+        let base = Dir::open(d.path()).unwrap();
+        let state = base.open_dir(Path::new(".cella")).unwrap();
+        fs::write(d.path().join(".cella/digests.json"), b"{not json").unwrap();
+        let mut cache = DigestCache::load(&state);
         assert!(cache.entries.is_empty());
-        let hex = file_digest_hex(&f, &mut cache).unwrap();
+        let hex = file_digest_hex(&base, Path::new("f"), &mut cache).unwrap();
         assert_eq!(hex, hex::encode(Sha256::digest(b"f")));
 
-        let key = StatKey::of(&fs::metadata(&f).unwrap());
+        let key = StatKey::of(&meta(&base, "f"));
         for (name, used) in [("/old", 1), ("/recent", secs_of(now_ns()))] {
             let sha256 = hex.clone();
             cache
@@ -744,8 +497,8 @@ mod tests {
                 .insert(name.into(), CacheEntry { key, sha256, used });
         }
         cache.dirty = true;
-        cache.save().unwrap();
-        let loaded = DigestCache::load(&cache_path);
+        cache.save(&state).unwrap();
+        let loaded = DigestCache::load(&state);
         let mut names: Vec<_> = loaded.entries.keys().collect();
         names.sort();
         assert_eq!(names, ["/recent"], "unused for 30 days: dropped");
@@ -753,19 +506,19 @@ mod tests {
 
     #[test]
     fn old_unchanged_file_is_cached_and_saved() {
-        let d = tree(&["f"]);
-        let f = d.path().join("f");
+        let d = tree(&["f", ".cella/"]);
+        let base = Dir::open(d.path()).unwrap();
+        let state = base.open_dir(Path::new(".cella")).unwrap();
         // Wait out the racy window rather than faking it.
         std::thread::sleep(std::time::Duration::from_millis(2100));
-        let cache_path = d.path().join("sub/digests.json");
-        let mut cache = DigestCache::load(&cache_path);
-        let hex = file_digest_hex(&f, &mut cache).unwrap();
+        let mut cache = DigestCache::load(&state);
+        let hex = file_digest_hex(&base, Path::new("f"), &mut cache).unwrap();
         assert_eq!(hex, hex::encode(Sha256::digest(b"f")));
-        cache.save().unwrap();
-        let loaded = DigestCache::load(&cache_path);
+        cache.save(&state).unwrap();
+        let loaded = DigestCache::load(&state);
         assert_eq!(loaded.entries.len(), 1);
         let entry = loaded.entries.values().next().unwrap();
         assert_eq!(entry.sha256, hex);
-        assert_eq!(entry.key, StatKey::of(&fs::metadata(&f).unwrap()));
+        assert_eq!(entry.key, StatKey::of(&meta(&base, "f")));
     }
 }

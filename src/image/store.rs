@@ -6,40 +6,42 @@
 //! .cella/images/<id>/rootfs.erofs   the image
 //! .cella/images/<id>/tree.json      its file tree, for images built on it
 //! .cella/images/<id>/image.json     ImageInfo
-//! .cella/images/<name>.latest       symlink to the last image built for <name>
+//! .cella/images/<name>.latest       the id of the last image built for <name>
 //! .cella/locks/<id>.lock            flock held while <id> is built
 //! .cella/tmp/<id>.<pid>/            a build in progress
+//! .cella/volumes/<name>/            a persistent volume
 //! ```
+//!
+//! `.cella/` may come with the checkout, planted by whoever wrote it: cella
+//! makes it 0700, refuses it (and anything it uses inside it) when it is a
+//! symlink or belongs to another user, and reaches everything in it through
+//! [`crate::hostfs::Dir`], so no link there leads a read, a write or a
+//! removal elsewhere on the host.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use super::host::write_replace;
+use crate::hostfs::{Dir, FsError, Kind};
 
 pub const ROOTFS: &str = "rootfs.erofs";
 pub const TREE: &str = "tree.json";
 pub const INFO: &str = "image.json";
 const LATEST: &str = ".latest";
+/// The state directory's name, beside cella.yaml.
+pub const STATE_DIR: &str = ".cella";
+/// The largest image.json or .latest file read (cella writes a few hundred bytes).
+const SMALL_FILE: u64 = 64 << 10;
+/// The largest tree.json read: a full Debian image's is tens of MiB.
+pub const MAX_TREE_JSON: u64 = 1 << 30;
 
-/// A store operation failed on `path`.
+/// A store operation failed.
 #[derive(Debug, thiserror::Error)]
-#[error("image store: cannot {what} {}", .path.display())]
-pub struct StoreError {
-    pub what: &'static str,
-    pub path: PathBuf,
-    #[source]
-    pub source: io::Error,
-}
-
-fn fail<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
-    move |source| StoreError {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
-}
+#[error(transparent)]
+pub struct StoreError(#[from] pub FsError);
 
 /// What `image.json` says about a finished image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,217 +54,291 @@ pub struct ImageInfo {
     pub size: u64,
 }
 
-/// The store of one project.
-#[derive(Debug, Clone)]
+/// The store of one project: its `.cella/` directory, held open.
+#[derive(Debug)]
 pub struct Store {
-    root: PathBuf,
+    root: Dir,
 }
 
 /// A finished image in the store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Image {
-    pub dir: PathBuf,
+    pub dir: Dir,
     pub info: ImageInfo,
 }
 
 impl Image {
-    pub fn rootfs(&self) -> PathBuf {
-        self.dir.join(ROOTFS)
+    /// The image file, opened read-only.
+    pub fn open_rootfs(&self) -> Result<File, FsError> {
+        self.dir.open_file(Path::new(ROOTFS))
     }
 
-    pub fn tree(&self) -> PathBuf {
-        self.dir.join(TREE)
+    /// The image's tree.json, read whole (bounded).
+    pub fn read_tree(&self) -> Result<Vec<u8>, FsError> {
+        self.dir.read(Path::new(TREE), MAX_TREE_JSON)
     }
 }
 
-/// An exclusive flock on an image id, released on drop.
+/// An exclusive flock on an image id (or a volume), released on drop.
 pub struct BuildLock {
     _file: File,
 }
 
-impl Store {
-    /// The store inside `state_dir` (the project's `.cella`).
-    pub fn new(state_dir: &Path) -> Store {
-        Store {
-            root: state_dir.to_path_buf(),
+/// A build in progress: its directory in `.cella/tmp/`, held open, and the
+/// path of it for host programs that need one (inside `.cella/`, which is
+/// the user's, 0700, and out of every guest's reach).
+pub struct BuildDir {
+    pub dir: Dir,
+    pub path: PathBuf,
+    name: String,
+}
+
+fn flock(file: &File, nonblocking: bool) -> io::Result<bool> {
+    let op = if nonblocking {
+        rustix::fs::FlockOperation::NonBlockingLockExclusive
+    } else {
+        rustix::fs::FlockOperation::LockExclusive
+    };
+    loop {
+        match rustix::fs::flock(file, op) {
+            Ok(()) => return Ok(true),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) if nonblocking => return Ok(false),
+            Err(e) => return Err(e.into()),
         }
     }
+}
 
-    pub fn images_dir(&self) -> PathBuf {
-        self.root.join("images")
+impl Store {
+    /// The store of the project whose directory is `project`: its
+    /// `.cella/`, made (0700) if missing, refused if it is a symlink or
+    /// another user's, and made private (0700) if it was not.
+    pub fn open(project: &Dir) -> Result<Store, StoreError> {
+        project.mkdir(Path::new(STATE_DIR), 0o700)?;
+        let root = project.open_dir(Path::new(STATE_DIR))?;
+        root.make_private()?;
+        Ok(Store { root })
     }
 
-    fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+    /// The `.cella/` directory itself.
+    pub fn root(&self) -> &Dir {
+        &self.root
+    }
+
+    /// A subdirectory of `.cella/`, made if missing, checked to be the user's.
+    pub fn subdir(&self, name: &str) -> Result<Dir, StoreError> {
+        self.root.mkdir(Path::new(name), 0o700)?;
+        let dir = self.root.open_dir(Path::new(name))?;
+        dir.check_owner()?;
+        Ok(dir)
     }
 
     /// The finished image `id`, if there is one.
     pub fn get(&self, id: &str) -> Option<Image> {
-        let dir = self.images_dir().join(id);
-        let info: ImageInfo = serde_json::from_slice(&fs::read(dir.join(INFO)).ok()?).ok()?;
-        (info.id == id && dir.join(ROOTFS).is_file()).then_some(Image { dir, info })
+        if !is_id(id) {
+            return None;
+        }
+        let images = self.root.open_dir(Path::new("images")).ok()?;
+        let dir = images.open_dir(Path::new(id)).ok()?;
+        let json = dir.read(Path::new(INFO), SMALL_FILE).ok()?;
+        let info: ImageInfo = serde_json::from_slice(&json).ok()?;
+        let rootfs = dir.lstat(Path::new(ROOTFS)).ok()??;
+        (info.id == id && rootfs.kind == Kind::File).then_some(Image { dir, info })
     }
 
     /// The image last built for container `name`, whatever its setup now says.
     pub fn latest(&self, name: &str) -> Option<Image> {
-        let link = self
-            .images_dir()
-            .join(format!("{}{LATEST}", file_name(name)));
-        let id = fs::read_link(link).ok()?;
-        self.get(id.to_str()?)
+        let images = self.root.open_dir(Path::new("images")).ok()?;
+        let id = images.read(&latest_name(name), SMALL_FILE).ok()?;
+        self.get(std::str::from_utf8(&id).ok()?.trim())
     }
 
-    /// Waits for the build lock of `id`.
-    pub fn lock(&self, id: &str) -> Result<BuildLock, StoreError> {
-        let dir = self.root.join("locks");
-        fs::create_dir_all(&dir).map_err(fail("create", &dir))?;
-        let path = dir.join(format!("{id}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(fail("create", &path))?;
-        loop {
-            // SAFETY: flock on an fd we own; no memory effects.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(BuildLock { _file: file });
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(fail("lock", &path)(e));
-            }
-        }
+    /// Waits for the lock of `name` (an image id, or `volume-NAME`).
+    pub fn lock(&self, name: &str) -> Result<BuildLock, StoreError> {
+        let locks = self.subdir("locks")?;
+        let rel = PathBuf::from(format!("{}.lock", file_name(name)));
+        let file = locks.open_with(
+            &rel,
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE,
+            0o600,
+        )?;
+        flock(&file, false).map_err(|source| FsError::Io {
+            what: "lock",
+            path: locks.display(&rel),
+            source,
+        })?;
+        Ok(BuildLock { _file: file })
     }
 
-    /// A fresh directory to build `id` in. Under the lock of `id`, so the
-    /// leftovers of interrupted builds of `id` are removed first.
-    pub fn start(&self, id: &str, _lock: &BuildLock) -> Result<PathBuf, StoreError> {
-        let tmp = self.tmp_dir();
-        fs::create_dir_all(&tmp).map_err(fail("create", &tmp))?;
-        if let Ok(entries) = fs::read_dir(&tmp) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                if name.to_string_lossy().starts_with(&format!("{id}.")) {
-                    // Best effort: a leftover is never taken for an image.
-                    let _ = fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        let dir = tmp.join(format!("{id}.{}", std::process::id()));
-        fs::create_dir(&dir).map_err(fail("create", &dir))?;
-        Ok(dir)
+    /// A fresh directory to build `id` in. Under the lock of `id`; the
+    /// leftovers of every build that is not running (killed, even by
+    /// SIGKILL) are removed first.
+    pub fn start(&self, id: &str, _lock: &BuildLock) -> Result<BuildDir, StoreError> {
+        let tmp = self.subdir("tmp")?;
+        self.clean_tmp(&tmp, Some(id))?;
+        let name = format!("{id}.{}", std::process::id());
+        tmp.remove_tree(Path::new(&name))?;
+        tmp.mkdir(Path::new(&name), 0o700)?;
+        let dir = tmp.open_dir(Path::new(&name))?;
+        let path = dir.path().to_path_buf();
+        Ok(BuildDir { dir, path, name })
     }
 
     /// Moves a finished build into place (replacing an older image of the
-    /// same id, for `_build --force`) and points `name`'s latest link at it.
-    pub fn commit(&self, build_dir: &Path, info: &ImageInfo) -> Result<Image, StoreError> {
-        let info_path = build_dir.join(INFO);
-        let json =
-            serde_json::to_vec_pretty(info).map_err(|e| fail("write", &info_path)(e.into()))?;
-        fs::write(&info_path, json).map_err(fail("write", &info_path))?;
+    /// same id, for `_build --force`) and records it as `name`'s latest.
+    pub fn commit(&self, build: BuildDir, info: &ImageInfo) -> Result<Image, StoreError> {
+        let json = serde_json::to_vec_pretty(info).map_err(|e| FsError::Io {
+            what: "write",
+            path: build.dir.display(Path::new(INFO)),
+            source: io::Error::other(e),
+        })?;
+        write_replace(&build.dir, Path::new(INFO), &json)?;
         for name in [ROOTFS, TREE, INFO] {
-            let path = build_dir.join(name);
-            File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(fail("sync", &path))?;
+            let path = Path::new(name);
+            build
+                .dir
+                .open_file(path)?
+                .sync_all()
+                .map_err(|source| FsError::Io {
+                    what: "sync",
+                    path: build.dir.display(path),
+                    source,
+                })?;
         }
-        sync_dir(build_dir)?;
-        let images = self.images_dir();
-        fs::create_dir_all(&images).map_err(fail("create", &images))?;
-        let dest = images.join(&info.id);
-        if dest.exists() {
-            let old = build_dir.with_extension("old");
-            fs::rename(&dest, &old).map_err(fail("replace", &dest))?;
-            let _ = fs::remove_dir_all(&old);
+        build.dir.sync()?;
+        let images = self.subdir("images")?;
+        let tmp = self.subdir("tmp")?;
+        if images.lstat(Path::new(&info.id))?.is_some() {
+            let old = format!("{}.old", build.name);
+            images.rename(Path::new(&info.id), &tmp, Path::new(&old))?;
+            let _ = tmp.remove_tree(Path::new(&old));
         }
-        fs::rename(build_dir, &dest).map_err(fail("store", &dest))?;
+        tmp.rename(Path::new(&build.name), &images, Path::new(&info.id))?;
         self.set_latest(&info.container, &info.id)?;
-        sync_dir(&images)?;
+        images.sync()?;
+        let dir = images.open_dir(Path::new(&info.id))?;
         Ok(Image {
-            dir: dest,
+            dir,
             info: info.clone(),
         })
     }
 
-    /// Points `name`'s latest link at `id` if it points elsewhere; best
-    /// effort, since a run on an existing image must not fail for it.
+    /// Removes a build that failed; best effort (the next build removes
+    /// what is left).
+    pub fn discard(&self, build: BuildDir) {
+        if let Ok(tmp) = self.subdir("tmp") {
+            let _ = tmp.remove_tree(Path::new(&build.name));
+        }
+    }
+
+    /// Records `id` as `name`'s latest if it is not already; best effort,
+    /// since a run on an existing image must not fail for it.
     pub fn note_latest(&self, name: &str, id: &str) {
-        let link = self
-            .images_dir()
-            .join(format!("{}{LATEST}", file_name(name)));
-        if fs::read_link(&link).ok().as_deref() != Some(Path::new(id)) {
+        let current = self
+            .root
+            .open_dir(Path::new("images"))
+            .and_then(|images| images.read(&latest_name(name), SMALL_FILE));
+        if current.ok().as_deref() != Some(id.as_bytes()) {
             let _ = self.set_latest(name, id);
         }
     }
 
     fn set_latest(&self, name: &str, id: &str) -> Result<(), StoreError> {
-        let images = self.images_dir();
-        let link = images.join(format!("{}{LATEST}", file_name(name)));
-        let tmp = images.join(format!(".{}.{}", file_name(name), std::process::id()));
-        let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(id, &tmp).map_err(fail("create", &tmp))?;
-        fs::rename(&tmp, &link).map_err(fail("create", &link))
+        let images = self.subdir("images")?;
+        let rel = latest_name(name);
+        // An older cella's symlink, or one a checkout planted: replaced, never followed.
+        if images.lstat(&rel)?.is_some_and(|m| m.kind != Kind::File) {
+            images.remove_tree(&rel)?;
+        }
+        Ok(write_replace(&images, &rel, id.as_bytes())?)
     }
 
     /// Removes every image whose id is not in `keep` (all of them when
-    /// `keep` is None), the latest links that dangle after that, and the
-    /// leftovers of builds no one is running. Returns the removed ids.
+    /// `keep` is None), the latest records that name none after that, and
+    /// the leftovers of builds no one is running. Returns the removed ids.
     pub fn clean(&self, keep: Option<&[String]>) -> Result<Vec<String>, StoreError> {
-        let images = self.images_dir();
         let mut removed = Vec::new();
-        let entries = match fs::read_dir(&images) {
-            Ok(entries) => entries.collect::<Result<Vec<_>, _>>(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
-        .map_err(fail("list", &images))?;
-        for entry in &entries {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let is_image = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
-            if !is_image || keep.is_some_and(|k| k.contains(&name)) {
-                continue;
+        let images = match self.root.lstat(Path::new("images"))? {
+            None => None,
+            Some(_) => Some(self.subdir("images")?),
+        };
+        if let Some(images) = &images {
+            let mut names: Vec<String> = images
+                .names()?
+                .into_iter()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            for name in &names {
+                if !is_id(name) || keep.is_some_and(|k| k.contains(name)) {
+                    continue;
+                }
+                let lock = self.lock(name)?;
+                images.remove_tree(Path::new(name))?;
+                drop(lock);
+                removed.push(name.clone());
             }
-            let lock = self.lock(&name)?;
-            fs::remove_dir_all(entry.path()).map_err(fail("remove", &entry.path()))?;
-            drop(lock);
-            removed.push(name);
-        }
-        for entry in &entries {
-            let path = entry.path();
-            let dangling = fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink())
-                && fs::metadata(&path).is_err();
-            if dangling {
-                fs::remove_file(&path).map_err(fail("remove", &path))?;
+            for name in &names {
+                let rel = Path::new(name);
+                if !name.ends_with(LATEST) {
+                    continue;
+                }
+                let target = images
+                    .read(rel, SMALL_FILE)
+                    .ok()
+                    .and_then(|id| String::from_utf8(id).ok());
+                let dangling = target.is_none_or(|id| self.get(id.trim()).is_none());
+                if dangling {
+                    images.remove_tree(rel)?;
+                }
             }
         }
-        self.clean_tmp()?;
+        let tmp = self.subdir("tmp")?;
+        self.clean_tmp(&tmp, None)?;
         removed.sort();
         Ok(removed)
     }
 
-    /// Removes the build directories whose builds are not running.
-    fn clean_tmp(&self) -> Result<(), StoreError> {
-        let tmp = self.tmp_dir();
-        let Ok(entries) = fs::read_dir(&tmp) else {
-            return Ok(());
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
+    /// Removes what builds and writers left in `.cella/tmp/` that no
+    /// running cella uses: a build directory whose id's lock is free, and
+    /// any other leftover. The build directories of `holding` (whose lock
+    /// the caller holds) are removed too, except this process's own.
+    fn clean_tmp(&self, tmp: &Dir, holding: Option<&str>) -> Result<(), StoreError> {
+        let own = format!(".{}", std::process::id());
+        for name in tmp.names()? {
+            let name = name.to_string_lossy().into_owned();
             let id = name.split('.').next().unwrap_or_default();
-            let lock_path = self.root.join("locks").join(format!("{id}.lock"));
-            let Ok(file) = File::open(&lock_path) else {
-                let _ = fs::remove_dir_all(entry.path());
+            if !is_id(id) {
+                let _ = tmp.remove_tree(Path::new(&name));
+                continue;
+            }
+            if holding == Some(id) {
+                if !name.ends_with(&own) {
+                    let _ = tmp.remove_tree(Path::new(&name));
+                }
+                continue;
+            }
+            let locks = self.subdir("locks")?;
+            let lock_rel = PathBuf::from(format!("{id}.lock"));
+            let Ok(file) = locks.open_with(&lock_rel, rustix::fs::OFlags::WRONLY, 0) else {
+                let _ = tmp.remove_tree(Path::new(&name));
                 continue;
             };
-            // SAFETY: flock on an fd we own; no memory effects.
-            let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-            if free {
-                let _ = fs::remove_dir_all(entry.path());
+            if flock(&file, true).unwrap_or(false) {
+                let _ = tmp.remove_tree(Path::new(&name));
             }
         }
         Ok(())
     }
+}
+
+/// An image id: 64 lowercase hex digits.
+fn is_id(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn latest_name(name: &str) -> PathBuf {
+    PathBuf::from(format!("{}{LATEST}", file_name(name)))
 }
 
 /// A container name as a file name: kept when plain, else hex-encoded.
@@ -279,15 +355,11 @@ fn file_name(name: &str) -> String {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(fail("sync", dir))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
 
     fn info(id: &str) -> ImageInfo {
         ImageInfo {
@@ -302,15 +374,26 @@ mod tests {
         let lock = store.lock(id).unwrap();
         let dir = store.start(id, &lock).unwrap();
         for f in [ROOTFS, TREE] {
-            fs::write(dir.join(f), id).unwrap();
+            fs::write(dir.path.join(f), id).unwrap();
         }
-        store.commit(&dir, &info(id)).unwrap()
+        store.commit(dir, &info(id)).unwrap()
+    }
+
+    fn project() -> (tempfile::TempDir, Dir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open(tmp.path()).unwrap();
+        (tmp, dir)
     }
 
     #[test]
     fn commit_get_latest_and_clean() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::new(tmp.path());
+        let (tmp, project) = project();
+        let store = Store::open(&project).unwrap();
+        let mode = fs::metadata(tmp.path().join(".cella"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
         let (a, b) = ("a".repeat(64), "b".repeat(64));
         assert!(store.get(&a).is_none());
         build(&store, &a);
@@ -324,7 +407,7 @@ mod tests {
         assert_eq!(store.latest("twin").unwrap().info.id, a);
         // A half-done build is never an image, and clean removes it.
         let lock = store.lock(&a).unwrap();
-        let leftover = store.start(&a, &lock).unwrap();
+        let leftover = store.start(&a, &lock).unwrap().path;
         drop(lock);
         assert!(store.get(&a).is_some());
         assert_eq!(
@@ -333,9 +416,85 @@ mod tests {
         );
         assert!(!leftover.exists());
         assert!(store.get(&a).is_none() && store.get(&b).is_some());
+        assert!(!tmp.path().join(".cella/images/twin.latest").exists());
         assert_eq!(store.clean(None).unwrap(), vec![b]);
         assert!(store.latest("base").is_none());
-        assert!(!store.images_dir().join("base.latest").exists());
+        assert!(!tmp.path().join(".cella/images/base.latest").exists());
+    }
+
+    #[test]
+    fn a_killed_build_of_another_id_is_cleaned_by_the_next_build() {
+        let (tmp, project) = project();
+        let store = Store::open(&project).unwrap();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        // As if a build of `a` was SIGKILLed: its directory, no lock held.
+        let lock = store.lock(&a).unwrap();
+        let killed = store.start(&a, &lock).unwrap().path;
+        fs::write(killed.join("work.erofs"), b"half").unwrap();
+        drop(lock);
+        fs::write(tmp.path().join(".cella/tmp/.digests.json.99.tmp"), b"x").unwrap();
+        // A build of `a` still running elsewhere is left alone.
+        let running = store.lock(&b).unwrap();
+        let busy = store.start(&b, &running).unwrap().path;
+        let other = Store::open(&project).unwrap();
+        let c = "c".repeat(64);
+        let lock = other.lock(&c).unwrap();
+        other.start(&c, &lock).unwrap();
+        assert!(!killed.exists(), "a dead build's leftovers are removed");
+        assert!(busy.exists(), "a running build's directory stays");
+        assert!(!tmp.path().join(".cella/tmp/.digests.json.99.tmp").exists());
+    }
+
+    #[test]
+    fn a_planted_cella_directory_is_refused_or_contained() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir(outside.path().join("images")).unwrap();
+        fs::write(outside.path().join("keep"), b"k").unwrap();
+        // .cella itself a link: refused, nothing written where it points.
+        let (tmp, project) = project();
+        symlink(outside.path(), tmp.path().join(".cella")).unwrap();
+        let e = Store::open(&project).unwrap_err();
+        assert!(e.0.to_string().contains("symbolic link"), "{}", e.0);
+        // Links inside: never followed, replaced or refused.
+        let (tmp, project) = project_with_cella();
+        let c = tmp.path().join(".cella");
+        symlink(outside.path(), c.join("tmp")).unwrap();
+        fs::create_dir(c.join("images")).unwrap();
+        symlink(outside.path().join("keep"), c.join("images/base.latest")).unwrap();
+        let id = "d".repeat(64);
+        symlink(outside.path(), c.join("images").join(&id)).unwrap();
+        let store = Store::open(&project).unwrap();
+        assert!(store.latest("base").is_none());
+        assert!(store.get(&id).is_none());
+        let lock = store.lock(&id).unwrap();
+        let e = store.start(&id, &lock).err().unwrap();
+        assert!(e.0.to_string().contains("symbolic link"), "{}", e.0);
+        drop(lock);
+        let e = store.clean(None).unwrap_err();
+        assert!(
+            e.0.to_string().contains("symbolic link"),
+            "tmp is a link: {}",
+            e.0
+        );
+        assert!(
+            fs::symlink_metadata(c.join("images").join(&id)).is_err(),
+            "the image link itself is removed"
+        );
+        fs::remove_file(c.join("tmp")).unwrap();
+        assert_eq!(store.clean(None).unwrap(), Vec::<String>::new());
+        assert!(outside.path().join("keep").exists() && outside.path().join("images").exists());
+        store.note_latest("base", &id);
+        assert!(fs::symlink_metadata(c.join("images/base.latest"))
+            .unwrap()
+            .is_file());
+        assert_eq!(fs::read(outside.path().join("keep")).unwrap(), b"k");
+    }
+
+    fn project_with_cella() -> (tempfile::TempDir, Dir) {
+        let (tmp, dir) = project();
+        fs::create_dir(tmp.path().join(".cella")).unwrap();
+        fs::set_permissions(tmp.path().join(".cella"), fs::Permissions::from_mode(0o777)).unwrap();
+        (tmp, dir)
     }
 
     #[test]

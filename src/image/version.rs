@@ -7,10 +7,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::hostfs::{walk, Dir, Filter};
+
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::host::{self, DigestCache, Filter, HostError};
+use super::host::{self, DigestCache, HostError};
 use super::FORMAT_VERSION;
 use crate::config::{Config, Container, Network, Step};
 
@@ -30,17 +32,24 @@ pub struct VersionError {
 /// Computes and remembers the ids of a config's containers.
 pub struct Versions<'a> {
     config: &'a Config,
+    /// The project directory: every input is read beneath it.
+    project: &'a Dir,
+    /// The project's `.cella/`, where the digest cache lives (none: no cache).
+    state: Option<&'a Dir>,
     cache: DigestCache,
     ids: BTreeMap<String, String>,
     epoch: i64,
 }
 
 impl<'a> Versions<'a> {
-    /// `digests` is where file digests are cached between runs.
-    pub fn new(config: &'a Config, digests: &Path, epoch: i64) -> Self {
+    /// Inputs are read beneath `project`; file digests are cached between
+    /// runs in `state` (the project's `.cella/`), if given.
+    pub fn new(config: &'a Config, project: &'a Dir, state: Option<&'a Dir>, epoch: i64) -> Self {
         Versions {
             config,
-            cache: DigestCache::load(digests),
+            project,
+            state,
+            cache: state.map_or_else(DigestCache::empty, DigestCache::load),
             ids: BTreeMap::new(),
             epoch,
         }
@@ -79,7 +88,14 @@ impl<'a> Versions<'a> {
 
     /// Saves the digest cache; a failure only costs hashing again next time.
     pub fn save_cache(&self) {
-        let _ = self.cache.save();
+        if let Some(state) = self.state {
+            let _ = self.cache.save(state);
+        }
+    }
+
+    /// The project directory inputs are read beneath.
+    pub fn project(&self) -> &'a Dir {
+        self.project
     }
 
     /// A step as plain JSON, with its inputs' digests in place of paths' content.
@@ -97,13 +113,13 @@ impl<'a> Versions<'a> {
         Ok(match step {
             Step::Tar {
                 url,
-                resolved,
+                rel,
                 path,
                 sha256,
             } => {
                 let content = match sha256 {
                     Some(sum) => sum.clone(),
-                    None => host::file_digest_hex(resolved, &mut self.cache)
+                    None => host::file_digest_hex(self.project, rel, &mut self.cache)
                         .map_err(|e| at(e.into()))?,
                 };
                 json!({"Tar": {"url": url, "path": path, "content": content}})
@@ -117,7 +133,7 @@ impl<'a> Versions<'a> {
                     Filter::new(copy.include_regex.as_deref(), copy.exclude_regex.as_deref())
                         .map_err(|e| at(e.into()))?;
                 let content = self
-                    .tree_digest(&copy.resolved, &filter)
+                    .tree_digest(&copy.rel, &filter)
                     .map_err(|e| at(e.into()))?;
                 json!({"Copy": {
                     "source": copy.source, "path": copy.path,
@@ -129,9 +145,9 @@ impl<'a> Versions<'a> {
             Step::EnsureDir(path) => json!({ "EnsureDir": path }),
             Step::Remove(path) => json!({ "Remove": path }),
             Step::Env(vars) => json!({ "Env": vars }),
-            Step::Depends { path, resolved } => {
+            Step::Depends { path, rel } => {
                 let content = self
-                    .tree_digest(resolved, &Filter::default())
+                    .tree_digest(rel, &Filter::default())
                     .map_err(|e| at(e.into()))?;
                 json!({"Depends": {"path": path, "content": content}})
             }
@@ -148,9 +164,10 @@ impl<'a> Versions<'a> {
         })
     }
 
-    fn tree_digest(&mut self, path: &Path, filter: &Filter) -> Result<String, HostError> {
-        let entries = host::walk(path, filter)?;
-        Ok(hex::encode(host::tree_digest(&entries, &mut self.cache)?))
+    fn tree_digest(&mut self, rel: &Path, filter: &Filter) -> Result<String, HostError> {
+        let entries = walk(self.project, rel, filter)?;
+        let digest = host::tree_digest(self.project, rel, &entries, &mut self.cache)?;
+        Ok(hex::encode(digest))
     }
 }
 

@@ -8,7 +8,7 @@ pub mod vcpu;
 
 use std::fs::File;
 use std::os::fd::RawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -90,8 +90,8 @@ pub enum VmError {
     InitramfsTooBig(usize),
     #[error("cannot write PVH boot tables")]
     BootParams(#[source] linux_loader::configurator::Error),
-    #[error("cannot open disk image {0}")]
-    OpenDisk(PathBuf, #[source] std::io::Error),
+    #[error("cannot insert the disk image")]
+    OpenDisk(#[source] std::io::Error),
     #[error("{0} vCPUs do not fit in the MP table")]
     TooManyCpus(u8),
     #[error("the VM has no drive {0}")]
@@ -473,11 +473,9 @@ pub fn build_and_start(spec: &VmSpec, restore: Option<Restore>) -> Result<Vm, Vm
 
 impl Vm {
     /// Puts `path` into drive `index`, telling the guest its new size.
-    pub fn insert_disk(&self, index: usize, path: &Path) -> Result<(), VmError> {
+    pub fn insert_disk(&self, index: usize, file: File) -> Result<(), VmError> {
         let drive = self.drives.get(index).ok_or(VmError::NoDrive(index))?;
-        let file = File::open(path).map_err(|e| VmError::OpenDisk(path.to_path_buf(), e))?;
-        let disk =
-            Disk::new(file, "cella").map_err(|e| VmError::OpenDisk(path.to_path_buf(), e))?;
+        let disk = Disk::new(file, "cella").map_err(VmError::OpenDisk)?;
         lock(drive).device.insert(disk);
         Ok(())
     }

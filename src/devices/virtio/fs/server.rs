@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::fuse::{self, Attr, AttrOut, EntryOut, InHeader, InitInCompat, InitOut, OutHeader};
@@ -31,15 +32,49 @@ const NOBODY: u32 = 65534;
 /// The longest name component.
 const NAME_MAX: usize = 255;
 
-/// One host directory served to the guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One host directory served to the guest: already open, reached beneath
+/// the project (or a directory the user allowed) without following a
+/// symlink, so no path is looked up again when the server starts.
+#[derive(Debug, Clone)]
 pub struct ShareSpec {
-    /// A host directory; opened once with O_PATH|O_DIRECTORY at [`Server::new`].
-    pub host_path: PathBuf,
+    /// The directory (an O_PATH|O_DIRECTORY descriptor).
+    pub root: Arc<OwnedFd>,
+    /// Its device and inode: which directory it is.
+    pub id: (u64, u64),
+    /// The host path it was reached by, for messages.
+    pub path: PathBuf,
     pub read_only: bool,
     /// Names hidden at this share's top directory only (e.g. ".cella").
     pub hidden: Vec<OsString>,
 }
+
+impl ShareSpec {
+    /// A share of the directory `dir`.
+    pub fn new(
+        dir: crate::hostfs::Dir,
+        read_only: bool,
+        hidden: Vec<OsString>,
+    ) -> Result<ShareSpec, crate::hostfs::FsError> {
+        let meta = dir.meta()?;
+        let path = dir.path().to_path_buf();
+        Ok(ShareSpec {
+            root: Arc::new(dir.into_fd()),
+            id: (meta.dev, meta.ino),
+            path,
+            read_only,
+            hidden,
+        })
+    }
+}
+
+/// The same directory, shared the same way.
+impl PartialEq for ShareSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.read_only == other.read_only && self.hidden == other.hidden
+    }
+}
+
+impl Eq for ShareSpec {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerOptions {
@@ -159,10 +194,14 @@ impl Server {
         };
         let mut opened = Vec::with_capacity(shares.len());
         for spec in shares {
-            let root = open_dir(&spec.host_path)?;
+            let shown = || crate::hostfs::Shown(&spec.path).to_string();
+            let root = spec
+                .root
+                .try_clone()
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", shown())))?;
             let st = sys::fstat(root.as_fd()).map_err(|e| {
                 let err = std::io::Error::from_raw_os_error(e);
-                std::io::Error::new(err.kind(), format!("{}: {err}", spec.host_path.display()))
+                std::io::Error::new(err.kind(), format!("{}: {err}", shown()))
             })?;
             opened.push(Share {
                 root,

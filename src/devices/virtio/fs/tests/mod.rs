@@ -84,11 +84,14 @@ impl Fixture {
         for (i, spec) in specs.iter().enumerate() {
             let dir = base.path().join(format!("share{i}"));
             std::fs::create_dir(&dir).unwrap();
-            shares.push(ShareSpec {
-                host_path: dir,
-                read_only: spec.read_only,
-                hidden: spec.hidden.iter().map(Into::into).collect(),
-            });
+            shares.push(
+                ShareSpec::new(
+                    crate::hostfs::Dir::open(&dir).unwrap(),
+                    spec.read_only,
+                    spec.hidden.iter().map(Into::into).collect(),
+                )
+                .unwrap(),
+            );
         }
         let options = ServerOptions {
             direct_io,

@@ -255,11 +255,11 @@ fn volume_errors_name_file_line_and_field() {
 
 #[test]
 fn store_and_checksum_errors_are_clear() {
-    // A .cella that is not a directory: the store says what it could not create.
+    // A .cella that is not a directory: the store says what it is.
     let p = project("containers:\n  base:\n    setup:\n    - !Tar {url: ./rootfs.tar}\n");
     std::fs::write(p.path().join(".cella"), "not a dir").expect("write");
-    let stderr = fails_cleanly(&p, &["_build", "base"], "image store: cannot create");
-    assert!(stderr.contains(".cella"), "{stderr}");
+    let stderr = fails_cleanly(&p, &["_build", "base"], ".cella is not a directory");
+    assert!(stderr.contains("cella keeps its images there"), "{stderr}");
 
     // A tarball whose sha256 is not the one the step names.
     let sum = "0".repeat(64);
@@ -339,7 +339,7 @@ fn process_model_errors_name_file_line_and_field() {
         (
             "commands:\n  c: !Command\n    container: base\n    run: [true]\n    environ-file: bad.env\n",
             &["c"],
-            "cella.yaml:9:19: commands.c.environ-file: bad.env:2: expected NAME=VALUE, found \"oops\"",
+            "cella.yaml:9:19: commands.c.environ-file: bad.env:2: expected NAME=VALUE, found a line without `=`",
         ),
         (
             "commands:\n  c: !Supervise\n    children:\n      a: !Command {container: base, run: [true]}\n",

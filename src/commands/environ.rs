@@ -21,9 +21,10 @@ const MAX_ENVIRON_FILE: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvironError {
-    #[error("{at}: cannot read the environ file")]
+    #[error("{at}: cannot read {}", Shown(.path))]
     Read {
         at: Location,
+        path: PathBuf,
         #[source]
         source: Box<FsError>,
     },
@@ -85,6 +86,7 @@ fn read_file(project: &Dir, file: &EnvironFile) -> Result<Vec<(String, String)>,
         .read(&file.path, MAX_ENVIRON_FILE)
         .map_err(|source| EnvironError::Read {
             at: file.at.clone(),
+            path: file.path.clone(),
             source: Box::new(source),
         })?;
     let text = String::from_utf8(bytes).map_err(|_| EnvironError::Line {

@@ -114,8 +114,22 @@ impl Store {
     /// `.cella/`, made (0700) if missing, refused if it is a symlink or
     /// another user's, and made private (0700) if it was not.
     pub fn open(project: &Dir) -> Result<Store, StoreError> {
-        project.mkdir(Path::new(STATE_DIR), 0o700)?;
-        let root = project.open_dir(Path::new(STATE_DIR))?;
+        let rel = Path::new(STATE_DIR);
+        project.mkdir(rel, 0o700)?;
+        match project.lstat(rel)? {
+            Some(meta) if meta.kind == Kind::Symlink => {
+                return Err(FsError::Symlink(project.display(rel)).into())
+            }
+            Some(meta) if meta.kind != Kind::Dir => {
+                return Err(FsError::WrongType {
+                    path: project.display(rel),
+                    expected: "directory (cella keeps its images there)",
+                }
+                .into())
+            }
+            _ => {}
+        }
+        let root = project.open_dir(rel)?;
         root.make_private()?;
         Ok(Store { root })
     }

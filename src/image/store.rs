@@ -154,6 +154,8 @@ impl Store {
         }
         let images = self.root.open_dir(Path::new("images")).ok()?;
         let dir = images.open_dir(Path::new(id)).ok()?;
+        // Another user's planting is not an image of ours: rebuilt over.
+        dir.check_owner().ok()?;
         let json = dir.read(Path::new(INFO), SMALL_FILE).ok()?;
         let info: ImageInfo = serde_json::from_slice(&json).ok()?;
         let rootfs = dir.lstat(Path::new(ROOTFS)).ok()??;

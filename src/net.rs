@@ -12,6 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 use guest_init::NetConfig;
+use ipnet::Ipv4Net;
 
 use crate::config::PortMap;
 
@@ -51,6 +52,9 @@ pub struct NetPlan {
     /// The host address the ports are published on (127.0.0.1 unless
     /// `--publish-address` says otherwise).
     pub publish: Ipv4Addr,
+    /// Non-public addresses the user lets the guest reach (the settings'
+    /// `network.allow-addresses` and `--allow-address`).
+    pub allow: Vec<Ipv4Net>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,6 +236,7 @@ mod tests {
                 guest: 80,
             }],
             publish: Ipv4Addr::LOCALHOST,
+            allow: Vec::new(),
         };
         let args = passt_args(&plan).join(" ");
         assert!(args.contains("--fd 100"), "{args}");
@@ -261,6 +266,7 @@ mod tests {
                 guest: 80,
             }],
             publish: Ipv4Addr::LOCALHOST,
+            allow: Vec::new(),
         };
         let err = check_ports(&plan).expect_err("in use");
         assert_eq!(

@@ -14,7 +14,9 @@ use std::process::{Child, Command, Stdio};
 use guest_init::NetConfig;
 use ipnet::Ipv4Net;
 
+use crate::config::netpolicy::AddressGuard;
 use crate::config::PortMap;
+use crate::devices::virtio::net_filter::{Filter, FilterSpec};
 
 /// The guest's address, on a network of its own that passt makes up.
 pub const GUEST_ADDRESS: [u8; 4] = [10, 0, 2, 15];
@@ -119,6 +121,19 @@ fn passt_args(plan: &NetPlan) -> Vec<String> {
         args.push(format!("{}/{}:{}", plan.publish, p.host, p.guest));
     }
     args
+}
+
+/// What the guest of `plan` may send through its NIC: the public
+/// internet, DNS, replies on its published ports, and what the user allowed
+/// (checked against the host's interface addresses as they are now).
+pub fn filter(plan: &NetPlan) -> Filter {
+    Filter::new(FilterSpec {
+        guest: GUEST_ADDRESS.into(),
+        gateway: GATEWAY.into(),
+        nameserver: NAMESERVER.into(),
+        guard: AddressGuard::new(&plan.allow),
+        published: plan.ports.iter().map(|p| p.guest).collect(),
+    })
 }
 
 /// Fails if a published port is taken, so that the user reads why here

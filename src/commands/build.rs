@@ -135,6 +135,7 @@ fn ensure(
         store: &project.store,
         versions: &mut versions,
         runner: &mut runner,
+        allow_addresses: &opts.network_policy.allow_addresses,
     }
     .ensure(name, force);
     versions.save_cache();

@@ -94,7 +94,7 @@ impl AddressGuard {
     }
 
     /// Ok if `ip` may be reached; else what kind of address it is.
-    pub fn check(&self, ip: IpAddr) -> Result<(), &'static str> {
+    pub fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
@@ -104,18 +104,40 @@ impl AddressGuard {
                 return Ok(());
             }
         }
+        let special = match ip {
+            IpAddr::V4(v4) => special_v4(v4),
+            IpAddr::V6(v6) => special_v6(v6),
+        };
+        if let Some(kind) = special {
+            return Err(Refusal::Range(kind));
+        }
         if self.host.contains(&ip) {
-            return Err("one of the host's own addresses");
+            return Err(Refusal::HostAddress);
         }
-        match ip {
-            IpAddr::V4(v4) => special_v4(v4).map_or(Ok(()), Err),
-            IpAddr::V6(v6) => special_v6(v6).map_or(Ok(()), Err),
-        }
+        Ok(())
     }
 
     /// Whether `a` may be reached (see [`AddressGuard::check`]).
     pub fn permits_v4(&self, a: Ipv4Addr) -> bool {
         self.check(IpAddr::V4(a)).is_ok()
+    }
+}
+
+/// Why an address may not be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// In a non-public range, named.
+    Range(&'static str),
+    /// Public, but one of the host's own.
+    HostAddress,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Range(kind) => write!(f, "a {kind} address"),
+            Refusal::HostAddress => f.write_str("one of the host's own addresses"),
+        }
     }
 }
 
@@ -276,7 +298,7 @@ impl HttpUrl {
                     _ => String::new(),
                 };
                 return Err(format!(
-                    "{self}: {host}{ip} is a {kind} address; cella fetches from such addresses \
+                    "{self}: {host}{ip} is {kind}; cella fetches from such addresses \
                      for a project only if the user allows them (--allow-address, or \
                      network.allow-addresses in the settings file)"
                 ));
@@ -392,7 +414,14 @@ mod tests {
         assert_eq!(guard.check(IpAddr::V4(v4("1.1.1.1"))), Ok(()));
         assert_eq!(
             guard.check(IpAddr::V4(v4("198.41.0.4"))),
-            Err("one of the host's own addresses")
+            Err(Refusal::HostAddress)
+        );
+        assert_eq!(
+            guard
+                .check(IpAddr::V4(v4("127.0.0.1")))
+                .unwrap_err()
+                .to_string(),
+            "a loopback address"
         );
         assert!(guard.check("2a00::5".parse().unwrap()).is_err());
         assert!(!guard.permits_v4(v4("127.0.0.1")));

@@ -487,7 +487,11 @@ fn apt_get(
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     Err(AptError::Failed {
         what,
-        tail: escape(&lines[lines.len().saturating_sub(6)..].join("\n")).into_owned(),
+        tail: lines[lines.len().saturating_sub(6)..]
+            .iter()
+            .map(|l| escape(l))
+            .collect::<Vec<_>>()
+            .join("\n"),
     })
 }
 

@@ -286,4 +286,31 @@ commands:
         assert_eq!(error(&config, "serve", &none), None);
         assert!(error(&config, "builds", &none).is_some());
     }
+
+    #[test]
+    fn the_machine_gets_a_nic_only_when_granted() {
+        use super::super::run::Machine;
+        use crate::config::PortMap;
+        let ports = [PortMap {
+            host: 8080,
+            guest: 80,
+        }];
+        let nic = |opts: &RunOptions, network| {
+            Machine::default()
+                .with_network(opts, network, &ports)
+                .network
+                .map(|plan| (plan.ports.len(), plan.allow.len()))
+        };
+        let mut open = opts(true, None);
+        open.network_policy.allow_addresses = vec!["127.0.0.1/32".parse().expect("net")];
+        assert_eq!(nic(&open, Network::User), Some((1, 1)));
+        assert_eq!(nic(&open, Network::None), None);
+        // The backstop under the CI setting, and the command line's grant.
+        assert_eq!(nic(&opts(false, None), Network::User), None);
+        assert_eq!(
+            nic(&opts(false, Some(Network::User)), Network::None),
+            Some((1, 0))
+        );
+        assert_eq!(nic(&opts(true, Some(Network::None)), Network::User), None);
+    }
 }

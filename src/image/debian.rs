@@ -222,6 +222,9 @@ fn mmdebstrap(step: &DebianStep, mirror: &str, out: &Path, archives: &Path) -> C
         .arg(format!(
             "--setup-hook=sync-in {archives} /var/cache/apt/archives/"
         ))
+        // apt in the root gives partial/ to its _apt user: copied out, it
+        // would be another user's directory in the user's cache.
+        .arg("--customize-hook=rm -rf \"$1\"/var/cache/apt/archives/partial")
         .arg(format!(
             "--customize-hook=sync-out /var/cache/apt/archives {archives}"
         ))

@@ -12,8 +12,11 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 use guest_init::NetConfig;
+use ipnet::Ipv4Net;
 
+use crate::config::netpolicy::AddressGuard;
 use crate::config::PortMap;
+use crate::devices::virtio::net_filter::{Filter, FilterSpec};
 
 /// The guest's address, on a network of its own that passt makes up.
 pub const GUEST_ADDRESS: [u8; 4] = [10, 0, 2, 15];
@@ -51,6 +54,9 @@ pub struct NetPlan {
     /// The host address the ports are published on (127.0.0.1 unless
     /// `--publish-address` says otherwise).
     pub publish: Ipv4Addr,
+    /// Non-public addresses the user lets the guest reach (the settings'
+    /// `network.allow-addresses` and `--allow-address`).
+    pub allow: Vec<Ipv4Net>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +121,19 @@ fn passt_args(plan: &NetPlan) -> Vec<String> {
         args.push(format!("{}/{}:{}", plan.publish, p.host, p.guest));
     }
     args
+}
+
+/// What the guest of `plan` may send through its NIC: the public
+/// internet, DNS, replies on its published ports, and what the user allowed
+/// (checked against the host's interface addresses as they are now).
+pub fn filter(plan: &NetPlan) -> Filter {
+    Filter::new(FilterSpec {
+        guest: GUEST_ADDRESS.into(),
+        gateway: GATEWAY.into(),
+        nameserver: NAMESERVER.into(),
+        guard: AddressGuard::new(&plan.allow),
+        published: plan.ports.iter().map(|p| p.guest).collect(),
+    })
 }
 
 /// Fails if a published port is taken, so that the user reads why here
@@ -232,6 +251,7 @@ mod tests {
                 guest: 80,
             }],
             publish: Ipv4Addr::LOCALHOST,
+            allow: Vec::new(),
         };
         let args = passt_args(&plan).join(" ");
         assert!(args.contains("--fd 100"), "{args}");
@@ -261,6 +281,7 @@ mod tests {
                 guest: 80,
             }],
             publish: Ipv4Addr::LOCALHOST,
+            allow: Vec::new(),
         };
         let err = check_ports(&plan).expect_err("in use");
         assert_eq!(

@@ -1,5 +1,7 @@
 //! Networking end to end: no network by default, `network: user` through
-//! passt to a server on the host's loopback, a published port reached
+//! passt refused the host's loopback, cloud metadata and reserved addresses
+//! unless the user allows them, then reaching a server on the host's
+//! loopback when allowed, a published port reached
 //! from the host, no passt left behind even after SIGKILL of cella, and
 //! a `!Debian` + `!Install` container built and run.
 
@@ -113,6 +115,22 @@ fn commands(host_port: u16, published: u16, taken: u16) -> String {
       ip -4 -o addr show eth0
       cat /etc/resolv.conf
       wget -q -O - http://10.0.2.2:{host_port}/ && echo " (fetched)"
+  attack: !Command
+    container: base
+    network: user
+    run: |
+      for target in 10.0.2.2:{host_port} 169.254.169.254:80 203.0.113.1:80; do
+        if out=$(timeout 20 wget -q -O - http://$target/ 2>&1); then
+          echo "$target: reached: $out"
+        else
+          echo "$target: failed: $out"
+        fi
+      done
+      if timeout 20 nslookup deb.debian.org 10.0.2.3 >/tmp/dns 2>&1 || grep -q NXDOMAIN /tmp/dns; then
+        echo "dns: answered"
+      else
+        echo "dns: failed: $(cat /tmp/dns)"
+      fi
   serve: !Command
     container: base
     network: user
@@ -148,8 +166,40 @@ fn network_is_off_by_default_and_user_mode_on_request() {
     assert!(!stdout.contains("hello-from-host"), "{stdout}");
     assert_eq!(server.hits.load(Ordering::SeqCst), 0);
 
-    // network: user reaches the host's loopback through the gateway.
-    let out = p.run(&["online"], None);
+    // network: user alone reaches neither the host's loopback (through
+    // the gateway), nor cloud metadata, nor a reserved address: each
+    // connect is refused at once (a reset from cella's NIC, not a
+    // timeout); DNS through the guest's nameserver still answers.
+    let start = Instant::now();
+    let out = p.run(&["attack"], None);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for target in [
+        format!("10.0.2.2:{}", server.port),
+        "169.254.169.254:80".into(),
+        "203.0.113.1:80".into(),
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{target}: ")))
+            .unwrap_or_default();
+        assert!(
+            line.contains(": failed:") && line.contains("Connection refused"),
+            "{target}: {stdout}\n{stderr}"
+        );
+    }
+    assert!(stdout.contains("dns: answered"), "{stdout}");
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        0,
+        "the host server saw the guest"
+    );
+    eprintln!("attack run: {:.1} s", start.elapsed().as_secs_f64());
+
+    // Allowed on the command line, the guest reaches the host's loopback
+    // through the gateway.
+    let allow = ["--allow-address", "127.0.0.1"];
+    let out = p.run(&[&allow[..], &["online"]].concat(), None);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("inet 10.0.2.15/24"), "{stdout}");
@@ -162,7 +212,10 @@ fn network_is_off_by_default_and_user_mode_on_request() {
     assert!(!stderr.contains("passt"), "passt chatter leaked: {stderr}");
 
     // --network none wins over the command's network: user.
-    let out = p.run(&["--network", "none", "online"], None);
+    let out = p.run(
+        &[&allow[..], &["--network", "none", "online"]].concat(),
+        None,
+    );
     assert_ne!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert_eq!(server.hits.load(Ordering::SeqCst), 1);
 
@@ -243,6 +296,22 @@ commands:
       if grep -q 'written by cella' /etc/resolv.conf 2>/dev/null; then echo "resolv.conf leaked"; else echo "resolv.conf clean"; fi
 "#;
 
+/// `--allow-address` for each IPv4 address deb.debian.org resolves to: a
+/// no-op where it is public, the user's grant where the machine reaches the
+/// mirror through a non-public address (the development host's egress
+/// proxy is 203.0.113.80, a documentation address cella refuses unasked).
+fn mirror_grant() -> Vec<String> {
+    use std::net::{IpAddr, ToSocketAddrs};
+    let addresses = ("deb.debian.org", 80).to_socket_addrs();
+    let mut args = Vec::new();
+    for addr in addresses.into_iter().flatten() {
+        if let IpAddr::V4(ip) = addr.ip() {
+            args.extend(["--allow-address".to_owned(), ip.to_string()]);
+        }
+    }
+    args
+}
+
 /// Slow (mmdebstrap, then dpkg in an emulated guest: minutes on the PVM
 /// host), but CI runs it: the Debian mirror is reachable from CI. GNU
 /// hello is the smallest real program to install: one package on libc6.
@@ -250,6 +319,12 @@ commands:
 fn debian_container_with_installed_package() {
     let Some(assets) = assets() else { return };
     let p = Project::new(assets, "");
+    let grant = mirror_grant();
+    let build = |args: &[&str]| {
+        let mut all: Vec<&str> = grant.iter().map(String::as_str).collect();
+        all.extend(args);
+        p.run(&all, None)
+    };
     std::fs::write(p.path().join("cella.yaml"), DEBIAN).expect("write cella.yaml");
 
     let version = |yaml: &str| {
@@ -266,7 +341,7 @@ fn debian_container_with_installed_package() {
     std::fs::write(p.path().join("cella.yaml"), DEBIAN).expect("write cella.yaml");
 
     // Built first: the build's own output (dpkg's) would come before greet's.
-    let out = p.run(&["_build", "deb"], None);
+    let out = build(&["_build", "deb"]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stderr.contains("!Debian bookworm minbase"), "{stderr}");
@@ -301,7 +376,7 @@ fn debian_container_with_installed_package() {
         DEBIAN.replace("[hello]", "[hello, no-such-package-cella]"),
     )
     .expect("write cella.yaml");
-    let out = p.run(&["_build", "deb"], None);
+    let out = build(&["_build", "deb"]);
     let stderr = text(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("step 2/2 (!Install at"), "{stderr}");

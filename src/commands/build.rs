@@ -9,7 +9,7 @@ use guest_init::{Build, Mount};
 
 use super::run::{fs_server, run_spec, Machine, RunError, RunOptions};
 use super::{start, CommandError, Project};
-use crate::config::Config;
+use crate::config::{Config, Network};
 use crate::devices::virtio::fs::server::ShareSpec;
 use crate::guest::BuildIo;
 use crate::hostfs::Dir;
@@ -35,10 +35,14 @@ impl ProgramRunner for VmRunner<'_> {
         // guest-init runs the batch's steps instead of this argv.
         let mut spec = run_spec(vec!["/bin/sh".into()], Vec::new(), Some(build));
         let mut machine = Machine::default();
-        if needs.network {
+        // Under `network.allow: false` an `!Install` VM goes without (dpkg
+        // needs none) and `build-network: user` was refused by `netcheck`.
+        let granted = self.opts.network_policy.allow || self.opts.network == Some(Network::User);
+        if needs.network && granted {
             machine.network = Some(NetPlan {
                 ports: Vec::new(),
                 publish: Ipv4Addr::LOCALHOST,
+                allow: self.opts.network_policy.allow_addresses.clone(),
             });
         }
         let mut server = None;
@@ -131,6 +135,7 @@ fn ensure(
         store: &project.store,
         versions: &mut versions,
         runner: &mut runner,
+        allow_addresses: &opts.network_policy.allow_addresses,
     }
     .ensure(name, force);
     versions.save_cache();
@@ -151,6 +156,7 @@ pub fn build(
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
     known(config, name)?;
+    super::netcheck::container(config, name, opts)?;
     let project = Project::open(config)?;
     let image = ensure(config, &project, name, force, opts)?;
     if print_digest {

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod environ;
 pub mod list;
+pub mod netcheck;
 pub mod run;
 pub mod start;
 pub mod supervise;
@@ -10,7 +11,7 @@ pub mod volumes;
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, Location};
 use crate::hostfs::Dir;
 use crate::image::store::Store;
 
@@ -45,6 +46,14 @@ pub enum CommandError {
     Environ(#[from] environ::EnvironError),
     #[error(transparent)]
     Host(crate::hostfs::FsError),
+    #[error(
+        "{at}: {what}, which {setting} forbids; `--network user` on the command line grants it"
+    )]
+    NetworkForbidden {
+        at: Location,
+        what: &'static str,
+        setting: String,
+    },
 }
 
 fn list_known(names: &[String]) -> String {

@@ -104,13 +104,19 @@ impl Machine {
         }
     }
 
-    /// With the network the command asked for, unless `--network` says otherwise.
+    /// With the network the command asked for, unless `--network` says
+    /// otherwise; none if the settings forbid it (`netcheck` has refused
+    /// such a command already: this is the backstop).
     pub fn with_network(mut self, opts: &RunOptions, network: Network, ports: &[PortMap]) -> Self {
-        let user = opts.network.unwrap_or(network) == Network::User;
+        let user = match opts.network {
+            Some(cli) => cli == Network::User,
+            None => network == Network::User && opts.network_policy.allow,
+        };
         self.network = user.then(|| NetPlan {
             // `--network none` over a command with ports: nothing to publish to.
             ports: ports.to_vec(),
             publish: opts.publish_address.unwrap_or(Ipv4Addr::LOCALHOST),
+            allow: opts.network_policy.allow_addresses.clone(),
         });
         self
     }
@@ -130,6 +136,7 @@ pub fn command(
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
     lookup(config, name)?;
+    super::netcheck::command(config, name, opts)?;
     if !opts.no_prerequisites {
         for pre in prerequisites(config, name) {
             let status = run_one(config, &pre, &[], opts)?;
@@ -268,6 +275,7 @@ pub fn simple_command(
     args: &[String],
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
+    super::netcheck::body(config, command, opts)?;
     let program = prepare(config, command, args, opts)?;
     let mut spec = run_spec(program.argv, program.env, None);
     spec.cwd = program.cwd;

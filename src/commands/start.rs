@@ -111,7 +111,7 @@ pub fn boot_and_run(
         Some(plan) => {
             spec.network = Some(net::guest_config());
             let (passt, stream) = Passt::start(plan)?;
-            (Some(passt), Some(stream))
+            (Some(passt), Some((stream, net::filter(plan))))
         }
         None => (None, None),
     };
@@ -159,7 +159,7 @@ pub fn boot_and_run(
         run: opts.timeout,
         mem_mib: machine.mem_mib,
     };
-    let net_fd = backend.and_then(|stream| vm.set_net_backend(stream));
+    let net_fd = backend.and_then(|(stream, filter)| vm.set_net_backend(stream, filter));
     let outcome = guest::run(&vm, spec, limits, restored, &mut on_ready, build, net_fd)?;
     drop(passt);
     // For bench/: how much host memory the VMM itself costs.

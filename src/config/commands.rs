@@ -166,6 +166,7 @@ impl Decoder<'_> {
             prerequisites: self.prerequisites(fields)?,
             resources: self.resources(fields)?,
             network: self.network(fields)?,
+            network_at: self.field_at(fields, "network"),
             ports: self.ports(fields)?,
         })
     }
@@ -217,6 +218,7 @@ impl Decoder<'_> {
             resources,
             hostname,
             network: self.network(fields)?,
+            network_at: self.field_at(fields, "network"),
             ports: self.ports(fields)?,
         })
     }

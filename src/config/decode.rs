@@ -258,6 +258,12 @@ impl Decoder<'_> {
         }
     }
 
+    /// Where the value of the field `name` is, when it is there.
+    pub(super) fn field_at(&self, fields: &Fields<'_>, name: &str) -> Option<Location> {
+        let node = fields.get(name)?;
+        Some(self.at(node.pos, &fields.path_of(name)))
+    }
+
     pub(super) fn invalid(&self, pos: Pos, path: &str, message: String) -> ConfigError {
         ConfigError::Invalid {
             at: self.at(pos, path),
@@ -450,6 +456,7 @@ impl Decoder<'_> {
             build_network: self
                 .optional(&fields, "build-network", scalars::network)?
                 .unwrap_or_default(),
+            build_network_at: self.field_at(&fields, "build-network"),
             pos,
         })
     }

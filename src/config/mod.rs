@@ -10,6 +10,7 @@ mod commands;
 mod decode;
 mod error;
 mod model;
+pub mod netpolicy;
 mod scalars;
 pub mod settings;
 mod steps;

@@ -32,6 +32,8 @@ pub struct Container {
     /// `build-network`: whether the build's `!Sh`/`!Cmd` steps get a NIC
     /// (`!Install` always does).
     pub build_network: Network,
+    /// Where `build-network` is written, if it is.
+    pub build_network_at: Option<Location>,
     /// Where the container's name is in the file.
     pub pos: Pos,
 }
@@ -343,6 +345,8 @@ pub struct Supervise {
     pub hostname: Option<String>,
     /// `network` and `ports` of the VM, all children share them.
     pub network: Network,
+    /// Where `network` is written, if it is.
+    pub network_at: Option<Location>,
     pub ports: Vec<PortMap>,
 }
 
@@ -410,6 +414,8 @@ pub struct SimpleCommand {
     pub resources: Resources,
     /// `network`: `none` unless asked for.
     pub network: Network,
+    /// Where `network` is written, if it is.
+    pub network_at: Option<Location>,
     /// `ports`: published on the host (only with `network: user`, checked).
     pub ports: Vec<PortMap>,
 }
@@ -431,6 +437,7 @@ impl SimpleCommand {
             prerequisites: Vec::new(),
             resources: Resources::default(),
             network: Network::None,
+            network_at: None,
             ports: Vec::new(),
         }
     }

@@ -136,7 +136,8 @@ fn debian_step_errors() {
     assert_eq!(
         load_err(&steps("    - !Debian { suite: Bookworm }\n")),
         "/p/cella.yaml:4:24: containers.base.setup[0].suite: \
-         expected a suite name like bookworm, found \"Bookworm\""
+         expected a suite name like bookworm (lowercase letters, digits, \"-\" and \".\", \
+         starting with a letter or digit), found \"Bookworm\""
     );
     assert_eq!(
         load_err(&steps(
@@ -150,7 +151,7 @@ fn debian_step_errors() {
             "    - !Debian { suite: bookworm, mirror: ftp://x }\n"
         )),
         "/p/cella.yaml:4:42: containers.base.setup[0].mirror: \
-         expected an http:// or https:// URL, found \"ftp://x\""
+         expected an http:// or https:// URL, found another scheme or none: \"ftp://x\""
     );
     assert_eq!(
         load_err(&steps(
@@ -165,7 +166,8 @@ fn debian_step_errors() {
     assert_eq!(
         load_err(&steps("    - !Install [curl, -o]\n")),
         "/p/cella.yaml:4:23: containers.base.setup[0][1]: \
-         expected a Debian package name, found \"-o\""
+         expected a Debian package: NAME, NAME=VERSION or NAME/RELEASE, \
+         optionally NAME:ARCH, found \"-o\""
     );
     assert_eq!(
         load_err("containers:\n  base:\n    build-network: yes\n"),

@@ -264,19 +264,31 @@ pub(super) fn port(text: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("expected a port number from 1 to 65535, found {text:?}"))
 }
 
-/// A Debian suite or codename: lowercase letters, digits and `-`.
+/// The longest suite, architecture or package name cella accepts.
+const MAX_NAME: usize = 64;
+
+/// A Debian suite or codename (`bookworm`, `stable`,
+/// `bookworm-backports`), as the archive names them: a lowercase letter or
+/// digit, then lowercase letters, digits, `-` and `.`. Never an option.
 pub(super) fn suite(text: &str) -> Result<String, String> {
-    let ok = !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
+    if is_suite(text) {
         Ok(text.to_owned())
     } else {
         Err(format!(
-            "expected a suite name like bookworm, found {text:?}"
+            "expected a suite name like bookworm (lowercase letters, digits, \"-\" and \".\", \
+             starting with a letter or digit), found {text:?}"
         ))
     }
+}
+
+fn is_suite(text: &str) -> bool {
+    let mut bytes = text.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && text.len() <= MAX_NAME
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !text.contains("..")
 }
 
 /// mmdebstrap's variants that make a bootable root.
@@ -301,36 +313,70 @@ pub(super) fn variant(text: &str) -> Result<String, String> {
     }
 }
 
-/// An http or https URL without spaces.
+/// A mirror: an http or https URL in the strict form of
+/// [`HttpUrl`](super::netpolicy::HttpUrl), without its trailing `/`.
 pub(super) fn mirror(text: &str) -> Result<String, String> {
-    let ok = (text.starts_with("http://") || text.starts_with("https://"))
-        && text.len() > "https://".len()
-        && !text.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok {
-        Ok(text.trim_end_matches('/').to_owned())
+    let url = super::netpolicy::HttpUrl::parse(text)?;
+    Ok(url.to_string().trim_end_matches('/').to_owned())
+}
+
+/// A package for apt-get install, by Debian policy: a name (lowercase
+/// letters, digits, `+`, `-` and `.`, at least two, starting with a letter
+/// or digit), optionally `:ARCH`, then optionally `=VERSION` (letters,
+/// digits, `.+~-`, an epoch `N:`) or `/RELEASE` (a suite). Nothing apt
+/// would read as an option, a file or a pattern.
+pub(super) fn package(text: &str) -> Result<String, String> {
+    if is_package(text) {
+        Ok(text.to_owned())
     } else {
         Err(format!(
-            "expected an http:// or https:// URL, found {text:?}"
+            "expected a Debian package: NAME, NAME=VERSION or NAME/RELEASE, \
+             optionally NAME:ARCH, found {text:?}"
         ))
     }
 }
 
-/// A package for apt-get install: a name, optionally `=version` or
-/// `/release`. Nothing that apt would read as an option or a file.
-pub(super) fn package(text: &str) -> Result<String, String> {
-    let first_ok = text
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let ok = first_ok
-        && text
+fn is_package(text: &str) -> bool {
+    let (spec, version, release) = match (text.split_once('='), text.split_once('/')) {
+        (Some((spec, version)), None) => (spec, Some(version), None),
+        (None, Some((spec, release))) => (spec, None, Some(release)),
+        (None, None) => (text, None, None),
+        _ => return false,
+    };
+    let (name, arch) = match spec.split_once(':') {
+        Some((name, arch)) => (name, Some(arch)),
+        None => (spec, None),
+    };
+    let name_ok = name.len() >= 2
+        && name.len() <= MAX_NAME
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-.:~=/_".contains(&b));
-    if ok {
-        Ok(text.to_owned())
-    } else {
-        Err(format!("expected a Debian package name, found {text:?}"))
-    }
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
+    let arch_ok = arch.is_none_or(|a| {
+        !a.is_empty()
+            && a.len() <= MAX_NAME
+            && a.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && a.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    });
+    let version_ok = version.is_none_or(|v| {
+        let upstream = match v.split_once(':') {
+            Some((epoch, rest)) => {
+                if epoch.is_empty() || !epoch.bytes().all(|b| b.is_ascii_digit()) {
+                    return false;
+                }
+                rest
+            }
+            None => v,
+        };
+        upstream.len() <= 2 * MAX_NAME
+            && upstream.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && upstream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".+~-".contains(&b))
+    });
+    name_ok && arch_ok && version_ok && release.is_none_or(is_suite)
 }
 
 pub(super) fn boolean(text: &str) -> Result<bool, String> {
@@ -500,15 +546,96 @@ mod tests {
         assert_eq!(port("8080"), Ok(8080));
         assert!(port("0").is_err() && port("65536").is_err() && port("http").is_err());
         assert_eq!(suite("bookworm"), Ok("bookworm".to_owned()));
-        assert!(suite("Bookworm").is_err() && suite("").is_err() && suite("a b").is_err());
+        for ok in [
+            "stable",
+            "bookworm-backports",
+            "sid",
+            "12",
+            "rc-buggy",
+            "trixie.x",
+        ] {
+            assert!(suite(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "Bookworm",
+            "",
+            "a b",
+            "--foo",
+            "-x",
+            ".",
+            "a..b",
+            "a/b",
+            "a_b",
+            "bookworm\n",
+        ] {
+            assert!(suite(bad).is_err(), "{bad:?}");
+        }
+        assert!(suite(&"a".repeat(65)).is_err());
         assert!(variant("minbase").is_ok() && variant("extract").is_err());
+        assert!(variant("--dry-run").is_err());
         assert_eq!(
             mirror("http://deb.debian.org/debian/"),
             Ok("http://deb.debian.org/debian".to_owned())
         );
-        assert!(mirror("ftp://x").is_err() && mirror("http://a b").is_err());
-        assert!(package("python3-minimal").is_ok() && package("libc6=2.36-9").is_ok());
-        assert!(package("-o").is_err() && package("./x.deb").is_err() && package("a b").is_err());
+        assert_eq!(
+            mirror("https://Mirror.Example:8443/debian"),
+            Ok("https://mirror.example:8443/debian".to_owned())
+        );
+        for bad in [
+            "ftp://x",
+            "http://a b",
+            "--aptopt=x",
+            "http://x/ [trusted=yes]",
+            "http://x/?a",
+            "http://u@x/",
+            "deb http://x/ y main",
+        ] {
+            assert!(mirror(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn packages_follow_debian_policy() {
+        for ok in [
+            "python3-minimal",
+            "g++",
+            "libstdc++6",
+            "libc6=2.36-9",
+            "curl=7.88.1-10+deb12u5",
+            "passwd=1:4.13+dfsg1-1",
+            "hello/bookworm-backports",
+            "libc6:amd64",
+            "libc6:i386=2.36-9",
+            "0ad",
+        ] {
+            assert_eq!(package(ok).as_deref(), Ok(ok), "{ok}");
+        }
+        for bad in [
+            "-o",
+            "--simulate",
+            "./x.deb",
+            "/tmp/x.deb",
+            "a b",
+            "a",
+            "Hello",
+            "a_b",
+            "hel*",
+            "^hello",
+            "?name(x)",
+            "a=1=2",
+            "a=1/b",
+            "a/b/c",
+            "a=",
+            "a=-1",
+            "a=x:1",
+            "a:",
+            "a:AMD64",
+            "a/--x",
+            "a=1 b",
+            "",
+        ] {
+            assert!(package(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,36 +1,46 @@
-//! `!Install`'s host half. apt on the host resolves the packages against
-//! the image's own sources, keys, preferences and dpkg status (copied out
-//! of the image tree into a scratch apt root) and downloads what is missing
-//! into the shared .deb cache; the build VM then installs exactly those
-//! .debs with its own apt-get.
+//! `!Install`'s host half. The host's apt resolves the packages against
+//! the image's sources, keys, pins and dpkg status and downloads what is
+//! missing into the shared .deb cache; the build VM then installs exactly
+//! those .debs with dpkg.
+//!
+//! Nothing of the image configures or runs the host's apt: cella reads the
+//! sources (parsed and checked by `apt_sources`), the keyrings they name,
+//! plain pin data and the dpkg status out of the image tree, bounded in
+//! size and count, and writes them as new regular files into a scratch
+//! root, with an apt.conf of its own whose every `Dir` points there. No
+//! apt.conf.d, hook, option or auth file of the image or of the host is
+//! read. Each source's host must not be, nor resolve to, an address the
+//! user did not grant (loopback, private, link-local…), and apt follows no
+//! redirect.
 //!
 //! Why not `apt-get update` in the guest: under an emulating KVM the guest
 //! kernel made apt spend about 4 minutes fetching bookworm's lists and 6
 //! more reading them (50 MB of Packages) before it installed anything. The
 //! host does both in about 2 seconds, and the lists are cached too.
 
-use std::ffi::OsStr;
-use std::fs::{self, File};
-use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
+use super::apt_sources::{self, SignedBy, Sources, SourcesError};
 use super::debian::AptCache;
-use super::erofs::{Kind, Tree};
-use super::tree::components;
+use super::erofs::{InodeId, Kind, Tree};
+use crate::config::netpolicy::AddressGuard;
+use crate::text::escape;
 
-/// What of the image apt needs: its configuration, sources and keys, the
-/// keyrings `signed-by` usually names, and what dpkg has installed.
-const APT_ROOT_PATHS: &[&str] = &[
-    "etc/apt",
-    "usr/share/keyrings",
-    "var/lib/dpkg/status",
-    "var/lib/apt/extended_states",
-];
+/// A sources, preferences or keyring file read out of the image.
+const MAX_TEXT: u64 = 1 << 20;
+/// dpkg's status (bookworm's standard system: about 2 MB) and apt's
+/// extended_states.
+const MAX_STATUS: u64 = 64 << 20;
+/// Files read from one directory of the image.
+const MAX_FILES: usize = 64;
+/// Symlinks followed resolving one path in the image.
+const MAX_LINKS: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AptError {
@@ -44,6 +54,22 @@ pub enum AptError {
     Failed { what: &'static str, tail: String },
     #[error("the image has no {0}: !Install needs a Debian-like root (start with !Debian)")]
     NotDebian(&'static str),
+    #[error(
+        "the image names no apt source (deb lines in /etc/apt/sources.list or sources.list.d)"
+    )]
+    NoSources,
+    #[error(transparent)]
+    Sources(#[from] SourcesError),
+    #[error("an apt source of the image is refused: {0}")]
+    Refused(String),
+    #[error("the image's {path} is larger than {max} bytes")]
+    TooLarge { path: String, max: u64 },
+    #[error("the image's {path} holds more than {MAX_FILES} files")]
+    TooMany { path: String },
+    #[error("the image's keyring {path} (named by signed-by) is not a file in the image")]
+    NoKeyring { path: String },
+    #[error("apt planned a package file with an unexpected name: {0}")]
+    BadPlan(String),
     #[error("apt-get did not leave {} in the package cache", .0.display())]
     Missing(PathBuf),
     #[error("cannot {what} {}", .path.display())]
@@ -63,87 +89,271 @@ fn io_err<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> A
     }
 }
 
-/// Copies the files apt needs out of the image tree (data in `work`) to
-/// `root`, following symlinks inside the image.
-pub fn export_root(tree: &Tree, work: &File, root: &Path) -> Result<(), AptError> {
+/// The image tree and the file its data is in.
+struct Image<'a> {
+    tree: &'a Tree,
+    work: &'a File,
+}
+
+impl Image<'_> {
+    /// The inode at `path`, following symlinks in every component the way
+    /// the guest would, never leaving the image.
+    fn resolve(&self, path: &str) -> Option<InodeId> {
+        let mut pending: Vec<Vec<u8>> = path
+            .split('/')
+            .rev()
+            .map(|c| c.as_bytes().to_vec())
+            .collect();
+        let mut at: Vec<InodeId> = vec![0];
+        let mut links = 0;
+        while let Some(name) = pending.pop() {
+            match name.as_slice() {
+                b"" | b"." => continue,
+                b".." => {
+                    if at.len() > 1 {
+                        at.pop();
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let dir = *at.last()?;
+            let id = *self.tree.entries(dir)?.get(&name)?;
+            match &self.tree.inodes.get(id)?.kind {
+                Kind::Symlink(target) => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return None;
+                    }
+                    if target.starts_with(b"/") {
+                        at.truncate(1);
+                    }
+                    pending.extend(target.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
+                }
+                _ => at.push(id),
+            }
+        }
+        at.last().copied()
+    }
+
+    /// The content of the regular file at `path` (None if there is none),
+    /// refused past `max` bytes before anything is read.
+    fn read(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>, AptError> {
+        let Some(id) = self.resolve(path) else {
+            return Ok(None);
+        };
+        let Kind::File(data) = &self.tree.inodes[id].kind else {
+            return Ok(None);
+        };
+        if data.size > max {
+            return Err(AptError::TooLarge {
+                path: escape(path).into_owned(),
+                max,
+            });
+        }
+        let mut buf = vec![0u8; data.size as usize];
+        self.work
+            .read_exact_at(&mut buf, data.range().start)
+            .map_err(io_err("read the image's copy of", Path::new(path)))?;
+        Ok(Some(buf))
+    }
+
+    /// The text of `path`, invalid UTF-8 replaced.
+    fn text(&self, path: &str) -> Result<Option<String>, AptError> {
+        Ok(self
+            .read(path, MAX_TEXT)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// The names in directory `dir` that apt would read (letters, digits,
+    /// `_.-`) ending in one of `exts` (`""`: no extension), sorted.
+    fn names(&self, dir: &str, exts: &[&str]) -> Result<Vec<String>, AptError> {
+        let Some(entries) = self.resolve(dir).and_then(|id| self.tree.entries(id)) else {
+            return Ok(Vec::new());
+        };
+        let mut names = Vec::new();
+        for name in entries.keys() {
+            let Ok(name) = std::str::from_utf8(name) else {
+                continue;
+            };
+            let plain = name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            let ext_ok = exts.iter().any(|ext| match *ext {
+                "" => !name.contains('.'),
+                ext => name.ends_with(ext),
+            });
+            if plain && ext_ok {
+                names.push(name.to_owned());
+            }
+        }
+        if names.len() > MAX_FILES {
+            return Err(AptError::TooMany {
+                path: dir.to_owned(),
+            });
+        }
+        Ok(names)
+    }
+}
+
+/// A scratch apt root cella wrote, ready for [`resolve`].
+pub struct AptRoot {
+    root: PathBuf,
+    /// Names the package lists of these sources and keys in the cache.
+    key: String,
+}
+
+/// Makes a directory of cella's own under the scratch root.
+fn mkdir(path: &Path) -> Result<(), AptError> {
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .map_err(io_err("create", path))
+}
+
+/// Writes a new regular file; never through a link, never over a file.
+fn write_new(path: &Path, data: &[u8]) -> Result<(), AptError> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|mut f| f.write_all(data))
+        .map_err(io_err("write", path))
+}
+
+/// Writes into `root` (which must not exist) the apt configuration, sources,
+/// keyrings, pins and dpkg status cella derives from the image tree (data
+/// in `work`); every source's host is checked against `guard`.
+pub fn export_root(
+    tree: &Tree,
+    work: &File,
+    root: &Path,
+    guard: &AddressGuard,
+) -> Result<AptRoot, AptError> {
+    let image = Image { tree, work };
     for needed in ["/var/lib/dpkg/status", "/etc/apt"] {
-        if lookup(tree, needed.as_bytes()).is_none() {
+        if image.resolve(needed).is_none() {
             return Err(AptError::NotDebian(needed));
         }
     }
-    for path in APT_ROOT_PATHS {
-        copy_out(
-            tree,
-            work,
-            format!("/{path}").as_bytes(),
-            &root.join(path),
-            0,
-        )?;
+    let mut sources = Sources::default();
+    if let Some(text) = image.text("/etc/apt/sources.list")? {
+        sources.one_line("etc/apt/sources.list", &text)?;
     }
-    Ok(())
-}
-
-/// The inode at `path`, following a symlink in its last component the way
-/// the guest would, within the image.
-fn lookup(tree: &Tree, path: &[u8]) -> Option<usize> {
-    let mut path = path.to_vec();
-    for _ in 0..16 {
-        let id = tree.lookup(&path)?;
-        let Kind::Symlink(target) = &tree.inodes[id].kind else {
-            return Some(id);
+    for name in image.names("/etc/apt/sources.list.d", &[".list", ".sources"])? {
+        let path = format!("/etc/apt/sources.list.d/{name}");
+        let Some(text) = image.text(&path)? else {
+            continue;
         };
-        path = if target.starts_with(b"/") {
-            target.clone()
-        } else {
-            let parts = components(&path).ok()?;
-            let mut base = Vec::new();
-            for part in &parts[..parts.len().saturating_sub(1)] {
-                base.push(b'/');
-                base.extend_from_slice(part);
-            }
-            base.push(b'/');
-            base.extend_from_slice(target);
-            base
-        };
+        match name.ends_with(".sources") {
+            true => sources.deb822(&path[1..], &text)?,
+            false => sources.one_line(&path[1..], &text)?,
+        }
     }
-    None
-}
-
-/// Copies the image's `path` (a file, or a directory tree) to `dest`;
-/// what is missing, special or nested too deep is left out.
-fn copy_out(
-    tree: &Tree,
-    work: &File,
-    path: &[u8],
-    dest: &Path,
-    depth: u32,
-) -> Result<(), AptError> {
-    let Some(id) = lookup(tree, path) else {
-        return Ok(());
+    if sources.list.is_empty() {
+        return Err(AptError::NoSources);
+    }
+    for source in &sources.list {
+        source
+            .uri
+            .check_reachable(guard)
+            .map_err(AptError::Refused)?;
+    }
+    for dir in [
+        "",
+        "etc",
+        "etc/apt.conf.d",
+        "etc/sources.list.d",
+        "etc/trusted.gpg.d",
+    ]
+    .into_iter()
+    .chain(["etc/preferences.d", "keyrings", "state", "cache", "log"])
+    {
+        mkdir(&root.join(dir))?;
+    }
+    let mut hasher = Sha256::new();
+    // The keys signed-by names, each in a file of its own.
+    let keyring = |i: usize, j: usize, armored: bool| {
+        format!("{i}-{j}.{}", if armored { "asc" } else { "gpg" })
     };
-    match &tree.inodes[id].kind {
-        Kind::File(data) => {
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent).map_err(io_err("create", parent))?;
-            }
-            let mut buf = vec![0u8; data.size as usize];
-            work.read_exact_at(&mut buf, data.range().start)
-                .map_err(io_err("read the image's copy of", dest))?;
-            fs::write(dest, buf).map_err(io_err("write", dest))
+    for (i, source) in sources.list.iter().enumerate() {
+        for (j, key) in source.signed_by.iter().enumerate() {
+            let (data, armored) = match key {
+                SignedBy::Fingerprint(_) => continue,
+                SignedBy::Inline(text) => (text.clone().into_bytes(), true),
+                SignedBy::Path(path) => match image.read(path, MAX_TEXT)? {
+                    Some(data) => (data, path.ends_with(".asc")),
+                    None => {
+                        return Err(AptError::NoKeyring {
+                            path: escape(path).into_owned(),
+                        })
+                    }
+                },
+            };
+            let name = keyring(i, j, armored);
+            hasher.update(format!("{name} {}\n", data.len()));
+            hasher.update(&data);
+            write_new(&root.join("keyrings").join(&name), &data)?;
         }
-        Kind::Dir(entries) if depth < 8 => {
-            fs::create_dir_all(dest).map_err(io_err("create", dest))?;
-            for name in entries.keys() {
-                let mut child = path.to_vec();
-                child.push(b'/');
-                child.extend_from_slice(name);
-                let child_dest = dest.join(OsStr::from_bytes(name));
-                copy_out(tree, work, &child, &child_dest, depth + 1)?;
-            }
-            Ok(())
-        }
-        _ => Ok(()),
     }
+    let keyrings = root.join("keyrings");
+    let rendered = apt_sources::render(&sources.list, |i, j| {
+        let armored = matches!(sources.list[i].signed_by[j], SignedBy::Inline(_))
+            || matches!(&sources.list[i].signed_by[j], SignedBy::Path(p) if p.ends_with(".asc"));
+        keyrings.join(keyring(i, j, armored)).display().to_string()
+    });
+    let canonical = apt_sources::render(&sources.list, |i, j| format!("keyring:{i}-{j}"));
+    hasher.update(canonical.as_bytes());
+    write_new(
+        &root.join("etc/sources.list.d/cella.sources"),
+        rendered.as_bytes(),
+    )?;
+    // The keyrings sources without signed-by (and fingerprints) rely on.
+    let mut trusted = Vec::new();
+    if let Some(data) = image.read("/etc/apt/trusted.gpg", MAX_TEXT)? {
+        trusted.push(("legacy.gpg".to_owned(), data));
+    }
+    for name in image.names("/etc/apt/trusted.gpg.d", &[".gpg", ".asc"])? {
+        if let Some(data) = image.read(&format!("/etc/apt/trusted.gpg.d/{name}"), MAX_TEXT)? {
+            let ext = if name.ends_with(".asc") { "asc" } else { "gpg" };
+            trusted.push((format!("{}.{ext}", trusted.len()), data));
+        }
+    }
+    for (name, data) in &trusted {
+        hasher.update(format!("trusted {name} {}\n", data.len()));
+        hasher.update(data);
+        write_new(&root.join("etc/trusted.gpg.d").join(name), data)?;
+    }
+    let mut pins = String::new();
+    let mut notes = std::mem::take(&mut sources.notes);
+    if let Some(text) = image.text("/etc/apt/preferences")? {
+        pins.push_str(&apt_sources::preferences(
+            "etc/apt/preferences",
+            &text,
+            &mut notes,
+        ));
+    }
+    for name in image.names("/etc/apt/preferences.d", &["", ".pref"])? {
+        let path = format!("/etc/apt/preferences.d/{name}");
+        if let Some(text) = image.text(&path)? {
+            pins.push_str(&apt_sources::preferences(&path[1..], &text, &mut notes));
+        }
+    }
+    hasher.update(pins.as_bytes());
+    write_new(&root.join("etc/preferences.d/cella.pref"), pins.as_bytes())?;
+    for note in notes {
+        eprintln!("cella: !Install: {note}");
+    }
+    let status = image.read("/var/lib/dpkg/status", MAX_STATUS)?;
+    write_new(&root.join("status"), &status.unwrap_or_default())?;
+    let extended = image.read("/var/lib/apt/extended_states", MAX_STATUS)?;
+    write_new(&root.join("extended_states"), &extended.unwrap_or_default())?;
+    Ok(AptRoot {
+        root: root.to_path_buf(),
+        key: hex::encode(&hasher.finalize()[..8]),
+    })
 }
 
 /// What dpkg does in the build VM, in apt's order: `apt-get install
@@ -162,32 +372,36 @@ pub enum DpkgOp {
 /// downloads what the cache lacks, and returns what dpkg must do in the
 /// image: nothing when everything is installed already.
 pub fn resolve(
-    root: &Path,
+    apt: &AptRoot,
     cache: &AptCache,
     packages: &[String],
 ) -> Result<Vec<DpkgOp>, AptError> {
-    let sources = point_signed_by_into(root)?;
-    // Lists per set of sources: apt-get update drops lists no source names.
-    let key = hex::encode(&Sha256::digest(sources.as_bytes())[..8]);
-    let lists = cache.lists.join(key);
+    // Lists per set of sources and keys: apt-get update drops lists no
+    // source names.
+    let lists = cache.lists.join(&apt.key);
     for dir in [lists.join("partial"), cache.archives.join("partial")] {
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     }
-    for dir in ["var/cache/apt", "var/lib/apt", "var/log/apt"] {
-        let dir = root.join(dir);
-        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-    }
-    let conf = root.join("apt.conf");
-    fs::write(&conf, apt_conf(root, &lists, &cache.archives)).map_err(io_err("write", &conf))?;
-    apt_get(&conf, "update", &["update"])?;
+    let conf = apt.root.join("apt.conf");
+    write_new(
+        &conf,
+        apt_conf(&apt.root, &lists, &cache.archives).as_bytes(),
+    )?;
+    let run = |what, args: &[&str]| apt_get(&apt.root, &conf, what, args);
+    run("update", &["update"])?;
     let mut install = vec!["install", "--no-install-recommends", "-y"];
-    install.extend(packages.iter().map(String::as_str));
     let mut simulate = install.clone();
     simulate.push("--simulate");
-    let ops = plan_ops(&apt_get(&conf, "install --simulate", &simulate)?);
+    // Packages are checked by the config; after `--` none is an option.
+    let names: Vec<&str> = std::iter::once("--")
+        .chain(packages.iter().map(String::as_str))
+        .collect();
+    simulate.extend(&names);
+    let ops = plan_ops(&run("install --simulate", &simulate)?)?;
     if ops.iter().any(|op| matches!(op, DpkgOp::Unpack(_))) {
         install.push("--download-only");
-        apt_get(&conf, "install --download-only", &install)?;
+        install.extend(&names);
+        run("install --download-only", &install)?;
     }
     for op in &ops {
         if let DpkgOp::Unpack(debs) = op {
@@ -202,64 +416,60 @@ pub fn resolve(
     Ok(ops)
 }
 
-/// apt reads `signed-by` paths as host paths: point those that name a file
-/// of the image at its copy under `root`. Returns all the sources' text.
-fn point_signed_by_into(root: &Path) -> Result<String, AptError> {
-    let mut files = vec![root.join("etc/apt/sources.list")];
-    let dir = root.join("etc/apt/sources.list.d");
-    if let Ok(entries) = fs::read_dir(&dir) {
-        let mut more: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        more.sort();
-        files.extend(more);
-    }
-    let prefix = root.display().to_string();
-    let mut all = String::new();
-    for file in files {
-        let Ok(text) = fs::read_to_string(&file) else {
-            continue;
-        };
-        all.push_str(&text);
-        let moved = text
-            .replace("signed-by=/", &format!("signed-by={prefix}/"))
-            .replace("Signed-By: /", &format!("Signed-By: {prefix}/"));
-        if moved != text {
-            fs::write(&file, moved).map_err(io_err("write", &file))?;
-        }
-    }
-    Ok(all)
-}
-
-/// apt's whole view of the world: the image's files under `root`, and the
-/// shared lists and .deb cache.
+/// apt's whole view of the world, written by cella: every directory it
+/// reads is in the scratch `root` (or the shared lists and .deb cache),
+/// so neither the host's nor the image's apt.conf.d, auth.conf or keys
+/// are read; no hook is set; redirects are not followed (a source could
+/// otherwise send apt to an address the user did not grant).
 fn apt_conf(root: &Path, lists: &Path, archives: &Path) -> String {
     let r = root.display();
     format!(
         "Dir \"{r}/\";
-Dir::Etc \"{r}/etc/apt/\";
-Dir::State \"{r}/var/lib/apt/\";
-Dir::State::Status \"{r}/var/lib/dpkg/status\";
+Dir::Etc \"{r}/etc/\";
+Dir::Etc::Main \"apt.conf\";
+Dir::Etc::Parts \"apt.conf.d\";
+Dir::Etc::SourceList \"sources.list\";
+Dir::Etc::SourceParts \"sources.list.d\";
+Dir::Etc::Trusted \"trusted.gpg\";
+Dir::Etc::TrustedParts \"trusted.gpg.d\";
+Dir::Etc::Preferences \"preferences\";
+Dir::Etc::PreferencesParts \"preferences.d\";
+Dir::Etc::Netrc \"auth.conf\";
+Dir::Etc::NetrcParts \"auth.conf.d\";
+Dir::State \"{r}/state/\";
+Dir::State::Status \"{r}/status\";
+Dir::State::extended_states \"{r}/extended_states\";
 Dir::State::Lists \"{lists}/\";
-Dir::Cache \"{r}/var/cache/apt/\";
+Dir::Cache \"{r}/cache/\";
 Dir::Cache::Archives \"{archives}/\";
-Dir::Log \"{r}/var/log/apt/\";
+Dir::Log \"{r}/log/\";
+Dir::Bin::Methods \"/usr/lib/apt/methods/\";
 APT::Architecture \"amd64\";
 APT::Architectures {{ \"amd64\"; }};
 APT::Sandbox::User \"root\";
 Debug::NoLocking \"true\";
 Acquire::Languages \"none\";
 Acquire::Retries \"3\";
+Acquire::http::AllowRedirect \"false\";
+Acquire::https::AllowRedirect \"false\";
 ",
         lists = lists.display(),
         archives = archives.display(),
     )
 }
 
-/// Runs the host's apt-get with `conf`; its stdout, or its last lines in
-/// the error.
-fn apt_get(conf: &Path, what: &'static str, args: &[&str]) -> Result<String, AptError> {
+/// Runs the host's apt-get with `conf`, in `root`; its stdout, or its last
+/// lines in the error.
+fn apt_get(
+    root: &Path,
+    conf: &Path,
+    what: &'static str,
+    args: &[&str],
+) -> Result<String, AptError> {
     let out = Command::new("apt-get")
         .arg("-q")
         .args(args)
+        .current_dir(root)
         .env("APT_CONFIG", conf)
         .env("LC_ALL", "C")
         .env("DEBIAN_FRONTEND", "noninteractive")
@@ -277,7 +487,11 @@ fn apt_get(conf: &Path, what: &'static str, args: &[&str]) -> Result<String, Apt
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     Err(AptError::Failed {
         what,
-        tail: lines[lines.len().saturating_sub(6)..].join("\n"),
+        tail: lines[lines.len().saturating_sub(6)..]
+            .iter()
+            .map(|l| escape(l))
+            .collect::<Vec<_>>()
+            .join("\n"),
     })
 }
 
@@ -285,7 +499,7 @@ fn apt_get(conf: &Path, what: &'static str, args: &[&str]) -> Result<String, Apt
 /// `Inst NAME [OLD] (VERSION ARCHIVE [ARCH])` unpacks `NAME_VERSION_ARCH.deb`
 /// (`:` in the version written `%3a`, as apt names its downloads),
 /// `Conf NAME (…)` configures and `Remv NAME […]` removes.
-fn plan_ops(plan: &str) -> Vec<DpkgOp> {
+fn plan_ops(plan: &str) -> Result<Vec<DpkgOp>, AptError> {
     let mut ops: Vec<DpkgOp> = Vec::new();
     for line in plan.lines() {
         let Some((kind, rest)) = line.split_once(' ') else {
@@ -306,6 +520,14 @@ fn plan_ops(plan: &str) -> Vec<DpkgOp> {
             "Remv" => DpkgOp::Remove(vec![name]),
             _ => continue,
         };
+        // The names come from the sources' package lists: they become host
+        // paths in the cache and words of the build VM's dpkg command.
+        let words = match &op {
+            DpkgOp::Unpack(w) | DpkgOp::Configure(w) | DpkgOp::Remove(w) => w,
+        };
+        if let Some(bad) = words.iter().find(|w| !plain_word(w)) {
+            return Err(AptError::BadPlan(escape(bad).into_owned()));
+        }
         match (ops.last_mut(), op) {
             (Some(DpkgOp::Unpack(a)), DpkgOp::Unpack(b))
             | (Some(DpkgOp::Configure(a)), DpkgOp::Configure(b))
@@ -313,7 +535,18 @@ fn plan_ops(plan: &str) -> Vec<DpkgOp> {
             (_, op) => ops.push(op),
         }
     }
-    ops
+    Ok(ops)
+}
+
+/// A package name or .deb file name as Debian makes them: letters,
+/// digits and `.+~%_-`, not starting with `.` or `-`.
+fn plain_word(word: &str) -> bool {
+    !word.is_empty()
+        && word.len() <= 255
+        && !word.starts_with(['.', '-'])
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".+~%_-".contains(&b))
 }
 
 fn deb_name(name: &str, rest: &str) -> Option<String> {
@@ -324,62 +557,5 @@ fn deb_name(name: &str, rest: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn simulated_plan_becomes_dpkg_steps_in_apts_order() {
-        let plan = "NOTE: This is only a simulation!
-Inst libssl3 (3.0.22-1~deb12u2 Debian-Security:12/oldstable-security [amd64])
-Inst passwd [1:4.13+dfsg1-1] (1:4.13+dfsg1-1+deb12u2 Debian:12.15/oldstable [amd64])
-Conf libssl3 (3.0.22-1~deb12u2 Debian-Security:12/oldstable-security [amd64])
-Conf passwd (1:4.13+dfsg1-1+deb12u2 Debian:12.15/oldstable [amd64])
-Remv old-thing [1.0]
-Inst tzdata (2026b-0+deb12u1 Debian:12.15/oldstable [all])
-Conf tzdata (2026b-0+deb12u1 Debian:12.15/oldstable [all])
-";
-        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            plan_ops(plan),
-            [
-                DpkgOp::Unpack(strings(&[
-                    "libssl3_3.0.22-1~deb12u2_amd64.deb",
-                    "passwd_1%3a4.13+dfsg1-1+deb12u2_amd64.deb"
-                ])),
-                DpkgOp::Configure(strings(&["libssl3", "passwd"])),
-                DpkgOp::Remove(strings(&["old-thing"])),
-                DpkgOp::Unpack(strings(&["tzdata_2026b-0+deb12u1_all.deb"])),
-                DpkgOp::Configure(strings(&["tzdata"])),
-            ]
-        );
-    }
-
-    #[test]
-    fn signed_by_paths_point_into_the_copy() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        fs::create_dir_all(root.join("etc/apt/sources.list.d")).expect("mkdir");
-        fs::write(
-            root.join("etc/apt/sources.list.d/x.list"),
-            "deb [signed-by=/usr/share/keyrings/x.gpg] http://x/ y main\n",
-        )
-        .expect("write");
-        fs::write(
-            root.join("etc/apt/sources.list.d/z.sources"),
-            "Types: deb\nSigned-By: /usr/share/keyrings/z.gpg\n",
-        )
-        .expect("write");
-        let all = point_signed_by_into(root).expect("rewrite");
-        assert!(all.contains("signed-by=/usr/share/keyrings/x.gpg"));
-        let x = fs::read_to_string(root.join("etc/apt/sources.list.d/x.list")).expect("read");
-        assert!(x.contains(&format!(
-            "signed-by={}/usr/share/keyrings/x.gpg",
-            root.display()
-        )));
-        let z = fs::read_to_string(root.join("etc/apt/sources.list.d/z.sources")).expect("read");
-        assert!(z.contains(&format!(
-            "Signed-By: {}/usr/share/keyrings/z.gpg",
-            root.display()
-        )));
-    }
-}
+#[path = "apt_tests.rs"]
+mod tests;

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use guest_init::{Build, BuildStep};
+use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
 use super::compact::{compact_with_progress, copy_subtree};
@@ -21,6 +22,7 @@ use super::store::{BuildDir, Image, ImageInfo, Store, ROOTFS, TREE};
 use super::tar_import;
 use super::version::Versions;
 use super::{apt, debian};
+use crate::config::netpolicy::AddressGuard;
 use crate::config::{Config, Container, CopyStep, DebianStep, Network, Step};
 use crate::hostfs::{walk, EntryKind, Filter};
 
@@ -65,6 +67,9 @@ pub struct BuildCtx<'c, 'v> {
     pub store: &'c Store,
     pub versions: &'v mut Versions<'c>,
     pub runner: &'v mut dyn ProgramRunner,
+    /// Non-public addresses the user lets cella fetch from for the project
+    /// (a `!Debian` mirror, an `!Install`'s apt sources).
+    pub allow_addresses: &'v [Ipv4Net],
 }
 
 impl BuildCtx<'_, '_> {
@@ -353,7 +358,9 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
     fn debian(&mut self, step: &DebianStep) -> Result<(), StepFailure> {
         let rel = Path::new("debian.tar");
         let tarball = self.build.path.join(rel);
-        debian::bootstrap(step, self.epoch, &tarball).map_err(|e| StepFailure::Other(e.into()))?;
+        let guard = AddressGuard::new(self.ctx.allow_addresses);
+        debian::bootstrap(step, self.epoch, &tarball, &guard)
+            .map_err(|e| StepFailure::Other(e.into()))?;
         let result = self
             .build
             .dir
@@ -540,8 +547,9 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             .ok_or(debian::DebianError::NoCache)
             .map_err(|e| StepFailure::Other(e.into()))?;
         let started = Instant::now();
-        let ops = apt::export_root(&self.tree, &self.work, &root)
-            .and_then(|()| apt::resolve(&root, &cache, packages))
+        let guard = AddressGuard::new(self.ctx.allow_addresses);
+        let ops = apt::export_root(&self.tree, &self.work, &root, &guard)
+            .and_then(|apt| apt::resolve(&apt, &cache, packages))
             .map_err(|e| StepFailure::Other(e.into()));
         let _ = self.build.dir.remove_tree(Path::new("apt-root"));
         let ops = ops?;

@@ -1,8 +1,10 @@
 //! Debian containers: `!Debian` makes the root with mmdebstrap on the host
 //! (rootless, in a user namespace); `!Install` has the host's apt resolve
-//! and download (`apt`) and dpkg install in a build VM with a NIC. Both
-//! keep the .debs in one cache under the user's cache directory, shared by
-//! every container and rebuild.
+//! and download (`apt`) and dpkg install in a build VM. Both keep the .debs
+//! in one cache under the user's cache directory, shared by every
+//! container and rebuild. The mirror cella.yaml names is a strict URL
+//! (checked by the config), its host an address the user grants, and
+//! every value reaches mmdebstrap's argv after `--` or as a checked option.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use std::process::{Command, Stdio};
 
 use super::apt::DpkgOp;
 use super::build::shell_words;
+use crate::config::netpolicy::{AddressGuard, HttpUrl};
 use crate::config::{DebianStep, DEFAULT_DEBIAN_MIRROR};
 
 /// Where the shared apt cache lives: `archives/` holds the .debs, and
@@ -143,40 +146,29 @@ pub enum DebianError {
     Spawn(#[source] std::io::Error),
     #[error("mmdebstrap failed ({status}); its last lines:\n{tail}")]
     Failed { status: String, tail: String },
+    #[error("the !Debian mirror is refused: {0}")]
+    Mirror(String),
 }
 
 /// Makes the root of `step` as a tarball at `out`, with mmdebstrap in a
-/// user namespace, reading and filling the shared .deb cache.
-pub fn bootstrap(step: &DebianStep, epoch: i64, out: &Path) -> Result<(), DebianError> {
+/// user namespace, reading and filling the shared .deb cache. The mirror's
+/// host must be an address `guard` permits.
+pub fn bootstrap(
+    step: &DebianStep,
+    epoch: i64,
+    out: &Path,
+    guard: &AddressGuard,
+) -> Result<(), DebianError> {
+    let mirror = step.mirror.as_deref().unwrap_or(DEFAULT_DEBIAN_MIRROR);
+    HttpUrl::parse(mirror)
+        .and_then(|url| url.check_reachable(guard))
+        .map_err(DebianError::Mirror)?;
     let cache = apt_cache().ok_or(DebianError::NoCache)?;
     cache
         .create()
         .map_err(|e| DebianError::Cache(cache.archives.clone(), e))?;
-    let archives = cache.archives.display().to_string();
-    let mirror = step.mirror.as_deref().unwrap_or(DEFAULT_DEBIAN_MIRROR);
-    let mut cmd = Command::new("mmdebstrap");
-    cmd.arg("--mode=unshare")
-        .arg(format!("--variant={}", step.variant))
-        .arg("--format=tar")
-        // sync-in fills the archive directory before the download, and
-        // the essential .debs are kept there (mmdebstrap deletes them after
-        // installing otherwise) for sync-out to put into the cache.
-        .arg("--skip=download/empty")
-        .arg("--skip=essential/unlink")
-        .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
-        .arg(format!(
-            "--setup-hook=sync-in {archives} /var/cache/apt/archives/"
-        ))
-        .arg(format!(
-            "--customize-hook=sync-out /var/cache/apt/archives {archives}"
-        ))
-        .arg(&step.suite)
-        .arg(out)
-        .arg(mirror)
-        .env("SOURCE_DATE_EPOCH", epoch.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = mmdebstrap(step, mirror, out, &cache.archives);
+    cmd.env("SOURCE_DATE_EPOCH", epoch.to_string());
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => DebianError::NoMmdebstrap,
         _ => DebianError::Spawn(e),
@@ -208,9 +200,92 @@ pub fn bootstrap(step: &DebianStep, epoch: i64, out: &Path) -> Result<(), Debian
     })
 }
 
+/// mmdebstrap's command line for `step`, with the .deb cache at
+/// `archives`: the variant is one of a fixed list and the suite a checked
+/// name, and the suite, the target and the mirror come after `--`. apt in
+/// mmdebstrap follows no redirect, which could lead it to an address the
+/// user did not grant. The hooks are cella's; the cache is the user's.
+fn mmdebstrap(step: &DebianStep, mirror: &str, out: &Path, archives: &Path) -> Command {
+    let archives = archives.display();
+    let mut cmd = Command::new("mmdebstrap");
+    cmd.arg("--mode=unshare")
+        .arg(format!("--variant={}", step.variant))
+        .arg("--format=tar")
+        .arg("--aptopt=Acquire::http::AllowRedirect \"false\"")
+        .arg("--aptopt=Acquire::https::AllowRedirect \"false\"")
+        // sync-in fills the archive directory before the download, and
+        // the essential .debs are kept there (mmdebstrap deletes them after
+        // installing otherwise) for sync-out to put into the cache.
+        .arg("--skip=download/empty")
+        .arg("--skip=essential/unlink")
+        .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
+        .arg(format!(
+            "--setup-hook=sync-in {archives} /var/cache/apt/archives/"
+        ))
+        // apt in the root gives partial/ to its _apt user: copied out, it
+        // would be another user's directory in the user's cache.
+        .arg("--customize-hook=rm -rf \"$1\"/var/cache/apt/archives/partial")
+        .arg(format!(
+            "--customize-hook=sync-out /var/cache/apt/archives {archives}"
+        ))
+        .arg("--")
+        .arg(&step.suite)
+        .arg(out)
+        .arg(mirror)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mmdebstrap_gets_values_after_the_options() {
+        let step = DebianStep {
+            suite: "bookworm".into(),
+            variant: "minbase".into(),
+            mirror: None,
+        };
+        let cmd = mmdebstrap(
+            &step,
+            DEFAULT_DEBIAN_MIRROR,
+            Path::new("/o/debian.tar"),
+            Path::new("/cache"),
+        );
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let dashes = args.iter().position(|a| a == "--").expect("--");
+        assert_eq!(
+            args[dashes + 1..],
+            ["bookworm", "/o/debian.tar", "http://deb.debian.org/debian"]
+        );
+        assert!(
+            args[..dashes].iter().all(|a| a.starts_with("--")),
+            "{args:?}"
+        );
+        assert!(args.contains(&"--aptopt=Acquire::http::AllowRedirect \"false\"".to_owned()));
+    }
+
+    #[test]
+    fn a_mirror_the_user_did_not_grant_is_refused_before_mmdebstrap() {
+        let step = DebianStep {
+            suite: "bookworm".into(),
+            variant: "minbase".into(),
+            mirror: Some("http://127.0.0.1:3142/debian".into()),
+        };
+        let guard = AddressGuard::with_host_addresses(&[], Vec::new());
+        let e = bootstrap(&step, 0, Path::new("/nonexistent/x.tar"), &guard).unwrap_err();
+        assert!(matches!(e, DebianError::Mirror(_)), "{e}");
+        assert!(
+            e.to_string().contains("127.0.0.1 is a loopback address"),
+            "{e}"
+        );
+    }
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

@@ -8,6 +8,7 @@
 //! steps and inputs (`host`), `store` keeps them under `.cella/`.
 
 pub mod apt;
+mod apt_sources;
 pub mod build;
 mod build_error;
 mod bytes_json;

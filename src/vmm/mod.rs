@@ -485,12 +485,17 @@ impl Vm {
         lock(&self.fs).device.set_server(server);
     }
 
-    /// Connects the NIC to its backend (passt's end of a socket pair);
-    /// the fd to watch for [`Vm::net_ready`], edge-triggered.
-    pub fn set_net_backend(&self, stream: std::os::unix::net::UnixStream) -> Option<RawFd> {
+    /// Connects the NIC to its backend (passt's end of a socket pair)
+    /// through `filter`; the fd to watch for [`Vm::net_ready`],
+    /// edge-triggered.
+    pub fn set_net_backend(
+        &self,
+        stream: std::os::unix::net::UnixStream,
+        filter: crate::devices::virtio::net_filter::Filter,
+    ) -> Option<RawFd> {
         let net = self.net.as_ref()?;
         let mut net = lock(net);
-        net.device.set_backend(stream);
+        net.device.set_backend(stream, filter);
         net.device.backend_fd()
     }
 

@@ -5,6 +5,7 @@ pub mod console;
 pub mod fs;
 pub mod mmio;
 pub mod net;
+pub mod net_filter;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,9 @@
 //! virtio-net over a stream socket in passt's / QEMU's "stream" framing:
 //! each Ethernet frame is preceded by its length (4 bytes, big-endian).
 //! Guest checksum offload is finished here; one queue pair, no GSO.
+//! Every frame the guest sends passes the backend's [`Filter`] first.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -9,6 +11,7 @@ use std::os::unix::net::UnixStream;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT, Reader, Writer};
 use vm_memory::GuestMemoryMmap;
 
+use super::net_filter::{fold, ones_sum, Filter, Verdict};
 use super::{drain_queue, read_config_bytes, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 
 pub const TYPE_NET: u32 = 1;
@@ -35,6 +38,8 @@ const RX_BUF: usize = 256 << 10;
 const TX_FLUSH: usize = 256 << 10;
 /// How long (ms) a write waits for room in the socket before dropping.
 const TX_TIMEOUT_MS: libc::c_int = 1000;
+/// The filter's answers (resets) waiting for guest buffers; more are dropped.
+const MAX_ANSWERS: usize = 64;
 
 /// Host bytes read from the socket, `data[start..end]` not yet given to
 /// the guest. Allocated on first use.
@@ -81,6 +86,10 @@ struct Backend {
     /// Guest frames in wire format, and where each one ends.
     tx: Vec<u8>,
     tx_ends: Vec<usize>,
+    /// What the guest may send; closed until a backend is attached.
+    filter: Filter,
+    /// Frames the filter answered with, for the guest, before the host's.
+    answers: VecDeque<Vec<u8>>,
 }
 
 impl Backend {
@@ -111,6 +120,17 @@ impl Backend {
             let csum_offset = u16::from_le_bytes([hdr[8], hdr[9]]) as usize;
             ok = fill_checksum(frame, csum_start, csum_offset);
         }
+        ok = ok
+            && match self.filter.outbound(frame) {
+                Verdict::Pass => true,
+                Verdict::Drop => false,
+                Verdict::Refuse(answer) => {
+                    if self.answers.len() < MAX_ANSWERS {
+                        self.answers.push_back(answer);
+                    }
+                    false
+                }
+            };
         if ok {
             self.tx_ends.push(self.tx.len());
         } else {
@@ -137,25 +157,6 @@ impl Backend {
         self.tx.clear();
         self.tx_ends.clear();
     }
-}
-
-/// Adds the big-endian 16-bit words of `data` to `sum`.
-fn ones_sum(data: &[u8], mut sum: u64) -> u64 {
-    let mut words = data.chunks_exact(2);
-    for w in &mut words {
-        sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = words.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
 }
 
 /// Finishes a partial checksum as the driver asked: the field holds the
@@ -247,9 +248,10 @@ impl Net {
         }
     }
 
-    /// Attaches the backend socket. Frames the guest sent before are
-    /// dropped, as on an unplugged cable.
-    pub fn set_backend(&mut self, stream: UnixStream) {
+    /// Attaches the backend socket, and the filter of what the guest may
+    /// send through it. Frames the guest sent before are dropped, as on
+    /// an unplugged cable.
+    pub fn set_backend(&mut self, stream: UnixStream, filter: Filter) {
         // A blocking socket would hang the event loop; the caller should
         // already have made it non-blocking, and failing here changes nothing.
         let _ = stream.set_nonblocking(true);
@@ -257,6 +259,7 @@ impl Net {
         self.backend = Backend {
             stream: Some(stream),
             dropped,
+            filter,
             ..Backend::default()
         };
         self.process_rx();
@@ -297,24 +300,27 @@ impl Net {
         let (mem, b) = (&live.mem, &mut self.backend);
         let (mut used_any, mut rearmed) = (false, false);
         loop {
-            let len = match b.rx.next_len() {
-                Some(len) if len == 0 || len > MAX_FRAME => {
-                    b.fail();
-                    break;
-                }
-                Some(len) if b.rx.frame(len).is_some() => len,
-                _ => {
-                    let Some(stream) = &b.stream else {
+            let len = match b.answers.front() {
+                Some(answer) => answer.len(),
+                None => match b.rx.next_len() {
+                    Some(len) if len == 0 || len > MAX_FRAME => {
+                        b.fail();
                         break;
-                    };
-                    match b.rx.read_from(stream) {
-                        Ok(n) if n > 0 => continue,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        _ => b.fail(), // EOF, or a broken socket
                     }
-                    break;
-                }
+                    Some(len) if b.rx.frame(len).is_some() => len,
+                    _ => {
+                        let Some(stream) = &b.stream else {
+                            break;
+                        };
+                        match b.rx.read_from(stream) {
+                            Ok(n) if n > 0 => continue,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            _ => b.fail(), // EOF, or a broken socket
+                        }
+                        break;
+                    }
+                },
             };
             let Some(chain) = queue.iter(mem).ok().and_then(|mut avail| avail.next()) else {
                 // Out of buffers: the guest kicks when it adds some, unless
@@ -329,9 +335,17 @@ impl Net {
             };
             rearmed = false;
             let head = chain.head_index();
-            let at = b.rx.start + 4;
-            b.rx.start = at + len;
-            let frame = b.rx.data.get(at..at + len).unwrap_or_default();
+            let answer = b.answers.pop_front();
+            let frame: &[u8] = match &answer {
+                Some(answer) => answer,
+                None => {
+                    let at = b.rx.start + 4;
+                    b.rx.start = at + len;
+                    let frame = b.rx.data.get(at..at + len).unwrap_or_default();
+                    b.filter.inbound(frame);
+                    frame
+                }
+            };
             let written = match Writer::new(mem, chain) {
                 Ok(mut w) if w.available_bytes() >= HDR_LEN + len => {
                     let mut hdr = [0u8; HDR_LEN];
@@ -376,6 +390,9 @@ impl Net {
             0
         });
         b.send();
+        if !self.backend.answers.is_empty() {
+            self.process_rx();
+        }
     }
 }
 
@@ -519,7 +536,7 @@ mod tests {
         let (ours, peer) = UnixStream::pair().expect("pair");
         peer.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
-        net.set_backend(ours);
+        net.set_backend(ours, Filter::pass_all());
         (net, peer, irq)
     }
 
@@ -726,6 +743,38 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(3));
         assert_eq!((g.used(TX_QUEUE).len(), net.dropped()), (1, (0, 1)));
         assert!(!net.backend_gone(), "no half frame was written");
+    }
+
+    #[test]
+    fn a_refused_frame_stays_here_and_its_reset_reaches_the_guest() {
+        use crate::config::netpolicy::AddressGuard;
+        let mem = memory();
+        let mut g = Guest::new(&mem);
+        let (mut net, peer, _irq) = start(&g);
+        net.backend.filter = Filter::new(super::super::net_filter::FilterSpec {
+            guest: [10, 0, 2, 15].into(),
+            gateway: [10, 0, 2, 2].into(),
+            nameserver: [10, 0, 2, 3].into(),
+            guard: AddressGuard::default(),
+            published: Vec::new(),
+        });
+        // A SYN from 10.0.2.15:40000 to the gateway (the host's loopback):8000.
+        let mut syn = vec![0u8; 12];
+        syn.extend_from_slice(&[8, 0, 0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0]);
+        syn.extend_from_slice(&[10, 0, 2, 15, 10, 0, 2, 2, 0x9c, 0x40, 0x1f, 0x40]);
+        syn.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 2, 0xff, 0xff, 0, 0, 0, 0]);
+        g.post(RX_QUEUE, &[Err(2048)]);
+        g.post(TX_QUEUE, &[Ok(&tx_header(0, 0, 0)), Ok(&syn)]);
+        net.queue_notify(TX_QUEUE);
+        assert_eq!(net.dropped(), (0, 1));
+        peer.set_nonblocking(true).expect("nonblocking");
+        assert!(
+            (&peer).read(&mut [0u8; 1]).is_err(),
+            "nothing reached passt"
+        );
+        let rx = g.used(RX_QUEUE);
+        let rst = &rx[0].1[HDR_LEN..];
+        assert_eq!((rst.len(), rst[47]), (54, 0x14), "RST|ACK: {rst:x?}");
     }
 
     #[test]

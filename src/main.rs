@@ -67,7 +67,7 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
         .allow_addresses
         .extend(cli.allow_address.iter().copied());
     opts.limits = settings.limits;
-    let config = commands::load_config()?;
+    let config = commands::load_config(opts.limits.config)?;
     match cli.command {
         None => {
             print!("{}", list::commands(&config));

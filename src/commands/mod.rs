@@ -51,11 +51,12 @@ fn list_known(names: &[String]) -> String {
     }
 }
 
-/// Finds and loads the project's cella.yaml from the current directory up.
-pub fn load_config() -> Result<Config, CommandError> {
+/// Finds and loads the project's cella.yaml from the current directory up;
+/// `max_bytes` is the settings' `limits.config`.
+pub fn load_config(max_bytes: u64) -> Result<Config, CommandError> {
     let cwd = std::env::current_dir().map_err(CommandError::Cwd)?;
     let path = config::find_config(&cwd)?;
-    Ok(config::load(&path)?)
+    Ok(config::load_limited(&path, max_bytes)?)
 }
 
 /// The project's state directory, `.cella/` beside cella.yaml.

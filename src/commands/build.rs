@@ -129,6 +129,7 @@ fn ensure(
         store,
         versions: &mut versions,
         runner: &mut runner,
+        limits: opts.limits,
     }
     .ensure(name, force);
     versions.save_cache();

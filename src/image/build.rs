@@ -22,7 +22,7 @@ use super::store::{Image, ImageInfo, Store, StoreError, ROOTFS, TREE};
 use super::tar_import;
 use super::version::Versions;
 use super::{apt, debian};
-use crate::config::{Config, Container, CopyStep, DebianStep, Network, Step};
+use crate::config::{Config, Container, CopyStep, DebianStep, Limits, Network, Step};
 
 pub use super::build_error::{BuildError, StepError, StepFailure};
 
@@ -65,6 +65,9 @@ pub struct BuildCtx<'c, 'v> {
     pub store: &'c Store,
     pub versions: &'v mut Versions<'c>,
     pub runner: &'v mut dyn ProgramRunner,
+    /// The settings' bounds: `image` (the image file and each export
+    /// stream) and `inodes` (its tree) apply here.
+    pub limits: Limits,
 }
 
 impl BuildCtx<'_, '_> {
@@ -145,6 +148,7 @@ struct Builder<'a, 'c, 'v> {
     /// `!Env` so far.
     env: BTreeMap<String, String>,
     epoch: i64,
+    limits: Limits,
 }
 
 impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
@@ -165,15 +169,19 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 source,
             })?;
         let epoch = ctx.versions.epoch();
+        let limits = ctx.limits;
+        let mut tree = Tree::new();
+        tree.set_max_inodes(max_inodes(&limits));
         Ok(Builder {
             ctx,
             container,
             dir: dir.to_path_buf(),
             work_path,
             work,
-            tree: Tree::new(),
+            tree,
             env: BTreeMap::new(),
             epoch,
+            limits,
         })
     }
 
@@ -196,6 +204,11 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 self.host_step(i).map_err(|e| self.step_error(i, e))?;
                 i += 1;
             }
+            // What the step replaced or removed goes, so that it does not
+            // count against limits.inodes in the steps after it.
+            self.tree
+                .prune()
+                .map_err(|e| self.step_error(i - 1, StepFailure::Image(e)))?;
         }
         Ok(())
     }
@@ -271,7 +284,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             Step::Container(name) => self.start_from(name),
             Step::Text(files) => {
                 let (meta, parents) = (self.meta(0o644, 0, 0), self.meta(0o755, 0, 0));
-                let mut writer = writer(&self.work)?;
+                let mut writer = writer(&self.work, &self.limits)?;
                 for (path, content) in files {
                     let data = writer
                         .write_file_data(&mut content.as_bytes())
@@ -317,7 +330,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             HashingReader::new(BufReader::with_capacity(256 * 1024, file)),
             &progress,
         );
-        let mut writer = writer(&self.work)?;
+        let mut writer = writer(&self.work, &self.limits)?;
         let mut rest = tar_import::import(
             tarball,
             reader,
@@ -360,6 +373,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             .map_err(|e| StepFailure::io("write", &self.work_path, e))?;
         io::copy(&mut from, &mut &self.work).map_err(|e| StepFailure::io("copy", &rootfs, e))?;
         self.tree = load_tree(&image)?;
+        self.tree.set_max_inodes(max_inodes(&self.limits));
         Ok(())
     }
 
@@ -368,7 +382,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         let rootfs = image.rootfs();
         let from = File::open(&rootfs).map_err(|e| StepFailure::io("open", &rootfs, e))?;
         let from_tree = load_tree(&image)?;
-        let mut writer = writer(&self.work)?;
+        let mut writer = writer(&self.work, &self.limits)?;
         copy_subtree(
             &mut self.tree,
             &mut writer,
@@ -398,7 +412,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         let entries = host::walk(&copy.resolved, &filter)?;
         let (uid, gid) = (copy.owner_uid.unwrap_or(0), copy.owner_gid.unwrap_or(0));
         let parents = self.meta(0o755, 0, 0);
-        let mut writer = writer(&self.work)?;
+        let mut writer = writer(&self.work, &self.limits)?;
         for entry in entries {
             let mut dest = copy.path.trim_end_matches('/').as_bytes().to_vec();
             if !entry.rel.is_empty() {
@@ -459,7 +473,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             steps[0].argv = debian::install_argv(&ops, packages);
         }
         {
-            let mut writer = writer(&self.work).map_err(|e| fail(self, start, e))?;
+            let mut writer = writer(&self.work, &self.limits).map_err(|e| fail(self, start, e))?;
             writer
                 .finish(&self.tree)
                 .map_err(|e| fail(self, start, StepFailure::Image(e)))?;
@@ -468,7 +482,12 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         let mut export = File::create(&export_path)
             .map_err(|e| fail(self, start, StepFailure::io("create", &export_path, e)))?;
         let outcome = {
-            let mut sink = io::BufWriter::with_capacity(1 << 20, &mut export);
+            let mut bounded = Bounded {
+                inner: &mut export,
+                left: self.limits.image,
+                limit: self.limits.image,
+            };
+            let mut sink = io::BufWriter::with_capacity(1 << 20, &mut bounded);
             let outcome = self
                 .ctx
                 .runner
@@ -504,7 +523,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             .map_err(|e| fail(self, end - 1, StepFailure::io("open", &export_path, e)))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let epoch = self.epoch;
-        let result = writer(&self.work)
+        let result = writer(&self.work, &self.limits)
             .and_then(|mut w| Ok(apply_export(&mut self.tree, &mut w, &mut reader, epoch)?));
         result.map_err(|e| fail(self, end - 1, e))?;
         let _ = fs::remove_file(&export_path);
@@ -554,7 +573,10 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 .map_err(|e| io_err("create", &rootfs, e))?;
             let total = self.work.metadata().map_or(0, |m| m.len());
             let progress = Progress::new("packing", total);
-            let tree = compact_with_progress(&self.tree, &self.work, &out, &|n| progress.add(n))
+            let tree =
+                compact_with_progress(&self.tree, &self.work, &out, self.limits.image, &|n| {
+                    progress.add(n)
+                })
                 .map_err(StepFailure::Image)?;
             progress.finish();
             let json = tree.to_json().map_err(|e| StepFailure::Other(e.into()))?;
@@ -571,9 +593,16 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
     }
 }
 
-/// A writer that appends to the image being built.
-fn writer(work: &File) -> Result<ImageWriter<'_>, StepFailure> {
-    ImageWriter::append_to(work).map_err(StepFailure::Image)
+/// A writer that appends to the image being built, up to `limits.image`.
+fn writer<'w>(work: &'w File, limits: &Limits) -> Result<ImageWriter<'w>, StepFailure> {
+    ImageWriter::append_to(work)
+        .map(|w| w.with_limit(limits.image))
+        .map_err(StepFailure::Image)
+}
+
+/// `limits.inodes` as a tree's cap.
+fn max_inodes(limits: &Limits) -> usize {
+    usize::try_from(limits.inodes).unwrap_or(usize::MAX)
 }
 
 fn load_tree(image: &Image) -> Result<Tree, StepFailure> {
@@ -610,6 +639,33 @@ pub(super) fn shell_words(argv: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A build VM's export stream on its way to a file: refused past
+/// `limits.image`, before the disk fills.
+struct Bounded<W> {
+    inner: W,
+    left: u64,
+    limit: u64,
+}
+
+impl<W: Write> Write for Bounded<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            return Err(io::Error::other(format!(
+                "the build VM sent more than {} of changes ({})",
+                super::erofs::size_text(self.limit),
+                crate::config::settings::describe("limits.image")
+            )));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Hashes what passes through it.

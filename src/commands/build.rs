@@ -57,7 +57,7 @@ impl ProgramRunner for VmRunner<'_> {
                 share: 0,
                 read_only: false,
             });
-            server = Some(fs_server(shares)?);
+            server = Some(fs_server(shares, &self.opts.limits)?);
         }
         let mut io = BuildIo::new(export);
         let status = start::boot_and_run(

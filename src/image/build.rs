@@ -653,9 +653,8 @@ impl<W: Write> Write for Bounded<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.len() as u64 > self.left {
             return Err(io::Error::other(format!(
-                "the build VM sent more than {} of changes ({})",
-                super::erofs::size_text(self.limit),
-                crate::config::settings::describe("limits.image")
+                "the build VM sent more than {} of changes",
+                super::erofs::limit_text(self.limit)
             )));
         }
         let n = self.inner.write(buf)?;

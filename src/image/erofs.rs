@@ -71,7 +71,7 @@ pub enum ErofsError {
     Copy(#[source] io::Error),
     #[error("the image would exceed erofs's limit of 2^32 blocks of 4 KiB")]
     TooLarge,
-    #[error("the image would be larger than {} ({})", size_text(*.0), crate::config::settings::describe("limits.image"))]
+    #[error("the image would be larger than {}", limit_text(*.0))]
     OverLimit(u64),
     #[error("invalid filesystem tree: {0}")]
     InvalidTree(String),
@@ -244,6 +244,15 @@ pub struct ImageWriter<'a> {
 
 /// What an image may take when no limit is set: erofs's own.
 const MAX_IMAGE: u64 = (1 << 32) * BLOCK_SIZE;
+
+/// `limits.image` as messages show it: "16Gi (limits.image in PATH)".
+pub fn limit_text(limit: u64) -> String {
+    let file = crate::config::settings::path().map_or_else(
+        || "the settings file".to_owned(),
+        |p| p.display().to_string(),
+    );
+    format!("{} (limits.image in {file})", size_text(limit))
+}
 
 /// A size in the settings file's notation: 16Gi, 512Ki, 1000.
 pub fn size_text(bytes: u64) -> String {

@@ -46,8 +46,8 @@ pub enum ExportError {
         #[source]
         source: ErofsError,
     },
-    #[error("export entry {}", .0.path)]
-    Tree(#[source] TreeError),
+    #[error("export entry {:?}: {}", .0.path, .0.kind)]
+    Tree(TreeError),
 }
 
 /// Applies the stream read from `reader` up to and including its `End`

@@ -261,6 +261,11 @@ mod tests {
         assert_eq!(s.limits.image, Limits::default().image);
         let e = parse("network:\n  allow-addresses: [localhost]\n").unwrap_err();
         assert!(e.contains("network.allow-addresses"), "{e}");
+        assert_eq!(
+            parse("limits:\n  inodes: 2Mi\n").unwrap().limits.inodes,
+            2 << 20
+        );
+        assert_eq!(Limits::default().inodes, 1 << 20);
         let e = parse("limits:\n  write: 0\n").unwrap_err();
         assert!(e.contains("limits.write"), "{e}");
         let e = parse("limits:\n  disk: 1Gi\n").unwrap_err();

@@ -699,6 +699,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn export_streams_stop_at_the_image_limit() {
+        let mut out = Vec::new();
+        let mut b = Bounded {
+            inner: &mut out,
+            left: 10,
+            limit: 10,
+        };
+        b.write_all(b"12345678").expect("fits");
+        let e = b.write_all(b"901").expect_err("past the limit");
+        assert!(
+            e.to_string()
+                .starts_with("the build VM sent more than 10 (limits.image in "),
+            "{e}"
+        );
+        assert_eq!(out, b"12345678");
+    }
+
+    #[test]
     fn shell_words_quote_what_needs_it() {
         let argv = ["/bin/sh", "-exc", "echo 'hi' > /x"].map(String::from);
         assert_eq!(shell_words(&argv), r"/bin/sh -exc 'echo '\''hi'\'' > /x'");

@@ -19,6 +19,12 @@ const OVERLAY_XATTRS: &[u8] = b"trusted.overlay.";
 const OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
 /// Bytes gathered before a write to the port: every syscall is emulated work.
 const BUFFER: usize = 256 * 1024;
+/// The longest path and the most names an image takes (the host's bounds,
+/// src/image/tree.rs): refused here first, with a clear error.
+const MAX_PATH_LEN: usize = 4094;
+const MAX_DEPTH: usize = 256;
+/// How much of a refused path the error shows.
+const SHOWN: usize = 200;
 
 /// A writer that batches small records into large port writes.
 struct Out {
@@ -59,10 +65,15 @@ pub fn export(upper: &Path, fd: RawFd) -> Result<(), String> {
         data: vec![0u8; BUFFER],
     };
     let err = |what: &str, path: &Path, e: io::Error| {
-        sys::describe(&format!("exporting {what} {}", path.display()), &e)
+        let what = if what.is_empty() {
+            String::new()
+        } else {
+            format!("{what} ")
+        };
+        sys::describe(&format!("exporting {what}{}", path.display()), &e)
     };
     walker
-        .dir(upper, b"")
+        .dir(upper, b"", 0)
         .map_err(|(path, e)| err("", &path, e))?;
     walker
         .out
@@ -81,8 +92,9 @@ struct Walker {
 type WalkError = (PathBuf, io::Error);
 
 impl Walker {
-    /// Sends the entries of directory `dir`, whose export path is `prefix`.
-    fn dir(&mut self, dir: &Path, prefix: &[u8]) -> Result<(), WalkError> {
+    /// Sends the entries of directory `dir`, whose export path is `prefix`,
+    /// `depth` names deep.
+    fn dir(&mut self, dir: &Path, prefix: &[u8], depth: usize) -> Result<(), WalkError> {
         let at = |e| (dir.to_path_buf(), e);
         let mut names: Vec<Vec<u8>> = fs::read_dir(dir)
             .map_err(at)?
@@ -97,11 +109,12 @@ impl Walker {
                 path.push(b'/');
             }
             path.extend_from_slice(&name);
+            check_bounds(&path, depth + 1)?;
             let is_dir = self
                 .entry(&host, path.clone())
                 .map_err(|e| (host.clone(), e))?;
             if is_dir {
-                self.dir(&host, &path)?;
+                self.dir(&host, &path, depth + 1)?;
             }
         }
         Ok(())
@@ -192,6 +205,26 @@ impl Walker {
         }
         Ok(())
     }
+}
+
+/// Refuses an export path longer or deeper than an image takes, naming
+/// (the start of) it.
+fn check_bounds(path: &[u8], depth: usize) -> Result<(), WalkError> {
+    let why = if path.len() > MAX_PATH_LEN {
+        format!("the path is longer than {MAX_PATH_LEN} bytes, the most an image takes")
+    } else if depth > MAX_DEPTH {
+        format!("the path is more than {MAX_DEPTH} directories deep, the most an image takes")
+    } else {
+        return Ok(());
+    };
+    let mut shown = String::from_utf8_lossy(&path[..path.len().min(SHOWN)]).into_owned();
+    if path.len() > SHOWN {
+        shown.push_str(&format!("… ({} bytes)", path.len()));
+    }
+    Err((
+        PathBuf::from(shown),
+        io::Error::new(io::ErrorKind::InvalidInput, why),
+    ))
 }
 
 /// The extended attributes of `path` itself (not a symlink's target).
@@ -301,5 +334,37 @@ mod tests {
                 ("END".into(), ExportKind::Fifo),
             ]
         );
+    }
+
+    #[test]
+    fn paths_past_the_image_bounds_are_refused_with_their_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "n".repeat(255);
+        // 16 names of 255 bytes: 4095 bytes, one past the bound. Made
+        // relative to the last one, as a guest would.
+        let mut made = dir.path().to_path_buf();
+        for _ in 0..15 {
+            made.push(&name);
+            fs::create_dir(&made).unwrap();
+        }
+        let fd = File::open(&made).unwrap();
+        use std::os::fd::AsRawFd;
+        let c = CString::new(name.as_str()).unwrap();
+        // SAFETY: fd is an open directory and c a NUL-terminated name.
+        assert_eq!(
+            unsafe { libc::mkdirat(fd.as_raw_fd(), c.as_ptr(), 0o755) },
+            0
+        );
+        let (_r, w) = std::os::unix::net::UnixStream::pair().unwrap();
+        w.set_nonblocking(false).unwrap();
+        let err = export(dir.path(), w.as_raw_fd()).unwrap_err();
+        assert!(
+            err.contains("the path is longer than 4094 bytes, the most an image takes"),
+            "{err}"
+        );
+        assert!(err.contains("… (4095 bytes)"), "{err}");
+        assert!(err.len() < 400, "{err}");
+        assert!(check_bounds(&[b'd'; 10], MAX_DEPTH + 1).is_err());
+        assert!(check_bounds(&[b'd'; 10], MAX_DEPTH).is_ok());
     }
 }

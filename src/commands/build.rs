@@ -61,7 +61,7 @@ impl ProgramRunner for VmRunner<'_> {
                 share: 0,
                 read_only: true,
             });
-            server = Some(fs_server(shares)?);
+            server = Some(fs_server(shares, &self.opts.limits)?);
         }
         let mut io = BuildIo::new(export);
         let status = start::boot_and_run(
@@ -136,6 +136,7 @@ fn ensure(
         versions: &mut versions,
         runner: &mut runner,
         allow_addresses: &opts.network_policy.allow_addresses,
+        limits: opts.limits,
     }
     .ensure(name, force);
     versions.save_cache();

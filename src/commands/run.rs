@@ -259,11 +259,13 @@ pub fn prepare(
     })
 }
 
-/// The virtio-fs server of a run: no page cache in the guest (see README).
-pub fn fs_server(shares: Vec<ShareSpec>) -> Result<Server, RunError> {
+/// The virtio-fs server of a run: no page cache in the guest (see README),
+/// and at most `limits.write` bytes added to the shares.
+pub fn fs_server(shares: Vec<ShareSpec>, limits: &Limits) -> Result<Server, RunError> {
     let options = ServerOptions {
         direct_io: true,
         timeout: Duration::from_secs(1),
+        write_quota: limits.write,
     };
     Server::new(shares, options).map_err(RunError::Share)
 }
@@ -285,7 +287,7 @@ pub fn simple_command(
     spec.mounts = program.mounts;
     spec.read_only_root = program.read_only_root;
     spec.tty = terminal();
-    let server = fs_server(program.shares)?;
+    let server = fs_server(program.shares, &opts.limits)?;
     let machine = Machine::resolve(opts.resources, command.resources).with_network(
         opts,
         command.network,

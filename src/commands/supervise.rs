@@ -129,7 +129,7 @@ pub fn run(
         prefix: group.prefix,
         children,
     });
-    let server = run::fs_server(shares)?;
+    let server = run::fs_server(shares, &opts.limits)?;
     let machine = Machine::resolve(opts.resources, group.resources).with_network(
         opts,
         group.network,

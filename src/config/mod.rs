@@ -82,7 +82,8 @@ pub fn find_config(start: &Path) -> Result<PathBuf, ConfigError> {
 }
 
 /// Reads, parses and validates the config file at `path`, reading at most
-/// `max_bytes` of it; the file is opened beneath its directory without
+/// `max_bytes` (`limits.config`) of it, which also bound its text once
+/// aliases are expanded. The file is opened beneath its directory without
 /// following a symlink.
 pub fn load(path: &Path, max_bytes: u64) -> Result<Config, ConfigError> {
     let read_error = |source| ConfigError::Read {
@@ -98,26 +99,63 @@ pub fn load(path: &Path, max_bytes: u64) -> Result<Config, ConfigError> {
         FsError::Io { source, .. } => read_error(source),
         other => other.into(),
     };
-    let bytes = Dir::open(dir)
-        .and_then(|dir| dir.read(Path::new(name), max_bytes))
+    let file = Dir::open(dir)
+        .and_then(|dir| dir.open_file(Path::new(name)))
         .map_err(as_read_error)?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        read_error(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "not UTF-8 text",
-        ))
-    })?;
-    parse(&text, &path)
+    let text = read_limited(file, &path, max_bytes)?;
+    parse_limited(&text, &path, max_bytes)
+}
+
+/// The text of `file` (at `path`, for errors), refused past `max_bytes`
+/// without reading more than one byte beyond them.
+fn read_limited(file: std::fs::File, path: &Path, max_bytes: u64) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let read_error = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > max_bytes {
+        let head = &bytes[..max_bytes as usize];
+        let line = head.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = head.len() - head.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+        return Err(ConfigError::Syntax {
+            at: Location {
+                file: path.to_path_buf(),
+                pos: Pos { line, column },
+                field: String::new(),
+            },
+            message: format!(
+                "the file is larger than {} (limits.config in {})",
+                yaml::size_text(max_bytes),
+                settings::path().map_or_else(
+                    || "the settings file".to_owned(),
+                    |p| p.display().to_string()
+                )
+            ),
+        });
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
 /// Parses and validates config text as if read from `path`: errors name
-/// `path`, and relative paths in it resolve against its directory.
+/// `path`, and relative paths in it resolve against its directory. Its
+/// text may expand to `Limits::default().config` bytes.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    parse_limited(text, path, Limits::default().config)
+}
+
+/// [`parse`], with at most `max_bytes` of text once aliases are expanded.
+pub fn parse_limited(text: &str, path: &Path, max_bytes: u64) -> Result<Config, ConfigError> {
     let project_dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let root = yaml::parse(text).map_err(|e| ConfigError::Syntax {
+    let root = yaml::parse(text, max_bytes).map_err(|e| ConfigError::Syntax {
         at: Location {
             file: path.to_path_buf(),
             pos: e.pos,
@@ -131,4 +169,36 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         project: Dir::open(&project_dir),
     };
     decoder.config(root.as_ref(), path.to_path_buf())
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn load_reads_no_more_than_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cella.yaml");
+        let text = format!("commands: {{}}\n{}", "# padding\n".repeat(9));
+        fs::write(&path, &text).unwrap();
+        assert!(load(&path, text.len() as u64).is_ok());
+        // 13 bytes, then 10 a line: the 101st byte is line 10, column 8.
+        let err = load(&path, 100).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "cella.yaml:10:8: invalid YAML: the file is larger than 100 (limits.config in "
+            ),
+            "{err}"
+        );
+        // An alias bomb of 100 bytes: refused with a position, by bytes.
+        fs::write(
+            &path,
+            "a: &a 0123456789\nb: [*a, *a, *a, *a, *a, *a, *a, *a]\n",
+        )
+        .unwrap();
+        let err = load(&path, 64).unwrap_err().to_string();
+        assert!(err.contains("cella.yaml:2:"), "{err}");
+        assert!(err.contains("of text after expanding aliases"), "{err}");
+    }
 }

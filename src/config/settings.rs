@@ -16,6 +16,7 @@
 //! limits:
 //!   write: 16Gi                      # bytes a run may add to /work and volumes
 //!   image: 16Gi                      # an image, and a build VM's export stream
+//!   inodes: 1Mi                      # files, directories… an image's tree may hold
 //!   config: 16Mi                     # cella.yaml, counted after expanding aliases
 //!   console-buffer: 256Ki            # one buffer a guest hands a console port
 //!   control-queue: 4Mi               # control messages held for or from a guest
@@ -67,6 +68,9 @@ pub struct Limits {
     pub write: u64,
     /// Bytes of one image, and of one build VM's export stream.
     pub image: u64,
+    /// Inodes an image's tree may hold while it is built (what it holds
+    /// in memory, about 100 to 500 bytes each).
+    pub inodes: u64,
     /// Bytes of cella.yaml's scalars after expanding aliases.
     pub config: u64,
     /// Bytes of one buffer (descriptor chain) a guest hands the console.
@@ -80,6 +84,7 @@ impl Default for Limits {
         Limits {
             write: 16 << 30,
             image: 16 << 30,
+            inodes: 1 << 20,
             config: 16 << 20,
             console_buffer: 256 << 10,
             control_queue: 4 << 20,
@@ -152,6 +157,7 @@ struct NetworkFile {
 struct LimitsFile {
     write: Option<String>,
     image: Option<String>,
+    inodes: Option<String>,
     config: Option<String>,
     console_buffer: Option<String>,
     control_queue: Option<String>,
@@ -209,6 +215,7 @@ fn parse(text: &str) -> Result<Settings, String> {
         limits: Limits {
             write: size("write", &l.write, defaults.write)?,
             image: size("image", &l.image, defaults.image)?,
+            inodes: size("inodes", &l.inodes, defaults.inodes)?,
             config: size("config", &l.config, defaults.config)?,
             console_buffer: size("console-buffer", &l.console_buffer, defaults.console_buffer)?,
             control_queue: size("control-queue", &l.control_queue, defaults.control_queue)?,
@@ -254,6 +261,11 @@ mod tests {
         assert_eq!(s.limits.image, Limits::default().image);
         let e = parse("network:\n  allow-addresses: [localhost]\n").unwrap_err();
         assert!(e.contains("network.allow-addresses"), "{e}");
+        assert_eq!(
+            parse("limits:\n  inodes: 2Mi\n").unwrap().limits.inodes,
+            2 << 20
+        );
+        assert_eq!(Limits::default().inodes, 1 << 20);
         let e = parse("limits:\n  write: 0\n").unwrap_err();
         assert!(e.contains("limits.write"), "{e}");
         let e = parse("limits:\n  disk: 1Gi\n").unwrap_err();

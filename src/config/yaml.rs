@@ -2,7 +2,10 @@
 //!
 //! Aliases are expanded here (a copy of the anchored node, keeping the
 //! anchor's positions); merge keys (`<<`) are left for the decoder, which
-//! knows the field path to blame.
+//! knows the field path to blame. What expansion may build is bounded
+//! twice, before it is built: by nodes, and by the bytes of the scalars,
+//! keys and tags it copies (`limits.config` in the user's settings), so a
+//! small file of aliases to a long string cannot take gigabytes.
 
 use std::collections::HashMap;
 
@@ -47,18 +50,58 @@ impl Node {
         }
     }
 
-    fn size(&self) -> usize {
+    /// What a copy of this node costs: its nodes, and the bytes of its
+    /// tags and scalar texts.
+    fn size(&self) -> Size {
+        let own = Size {
+            nodes: 1,
+            bytes: self.own_bytes(),
+        };
         match &self.value {
-            Value::Null | Value::Scalar { .. } => 1,
-            Value::Seq(items) => 1 + items.iter().map(Node::size).sum::<usize>(),
-            Value::Map(entries) => {
-                1 + entries
-                    .iter()
-                    .map(|(k, v)| k.size() + v.size())
-                    .sum::<usize>()
-            }
+            Value::Null | Value::Scalar { .. } => own,
+            Value::Seq(items) => items.iter().map(Node::size).fold(own, Size::add),
+            Value::Map(entries) => entries
+                .iter()
+                .map(|(k, v)| k.size().add(v.size()))
+                .fold(own, Size::add),
         }
     }
+
+    /// The bytes of this node's own tag and text.
+    fn own_bytes(&self) -> u64 {
+        let tag = self.tag.as_ref().map_or(0, String::len);
+        let text = match &self.value {
+            Value::Scalar { text, .. } => text.len(),
+            _ => 0,
+        };
+        (tag + text) as u64
+    }
+}
+
+/// Nodes and bytes of text, counted as the tree is built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Size {
+    nodes: usize,
+    bytes: u64,
+}
+
+impl Size {
+    fn add(self, other: Size) -> Size {
+        Size {
+            nodes: self.nodes.saturating_add(other.nodes),
+            bytes: self.bytes.saturating_add(other.bytes),
+        }
+    }
+}
+
+/// A size in the settings file's notation: 16Mi, 512Ki, 1000.
+pub(super) fn size_text(bytes: u64) -> String {
+    for (unit, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
 }
 
 /// A parse failure: where and why. The caller adds the file name.
@@ -122,25 +165,41 @@ struct Open {
 
 struct Builder {
     stack: Vec<Open>,
-    anchors: HashMap<usize, (Node, usize)>,
-    nodes: usize,
+    anchors: HashMap<usize, (Node, Size)>,
+    /// What the tree holds so far, aliases expanded.
+    size: Size,
+    /// The most bytes of text it may hold.
+    max_bytes: u64,
     root: Option<Node>,
 }
 
 impl Builder {
-    fn count(&mut self, n: usize, at: Pos) -> Result<(), ParseError> {
-        self.nodes = self.nodes.saturating_add(n);
-        if self.nodes > MAX_NODES {
-            return Err(ParseError {
-                pos: at,
-                message: format!("more than {MAX_NODES} nodes after expanding aliases"),
-            });
-        }
-        Ok(())
+    /// Counts `n` more before they are built; an error at `at` past a bound.
+    fn count(&mut self, n: Size, at: Pos) -> Result<(), ParseError> {
+        self.size = self.size.add(n);
+        let message = if self.size.nodes > MAX_NODES {
+            format!("more than {MAX_NODES} nodes after expanding aliases")
+        } else if self.size.bytes > self.max_bytes {
+            format!(
+                "more than {} of text after expanding aliases (limits.config in {})",
+                size_text(self.max_bytes),
+                super::settings::path().map_or_else(
+                    || "the settings file".to_owned(),
+                    |p| p.display().to_string()
+                )
+            )
+        } else {
+            return Ok(());
+        };
+        Err(ParseError { pos: at, message })
     }
 
     fn open(&mut self, node: Node, anchor: usize) -> Result<(), ParseError> {
-        self.count(1, node.pos)?;
+        let size = Size {
+            nodes: 1,
+            bytes: node.own_bytes(),
+        };
+        self.count(size, node.pos)?;
         self.stack.push(Open {
             node,
             anchor,
@@ -152,6 +211,7 @@ impl Builder {
     /// A node is complete: remember its anchor and hand it to its parent.
     fn finish(&mut self, node: Node, anchor: usize) {
         if anchor != 0 {
+            // Once per anchor: a tree as large as the bounds allow at most.
             let size = node.size();
             self.anchors.insert(anchor, (node.clone(), size));
         }
@@ -177,11 +237,14 @@ impl Builder {
 }
 
 /// Parses one YAML document into a node tree; an empty stream is `None`.
-pub(super) fn parse(text: &str) -> Result<Option<Node>, ParseError> {
+/// The tree may hold at most `max_bytes` of tags and scalar texts, aliases
+/// expanded.
+pub(super) fn parse(text: &str, max_bytes: u64) -> Result<Option<Node>, ParseError> {
     let mut b = Builder {
         stack: Vec::new(),
         anchors: HashMap::new(),
-        nodes: 0,
+        size: Size::default(),
+        max_bytes,
         root: None,
     };
     let mut documents = 0;
@@ -203,8 +266,12 @@ pub(super) fn parse(text: &str) -> Result<Option<Node>, ParseError> {
             }
             Event::Scalar(text, style, anchor, tag) => {
                 let tag = tag_name(tag.as_deref());
+                let size = Size {
+                    nodes: 1,
+                    bytes: (tag.as_ref().map_or(0, String::len) + text.len()) as u64,
+                };
+                b.count(size, at)?;
                 let value = scalar_value(&text, style, tag.is_some());
-                b.count(1, at)?;
                 b.finish(
                     Node {
                         pos: at,
@@ -228,14 +295,17 @@ pub(super) fn parse(text: &str) -> Result<Option<Node>, ParseError> {
             }
             Event::SequenceEnd | Event::MappingEnd => b.close(),
             Event::Alias(id) => {
-                let Some((node, size)) = b.anchors.get(&id).cloned() else {
+                let Some(&(_, size)) = b.anchors.get(&id) else {
                     return Err(ParseError {
                         pos: at,
                         message: "alias refers to a node that contains it".to_owned(),
                     });
                 };
+                // Counted before the copy is made.
                 b.count(size, at)?;
-                b.finish(node, 0);
+                if let Some((node, _)) = b.anchors.get(&id).cloned() {
+                    b.finish(node, 0);
+                }
             }
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
         }
@@ -246,6 +316,13 @@ pub(super) fn parse(text: &str) -> Result<Option<Node>, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MB: u64 = 1 << 20;
+
+    /// Parses with a 1 MiB bound on text.
+    fn parse(text: &str) -> Result<Option<Node>, ParseError> {
+        super::parse(text, MB)
+    }
 
     fn p(line: usize, column: usize) -> Pos {
         Pos { line, column }
@@ -329,5 +406,38 @@ mod tests {
         }
         let err = parse(&text).unwrap_err();
         assert!(err.message.contains("aliases"), "{err:?}");
+    }
+
+    #[test]
+    fn aliases_are_bounded_by_bytes() {
+        // 64 KiB of text, aliased 32 times: 2 MiB once expanded, in a
+        // file of 64 KiB and 34 nodes.
+        let long = "x".repeat(64 << 10);
+        let mut text = format!("a: &s \"{long}\"\nb: [");
+        text.push_str(&["*s"; 32].join(", "));
+        text.push_str("]\n");
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.message
+                .starts_with("more than 1Mi of text after expanding aliases (limits.config in "),
+            "{err:?}"
+        );
+        // Where the alias that passed the bound is: the 16th, line 2.
+        assert_eq!(err.pos.line, 2, "{err:?}");
+        assert!(err.pos.column > 4, "{err:?}");
+        // Under the bound, the same file parses.
+        assert!(super::parse(&text, 4 * MB).is_ok());
+        // Keys and tags count too.
+        let err = super::parse("? &k !Tag long-key\n: v\nx: [*k, *k]\n", 20).unwrap_err();
+        assert!(err.message.contains("limits.config"), "{err:?}");
+        assert!(super::parse("? &k !Tag long-key\n: v\nx: [*k, *k]\n", 60).is_ok());
+    }
+
+    #[test]
+    fn size_text_uses_the_settings_notation() {
+        assert_eq!(size_text(16 << 20), "16Mi");
+        assert_eq!(size_text(16 << 30), "16Gi");
+        assert_eq!(size_text(1536), "1536");
+        assert_eq!(size_text(3 << 10), "3Ki");
     }
 }

@@ -23,7 +23,7 @@ use super::tar_import;
 use super::version::Versions;
 use super::{apt, debian};
 use crate::config::netpolicy::AddressGuard;
-use crate::config::{Config, Container, CopyStep, DebianStep, Network, Step};
+use crate::config::{Config, Container, CopyStep, DebianStep, Limits, Network, Step};
 use crate::hostfs::{walk, EntryKind, Filter};
 
 pub use super::build_error::{BuildError, StepError, StepFailure};
@@ -70,6 +70,9 @@ pub struct BuildCtx<'c, 'v> {
     /// Non-public addresses the user lets cella fetch from for the project
     /// (a `!Debian` mirror, an `!Install`'s apt sources).
     pub allow_addresses: &'v [Ipv4Net],
+    /// The settings' bounds: `image` (the image file and each export
+    /// stream) and `inodes` (its tree) apply here.
+    pub limits: Limits,
 }
 
 impl BuildCtx<'_, '_> {
@@ -155,6 +158,7 @@ struct Builder<'a, 'c, 'v> {
     /// `!Env` so far.
     env: BTreeMap<String, String>,
     epoch: i64,
+    limits: Limits,
 }
 
 impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
@@ -168,14 +172,18 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         work: File,
     ) -> Self {
         let epoch = ctx.versions.epoch();
+        let limits = ctx.limits;
+        let mut tree = Tree::new();
+        tree.set_max_inodes(max_inodes(&limits));
         Builder {
             ctx,
             container,
             build,
             work,
-            tree: Tree::new(),
+            tree,
             env: BTreeMap::new(),
             epoch,
+            limits,
         }
     }
 
@@ -202,6 +210,11 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 self.host_step(i).map_err(|e| self.step_error(i, e))?;
                 i += 1;
             }
+            // What the step replaced or removed goes, so that it does not
+            // count against limits.inodes in the steps after it.
+            self.tree
+                .prune()
+                .map_err(|e| self.step_error(i - 1, StepFailure::Image(e)))?;
         }
         Ok(())
     }
@@ -278,7 +291,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             Step::Container(name) => self.start_from(name),
             Step::Text(files) => {
                 let (meta, parents) = (self.meta(0o644, 0, 0), self.meta(0o755, 0, 0));
-                let mut writer = writer(&self.work)?;
+                let mut writer = writer(&self.work, &self.limits)?;
                 for (path, content) in files {
                     let data = writer
                         .write_file_data(&mut content.as_bytes())
@@ -330,7 +343,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             HashingReader::new(BufReader::with_capacity(256 * 1024, file)),
             &progress,
         );
-        let mut writer = writer(&self.work)?;
+        let mut writer = writer(&self.work, &self.limits)?;
         let mut rest = tar_import::import(
             tarball,
             reader,
@@ -381,6 +394,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             .map_err(|e| StepFailure::io("write", &work_path, e))?;
         io::copy(&mut from, &mut &self.work).map_err(|e| StepFailure::io("copy", &work_path, e))?;
         self.tree = load_tree(&image)?;
+        self.tree.set_max_inodes(max_inodes(&self.limits));
         Ok(())
     }
 
@@ -388,7 +402,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         let image = self.image_of(name)?;
         let from = image.open_rootfs()?;
         let from_tree = load_tree(&image)?;
-        let mut writer = writer(&self.work)?;
+        let mut writer = writer(&self.work, &self.limits)?;
         copy_subtree(
             &mut self.tree,
             &mut writer,
@@ -419,7 +433,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         let entries = walk(project, &copy.rel, &filter)?;
         let (uid, gid) = (copy.owner_uid.unwrap_or(0), copy.owner_gid.unwrap_or(0));
         let parents = self.meta(0o755, 0, 0);
-        let mut writer = writer(&self.work)?;
+        let mut writer = writer(&self.work, &self.limits)?;
         for entry in entries {
             let mut dest = copy.path.trim_end_matches('/').as_bytes().to_vec();
             if !entry.rel.is_empty() {
@@ -479,7 +493,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             steps[0].argv = debian::install_argv(&ops, packages);
         }
         {
-            let mut writer = writer(&self.work).map_err(|e| fail(self, start, e))?;
+            let mut writer = writer(&self.work, &self.limits).map_err(|e| fail(self, start, e))?;
             writer
                 .finish(&self.tree)
                 .map_err(|e| fail(self, start, StepFailure::Image(e)))?;
@@ -492,7 +506,12 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             .create_new(export_rel, 0o600)
             .map_err(|e| fail(self, start, e.into()))?;
         let outcome = {
-            let mut sink = io::BufWriter::with_capacity(1 << 20, &mut export);
+            let mut bounded = Bounded {
+                inner: &mut export,
+                left: self.limits.image,
+                limit: self.limits.image,
+            };
+            let mut sink = io::BufWriter::with_capacity(1 << 20, &mut bounded);
             let outcome = self
                 .ctx
                 .runner
@@ -531,7 +550,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             .map_err(|e| fail(self, end - 1, e.into()))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let epoch = self.epoch;
-        let result = writer(&self.work)
+        let result = writer(&self.work, &self.limits)
             .and_then(|mut w| Ok(apply_export(&mut self.tree, &mut w, &mut reader, epoch)?));
         result.map_err(|e| fail(self, end - 1, e))?;
         let _ = self.build.dir.remove_file(export_rel);
@@ -578,7 +597,10 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             let out = dir.create_new(rootfs, 0o644)?;
             let total = self.work.metadata().map_or(0, |m| m.len());
             let progress = Progress::new("packing", total);
-            let tree = compact_with_progress(&self.tree, &self.work, &out, &|n| progress.add(n))
+            let tree =
+                compact_with_progress(&self.tree, &self.work, &out, self.limits.image, &|n| {
+                    progress.add(n)
+                })
                 .map_err(StepFailure::Image)?;
             progress.finish();
             let json = tree.to_json().map_err(|e| StepFailure::Other(e.into()))?;
@@ -596,9 +618,16 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
     }
 }
 
-/// A writer that appends to the image being built.
-fn writer(work: &File) -> Result<ImageWriter<'_>, StepFailure> {
-    ImageWriter::append_to(work).map_err(StepFailure::Image)
+/// A writer that appends to the image being built, up to `limits.image`.
+fn writer<'w>(work: &'w File, limits: &Limits) -> Result<ImageWriter<'w>, StepFailure> {
+    ImageWriter::append_to(work)
+        .map(|w| w.with_limit(limits.image))
+        .map_err(StepFailure::Image)
+}
+
+/// `limits.inodes` as a tree's cap.
+fn max_inodes(limits: &Limits) -> usize {
+    usize::try_from(limits.inodes).unwrap_or(usize::MAX)
 }
 
 fn load_tree(image: &Image) -> Result<Tree, StepFailure> {
@@ -636,6 +665,32 @@ pub(super) fn shell_words(argv: &[String]) -> String {
         .join(" ")
 }
 
+/// A build VM's export stream on its way to a file: refused past
+/// `limits.image`, before the disk fills.
+struct Bounded<W> {
+    inner: W,
+    left: u64,
+    limit: u64,
+}
+
+impl<W: Write> Write for Bounded<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            return Err(io::Error::other(format!(
+                "the build VM sent more than {} of changes",
+                super::erofs::limit_text(self.limit)
+            )));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Hashes what passes through it.
 pub struct HashingReader<R> {
     inner: R,
@@ -666,6 +721,24 @@ impl<R: Read> Read for HashingReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn export_streams_stop_at_the_image_limit() {
+        let mut out = Vec::new();
+        let mut b = Bounded {
+            inner: &mut out,
+            left: 10,
+            limit: 10,
+        };
+        b.write_all(b"12345678").expect("fits");
+        let e = b.write_all(b"901").expect_err("past the limit");
+        assert!(
+            e.to_string()
+                .starts_with("the build VM sent more than 10 (limits.image in "),
+            "{e}"
+        );
+        assert_eq!(out, b"12345678");
+    }
 
     #[test]
     fn shell_words_quote_what_needs_it() {

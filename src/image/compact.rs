@@ -45,14 +45,16 @@ fn tree_err(path: &[u8]) -> impl FnOnce(TreeError) -> CopyError {
 /// data read from `from`, the image `tree` describes (a different file).
 /// Returns the renumbered tree, whose file data points into `to`.
 pub fn compact(tree: &Tree, from: &File, to: &File) -> Result<Tree, ErofsError> {
-    compact_with_progress(tree, from, to, &|_| {})
+    compact_with_progress(tree, from, to, u64::MAX, &|_| {})
 }
 
-/// [`compact`], telling `progress` how many bytes of file data each copy took.
+/// [`compact`] into at most `limit` bytes, telling `progress` how many
+/// bytes of file data each copy took.
 pub fn compact_with_progress(
     tree: &Tree,
     from: &File,
     to: &File,
+    limit: u64,
     progress: &dyn Fn(u64),
 ) -> Result<Tree, ErofsError> {
     let order = tree.reachable()?;
@@ -60,7 +62,7 @@ pub fn compact_with_progress(
     for (new, &old) in order.iter().enumerate() {
         new_id[old] = new;
     }
-    let mut writer = ImageWriter::new(to)?;
+    let mut writer = ImageWriter::new(to)?.with_limit(limit);
     let mut inodes = Vec::with_capacity(order.len());
     for &old in &order {
         let inode = &tree.inodes[old];
@@ -82,7 +84,8 @@ pub fn compact_with_progress(
         meta.xattrs.sort();
         inodes.push(Inode { meta, kind });
     }
-    let out = Tree { inodes };
+    let mut out = Tree::from_inodes(inodes);
+    out.set_max_inodes(tree.max_inodes());
     writer.finish(&out)?;
     Ok(out)
 }
@@ -114,47 +117,94 @@ pub fn copy_subtree(
         files: HashMap::new(),
         dirs_seen: vec![false; src.inodes.len()],
     };
-    let dest = tree::join(&tree::components(dest_path).map_err(tree_err(dest_path))?);
+    let dest_names = tree::components(dest_path).map_err(tree_err(dest_path))?;
+    let dest = tree::join(&dest_names);
     let inode = copy.inode(top, &dest)?;
     let id = dst
         .insert(&dest, inode, &Meta::implicit_dir())
         .map_err(tree_err(&dest))?;
     copy.note(top, id);
-    let mut stack = vec![(top, id, dest)];
-    while let Some((from_dir, to_dir, path)) = stack.pop() {
+    // Each directory still to copy is a place: its name and parent place,
+    // so that a path is built only for a message.
+    let mut places = vec![Place {
+        parent: None,
+        name: &dest,
+        depth: dest_names.len(),
+        len: dest.len(),
+    }];
+    let mut stack = vec![(top, id, 0)];
+    while let Some((from_dir, to_dir, at)) = stack.pop() {
         let Some(entries) = src.entries(from_dir) else {
             continue;
         };
+        let here = places[at];
         for (name, &child) in entries {
-            let child_path = if path.is_empty() {
-                name.clone()
-            } else {
-                [&path[..], name].join(&b'/')
+            let child_at = Place {
+                parent: Some(at),
+                name,
+                depth: here.depth + 1,
+                len: here.len + usize::from(here.len > 0) + name.len(),
             };
+            let child_path = || child_at.path(&places);
             let done = copy.files.get(&child).copied();
-            let put = match done {
-                Some(id) => dst.put_link(to_dir, name, id).map(|()| id),
-                None => {
-                    let inode = copy.inode(child, &child_path)?;
-                    dst.put(to_dir, name, inode)
-                }
+            let put = match tree::check_path(child_at.depth, child_at.len) {
+                Err(kind) => Err(kind),
+                Ok(()) => match done {
+                    Some(id) => dst
+                        .put_link(to_dir, name, id)
+                        .map(|()| id)
+                        .ok_or(tree::TreeErrorKind::NotDir),
+                    None => {
+                        let inode = copy.inode(child, &child_path())?;
+                        dst.put(to_dir, name, inode).map_err(|kind| match kind {
+                            tree::TreeErrorKind::NotFound => tree::TreeErrorKind::NotDir,
+                            kind => kind,
+                        })
+                    }
+                },
             };
-            let Some(id) = put else {
-                return Err(CopyError::Tree {
-                    path: lossy(&child_path),
-                    source: TreeError {
-                        path: lossy(&path),
-                        kind: tree::TreeErrorKind::NotDir,
-                    },
-                });
+            let id = match put {
+                Ok(id) => id,
+                Err(kind) => {
+                    return Err(CopyError::Tree {
+                        path: tree::shown(&child_path()),
+                        source: TreeError::new(&here.path(&places), kind),
+                    })
+                }
             };
             copy.note(child, id);
             if src.entries(child).is_some() {
-                stack.push((child, id, child_path));
+                places.push(child_at);
+                stack.push((child, id, places.len() - 1));
             }
         }
     }
     Ok(())
+}
+
+/// A directory of the destination being copied: its name under its
+/// parent's place, and its path's depth and length.
+#[derive(Clone, Copy)]
+struct Place<'n> {
+    parent: Option<usize>,
+    name: &'n [u8],
+    depth: usize,
+    len: usize,
+}
+
+impl Place<'_> {
+    /// The whole path, from the places before it.
+    fn path(&self, places: &[Place<'_>]) -> Vec<u8> {
+        let mut names = vec![self.name];
+        let mut next = self.parent;
+        while let Some(at) = next {
+            names.push(places[at].name);
+            next = places[at].parent;
+        }
+        names.retain(|n| !n.is_empty());
+        names.reverse();
+        tree::join(&names)
+    }
 }
 
 struct Copier<'a, 'w> {

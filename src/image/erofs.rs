@@ -71,6 +71,8 @@ pub enum ErofsError {
     Copy(#[source] io::Error),
     #[error("the image would exceed erofs's limit of 2^32 blocks of 4 KiB")]
     TooLarge,
+    #[error("the image would be larger than {}", limit_text(*.0))]
+    OverLimit(u64),
     #[error("invalid filesystem tree: {0}")]
     InvalidTree(String),
 }
@@ -81,6 +83,13 @@ pub enum ErofsError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
     pub inodes: Vec<Inode>,
+    /// The most `inodes` may hold (see tree.rs); not stored.
+    #[serde(skip, default = "default_max_inodes")]
+    pub(super) max_inodes: usize,
+}
+
+fn default_max_inodes() -> usize {
+    super::tree::MAX_INODES
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +238,30 @@ pub struct ImageWriter<'a> {
     next_blk: u64,
     /// The copy buffer of `write_file_data`, allocated on first use.
     buf: Vec<u8>,
+    /// The most bytes the image file may take (`limits.image`).
+    limit: u64,
+}
+
+/// What an image may take when no limit is set: erofs's own.
+const MAX_IMAGE: u64 = (1 << 32) * BLOCK_SIZE;
+
+/// `limits.image` as messages show it: "16Gi (limits.image in PATH)".
+pub fn limit_text(limit: u64) -> String {
+    let file = crate::config::settings::path().map_or_else(
+        || "the settings file".to_owned(),
+        |p| p.display().to_string(),
+    );
+    format!("{} (limits.image in {file})", size_text(limit))
+}
+
+/// A size in the settings file's notation: 16Gi, 512Ki, 1000.
+pub fn size_text(bytes: u64) -> String {
+    for (unit, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
 }
 
 impl<'a> ImageWriter<'a> {
@@ -240,7 +273,29 @@ impl<'a> ImageWriter<'a> {
             out,
             next_blk: 1,
             buf: Vec::new(),
+            limit: MAX_IMAGE,
         })
+    }
+
+    /// Refuses to grow the image file past `bytes` (`limits.image`): data
+    /// and metadata that would pass it fail with `OverLimit`, before they
+    /// are written.
+    pub fn with_limit(mut self, bytes: u64) -> Self {
+        self.limit = bytes.min(MAX_IMAGE);
+        self
+    }
+
+    /// Whether `size` more bytes of file data fit within the limit: for
+    /// a file whose size is known before its data is read.
+    pub fn reserve(&self, size: u64) -> Result<(), ErofsError> {
+        let end = self
+            .next_blk
+            .saturating_add(size.div_ceil(BLOCK_SIZE))
+            .saturating_mul(BLOCK_SIZE);
+        if end > self.limit {
+            return Err(ErofsError::OverLimit(self.limit));
+        }
+        Ok(())
     }
 
     /// Continues an existing image (a copy of one, usually): new data goes
@@ -256,6 +311,7 @@ impl<'a> ImageWriter<'a> {
             out,
             next_blk,
             buf: Vec::new(),
+            limit: MAX_IMAGE,
         })
     }
 
@@ -279,6 +335,9 @@ impl<'a> ImageWriter<'a> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.discard(start, ErofsError::ReadData(e))),
             };
+            if start + size + n as u64 > self.limit {
+                return Err(self.discard(start, ErofsError::OverLimit(self.limit)));
+            }
             if let Err(e) = self.out.write_all_at(&self.buf[..n], start + size) {
                 return Err(self.discard(start, ErofsError::Write(e)));
             }
@@ -297,6 +356,7 @@ impl<'a> ImageWriter<'a> {
         let blkaddr = u32::try_from(self.next_blk).map_err(|_| ErofsError::TooLarge)?;
         let start = self.next_blk * BLOCK_SIZE;
         let size = range.end.saturating_sub(range.start);
+        self.reserve(size)?;
         if let Err(e) = copy_range(src, range.start, self.out, start, size) {
             return Err(self.discard(start, e));
         }
@@ -391,6 +451,9 @@ impl<'a> ImageWriter<'a> {
             cursor = (cursor + len).next_multiple_of(NID_ALIGN as u64);
         }
         let total_blocks = cursor.div_ceil(BLOCK_SIZE).max(1);
+        if total_blocks.saturating_mul(BLOCK_SIZE) > self.limit {
+            return Err(ErofsError::OverLimit(self.limit));
+        }
         let total_blocks = u32::try_from(total_blocks).map_err(|_| ErofsError::TooLarge)?;
         let mut nids = vec![0u64; tree.inodes.len()];
         for p in &placed {

@@ -6,7 +6,7 @@
 //! metadata. Every mtime is clamped to the build's epoch (SOURCE_DATE_EPOCH),
 //! so a build's output does not depend on when it ran.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io::{self, BufRead, Read};
 
 use guest_init::{ExportEntry, ExportKind, ExportRecord, MAX_LINE};
@@ -39,14 +39,15 @@ pub enum ExportError {
     Truncated,
     #[error("export entry {path:?}: {reason}")]
     BadEntry { path: String, reason: String },
-    #[error("export entry {path:?}: cannot write the file's data into the image")]
+    #[error("export entry {path:?}: cannot write the file's {size} bytes into the image")]
     FileData {
         path: String,
+        size: u64,
         #[source]
         source: ErofsError,
     },
-    #[error("export entry {}", .0.path)]
-    Tree(#[source] TreeError),
+    #[error("export entry {:?}: {}", .0.path, .0.kind)]
+    Tree(TreeError),
 }
 
 /// Applies the stream read from `reader` up to and including its `End`
@@ -61,7 +62,7 @@ pub fn apply_export(
     let mut apply = Apply {
         tree,
         stats: ExportStats::default(),
-        files: HashMap::new(),
+        files: HashSet::new(),
     };
     let mut line = Vec::new();
     loop {
@@ -90,8 +91,9 @@ fn read_record(reader: &mut impl BufRead, line: &mut Vec<u8>) -> Result<ExportRe
 struct Apply<'t> {
     tree: &'t mut Tree,
     stats: ExportStats,
-    /// Regular files this stream wrote, by normalised path: hard link targets.
-    files: HashMap<Vec<u8>, InodeId>,
+    /// Regular files this stream wrote: what hard links may point at.
+    /// (Ids, not paths: a path may take 4 KiB.)
+    files: HashSet<InodeId>,
 }
 
 impl Apply<'_> {
@@ -103,7 +105,7 @@ impl Apply<'_> {
         epoch: i64,
     ) -> Result<(), ExportError> {
         let bad = |reason: String| ExportError::BadEntry {
-            path: lossy(&e.path),
+            path: tree::shown(&e.path),
             reason,
         };
         let path = tree::join(&tree::components(&e.path).map_err(ExportError::Tree)?);
@@ -124,10 +126,14 @@ impl Apply<'_> {
                 let target = tree::components(target)
                     .map(|c| tree::join(&c))
                     .map_err(ExportError::Tree)?;
-                let Some(&id) = self.files.get(&target) else {
+                let found = self
+                    .tree
+                    .lookup(&target)
+                    .filter(|id| self.files.contains(id));
+                let Some(id) = found else {
                     return Err(bad(format!(
                         "hard link target {:?} is not a file earlier in the stream",
-                        lossy(&target)
+                        tree::shown(&target)
                     )));
                 };
                 return self
@@ -143,12 +149,15 @@ impl Apply<'_> {
             }
             ExportKind::File { size } => {
                 let meta = entry_meta()?;
+                let file_data = |source| ExportError::FileData {
+                    path: tree::shown(&e.path),
+                    size: *size,
+                    source,
+                };
+                writer.reserve(*size).map_err(file_data)?;
                 let data = writer
                     .write_file_data(&mut Read::take(&mut *reader, *size))
-                    .map_err(|source| ExportError::FileData {
-                        path: lossy(&e.path),
-                        source,
-                    })?;
+                    .map_err(file_data)?;
                 if data.size != *size {
                     return Err(bad(format!(
                         "the stream ended after {} of the file's {size} bytes",
@@ -168,7 +177,7 @@ impl Apply<'_> {
                         &parents,
                     )
                     .map_err(ExportError::Tree)?;
-                self.files.insert(path, id);
+                self.files.insert(id);
                 return Ok(());
             }
             ExportKind::Symlink { target } => {

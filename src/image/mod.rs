@@ -26,6 +26,8 @@ mod test_reader;
 mod tests;
 #[cfg(test)]
 mod tests_layers;
+#[cfg(test)]
+mod tests_limits;
 mod tree;
 pub mod version;
 

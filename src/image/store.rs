@@ -35,8 +35,9 @@ const LATEST: &str = ".latest";
 pub const STATE_DIR: &str = ".cella";
 /// The largest image.json or .latest file read (cella writes a few hundred bytes).
 const SMALL_FILE: u64 = 64 << 10;
-/// The largest tree.json read: a full Debian image's is tens of MiB.
-pub const MAX_TREE_JSON: u64 = 1 << 30;
+/// The largest tree.json read: a full Debian image's is tens of MiB,
+/// one at `limits.inodes` (1Mi) about 150 MiB.
+pub const MAX_TREE_JSON: u64 = 256 << 20;
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -88,7 +88,7 @@ fn add<R: Read>(
     let raw_path = entry.path_bytes().into_owned();
     let cx = Ctx {
         tarball,
-        entry: lossy(&raw_path),
+        entry: tree::shown(&raw_path),
     };
     let entry_type = entry.header().entry_type();
     if entry_type.is_pax_global_extensions() {
@@ -97,6 +97,7 @@ fn add<R: Read>(
     }
     let mut path = dest.to_vec();
     path.extend(tree::components(&raw_path).map_err(|e| cx.tree(e))?);
+    tree::check_names(&path).map_err(|kind| cx.reject(kind.to_string()))?;
     let meta = entry_meta(&cx, &mut entry)?;
     let link_name = entry
         .link_name_bytes()
@@ -106,6 +107,20 @@ fn add<R: Read>(
     use tar::EntryType as T;
     let kind = match entry_type {
         T::Regular | T::Continuous | T::GNUSparse => {
+            // A sparse entry reads as its whole size, holes as zeros, and
+            // is stored so: refused at once if that would not fit.
+            let size = entry.size();
+            if let Err(e) = writer.reserve(size) {
+                let sparse = if entry_type == T::GNUSparse {
+                    format!(
+                        "a sparse file of {size} bytes ({} in the archive), stored whole: ",
+                        entry.header().entry_size().unwrap_or(0)
+                    )
+                } else {
+                    format!("a file of {size} bytes: ")
+                };
+                return Err(cx.reject(format!("{sparse}{e}")));
+            }
             let data =
                 writer
                     .write_file_data(&mut entry)
@@ -158,12 +173,12 @@ fn add_hard_link(
     let mut target_path = dest.to_vec();
     target_path.extend(
         tree::components(target)
-            .map_err(|e| cx.reject(format!("hard link target {:?}: {}", lossy(target), e.kind)))?,
+            .map_err(|e| cx.reject(format!("hard link target {:?}: {}", e.path, e.kind)))?,
     );
     let not_file = || {
         cx.reject(format!(
             "hard link target {:?} is not a regular file earlier in the archive",
-            lossy(target)
+            tree::shown(target)
         ))
     };
     let id = tree

@@ -5,11 +5,32 @@
 //! dropped (so "/etc", "./etc" and "etc" are the same entry), ".." is
 //! rejected, and "" or "/" is the root. Nothing here follows symlinks: a path
 //! names entries of directories, as in a tar archive or an overlay's upper
-//! directory. Replaced and removed inodes stay in `Tree::inodes`, unreachable.
+//! directory. Replaced and removed inodes stay in `Tree::inodes`, unreachable
+//! (until `prune`).
+//!
+//! Whatever feeds a tree (a tarball, a build VM's export stream, the
+//! project's files) is untrusted, so paths are bounded in length
+//! (`MAX_PATH_LEN`) and depth (`MAX_DEPTH`), and a tree in inodes
+//! (`Tree::max_inodes`, `limits.inodes`), each checked before anything is
+//! allocated: one directory per component of deep paths made a 20 MB
+//! stream take gigabytes.
 
 use std::collections::BTreeMap;
 
 use super::erofs::{Inode, InodeId, Kind, Meta, Tree, MAX_NAME_LEN};
+
+/// The longest path a tree takes, normalised ("usr/bin/env"): what fits
+/// PATH_MAX (4096 bytes) once the guest puts "/" before it and a NUL after.
+pub const MAX_PATH_LEN: usize = 4094;
+/// The most names a path may have below the root. Debian's deepest paths
+/// have about 15; nothing real comes near this, and it bounds what one
+/// entry can make a tree allocate.
+pub const MAX_DEPTH: usize = 256;
+/// How many inodes a tree may hold unless `limits.inodes` says otherwise:
+/// ten times a full Debian image, at about 100 to 500 bytes of memory each.
+pub const MAX_INODES: usize = 1 << 20;
+/// How much of a path an error message shows.
+const SHOWN: usize = 200;
 
 /// A path operation that failed, and the path it was given.
 #[derive(Debug, thiserror::Error)]
@@ -39,12 +60,18 @@ pub enum TreeErrorKind {
     NoInode(InodeId),
     #[error("no such file or directory")]
     NotFound,
+    #[error("the path is longer than {MAX_PATH_LEN} bytes")]
+    PathTooLong,
+    #[error("the path is more than {MAX_DEPTH} directories deep")]
+    TooDeep,
+    #[error("the image would hold more than {0} inodes (limits.inodes in the settings file)")]
+    TooManyInodes(usize),
 }
 
 impl TreeError {
-    fn new(path: &[u8], kind: TreeErrorKind) -> TreeError {
+    pub(super) fn new(path: &[u8], kind: TreeErrorKind) -> TreeError {
         TreeError {
-            path: lossy(path),
+            path: shown(path),
             kind,
         }
     }
@@ -54,9 +81,19 @@ pub(super) fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Splits a path into its names (see the module's doc), each at most 255 bytes.
+/// A path for a message: its first `SHOWN` bytes and how long it is.
+pub(super) fn shown(path: &[u8]) -> String {
+    if path.len() <= SHOWN {
+        return lossy(path);
+    }
+    format!("{}… ({} bytes)", lossy(&path[..SHOWN]), path.len())
+}
+
+/// Splits a path into its names (see the module's doc), each at most 255
+/// bytes, at most `MAX_DEPTH` of them, at most `MAX_PATH_LEN` bytes joined.
 pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, TreeError> {
     let mut out = Vec::new();
+    let mut len = 0;
     for c in path.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}
@@ -64,10 +101,31 @@ pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, TreeError> {
             _ if c.len() > MAX_NAME_LEN => {
                 return Err(TreeError::new(path, TreeErrorKind::NameTooLong))
             }
-            _ => out.push(c),
+            _ => {
+                len += usize::from(!out.is_empty()) + c.len();
+                check_path(out.len() + 1, len).map_err(|kind| TreeError::new(path, kind))?;
+                out.push(c);
+            }
         }
     }
     Ok(out)
+}
+
+/// Whether a path of `depth` names, `len` bytes joined, is within bounds.
+pub fn check_path(depth: usize, len: usize) -> Result<(), TreeErrorKind> {
+    if len > MAX_PATH_LEN {
+        return Err(TreeErrorKind::PathTooLong);
+    }
+    if depth > MAX_DEPTH {
+        return Err(TreeErrorKind::TooDeep);
+    }
+    Ok(())
+}
+
+/// Whether `names` (a prefix and a path joined, say) are within bounds.
+pub fn check_names(names: &[&[u8]]) -> Result<(), TreeErrorKind> {
+    let len = names.iter().map(|n| n.len()).sum::<usize>() + names.len().saturating_sub(1);
+    check_path(names.len(), len)
 }
 
 /// A symlink target an image can hold: not empty, shorter than PATH_MAX,
@@ -139,9 +197,56 @@ impl Tree {
 
     /// Just an empty root directory, 0755 root:root, mtime 0.
     pub fn new() -> Tree {
+        Tree::from_inodes(vec![Inode::empty_dir(Meta::implicit_dir())])
+    }
+
+    /// A tree of these inodes (the root first), capped at `MAX_INODES`.
+    pub fn from_inodes(inodes: Vec<Inode>) -> Tree {
         Tree {
-            inodes: vec![Inode::empty_dir(Meta::implicit_dir())],
+            inodes,
+            max_inodes: MAX_INODES,
         }
+    }
+
+    /// Caps the inodes the tree may hold (`limits.inodes`); those it holds
+    /// already stay.
+    pub fn set_max_inodes(&mut self, max: usize) {
+        self.max_inodes = max;
+    }
+
+    pub fn max_inodes(&self) -> usize {
+        self.max_inodes
+    }
+
+    /// Drops the unreachable inodes and renumbers the others in the
+    /// writer's order (ids held from before are stale).
+    pub fn prune(&mut self) -> Result<(), super::erofs::ErofsError> {
+        let order = self.reachable()?;
+        if order.len() == self.inodes.len() {
+            return Ok(());
+        }
+        let mut new_id = vec![0; self.inodes.len()];
+        for (new, &old) in order.iter().enumerate() {
+            new_id[old] = new;
+        }
+        let mut old: Vec<Option<Inode>> = std::mem::take(&mut self.inodes)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut inodes = Vec::with_capacity(order.len());
+        for id in order {
+            let Some(mut inode) = old[id].take() else {
+                continue;
+            };
+            if let Kind::Dir(entries) = &mut inode.kind {
+                for child in entries.values_mut() {
+                    *child = new_id[*child];
+                }
+            }
+            inodes.push(inode);
+        }
+        self.inodes = inodes;
+        Ok(())
     }
 
     /// The inode at `path`; `None` when there is none or the path is invalid.
@@ -186,7 +291,7 @@ impl Tree {
         };
         let dir = self.walk_dirs(path, dirs, parents)?;
         self.put(dir, name, inode)
-            .ok_or_else(|| TreeError::new(path, TreeErrorKind::NotFound))
+            .map_err(|kind| TreeError::new(path, kind))
     }
 
     /// Makes `path` another name of inode `target` (not a directory),
@@ -266,26 +371,40 @@ impl Tree {
                 }
                 None => self
                     .put(dir, name, Inode::empty_dir(create.clone()))
-                    .ok_or_else(|| TreeError::new(path, TreeErrorKind::NotFound))?,
+                    .map_err(|kind| TreeError::new(path, kind))?,
             };
         }
         Ok(dir)
     }
 
     /// Puts `inode` in directory `dir` under `name` with `insert`'s
-    /// semantics; `None` if `dir` is not a directory.
-    pub(super) fn put(&mut self, dir: InodeId, name: &[u8], inode: Inode) -> Option<InodeId> {
-        let existing = self.entries(dir)?.get(name).copied();
+    /// semantics; `NotFound` if `dir` is not a directory, `TooManyInodes`
+    /// (before anything changes) if the tree is full.
+    pub(super) fn put(
+        &mut self,
+        dir: InodeId,
+        name: &[u8],
+        inode: Inode,
+    ) -> Result<InodeId, TreeErrorKind> {
+        let existing = self
+            .entries(dir)
+            .ok_or(TreeErrorKind::NotFound)?
+            .get(name)
+            .copied();
         if let (Some(id), Kind::Dir(_)) = (existing, &inode.kind) {
             if self.entries(id).is_some() {
                 self.inodes[id].meta = inode.meta;
-                return Some(id);
+                return Ok(id);
             }
+        }
+        if self.inodes.len() >= self.max_inodes {
+            return Err(TreeErrorKind::TooManyInodes(self.max_inodes));
         }
         let id = self.inodes.len();
         self.inodes.push(inode);
-        self.put_link(dir, name, id)?;
-        Some(id)
+        self.put_link(dir, name, id)
+            .ok_or(TreeErrorKind::NotFound)?;
+        Ok(id)
     }
 
     /// Points `name` in directory `dir` at inode `id`.

@@ -40,6 +40,7 @@ impl Server {
             Handle {
                 share: None,
                 kind: HandleKind::Root,
+                append: false,
             }
         } else {
             let node = self.node(id)?;
@@ -58,6 +59,7 @@ impl Server {
                     fd,
                     is_top: node.is_top,
                 },
+                append: false,
             }
         };
         let fh = self.handles.insert(handle)?;

@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use super::fuse::{self, Reader, Wire, ROOT_ID};
 use super::inodes::{Handle, HandleKind, Node};
 use super::names::{open_flags, opens_for_writing};
+use super::quota;
 use super::server::{arg, Server, MAX_IO};
 use super::sys::{self, SysResult};
 
@@ -15,8 +16,13 @@ use super::sys::{self, SysResult};
 const XATTR_MAX: usize = 64 << 10;
 
 /// fallocate modes passed through: KEEP_SIZE, PUNCH_HOLE, COLLAPSE_RANGE,
-/// ZERO_RANGE, INSERT_RANGE, UNSHARE_RANGE.
-const FALLOC_MODES: u32 = 0x01 | 0x02 | 0x08 | 0x10 | 0x20 | 0x40;
+/// ZERO_RANGE, INSERT_RANGE. Not UNSHARE_RANGE: it allocates blocks inside
+/// a file's size (of reflinked files), which the quota does not see.
+const FALLOC_MODES: u32 = quota::FALLOC_KEEP_SIZE
+    | quota::FALLOC_PUNCH_HOLE
+    | quota::FALLOC_COLLAPSE_RANGE
+    | quota::FALLOC_ZERO_RANGE
+    | quota::FALLOC_INSERT_RANGE;
 
 fn to_offset(v: u64) -> SysResult<i64> {
     i64::try_from(v).map_err(|_| libc::EINVAL)
@@ -50,6 +56,11 @@ impl Server {
         }
     }
 
+    /// The size of the file behind `fd`.
+    fn size_of(fd: BorrowedFd<'_>) -> SysResult<u64> {
+        Ok(sys::fstat(fd)?.st_size.max(0) as u64)
+    }
+
     /// SETATTR: mode, owner, size and times in that order. Set-id bits are
     /// dropped from regular files. A symlink's mode cannot change
     /// (EOPNOTSUPP, as fchmodat(AT_SYMLINK_NOFOLLOW)); its times are set on
@@ -58,6 +69,14 @@ impl Server {
         let a: fuse::SetattrIn = arg(r)?;
         let node = self.mutable_node(id)?;
         let fd = node.fd.as_fd();
+        // A size that grows the file must fit the quota; checked before
+        // anything changes.
+        let growth = if a.valid & fuse::FATTR_SIZE != 0 && node.kind == libc::S_IFREG {
+            quota::growth(Self::size_of(fd)?, a.size)
+        } else {
+            0
+        };
+        self.quota.check(growth)?;
         // Check the owner first so a refused chown changes nothing.
         let uid = match a.valid & fuse::FATTR_UID {
             0 => u32::MAX,
@@ -84,6 +103,7 @@ impl Server {
         }
         self.set_times(node, &a)?;
         let st = sys::fstat(fd)?;
+        self.quota.charge(growth);
         Ok(self.attr_out(self.attr(&st)))
     }
 
@@ -175,6 +195,7 @@ impl Server {
         let fh = self.handles.insert(Handle {
             share: Some(share),
             kind: HandleKind::File(file),
+            append: flags & libc::O_APPEND != 0,
         })?;
         Ok(fuse::OpenOut {
             fh,
@@ -206,13 +227,27 @@ impl Server {
         Ok(buf)
     }
 
+    /// WRITE: what would grow the file past the quota is cut off, as on
+    /// a full disk: a short write, then ENOSPC.
     pub(super) fn write(&mut self, r: &mut Reader<'_>) -> SysResult<Vec<u8>> {
         let a: fuse::WriteIn = arg(r)?;
-        let data = r.rest();
+        let mut data = r.rest();
         if data.len() != a.size as usize {
             return Err(libc::EINVAL);
         }
         let fd = self.writable_file(a.fh)?;
+        let append = self.handles.get(a.fh)?.append;
+        let size = Self::size_of(fd)?;
+        // With O_APPEND the host writes at the end, whatever the offset.
+        let start = if append { size } else { a.offset };
+        let room = size.saturating_add(self.quota.remaining());
+        let end = start.saturating_add(data.len() as u64);
+        if end > room && !data.is_empty() {
+            if start >= room {
+                return Err(libc::ENOSPC);
+            }
+            data = &data[..(room - start) as usize];
+        }
         let mut offset = to_offset(a.offset)?;
         let mut done = 0;
         while done < data.len() {
@@ -226,6 +261,8 @@ impl Server {
                 Err(_) => break,
             }
         }
+        self.quota
+            .charge(quota::growth(size, start.saturating_add(done as u64)));
         Ok(fuse::WriteOut {
             size: done as u32,
             padding: 0,
@@ -250,12 +287,15 @@ impl Server {
         if a.mode & !FALLOC_MODES != 0 {
             return Err(libc::EOPNOTSUPP);
         }
+        let growth = quota::fallocate_growth(a.mode, Self::size_of(fd)?, a.offset, a.length);
+        self.quota.check(growth)?;
         sys::fallocate(
             fd,
             a.mode as i32,
             to_offset(a.offset)?,
             to_offset(a.length)?,
         )?;
+        self.quota.charge(growth);
         Ok(Vec::new())
     }
 
@@ -298,9 +338,11 @@ impl Server {
             ..Default::default()
         };
         if let Some(st) = st {
+            // What the quota leaves, if less than the host has free.
+            let left = self.quota.remaining() / st.f_frsize.max(1);
             out.blocks = st.f_blocks;
-            out.bfree = st.f_bfree;
-            out.bavail = st.f_bavail;
+            out.bfree = st.f_bfree.min(left);
+            out.bavail = st.f_bavail.min(left);
             out.files = st.f_files;
             out.ffree = st.f_ffree;
             out.bsize = st.f_bsize as u32;
@@ -404,7 +446,10 @@ impl Server {
         }
         let (path, name) = self.xattr_change(id, name)?;
         let flags = a.flags as i32 & (libc::XATTR_CREATE | libc::XATTR_REPLACE);
+        let cost = (name.as_bytes().len() + value.len()) as u64;
+        self.quota.check(cost)?;
         sys::setxattr(&path, &name, value, flags)?;
+        self.quota.charge(cost);
         Ok(Vec::new())
     }
 

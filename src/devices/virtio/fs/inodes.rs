@@ -143,6 +143,8 @@ pub struct Handle {
     /// The share of the opened inode (None for the synthetic root).
     pub share: Option<usize>,
     pub kind: HandleKind,
+    /// Opened O_APPEND: every write goes to the end, whatever its offset.
+    pub append: bool,
 }
 
 /// Open handles by fh.

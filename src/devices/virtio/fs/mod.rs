@@ -6,6 +6,7 @@ mod files;
 pub mod fuse;
 mod inodes;
 mod names;
+mod quota;
 pub mod server;
 mod sys;
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::os::fd::AsFd;
 
 use super::fuse::{self, Reader, Wire, ROOT_ID};
 use super::inodes::{Handle, HandleKind};
+use super::quota;
 use super::server::{arg, parse_name, Server};
 use super::sys::{self, SysResult};
 
@@ -42,7 +43,11 @@ impl Server {
         }
         let target = CString::new(target).map_err(|_| libc::EINVAL)?;
         let dir = self.mutable_dir(parent, &name)?;
+        let cost =
+            quota::name_cost(libc::S_IFLNK, name.as_bytes().len()) + target.as_bytes().len() as u64;
+        self.quota.check(cost)?;
         sys::symlinkat(&target, dir.fd.as_fd(), &name)?;
+        self.quota.charge(cost);
         self.created_entry(parent, &name)
     }
 
@@ -57,7 +62,10 @@ impl Server {
         }
         let mode = kind | (a.mode & 0o7777 & !a.umask & !SETID);
         let dir = self.mutable_dir(parent, &name)?;
+        let cost = quota::name_cost(kind, name.as_bytes().len());
+        self.quota.check(cost)?;
         sys::mknodat(dir.fd.as_fd(), &name, mode)?;
+        self.quota.charge(cost);
         self.created_entry(parent, &name)
     }
 
@@ -65,7 +73,10 @@ impl Server {
         let a: fuse::MkdirIn = arg(r)?;
         let name = parse_name(r)?;
         let dir = self.mutable_dir(parent, &name)?;
+        let cost = quota::name_cost(libc::S_IFDIR, name.as_bytes().len());
+        self.quota.check(cost)?;
         sys::mkdirat(dir.fd.as_fd(), &name, a.mode & 0o7777 & !a.umask)?;
+        self.quota.charge(cost);
         self.created_entry(parent, &name)
     }
 
@@ -81,35 +92,49 @@ impl Server {
         let mode = a.mode & 0o7777 & !a.umask & !SETID;
         let dir = self.mutable_dir(parent, &name)?;
         let share = dir.share();
+        let cost = quota::name_cost(libc::S_IFREG, name.as_bytes().len());
+        let fits = self.quota.check(cost);
         // Always O_EXCL first: opening an existing name here could open a
-        // fifo (blocking the VMM) or a device node.
-        let file = match sys::openat(
-            dir.fd.as_fd(),
-            &name,
-            flags | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            mode,
-        ) {
-            Ok(file) => file,
+        // fifo (blocking the VMM) or a device node. Without room for a new
+        // name, only an existing file can be opened.
+        let opened = match fits {
+            Ok(()) => sys::openat(
+                dir.fd.as_fd(),
+                &name,
+                flags | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                mode,
+            ),
+            Err(_) => Err(libc::EEXIST),
+        };
+        let (file, created) = match opened {
+            Ok(file) => (file, true),
             Err(libc::EEXIST) if a.flags as i32 & libc::O_EXCL == 0 => {
-                let path = sys::openat(
+                let path = match sys::openat(
                     dir.fd.as_fd(),
                     &name,
                     libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                     0,
-                )?;
+                ) {
+                    Err(libc::ENOENT) => return Err(fits.err().unwrap_or(libc::ENOENT)),
+                    other => other?,
+                };
                 match sys::fstat(path.as_fd())?.st_mode & libc::S_IFMT {
-                    libc::S_IFREG => self.reopen(path.as_fd(), flags)?,
+                    libc::S_IFREG => (self.reopen(path.as_fd(), flags)?, false),
                     libc::S_IFDIR => return Err(libc::EISDIR),
                     _ => return Err(libc::EACCES),
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(fits.err().unwrap_or(e)),
         };
+        if created {
+            self.quota.charge(cost);
+        }
         // The node's O_PATH fd, of exactly the inode just opened.
         let path = self.reopen(file.as_fd(), libc::O_PATH)?;
         let fh = self.handles.insert(Handle {
             share: Some(share),
             kind: HandleKind::File(file),
+            append: flags & libc::O_APPEND != 0,
         })?;
         let entry = match self.register(share, path) {
             Ok(entry) => entry,
@@ -190,6 +215,8 @@ impl Server {
             return Err(libc::EXDEV);
         }
         let dir = self.mutable_dir(newparent, &name)?;
+        let cost = quota::name_cost(old.kind, name.as_bytes().len());
+        self.quota.check(cost)?;
         // The magic link resolves to the inode itself (even a symlink's),
         // and linkat needs no privilege this way, unlike AT_EMPTY_PATH.
         sys::linkat(
@@ -200,6 +227,7 @@ impl Server {
             libc::AT_SYMLINK_FOLLOW,
         )?;
         let st = sys::fstat(old.fd.as_fd())?;
+        self.quota.charge(cost);
         self.nodes.add_ref(a.oldnodeid);
         Ok(self.entry(a.oldnodeid, &st).to_bytes())
     }

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::fuse::{self, Attr, AttrOut, EntryOut, InHeader, InitInCompat, InitOut, OutHeader};
 use super::fuse::{Reader, Wire, ROOT_ID};
 use super::inodes::{Handles, InodeKey, Node, Nodes};
+use super::quota::Quota;
 use super::sys::{self, SysResult};
 
 /// The largest WRITE we take and READ we serve (max_write).
@@ -83,6 +84,9 @@ pub struct ServerOptions {
     pub direct_io: bool,
     /// Entry and attribute validity in replies.
     pub timeout: Duration,
+    /// Bytes the guest may add to the shares (`limits.write`; see
+    /// quota.rs); past it, ENOSPC.
+    pub write_quota: u64,
 }
 
 /// An opened share.
@@ -106,6 +110,8 @@ pub struct Server {
     pub(super) proc_fd: OwnedFd,
     pub(super) euid: u32,
     pub(super) egid: u32,
+    /// What the guest may still add; DESTROY does not reset it.
+    pub(super) quota: Quota,
     initialized: bool,
     created: (u64, u32),
 }
@@ -226,6 +232,7 @@ impl Server {
             proc_fd,
             euid,
             egid,
+            quota: Quota::new(options.write_quota),
             initialized: false,
             created: (now.as_secs(), now.subsec_nanos()),
         })

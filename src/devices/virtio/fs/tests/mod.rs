@@ -4,6 +4,7 @@
 mod confine;
 mod fuzz;
 mod ops;
+mod quota;
 mod wire;
 
 use std::path::PathBuf;
@@ -77,7 +78,18 @@ impl Fixture {
         f
     }
 
+    /// Initialised, with direct I/O and a write quota of `quota` bytes.
+    pub fn with_quota(specs: &[Spec], quota: u64) -> Fixture {
+        let mut f = Fixture::build(specs, true, quota);
+        f.init();
+        f
+    }
+
     pub fn uninit(specs: &[Spec], direct_io: bool) -> Fixture {
+        Fixture::build(specs, direct_io, u64::MAX)
+    }
+
+    fn build(specs: &[Spec], direct_io: bool, write_quota: u64) -> Fixture {
         let base = tempfile::tempdir().unwrap();
         std::fs::write(base.path().join("outside.txt"), b"outside").unwrap();
         let mut shares = Vec::new();
@@ -96,6 +108,7 @@ impl Fixture {
         let options = ServerOptions {
             direct_io,
             timeout: Duration::from_secs(1),
+            write_quota,
         };
         Fixture {
             server: Server::new(shares, options).unwrap(),

@@ -393,6 +393,19 @@ impl VirtioDevice for Console {
         self.control_out = saved.control_out;
         Ok(())
     }
+    fn reset(&mut self) {
+        // The driver starts over: it sets its ports up again and is told
+        // their names and state anew. Host data not delivered yet and
+        // guest output not taken yet stay.
+        self.live = None;
+        self.control_out.clear();
+        for p in &mut self.ports {
+            p.ready = false;
+            p.guest_open = false;
+            p.host_open = false;
+            p.closed = false;
+        }
+    }
     fn queue_notify(&mut self, queue: usize) {
         match (queue, port_of_queue(queue)) {
             (CONTROL_RX, _) => self.flush_control(),

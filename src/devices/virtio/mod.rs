@@ -81,6 +81,10 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, mem: GuestMemoryMmap, queues: Vec<Queue>, interrupt: Interrupt);
     /// The guest kicked queue `queue` (through its ioeventfd).
     fn queue_notify(&mut self, queue: usize);
+    /// The driver reset the device (status 0 after activation): drop the
+    /// queues and whatever belongs to that driver's session, touch guest
+    /// memory no more, and be ready for `activate` again.
+    fn reset(&mut self);
     /// Bumped whenever the configuration space changes under the driver.
     fn config_generation(&self) -> u32 {
         0

@@ -527,7 +527,7 @@ impl Session<'_, '_, '_, '_> {
     /// Writes what the guest sent to the host's streams and handles control
     /// messages; returns the exit status once the workload has finished.
     fn pump_output(&mut self) -> Result<Option<i32>, GuestError> {
-        let output = lock(&self.vm.console).device.take_output();
+        let output = lock(&self.vm.console).device.take_output(usize::MAX);
         // All stream data of the batch goes out before any control message
         // is acted on: the final message may be ahead of the workload's last
         // output in the batch.
@@ -612,7 +612,7 @@ impl Session<'_, '_, '_, '_> {
                     let rest = {
                         let mut console = lock(&self.vm.console);
                         console.device.drain_all();
-                        console.device.take_output()
+                        console.device.take_output(usize::MAX)
                     };
                     self.write_streams(rest);
                     if let GuestMsg::SpawnFailed { message, .. } = &msg {

@@ -165,6 +165,8 @@ pub fn boot_and_run(
         boot: boot_timeout(),
         run: opts.timeout,
         mem_mib: machine.mem_mib,
+        control_queue: bytes(opts.limits.control_queue),
+        export: opts.limits.image,
     };
     let net_fd = backend.and_then(|stream| vm.set_net_backend(stream));
     let outcome = guest::run(&vm, spec, limits, restored, &mut on_ready, build, net_fd)?;

@@ -752,3 +752,36 @@ fn write_stream(w: &mut impl Write, data: &[u8], open: &mut bool) {
         *open = false;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_log_tail_is_escaped() {
+        let tail = LogTail(vec![
+            "ok".into(),
+            "\u{1b}]0;pwned\u{7}\u{1b}[2Kcella: fine".into(),
+        ]);
+        let shown = tail.to_string();
+        assert!(
+            shown.ends_with("\n    \\e]0;pwned\\x07\\e[2Kcella: fine"),
+            "{shown}"
+        );
+        assert!(!shown.contains('\u{1b}') && !shown.contains('\u{7}'));
+    }
+
+    #[test]
+    fn the_export_stream_stops_at_its_limit() {
+        let mut file = Vec::new();
+        let mut io = BuildIo::new(&mut file);
+        io.write(&[1; 600], 1000).expect("within the limit");
+        let e = io.write(&[2; 401], 1000).expect_err("past the limit");
+        assert!(matches!(e, GuestError::ExportTooLarge(1000)));
+        io.write(&[3; 400], 1000).expect("still within it");
+        assert_eq!(file.len(), 1000, "nothing past the limit is written");
+        assert_eq!(size(4 << 20), "4 MiB");
+        assert_eq!(size(16 << 30), "16 GiB");
+        assert_eq!(size(1000), "1000 bytes");
+    }
+}

@@ -493,6 +493,9 @@ impl VirtioDevice for Console {
             queues,
             interrupt,
         });
+        // A restored device's rings may hold output whose kick was served
+        // by the VM the snapshot was taken of: look at them on the next take.
+        self.paused.fill(true);
     }
     fn queues(&self) -> Vec<&Queue> {
         self.live.iter().flat_map(|l| l.queues.iter()).collect()

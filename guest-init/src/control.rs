@@ -71,10 +71,7 @@ impl Control {
                 self.closed = true;
                 Ok(())
             }
-            Ok(n) => {
-                self.decoder.push(&buf[..n]);
-                Ok(())
-            }
+            Ok(n) => self.decoder.push(&buf[..n]).map_err(|e| e.to_string()),
             Err(e) => Err(sys::describe("reading the control port", &e)),
         }
     }

@@ -305,8 +305,8 @@ mod tests {
         let mut d = Decoder::default();
         // "hello" follows the File entry; split it out by hand.
         let at = bytes.windows(5).position(|w| w == b"hello").unwrap();
-        d.push(&bytes[..at]);
-        d.push(&bytes[at + 5..]);
+        d.push(&bytes[..at]).unwrap();
+        d.push(&bytes[at + 5..]).unwrap();
         let mut paths = Vec::new();
         while let Some(rec) = d.next::<ExportRecord>().unwrap() {
             match rec {

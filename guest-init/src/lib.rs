@@ -350,25 +350,57 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     line
 }
 
-/// Splits a byte stream into messages; feed it whatever arrives.
-#[derive(Debug, Default)]
-pub struct Decoder {
-    buf: Vec<u8>,
-}
+/// The most process names an [`GuestMsg::OutOfMemory`] report carries
+/// (`kills` counts them all), and the longest name in it.
+pub const MAX_OOM_VICTIMS: usize = 32;
+pub const MAX_VICTIM_NAME: usize = 64;
 
 /// A control line longer than this is a protocol error, not a message.
 pub const MAX_LINE: usize = 1 << 20;
 
+/// What a [`Decoder`] holds by default: a line of [`MAX_LINE`] and as much again queued.
+pub const DEFAULT_DECODER_LIMIT: usize = 2 * MAX_LINE;
+
+/// Splits a byte stream into messages; feed it whatever arrives.
+///
+/// Linear in the bytes fed, however they are split: each byte is scanned
+/// for a newline once, and consumed lines are dropped only when they make
+/// up most of the buffer, so every byte moves a bounded number of times.
+/// The bytes held (a partial line and complete lines not taken yet) never
+/// exceed the decoder's limit.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    /// Where the bytes not taken yet start.
+    start: usize,
+    /// `buf[start..scanned]` holds no newline.
+    scanned: usize,
+    limit: usize,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::with_limit(DEFAULT_DECODER_LIMIT)
+    }
+}
+
 #[derive(Debug)]
 pub enum DecodeError {
-    TooLong,
+    /// A line longer than [`MAX_LINE`] (or than the decoder's limit).
+    TooLong(usize),
+    /// More bytes than the decoder's limit were pushed before being taken.
+    Full(usize),
     Json(serde_json::Error),
 }
 
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DecodeError::TooLong => write!(f, "control message longer than {MAX_LINE} bytes"),
+            DecodeError::TooLong(max) => write!(f, "control message longer than {max} bytes"),
+            DecodeError::Full(limit) => write!(
+                f,
+                "more than {limit} bytes of control messages queued, not yet handled"
+            ),
             DecodeError::Json(e) => write!(f, "malformed control message: {e}"),
         }
     }
@@ -377,22 +409,76 @@ impl std::fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 impl Decoder {
-    pub fn push(&mut self, bytes: &[u8]) {
+    /// A decoder that holds at most `limit` bytes; a line may be as long
+    /// as the smaller of `limit` and [`MAX_LINE`].
+    pub fn with_limit(limit: usize) -> Self {
+        Decoder {
+            buf: Vec::new(),
+            start: 0,
+            scanned: 0,
+            limit,
+        }
+    }
+
+    fn max_line(&self) -> usize {
+        self.limit.min(MAX_LINE)
+    }
+
+    /// Bytes held: the partial line and the lines not taken yet.
+    pub fn held(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// How many more bytes [`Decoder::push`] takes now.
+    pub fn room(&self) -> usize {
+        self.limit.saturating_sub(self.held())
+    }
+
+    /// Whether a complete line is waiting to be taken by [`Decoder::next`].
+    pub fn has_line(&self) -> bool {
+        self.buf[self.scanned..].contains(&b'\n')
+    }
+
+    /// Queues `bytes`; refused whole when they would not fit the limit.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+        if bytes.len() > self.room() {
+            return Err(DecodeError::Full(self.limit));
+        }
+        // Drop what was taken once it is at least half the buffer: each
+        // byte moves at most once per doubling, so O(1) amortized.
+        if self.start > 0 && self.start >= self.held() {
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
+        Ok(())
     }
 
     /// The next complete message, if one has arrived.
     #[allow(clippy::should_implement_trait)] // fallible and generic: not an Iterator
     pub fn next<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, DecodeError> {
-        match self.buf.iter().position(|&b| b == b'\n') {
-            Some(end) => {
-                let line: Vec<u8> = self.buf.drain(..=end).collect();
-                serde_json::from_slice(&line[..end])
+        let max = self.max_line();
+        match self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                let end = self.scanned + at;
+                let line = self.start..end;
+                self.start = end + 1;
+                self.scanned = self.start;
+                if line.len() > max {
+                    return Err(DecodeError::TooLong(max));
+                }
+                serde_json::from_slice(&self.buf[line])
                     .map(Some)
                     .map_err(DecodeError::Json)
             }
-            None if self.buf.len() > MAX_LINE => Err(DecodeError::TooLong),
-            None => Ok(None),
+            None => {
+                self.scanned = self.buf.len();
+                if self.held() > max {
+                    return Err(DecodeError::TooLong(max));
+                }
+                Ok(None)
+            }
         }
     }
 }
@@ -467,12 +553,12 @@ mod tests {
         let bytes: Vec<u8> = msgs.iter().flat_map(encode).collect();
         for split in 0..bytes.len() {
             let mut d = Decoder::default();
-            d.push(&bytes[..split]);
+            d.push(&bytes[..split]).expect("push");
             let mut got = Vec::new();
             while let Some(m) = d.next::<HostMsg>().expect("decode") {
                 got.push(m);
             }
-            d.push(&bytes[split..]);
+            d.push(&bytes[split..]).expect("push");
             while let Some(m) = d.next::<HostMsg>().expect("decode") {
                 got.push(m);
             }
@@ -500,7 +586,7 @@ mod tests {
         ];
         let mut d = Decoder::default();
         for m in &msgs {
-            d.push(&encode(m));
+            d.push(&encode(m)).expect("push");
         }
         let statuses: Vec<Option<i32>> = msgs
             .iter()
@@ -516,9 +602,72 @@ mod tests {
     #[test]
     fn garbage_and_overlong_lines_are_errors() {
         let mut d = Decoder::default();
-        d.push(b"{not json\n");
+        d.push(b"{not json\n").expect("push");
         assert!(d.next::<GuestMsg>().is_err());
-        d.push(&vec![b'x'; MAX_LINE + 1]);
-        assert!(matches!(d.next::<GuestMsg>(), Err(DecodeError::TooLong)));
+        d.push(&vec![b'x'; MAX_LINE + 1]).expect("push");
+        assert!(matches!(d.next::<GuestMsg>(), Err(DecodeError::TooLong(_))));
+
+        // A whole overlong line arriving at once is no better.
+        let mut d = Decoder::with_limit(usize::MAX);
+        let mut line = vec![b' '; MAX_LINE + 1];
+        line.extend_from_slice(b"\"Started\"\n");
+        d.push(&line).expect("push");
+        assert!(matches!(d.next::<GuestMsg>(), Err(DecodeError::TooLong(_))));
+    }
+
+    #[test]
+    fn held_bytes_are_bounded_by_the_limit() {
+        let mut d = Decoder::with_limit(64);
+        let started = encode(&GuestMsg::Started);
+        while d.room() >= started.len() {
+            d.push(&started).expect("push");
+        }
+        assert!(matches!(d.push(&started), Err(DecodeError::Full(64))));
+        assert!(d.held() <= 64 && d.has_line());
+        while let Some(m) = d.next::<GuestMsg>().expect("decode") {
+            assert_eq!(m, GuestMsg::Started);
+        }
+        assert_eq!((d.held(), d.room()), (0, 64));
+        // A partial line longer than the limit is too long, not queued.
+        let mut d = Decoder::with_limit(16);
+        d.push(&[b'x'; 16]).expect("push");
+        assert!(matches!(d.next::<GuestMsg>(), Ok(None)));
+        assert!(d.push(b"x").is_err());
+    }
+
+    /// 100k messages at once, and the same fed one byte at a time: a
+    /// decoder that moved the rest of its buffer for every message would
+    /// do ~10^11 byte moves here and take minutes, not milliseconds.
+    #[test]
+    fn decoding_is_linear() {
+        let msg = GuestMsg::Step { index: 7 };
+        let line = encode(&msg);
+        let n = 100_000;
+        let all: Vec<u8> = line.iter().copied().cycle().take(line.len() * n).collect();
+        let started = std::time::Instant::now();
+        let mut d = Decoder::with_limit(all.len());
+        d.push(&all).expect("push");
+        let mut got = 0;
+        while let Some(m) = d.next::<GuestMsg>().expect("decode") {
+            assert_eq!(m, msg);
+            // Taking a message moves nothing: the rest stays where it is.
+            assert_eq!(d.buf.len(), all.len());
+            got += 1;
+        }
+        assert_eq!(got, n);
+
+        let mut d = Decoder::with_limit(line.len());
+        let mut got = 0;
+        for b in &all {
+            d.push(std::slice::from_ref(b)).expect("push");
+            while let Some(m) = d.next::<GuestMsg>().expect("decode") {
+                assert_eq!(m, msg);
+                got += 1;
+            }
+        }
+        assert_eq!(got, n);
+        assert!(d.buf.capacity() <= 4 * line.len(), "the buffer stays small");
+        let took = started.elapsed();
+        assert!(took.as_secs() < 20, "200k messages took {took:?}");
     }
 }

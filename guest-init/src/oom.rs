@@ -11,7 +11,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use guest_init::GuestMsg;
+use guest_init::{GuestMsg, MAX_OOM_VICTIMS, MAX_VICTIM_NAME};
 
 use crate::sys;
 
@@ -124,11 +124,27 @@ impl Watchdog {
             }
             sys::close(fd);
         }
+        // The host takes a bounded report: the count, and the first names.
         (!self.victims.is_empty()).then(|| GuestMsg::OutOfMemory {
             kills: self.victims.len() as u64,
-            victims: self.victims.drain(..).map(|(_, name)| name).collect(),
+            victims: self
+                .victims
+                .drain(..)
+                .take(MAX_OOM_VICTIMS)
+                .map(|(_, name)| shorten(name))
+                .collect(),
         })
     }
+}
+
+/// `name` cut to [`MAX_VICTIM_NAME`] bytes, on a character boundary.
+fn shorten(mut name: String) -> String {
+    let mut end = name.len().min(MAX_VICTIM_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
+    name
 }
 
 /// One /dev/kmsg record; EPIPE (records overwritten meanwhile) is skipped.
@@ -199,6 +215,22 @@ mod tests {
             kernel_victim("6,2,3,-;oom_reaper: reaped process 77 (dd)"),
             None
         );
+    }
+
+    #[test]
+    fn the_report_is_bounded() {
+        let mut w = Watchdog::new();
+        if let Some(fd) = w.kmsg.take() {
+            sys::close(fd);
+        }
+        for pid in 0..100 {
+            w.victims.push((pid, "é".repeat(MAX_VICTIM_NAME)));
+        }
+        let Some(GuestMsg::OutOfMemory { kills, victims }) = w.report() else {
+            panic!("no report");
+        };
+        assert_eq!((kills, victims.len()), (100, MAX_OOM_VICTIMS));
+        assert!(victims.iter().all(|v| v.len() <= MAX_VICTIM_NAME));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use guest_init::{RunSpec, PORT_NAMES};
 
 use super::find_asset;
 use super::run::{Machine, RunError, RunOptions};
+use crate::devices::virtio::console::ConsoleLimits;
 use crate::devices::virtio::fs::server::Server;
 use crate::guest::{self, initramfs, BuildIo, GuestError, Limits, Outcome};
 use crate::net::{self, Passt};
@@ -48,6 +49,11 @@ pub fn kernel_cmdline(verbose: bool, emulating: bool, extra: Option<&str>) -> St
         cmdline.push_str(extra);
     }
     cmdline
+}
+
+/// A limit from the settings as a size in memory.
+fn bytes(limit: u64) -> usize {
+    usize::try_from(limit).unwrap_or(usize::MAX)
 }
 
 /// How the VM of this run came to be.
@@ -104,6 +110,10 @@ pub fn boot_and_run(
         verbose: opts.verbose,
         ports: PORT_NAMES.iter().map(|s| s.to_string()).collect(),
         net: machine.network.is_some(),
+        console_limits: ConsoleLimits {
+            buffer: bytes(opts.limits.console_buffer),
+            control_queue: bytes(opts.limits.control_queue),
+        },
     };
     // passt first: a published port that is taken fails before the boot.
     let mut spec = spec;
@@ -158,6 +168,8 @@ pub fn boot_and_run(
         boot: boot_timeout(),
         run: opts.timeout,
         mem_mib: machine.mem_mib,
+        control_queue: bytes(opts.limits.control_queue),
+        export: opts.limits.image,
     };
     let net_fd = backend.and_then(|(stream, filter)| vm.set_net_backend(stream, filter));
     let outcome = guest::run(&vm, spec, limits, restored, &mut on_ready, build, net_fd)?;

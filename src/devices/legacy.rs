@@ -9,22 +9,36 @@ use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::bus::{lock, BusDevice};
+use crate::text::escape_bytes;
 
 /// The kernel log as it arrives on the serial port: the last bytes are kept
-/// for error reports, and with `-v` everything is copied to stderr.
+/// for error reports, and with `-v` everything is copied to stderr, line
+/// by line with control characters escaped (the guest, a root workload
+/// writing to /dev/kmsg, chooses what it says).
 pub struct ConsoleLog {
     tail: VecDeque<u8>,
-    echo: bool,
+    echo: Option<Box<dyn Write + Send>>,
+    /// The line being echoed, until its end.
+    line: Vec<u8>,
 }
 
 /// How much of the kernel log is kept for an error report.
 const LOG_TAIL: usize = 16 * 1024;
+/// An echoed line longer than this is broken in two.
+const ECHO_LINE: usize = 4096;
 
 impl ConsoleLog {
     pub fn new(echo: bool) -> Arc<Mutex<Self>> {
+        let stderr = echo.then(|| Box::new(std::io::stderr()) as Box<dyn Write + Send>);
+        Self::with_echo(stderr)
+    }
+
+    /// A log that copies what arrives to `echo`.
+    pub fn with_echo(echo: Option<Box<dyn Write + Send>>) -> Arc<Mutex<Self>> {
         Arc::new(Mutex::new(ConsoleLog {
             tail: VecDeque::with_capacity(LOG_TAIL),
             echo,
+            line: Vec::new(),
         }))
     }
 
@@ -33,10 +47,30 @@ impl ConsoleLog {
             self.tail.pop_front();
         }
         self.tail.push_back(byte);
-        if self.echo {
-            // The log is diagnostics only: a closed stderr must not stop the VM.
-            let _ = std::io::stderr().write_all(&[byte]);
+        if self.echo.is_none() {
+            return;
         }
+        if byte == b'\n' {
+            self.echo_line();
+            return;
+        }
+        if self.line.len() == ECHO_LINE {
+            self.echo_line();
+        }
+        self.line.push(byte);
+    }
+
+    /// Writes the line echoed so far, escaped, and starts a new one.
+    fn echo_line(&mut self) {
+        let Some(echo) = self.echo.as_mut() else {
+            return;
+        };
+        let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
+        let mut text = escape_bytes(line);
+        text.push('\n');
+        // The log is diagnostics only: a closed stderr must not stop the VM.
+        let _ = echo.write_all(text.as_bytes());
+        self.line.clear();
     }
 
     /// The last `n` non-empty lines of the log.
@@ -56,6 +90,14 @@ impl ConsoleLog {
         self.last_lines(200)
             .iter()
             .any(|l| l.contains("Kernel panic"))
+    }
+}
+
+impl Drop for ConsoleLog {
+    fn drop(&mut self) {
+        if !self.line.is_empty() {
+            self.echo_line();
+        }
     }
 }
 
@@ -176,6 +218,48 @@ mod tests {
         let log = lock(&log);
         assert_eq!(log.last_lines(1), vec!["Kernel panic - not syncing"]);
         assert!(log.saw_panic());
+    }
+
+    /// A `Write` whose bytes a test can read afterwards.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn echoed_log_is_escaped_line_by_line() {
+        let sink = Sink::default();
+        let log = ConsoleLog::with_echo(Some(Box::new(sink.clone())));
+        let mut s = Serial::new(log.clone());
+        for b in b"[ 1.0] ok\r\n\x1b]0;pwned\x07\x1b[2K\rcella: fake\r\n\xff tail" {
+            s.write(0, &[*b]);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&lock(&sink.0)),
+            "[ 1.0] ok\n\\e]0;pwned\\x07\\e[2K\\rcella: fake\n"
+        );
+        drop(s);
+        drop(log);
+        let all = lock(&sink.0).clone();
+        assert!(all.ends_with(b"\\xff tail\n"), "the last line on drop");
+        assert!(!all.contains(&0x1b) && !all.contains(&7));
+
+        // An endless line comes out in pieces, not held whole.
+        let sink = Sink::default();
+        let log = ConsoleLog::with_echo(Some(Box::new(sink.clone())));
+        for _ in 0..3 * ECHO_LINE {
+            lock(&log).push(b'x');
+        }
+        assert!(lock(&log).line.len() <= ECHO_LINE);
+        assert_eq!(lock(&sink.0).len(), 2 * (ECHO_LINE + 1));
     }
 
     #[test]

@@ -1,8 +1,14 @@
 //! The host side of the guest protocol: drives a running VM's console
 //! ports (stdin in; stdout, stderr and control out), forwards signals, and
 //! turns the guest's final message into an exit status.
+//!
+//! The guest may be hostile: each pass of the event loop handles a bounded
+//! amount of what it sent ([`OUTPUT_PER_PASS`], [`MESSAGES_PER_PASS`]), so
+//! timers and signals are looked at between passes whatever it sends, and
+//! every message is checked against the session's state ([`protocol`]).
 
 pub mod initramfs;
+pub mod protocol;
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -12,8 +18,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use guest_init::{
-    encode, Decoder, GuestMsg, HostMsg, RunSpec, WinSize, PORT_CONTROL, PORT_EXPORT, PORT_STDERR,
-    PORT_STDIN, PORT_STDOUT, PROTOCOL_VERSION,
+    encode, DecodeError, Decoder, GuestMsg, HostMsg, RunSpec, WinSize, PORT_CONTROL, PORT_EXPORT,
+    PORT_STDERR, PORT_STDIN, PORT_STDOUT, PROTOCOL_VERSION,
 };
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -22,7 +28,9 @@ use vmm_sys_util::timerfd::TimerFd;
 use crate::devices::bus::lock;
 use crate::devices::virtio::console::RX_HIGH_WATER;
 use crate::terminal::{self, RawMode};
+use crate::text::{escape, Escaped};
 use crate::vmm::Vm;
+use protocol::{Protocol, Violation};
 
 /// Signals `cella` passes on to the workload.
 pub const FORWARDED_SIGNALS: [i32; 6] = [
@@ -41,6 +49,16 @@ const FORCE_STOP_AFTER: u32 = 3;
 /// How many kernel log lines an error report shows.
 const LOG_LINES: usize = 20;
 
+/// Bytes of guest output (all ports) handled per pass of the event loop.
+const OUTPUT_PER_PASS: usize = 256 << 10;
+/// Control messages handled per pass of the event loop.
+const MESSAGES_PER_PASS: usize = 16;
+/// Passes that collect what the guest wrote before its final message (or
+/// before it stopped), each of up to every port's high-water mark: more
+/// than a well-behaved guest's full rings, and a bound for one that keeps
+/// writing.
+const FINAL_PASSES: usize = 64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
     #[error("the guest did not become ready within {0} s{1}")]
@@ -49,12 +67,12 @@ pub enum GuestError {
     Died(String, LogTail),
     #[error("guest speaks protocol version {0}, this cella speaks {PROTOCOL_VERSION}")]
     Version(u32),
-    #[error("guest-init failed: {0}")]
+    #[error("guest-init failed: {}", Escaped(.0))]
     Init(String),
-    #[error("bad message from the guest")]
-    Protocol(#[source] guest_init::DecodeError),
-    #[error("unexpected message from the guest: {0:?}")]
-    Unexpected(Box<GuestMsg>),
+    #[error("the guest broke the protocol: {0}")]
+    Protocol(Violation),
+    #[error("the build VM sent more than {} of changes, the limit for an image (limits.image in the settings file)", size(*.0))]
+    ExportTooLarge(u64),
     #[error("cannot prepare the VM for the run")]
     Prepare(#[source] crate::vmm::VmError),
     #[error("event loop")]
@@ -75,7 +93,7 @@ impl std::fmt::Display for LogTail {
         }
         write!(f, "; last kernel messages:")?;
         for line in &self.0 {
-            write!(f, "\n    {line}")?;
+            write!(f, "\n    {}", Escaped(line))?;
         }
         Ok(())
     }
@@ -91,7 +109,8 @@ pub enum Outcome {
     TimedOut,
 }
 
-/// How long a run may take, and what its VM has (for messages).
+/// How long a run may take, what its VM has (for messages), and what the
+/// guest may make the host hold.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Until guest-init reports the workload started.
@@ -99,6 +118,20 @@ pub struct Limits {
     /// From the moment the run spec goes out (`--timeout`).
     pub run: Option<Duration>,
     pub mem_mib: u32,
+    /// Bytes of control messages held from the guest (`limits.control_queue`).
+    pub control_queue: usize,
+    /// Bytes of a build VM's export stream (`limits.image`).
+    pub export: u64,
+}
+
+/// A size for messages: whole GiB, MiB or KiB when it is one, else bytes.
+fn size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -246,11 +279,6 @@ pub struct BuildIo<'a> {
     written: u64,
 }
 
-/// More export data than a build VM's RAM could hold many times over: a
-/// guest that sends this much is broken (or hostile), and must not fill
-/// the host's disk.
-const MAX_EXPORT: u64 = 1 << 30;
-
 impl<'a> BuildIo<'a> {
     pub fn new(export: &'a mut dyn Write) -> Self {
         BuildIo {
@@ -261,19 +289,20 @@ impl<'a> BuildIo<'a> {
         }
     }
 
-    fn write(&mut self, data: &[u8]) {
-        if self.error.is_some() {
-            return;
+    /// Passes `data` on unless the stream would grow past `limit` bytes:
+    /// then nothing more is written and the build fails.
+    fn write(&mut self, data: &[u8], limit: u64) -> Result<(), GuestError> {
+        let total = self.written.saturating_add(data.len() as u64);
+        if total > limit {
+            return Err(GuestError::ExportTooLarge(limit));
         }
-        self.written += data.len() as u64;
-        if self.written > MAX_EXPORT {
-            self.error = Some(std::io::Error::other(format!(
-                "the build VM sent more than {} MiB of changes",
-                MAX_EXPORT >> 20
-            )));
-        } else if let Err(e) = self.export.write_all(data) {
-            self.error = Some(e);
+        self.written = total;
+        if self.error.is_none() {
+            if let Err(e) = self.export.write_all(data) {
+                self.error = Some(e);
+            }
         }
+        Ok(())
     }
 }
 
@@ -291,10 +320,7 @@ struct Session<'a, 'b, 'c, 'd> {
     /// restored when the session ends, however it ends.
     raw: Option<RawMode>,
     decoder: Decoder,
-    /// The run spec went out.
-    sent: bool,
-    /// guest-init reported the workload running.
-    started: bool,
+    protocol: Protocol,
     stdout_open: bool,
     stderr_open: bool,
 }
@@ -351,14 +377,13 @@ pub fn run<'b, 'c, 'd>(
 
     let mut session = Session {
         vm,
+        protocol: Protocol::new(&spec),
         spec,
         on_ready,
         build,
         limits,
         raw: None,
-        decoder: Decoder::default(),
-        sent: false,
-        started: false,
+        decoder: Decoder::with_limit(limits.control_queue),
         stdout_open: true,
         stderr_open: true,
     };
@@ -370,7 +395,10 @@ pub fn run<'b, 'c, 'd>(
     let mut stop_requests = 0;
     let mut events = vec![EpollEvent::default(); 32];
     loop {
-        let n = match epoll.wait(-1, &mut events) {
+        // With guest work left over from the last pass, only look at what
+        // else is ready; else sleep until something is.
+        let timeout = if session.busy() { 0 } else { -1 };
+        let n = match epoll.wait(timeout, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(io(e)),
@@ -394,14 +422,14 @@ pub fn run<'b, 'c, 'd>(
                             // Before the spec goes out, the size goes with it.
                             if let (Some(_), true, Some((rows, cols))) = (
                                 session.spec.tty,
-                                session.sent,
+                                session.protocol.is_sent(),
                                 terminal::window_size(libc::STDOUT_FILENO),
                             ) {
                                 session.send(&HostMsg::Resize(WinSize { rows, cols }));
                             }
                             continue;
                         }
-                        if !session.started {
+                        if !session.protocol.is_started() {
                             return Ok(Outcome::Interrupted(sig));
                         }
                         if [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT].contains(&sig) {
@@ -414,7 +442,7 @@ pub fn run<'b, 'c, 'd>(
                         session.send(&HostMsg::Signal(sig));
                     }
                 }
-                Some(Token::BootTimer) if !session.started => {
+                Some(Token::BootTimer) if !session.protocol.is_started() => {
                     return Err(GuestError::BootTimeout(
                         limits.boot.as_secs(),
                         session.log_tail(),
@@ -442,8 +470,13 @@ pub fn run<'b, 'c, 'd>(
         if guest_stopped {
             // Whatever the guest queued before it went down still counts.
             lock(&vm.console).device.drain_all();
-            if let Some(status) = session.pump_output()? {
-                return Ok(Outcome::Status(status));
+            for _ in 0..FINAL_PASSES * 16 {
+                if let Some(status) = session.pump_output()? {
+                    return Ok(Outcome::Status(status));
+                }
+                if !session.busy() {
+                    break;
+                }
             }
             return Err(session.died());
         }
@@ -451,10 +484,12 @@ pub fn run<'b, 'c, 'd>(
         // out, the VM may still be snapshotted, and the console's port
         // state (pending data, end-of-file) would go into the snapshot and
         // reach every run restored from it.
-        if !stdin_done && session.sent {
+        if !stdin_done && session.protocol.is_sent() {
             stdin_done = session.pump_stdin(&stdin);
         }
-        if let (Some(limit), true, false) = (limits.run, session.sent, run_timer_armed) {
+        if let (Some(limit), true, false) =
+            (limits.run, session.protocol.is_sent(), run_timer_armed)
+        {
             run_timer.reset(limit, None).map_err(errno)?;
             run_timer_armed = true;
         }
@@ -482,7 +517,7 @@ impl Session<'_, '_, '_, '_> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         spec.entropy = host_random(64).map_err(GuestError::Io)?;
-        self.sent = true;
+        self.protocol.sent();
         self.send(&HostMsg::Run(Box::new(spec)));
         mark("run spec sent");
         Ok(())
@@ -524,19 +559,39 @@ impl Session<'_, '_, '_, '_> {
         false
     }
 
-    /// Writes what the guest sent to the host's streams and handles control
-    /// messages; returns the exit status once the workload has finished.
+    /// Whether the guest sent more than the last pass handled.
+    fn busy(&self) -> bool {
+        self.decoder.has_line() || lock(&self.vm.console).device.has_output()
+    }
+
+    /// One pass's share of what the guest sent: up to [`OUTPUT_PER_PASS`]
+    /// bytes written to the host's streams, then up to
+    /// [`MESSAGES_PER_PASS`] control messages handled; the exit status
+    /// once the workload has finished.
     fn pump_output(&mut self) -> Result<Option<i32>, GuestError> {
-        let output = lock(&self.vm.console).device.take_output();
-        // All stream data of the batch goes out before any control message
-        // is acted on: the final message may be ahead of the workload's last
-        // output in the batch.
-        self.write_streams(output);
-        while let Some(msg) = self
-            .decoder
-            .next::<GuestMsg>()
-            .map_err(GuestError::Protocol)?
-        {
+        // Messages already decoded go first; stream data taken with them
+        // went out before them, as the guest wrote it.
+        if !self.decoder.has_line() {
+            let (output, oversized) = {
+                let mut console = lock(&self.vm.console);
+                let output = console.device.take_output(OUTPUT_PER_PASS);
+                (output, console.device.oversized_buffer())
+            };
+            if let Some((size, kept)) = oversized {
+                eprintln!(
+                    "cella: the guest handed the console a buffer of {size} bytes; only the first {kept} were kept (limits.console-buffer in the settings file)"
+                );
+            }
+            self.write_streams(output, true)?;
+        }
+        for _ in 0..MESSAGES_PER_PASS {
+            let msg = self
+                .decoder
+                .next::<GuestMsg>()
+                .map_err(|e| GuestError::Protocol(decode_violation(e)))?;
+            let Some(msg) = msg else {
+                break;
+            };
             if let Some(status) = self.handle(msg)? {
                 return Ok(Some(status));
             }
@@ -544,39 +599,65 @@ impl Session<'_, '_, '_, '_> {
         Ok(None)
     }
 
-    /// Copies stdout and stderr data to the host's streams and queues
-    /// control bytes for the decoder.
-    fn write_streams(&mut self, output: Vec<(usize, Vec<u8>)>) {
+    /// Copies stdout and stderr data to the host's streams, export data to
+    /// the build's file, and queues control bytes for the decoder (unless
+    /// `control` is false: after the final message they mean nothing).
+    fn write_streams(
+        &mut self,
+        output: Vec<(usize, Vec<u8>)>,
+        control: bool,
+    ) -> Result<(), GuestError> {
         for (port, data) in output {
             match port as u32 {
                 PORT_STDOUT => write_stream(&mut std::io::stdout(), &data, &mut self.stdout_open),
                 PORT_STDERR => write_stream(&mut std::io::stderr(), &data, &mut self.stderr_open),
-                PORT_CONTROL => self.decoder.push(&data),
+                PORT_CONTROL if control => self
+                    .decoder
+                    .push(&data)
+                    .map_err(|e| GuestError::Protocol(decode_violation(e)))?,
                 PORT_EXPORT => {
                     if let Some(build) = self.build.as_mut() {
-                        build.write(&data);
+                        build.write(&data, self.limits.export)?;
                     }
                 }
                 _ => {}
             }
         }
+        Ok(())
+    }
+
+    /// Writes out what the workload wrote before guest-init reported its
+    /// end: it may still be in the console's queues.
+    fn drain_rest(&mut self) -> Result<(), GuestError> {
+        for _ in 0..FINAL_PASSES {
+            let rest = {
+                let mut console = lock(&self.vm.console);
+                console.device.drain_all();
+                console.device.take_output(usize::MAX)
+            };
+            if rest.is_empty() {
+                break;
+            }
+            self.write_streams(rest, false)?;
+        }
+        Ok(())
     }
 
     fn handle(&mut self, msg: GuestMsg) -> Result<Option<i32>, GuestError> {
+        self.protocol.check(&msg).map_err(GuestError::Protocol)?;
         match msg {
             GuestMsg::Hello { version } if version != PROTOCOL_VERSION => {
                 Err(GuestError::Version(version))
             }
-            GuestMsg::Hello { .. } if !self.sent => {
+            GuestMsg::Hello { .. } => {
                 self.send_run()?;
                 Ok(None)
             }
-            GuestMsg::Started if self.sent => {
-                self.started = true;
+            GuestMsg::Started => {
                 mark("workload started");
                 Ok(None)
             }
-            GuestMsg::Step { index } if self.sent => {
+            GuestMsg::Step { index } => {
                 if let Some(build) = self.build.as_mut() {
                     build.step = Some(index);
                 }
@@ -589,41 +670,47 @@ impl Session<'_, '_, '_, '_> {
                 stopped,
                 message,
             } => {
+                let name = Escaped(&name);
                 match (message, stopped) {
-                    (Some(why), _) => eprintln!("cella: {name}: {why} (status {status})"),
+                    (Some(why), _) => {
+                        eprintln!("cella: {name}: {} (status {status})", Escaped(&why))
+                    }
                     (None, true) => eprintln!("cella: {name} was stopped (status {status})"),
                     (None, false) => eprintln!("cella: {name} exited with status {status}"),
                 }
                 Ok(None)
             }
-            GuestMsg::OutOfMemory { victims, .. } => {
+            GuestMsg::OutOfMemory { kills, victims } => {
+                let mut names: Vec<String> = victims.iter().map(|v| escape(v).into()).collect();
+                let more = kills.saturating_sub(victims.len() as u64);
+                if more > 0 {
+                    names.push(format!("{more} more"));
+                }
                 eprintln!(
                     "cella: the guest ran out of memory: killed {} to free some of the VM's {} MiB; give the command more with `memory:` in cella.yaml or --memory",
-                    victims.join(", "),
+                    names.join(", "),
                     self.limits.mem_mib
                 );
                 Ok(None)
             }
-            msg => match msg.exit_status() {
-                Some(status) => {
-                    mark("workload ended");
-                    // Everything the workload wrote was queued before guest-init
-                    // reported its end: collect it before returning.
-                    let rest = {
-                        let mut console = lock(&self.vm.console);
-                        console.device.drain_all();
-                        console.device.take_output()
-                    };
-                    self.write_streams(rest);
-                    if let GuestMsg::SpawnFailed { message, .. } = &msg {
-                        eprintln!("cella: {message}");
-                    }
-                    Ok(Some(status))
+            msg @ (GuestMsg::Exited { .. }
+            | GuestMsg::Killed { .. }
+            | GuestMsg::SpawnFailed { .. }) => {
+                mark("workload ended");
+                self.drain_rest()?;
+                if let GuestMsg::SpawnFailed { message, .. } = &msg {
+                    eprintln!("cella: {}", Escaped(message));
                 }
-                None => Err(GuestError::Unexpected(Box::new(msg))),
-            },
+                Ok(msg.exit_status())
+            }
         }
     }
+}
+
+/// A message that could not be decoded, as a violation: serde's text
+/// quotes what the guest sent, so it is escaped.
+fn decode_violation(e: DecodeError) -> Violation {
+    Violation::Decode(e.to_string())
 }
 
 /// With CELLA_STATS set, prints how long after the first mark `event`
@@ -663,5 +750,38 @@ fn host_random(n: usize) -> std::io::Result<Vec<u8>> {
 fn write_stream(w: &mut impl Write, data: &[u8], open: &mut bool) {
     if *open && (w.write_all(data).is_err() || w.flush().is_err()) {
         *open = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_log_tail_is_escaped() {
+        let tail = LogTail(vec![
+            "ok".into(),
+            "\u{1b}]0;pwned\u{7}\u{1b}[2Kcella: fine".into(),
+        ]);
+        let shown = tail.to_string();
+        assert!(
+            shown.ends_with("\n    \\e]0;pwned\\x07\\e[2Kcella: fine"),
+            "{shown}"
+        );
+        assert!(!shown.contains('\u{1b}') && !shown.contains('\u{7}'));
+    }
+
+    #[test]
+    fn the_export_stream_stops_at_its_limit() {
+        let mut file = Vec::new();
+        let mut io = BuildIo::new(&mut file);
+        io.write(&[1; 600], 1000).expect("within the limit");
+        let e = io.write(&[2; 401], 1000).expect_err("past the limit");
+        assert!(matches!(e, GuestError::ExportTooLarge(1000)));
+        io.write(&[3; 400], 1000).expect("still within it");
+        assert_eq!(file.len(), 1000, "nothing past the limit is written");
+        assert_eq!(size(4 << 20), "4 MiB");
+        assert_eq!(size(16 << 30), "16 GiB");
+        assert_eq!(size(1000), "1000 bytes");
     }
 }

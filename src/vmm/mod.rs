@@ -25,7 +25,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::devices::bus::{lock, OverlapError};
 use crate::devices::legacy::{ConsoleLog, Serial, I8042};
 use crate::devices::virtio::block::{Block, Disk};
-use crate::devices::virtio::console::Console;
+use crate::devices::virtio::console::{Console, ConsoleLimits};
 use crate::devices::virtio::fs::device::Fs;
 use crate::devices::virtio::fs::server::Server;
 use crate::devices::virtio::mmio::{MmioTransport, TransportSnapshot, MMIO_SIZE, NOTIFY_OFFSET};
@@ -60,6 +60,10 @@ pub struct VmSpec {
     pub ports: Vec<String>,
     /// A virtio-net NIC, after virtio-fs; its backend comes with the run.
     pub net: bool,
+    /// What the console holds of the guest's at most. Host policy the
+    /// guest never sees, so not part of the snapshot's key.
+    #[serde(skip)]
+    pub console_limits: ConsoleLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -367,7 +371,7 @@ pub fn build_and_start(spec: &VmSpec, restore: Option<Restore>) -> Result<Vm, Vm
         kicks: Vec::new(),
     };
     let names: Vec<&str> = spec.ports.iter().map(String::as_str).collect();
-    let console = slots.attach(Console::new(&names))?;
+    let console = slots.attach(Console::new(&names, spec.console_limits))?;
     let drives = (0..spec.drives)
         .map(|_| slots.attach(Block::new(None)))
         .collect::<Result<Vec<_>, _>>()?;

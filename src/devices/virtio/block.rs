@@ -226,6 +226,10 @@ impl VirtioDevice for Block {
     fn queue_notify(&mut self, _queue: usize) {
         self.process();
     }
+    fn reset(&mut self) {
+        // The disk stays in the drive; only the driver's queue goes.
+        self.live = None;
+    }
     fn config_generation(&self) -> u32 {
         self.generation
     }
@@ -346,6 +350,54 @@ mod tests {
         let mut id = [0u8; 12];
         mem.read_slice(&mut id, GuestAddress(0x9000)).expect("read");
         assert_eq!(&id, b"cella-rootfs");
+    }
+
+    /// A driver reset drops the queue: kicks touch guest memory no more,
+    /// and a new driver's queue works once activated.
+    #[test]
+    fn reset_then_activate_again() {
+        use virtio_queue::QueueT;
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x40000)]).expect("mem");
+        let irq = || Interrupt::new(vmm_sys_util::eventfd::EventFd::new(0).expect("eventfd"));
+        let header = RequestHeader {
+            kind: T_IN,
+            ioprio: 0,
+            sector: 2,
+        };
+        mem.write_obj(header, GuestAddress(0x8000)).expect("header");
+        let linked = |addr, len, flags, next| {
+            RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
+        };
+        let request = [
+            linked(0x8000, 16, F_NEXT, 1),
+            linked(0x9000, 512, F_NEXT | F_WRITE, 2),
+            linked(0xa000, 1, F_WRITE, 0),
+        ];
+        let mut block = Block::new(Some(disk()));
+        let old = MockSplitQueue::create(&mem, GuestAddress(0x10000), 16);
+        block.activate(mem.clone(), vec![old.create_queue().expect("queue")], irq());
+        block.reset();
+        assert!(block.queues().is_empty());
+        old.add_desc_chains(&request, 0).expect("chain");
+        block.queue_notify(0);
+        assert_eq!(
+            old.used().idx().load(),
+            0,
+            "a reset device served a request"
+        );
+
+        let new = MockSplitQueue::create(&mem, GuestAddress(0x20000), 16);
+        new.add_desc_chains(&request, 0).expect("chain");
+        let queue: Queue = new.create_queue().expect("queue");
+        assert!(queue.ready());
+        block.activate(mem.clone(), vec![queue], irq());
+        block.queue_notify(0);
+        assert_eq!(new.used().idx().load(), 1);
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(0xa000)).expect("status"),
+            S_OK
+        );
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x9000)).expect("data"), 2);
     }
 
     #[test]

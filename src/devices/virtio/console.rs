@@ -4,6 +4,14 @@
 //! The event loop feeds host data in with [`Console::send`], ends a stream
 //! with [`Console::close`] and collects what the guest wrote with
 //! [`Console::take_output`].
+//!
+//! The guest chooses every descriptor, so everything the device holds is
+//! bounded: at most [`ConsoleLimits::buffer`] bytes are read of one chain,
+//! a port's output stops being taken from the guest while
+//! [`TX_HIGH_WATER`] bytes of it wait for the host (the guest's writers
+//! block until the host catches up), control messages for the guest are
+//! capped at [`ConsoleLimits::control_queue`] bytes, and no call serves
+//! more chains than its queue holds, however fast the guest refills it.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -31,6 +39,21 @@ const PORT_NAME: u16 = 7;
 
 /// Don't take more host input for a port while this much is still queued.
 pub const RX_HIGH_WATER: usize = 1 << 20;
+
+/// Don't take more of a port's output from the guest while this much of
+/// it waits for the host.
+pub const TX_HIGH_WATER: usize = 1 << 20;
+
+/// Bounds on what a guest can make the console hold (the settings file's
+/// `limits.console_buffer` and `limits.control_queue`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsoleLimits {
+    /// Bytes read of one buffer (descriptor chain) the guest hands the
+    /// device; the rest of it is dropped.
+    pub buffer: usize,
+    /// Bytes of control messages queued for the guest driver.
+    pub control_queue: usize,
+}
 
 /// The receive queue (host → guest) of a port.
 fn rx_queue(port: usize) -> usize {
@@ -99,13 +122,24 @@ pub struct Console {
     queue_sizes: Vec<u16>,
     ports: Vec<Port>,
     control_out: VecDeque<Vec<u8>>,
-    output: Vec<(usize, Vec<u8>)>,
+    /// Bytes in `control_out`.
+    control_bytes: usize,
+    limits: ConsoleLimits,
+    /// What the guest wrote and the host has not taken, by port, in order.
+    output: VecDeque<(usize, Vec<u8>)>,
+    /// Bytes of `output` per port.
+    held: Vec<usize>,
+    /// Ports whose transmit queue may hold buffers not taken yet.
+    paused: Vec<bool>,
+    /// The size of the first buffer cut to `limits.buffer`, until reported.
+    oversized: Option<u64>,
+    reported_oversized: bool,
     live: Option<Live>,
 }
 
 impl Console {
     /// A console with one port per name, in order (port ids 0, 1, …).
-    pub fn new(names: &[&str]) -> Self {
+    pub fn new(names: &[&str], limits: ConsoleLimits) -> Self {
         let mut config = [0u8; 12];
         config[4..8].copy_from_slice(&(names.len() as u32).to_le_bytes());
         Console {
@@ -119,7 +153,13 @@ impl Console {
                 })
                 .collect(),
             control_out: VecDeque::new(),
-            output: Vec::new(),
+            control_bytes: 0,
+            limits,
+            output: VecDeque::new(),
+            held: vec![0; names.len()],
+            paused: vec![false; names.len()],
+            oversized: None,
+            reported_oversized: false,
             live: None,
         }
     }
@@ -148,15 +188,61 @@ impl Console {
         self.ports.get(port).map_or(0, |p| p.rx.len())
     }
 
-    /// What the guest wrote since the last call, by port, in order.
-    pub fn take_output(&mut self) -> Vec<(usize, Vec<u8>)> {
-        std::mem::take(&mut self.output)
+    /// Up to `budget` bytes of what the guest wrote, by port, in order;
+    /// then takes more from ports that stopped at their high-water mark.
+    pub fn take_output(&mut self, budget: usize) -> Vec<(usize, Vec<u8>)> {
+        let mut taken = Vec::new();
+        let mut left = budget;
+        while left > 0 {
+            let Some((port, mut data)) = self.output.pop_front() else {
+                break;
+            };
+            if data.len() > left {
+                let rest = data.split_off(left);
+                self.output.push_front((port, rest));
+            }
+            left -= data.len();
+            self.held[port] -= data.len();
+            taken.push((port, data));
+        }
+        for port in 0..self.ports.len() {
+            if self.paused[port] && self.held[port] < TX_HIGH_WATER {
+                self.drain_tx(port);
+            }
+        }
+        taken
     }
 
-    /// Collects everything the guest has queued on every port.
+    /// Whether the guest wrote something the host has not taken yet.
+    pub fn has_output(&self) -> bool {
+        !self.output.is_empty()
+    }
+
+    /// Takes the guest's queued output buffers on every port, as far as
+    /// the high-water mark lets it.
     pub fn drain_all(&mut self) {
         for port in 0..self.ports.len() {
             self.drain_tx(port);
+        }
+    }
+
+    /// The size of a buffer the guest handed the console that was larger
+    /// than [`ConsoleLimits::buffer`], the first time only.
+    pub fn oversized_buffer(&mut self) -> Option<(u64, usize)> {
+        if self.reported_oversized {
+            return None;
+        }
+        let size = self.oversized?;
+        self.reported_oversized = true;
+        Some((size, self.limits.buffer))
+    }
+
+    /// Queues a control message for the guest driver, unless the queue is
+    /// full: only a driver that never takes them fills it.
+    fn queue_control(&mut self, msg: Vec<u8>) {
+        if self.control_bytes + msg.len() <= self.limits.control_queue {
+            self.control_bytes += msg.len();
+            self.control_out.push_back(msg);
         }
     }
 
@@ -179,7 +265,12 @@ impl Console {
         }
         let queue = &mut live.queues[rx_queue(port)];
         let mut used = false;
-        while !p.rx.is_empty() {
+        // No more chains than the queue holds: a guest refilling it with
+        // buffers too small to take anything must not keep us here.
+        for _ in 0..queue.size() {
+            if p.rx.is_empty() {
+                break;
+            }
             let Some(chain) = queue.pop_descriptor_chain(&live.mem) else {
                 break;
             };
@@ -217,33 +308,45 @@ impl Console {
             p.closed = true;
             if p.host_open {
                 p.host_open = false;
-                self.control_out
-                    .push_back(control_msg(port as u32, PORT_OPEN, 0));
+                self.queue_control(control_msg(port as u32, PORT_OPEN, 0));
                 self.flush_control();
             }
         }
     }
 
-    /// Takes the guest's output buffers of `port`.
+    /// Takes the guest's output buffers of `port` while less than
+    /// [`TX_HIGH_WATER`] of its output waits for the host.
     fn drain_tx(&mut self, port: usize) {
         let Some(live) = self.live.as_mut() else {
             return;
         };
-        let queue = &mut live.queues[rx_queue(port) + 1];
+        let Some(queue) = live.queues.get_mut(rx_queue(port) + 1) else {
+            return;
+        };
         let mut used = false;
-        while let Some(chain) = queue.pop_descriptor_chain(&live.mem) {
+        // Until the ring is empty, unless the high-water mark or the
+        // queue's size stops us first: then more may be waiting.
+        self.paused[port] = true;
+        for _ in 0..queue.size() {
+            if self.held[port] >= TX_HIGH_WATER {
+                break;
+            }
+            let Some(chain) = queue.pop_descriptor_chain(&live.mem) else {
+                self.paused[port] = false;
+                break;
+            };
             let head = chain.head_index();
-            let mut data = Vec::new();
-            if let Ok(mut r) = Reader::new(&live.mem, chain) {
-                // A short read means a descriptor outside guest memory: keep what was read.
-                let _ = r.read_to_end(&mut data);
+            let (data, size) = read_chain(&live.mem, chain, self.limits.buffer);
+            if size > data.len() as u64 && self.oversized.is_none() {
+                self.oversized = Some(size);
             }
             let _ = queue.add_used(&live.mem, head, 0);
             used = true;
             if !data.is_empty() {
-                match self.output.last_mut() {
+                self.held[port] += data.len();
+                match self.output.back_mut() {
                     Some((p, buf)) if *p == port => buf.extend_from_slice(&data),
-                    _ => self.output.push((port, data)),
+                    _ => self.output.push_back((port, data)),
                 }
             }
         }
@@ -259,7 +362,10 @@ impl Console {
         };
         let queue = &mut live.queues[CONTROL_TX];
         let mut msgs = Vec::new();
-        while let Some(chain) = queue.pop_descriptor_chain(&live.mem) {
+        for _ in 0..queue.size() {
+            let Some(chain) = queue.pop_descriptor_chain(&live.mem) else {
+                break;
+            };
             let head = chain.head_index();
             let mut buf = [0u8; 8];
             if let Ok(mut r) = Reader::new(&live.mem, chain) {
@@ -279,8 +385,7 @@ impl Console {
             match event {
                 DEVICE_READY if value == 1 => {
                     for port in 0..self.ports.len() {
-                        self.control_out
-                            .push_back(control_msg(port as u32, PORT_ADD, 0));
+                        self.queue_control(control_msg(port as u32, PORT_ADD, 0));
                     }
                 }
                 PORT_READY if value == 1 => self.port_ready(id),
@@ -306,13 +411,13 @@ impl Console {
         p.ready = true;
         let mut name = control_msg(id as u32, PORT_NAME, 1);
         name.extend_from_slice(p.name.as_bytes());
-        self.control_out.push_back(name);
         // A port whose host end already ended with nothing to read is never
         // opened: the guest sees EOF at once.
-        if !(p.closing && p.rx.is_empty()) {
-            p.host_open = true;
-            self.control_out
-                .push_back(control_msg(id as u32, PORT_OPEN, 1));
+        let open = !(p.closing && p.rx.is_empty());
+        p.host_open = open;
+        self.queue_control(name);
+        if open {
+            self.queue_control(control_msg(id as u32, PORT_OPEN, 1));
         }
         self.flush_control();
         self.flush_rx(id);
@@ -325,7 +430,10 @@ impl Console {
         };
         let queue = &mut live.queues[CONTROL_RX];
         let mut used = false;
-        while let Some(msg) = self.control_out.front() {
+        for _ in 0..queue.size() {
+            let Some(msg) = self.control_out.front() else {
+                break;
+            };
             let Some(chain) = queue.pop_descriptor_chain(&live.mem) else {
                 break;
             };
@@ -339,6 +447,7 @@ impl Console {
             let _ = queue.add_used(&live.mem, head, written as u32);
             used = true;
             if written > 0 {
+                self.control_bytes -= written;
                 self.control_out.pop_front();
             }
         }
@@ -346,6 +455,23 @@ impl Console {
             self.signal();
         }
     }
+}
+
+/// The first `max` bytes of a chain's readable buffers, and the size of
+/// them all; an unreadable chain (outside guest memory) reads as empty.
+fn read_chain(
+    mem: &GuestMemoryMmap,
+    chain: virtio_queue::DescriptorChain<&GuestMemoryMmap>,
+    max: usize,
+) -> (Vec<u8>, u64) {
+    let Ok(mut r) = Reader::new(mem, chain) else {
+        return (Vec::new(), 0);
+    };
+    let size = r.available_bytes();
+    let mut data = vec![0u8; size.min(max)];
+    let n = r.read(&mut data).unwrap_or(0);
+    data.truncate(n);
+    (data, size as u64)
 }
 
 impl VirtioDevice for Console {
@@ -367,6 +493,9 @@ impl VirtioDevice for Console {
             queues,
             interrupt,
         });
+        // A restored device's rings may hold output whose kick was served
+        // by the VM the snapshot was taken of: look at them on the next take.
+        self.paused.fill(true);
     }
     fn queues(&self) -> Vec<&Queue> {
         self.live.iter().flat_map(|l| l.queues.iter()).collect()
@@ -390,8 +519,27 @@ impl VirtioDevice for Console {
             ));
         }
         self.ports = saved.ports;
-        self.control_out = saved.control_out;
+        self.control_out.clear();
+        self.control_bytes = 0;
+        for msg in saved.control_out {
+            self.queue_control(msg);
+        }
         Ok(())
+    }
+    fn reset(&mut self) {
+        // The driver starts over: it sets its ports up again and is told
+        // their names and state anew. Host data not delivered yet and
+        // guest output not taken yet stay.
+        self.live = None;
+        self.control_out.clear();
+        self.control_bytes = 0;
+        self.paused.fill(false);
+        for p in &mut self.ports {
+            p.ready = false;
+            p.guest_open = false;
+            p.host_open = false;
+            p.closed = false;
+        }
     }
     fn queue_notify(&mut self, queue: usize) {
         match (queue, port_of_queue(queue)) {
@@ -405,181 +553,4 @@ impl VirtioDevice for Console {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use virtio_queue::desc::{split::Descriptor, RawDescriptor};
-    use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::{Bytes, GuestAddress};
-    use vmm_sys_util::eventfd::EventFd;
-
-    const WRITE: u16 = 2;
-    const SIZE: u16 = 16;
-
-    /// Plays the guest driver's side of the queues.
-    struct Guest<'a> {
-        mem: &'a GuestMemoryMmap,
-        queues: Vec<MockSplitQueue<'a, GuestMemoryMmap>>,
-        posted: Vec<u16>,
-        seen: Vec<u16>,
-        next_buf: u64,
-    }
-
-    impl<'a> Guest<'a> {
-        fn new(mem: &'a GuestMemoryMmap, n: usize) -> Self {
-            let queues = (0..n)
-                .map(|i| MockSplitQueue::create(mem, GuestAddress(0x10000 * (i as u64 + 1)), SIZE))
-                .collect();
-            Guest {
-                mem,
-                queues,
-                posted: vec![0; n],
-                seen: vec![0; n],
-                next_buf: 0x100000,
-            }
-        }
-
-        /// Posts a buffer: device-writable (rx) of `len`, or readable holding `data`.
-        fn post(&mut self, q: usize, len: u32, data: Option<&[u8]>) {
-            let addr = self.next_buf;
-            self.next_buf += 0x1000;
-            let flags = match data {
-                Some(d) => {
-                    self.mem.write_slice(d, GuestAddress(addr)).expect("write");
-                    0
-                }
-                None => WRITE,
-            };
-            let len = data.map_or(len, |d| d.len() as u32);
-            let mq = &self.queues[q];
-            let slot = self.posted[q] % SIZE;
-            let desc = RawDescriptor::from(Descriptor::new(addr, len, flags, 0));
-            mq.desc_table().store(slot, desc).expect("desc");
-            mq.avail()
-                .ring()
-                .ref_at(slot as usize)
-                .expect("ring")
-                .store(slot);
-            self.posted[q] += 1;
-            mq.avail().idx().store(self.posted[q]);
-        }
-
-        /// Buffers the device has returned on `q` since the last call.
-        fn used(&mut self, q: usize) -> Vec<Vec<u8>> {
-            let mq = &self.queues[q];
-            let idx = mq.used().idx().load();
-            let mut out = Vec::new();
-            while self.seen[q] != idx {
-                let elem = mq
-                    .used()
-                    .ring()
-                    .ref_at((self.seen[q] % SIZE) as usize)
-                    .expect("ring")
-                    .load();
-                let desc = Descriptor::from(mq.desc_table().load(elem.id() as u16).expect("desc"));
-                let mut buf = vec![0u8; elem.len() as usize];
-                self.mem.read_slice(&mut buf, desc.addr()).expect("read");
-                out.push(buf);
-                self.seen[q] += 1;
-            }
-            out
-        }
-    }
-
-    fn ctrl(id: u32, event: u16, value: u16) -> Vec<u8> {
-        control_msg(id, event, value)
-    }
-
-    #[test]
-    fn port_state_survives_a_snapshot_and_needs_the_same_ports() {
-        let mut dev = Console::new(&["ctl", "in"]);
-        dev.ports[0].ready = true;
-        dev.ports[0].guest_open = true;
-        dev.ports[1].rx.extend(b"held");
-        dev.control_out.push_back(vec![1, 2, 3]);
-        let saved = dev.save_state();
-
-        let mut fresh = Console::new(&["ctl", "in"]);
-        fresh.restore_state(saved.clone()).expect("restore");
-        assert!(fresh.ports[0].ready && fresh.ports[0].guest_open);
-        assert_eq!(fresh.pending(1), 4);
-        assert_eq!(fresh.control_out, [vec![1, 2, 3]]);
-        assert_eq!(fresh.save_state(), saved);
-
-        let mut other = Console::new(&["ctl", "out"]);
-        assert!(other.restore_state(saved).is_err());
-    }
-
-    #[test]
-    fn multiport_handshake_data_eof_and_output() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x200000)]).expect("mem");
-        let mut dev = Console::new(&["ctl", "in", "out"]);
-        let n = dev.queue_max_sizes().len();
-        assert_eq!(n, 8);
-        let mut g = Guest::new(&mem, n);
-        let queues = g
-            .queues
-            .iter()
-            .map(|q| q.create_queue::<Queue>().expect("queue"))
-            .collect();
-        dev.activate(
-            mem.clone(),
-            queues,
-            Interrupt::new(EventFd::new(0).expect("eventfd")),
-        );
-
-        // Host data can arrive before the guest is ready; it waits.
-        dev.send(1, b"early ");
-        for _ in 0..8 {
-            g.post(CONTROL_RX, 64, None);
-        }
-        g.post(CONTROL_TX, 0, Some(&ctrl(u32::MAX, DEVICE_READY, 1)));
-        dev.queue_notify(CONTROL_TX);
-        assert_eq!(
-            g.used(CONTROL_RX),
-            vec![
-                ctrl(0, PORT_ADD, 0),
-                ctrl(1, PORT_ADD, 0),
-                ctrl(2, PORT_ADD, 0)
-            ]
-        );
-
-        // Port 1 gets receive buffers, then says it is ready.
-        g.post(rx_queue(1), 4, None);
-        g.post(rx_queue(1), 4, None);
-        g.post(CONTROL_TX, 0, Some(&ctrl(1, PORT_READY, 1)));
-        dev.queue_notify(CONTROL_TX);
-        let mut name = ctrl(1, PORT_NAME, 1);
-        name.extend_from_slice(b"in");
-        assert_eq!(g.used(CONTROL_RX), vec![name, ctrl(1, PORT_OPEN, 1)]);
-        // Data waits until a guest process opens the port: the driver
-        // would drop it before.
-        assert!(g.used(rx_queue(1)).is_empty());
-        g.post(CONTROL_TX, 0, Some(&ctrl(1, PORT_OPEN, 1)));
-        dev.queue_notify(CONTROL_TX);
-        assert_eq!(g.used(rx_queue(1)), vec![b"earl".to_vec(), b"y ".to_vec()]);
-
-        // More data waits for buffers; EOF is only sent once it is all taken.
-        dev.send(1, b"late");
-        dev.close(1);
-        assert!(
-            g.used(CONTROL_RX).is_empty(),
-            "EOF before the data was read"
-        );
-        assert_eq!(dev.pending(1), 4);
-        g.post(rx_queue(1), 64, None);
-        dev.queue_notify(rx_queue(1));
-        assert_eq!(g.used(rx_queue(1)), vec![b"late".to_vec()]);
-        assert_eq!(g.used(CONTROL_RX), vec![ctrl(1, PORT_OPEN, 0)]);
-
-        // Guest output is collected per port, in order.
-        g.post(rx_queue(2) + 1, 0, Some(b"out-1 "));
-        g.post(rx_queue(2) + 1, 0, Some(b"out-2"));
-        g.post(1, 0, Some(b"{\"Hello\"}"));
-        dev.drain_all();
-        assert_eq!(
-            dev.take_output(),
-            vec![(0, b"{\"Hello\"}".to_vec()), (2, b"out-1 out-2".to_vec())]
-        );
-        assert!(dev.take_output().is_empty());
-    }
-}
+mod tests;

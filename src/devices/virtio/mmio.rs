@@ -95,14 +95,19 @@ pub struct MmioTransport<D: VirtioDevice> {
     activated: bool,
 }
 
+/// Fresh, unconfigured queues for `device`.
+fn new_queues<D: VirtioDevice>(device: &D) -> Vec<Queue> {
+    device
+        .queue_max_sizes()
+        .iter()
+        // A queue of a power-of-two size up to 32768 is always valid.
+        .filter_map(|&max| Queue::new(max).ok())
+        .collect()
+}
+
 impl<D: VirtioDevice> MmioTransport<D> {
     pub fn new(device: D, mem: GuestMemoryMmap, interrupt: Interrupt) -> Self {
-        let queues = device
-            .queue_max_sizes()
-            .iter()
-            // A queue of a power-of-two size up to 32768 is always valid.
-            .filter_map(|&max| Queue::new(max).ok())
-            .collect();
+        let queues = new_queues(&device);
         MmioTransport {
             device,
             mem,
@@ -192,13 +197,22 @@ impl<D: VirtioDevice> MmioTransport<D> {
         self.queues.get_mut(self.queue_sel as usize)
     }
 
+    /// The driver wrote 0 to the status register: a live device stops
+    /// (drops its queues, touches guest memory no more) and everything
+    /// goes back to how it was before the driver came, so that the driver
+    /// can set the queues up and activate the device again.
     fn reset(&mut self) {
+        if self.activated {
+            self.activated = false;
+            self.device.reset();
+        }
         self.status = 0;
+        self.device_features_sel = 0;
+        self.driver_features_sel = 0;
         self.driver_features = 0;
         self.queue_sel = 0;
-        for q in &mut self.queues {
-            q.reset();
-        }
+        self.queues = new_queues(&self.device);
+        self.interrupt.ack(u32::MAX);
     }
 
     fn set_status(&mut self, value: u32) {
@@ -341,6 +355,9 @@ mod tests {
             self.queues = queues;
         }
         fn queue_notify(&mut self, _queue: usize) {}
+        fn reset(&mut self) {
+            self.queues.clear();
+        }
         fn queues(&self) -> Vec<&Queue> {
             self.queues.iter().collect()
         }
@@ -404,5 +421,40 @@ mod tests {
         let mut other = saved.clone();
         other.queues.pop();
         assert!(transport(&again).restore(&other).is_err());
+    }
+
+    /// Sets queue `q` up at `base` and marks it ready.
+    fn setup_queue(t: &mut MmioTransport<Dummy>, q: u32, base: u32) {
+        t.write(0x30, &q.to_le_bytes());
+        t.write(0x38, &16u32.to_le_bytes());
+        t.write(0x80, &base.to_le_bytes());
+        t.write(0x90, &(base + 0x100).to_le_bytes());
+        t.write(0xa0, &(base + 0x200).to_le_bytes());
+        t.write(0x44, &1u32.to_le_bytes());
+    }
+
+    #[test]
+    fn reset_stops_the_device_and_lets_it_start_again() {
+        let activated = Arc::new(Mutex::new(None));
+        let mut t = transport(&activated);
+        setup_queue(&mut t, 0, 0x1000);
+        setup_queue(&mut t, 1, 0x2000);
+        t.write(0x70, &(STATUS_DRIVER_OK | 3).to_le_bytes());
+        assert!(t.activated && t.device.queues.len() == 2);
+        t.interrupt.signal_used_queue();
+
+        t.write(0x70, &0u32.to_le_bytes());
+        assert!(!t.activated, "the transport forgot the device was live");
+        assert!(t.device.queues.is_empty(), "the device kept its queues");
+        assert_eq!((reg(&mut t, 0x70), reg(&mut t, 0x60)), (0, 0));
+        // Queues are configurable again, and start unconfigured.
+        t.write(0x30, &1u32.to_le_bytes());
+        assert_eq!(reg(&mut t, 0x44), 0, "queue still ready after reset");
+        *activated.lock().expect("lock") = None;
+        setup_queue(&mut t, 0, 0x3000);
+        t.write(0x70, &(STATUS_DRIVER_OK | 3).to_le_bytes());
+        assert_eq!(*activated.lock().expect("lock"), Some(2));
+        let addrs: Vec<bool> = t.device.queues.iter().map(|q| q.ready()).collect();
+        assert_eq!(addrs, [true, false], "the new layout, not the old one");
     }
 }

@@ -82,6 +82,10 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, mem: GuestMemoryMmap, queues: Vec<Queue>, interrupt: Interrupt);
     /// The guest kicked queue `queue` (through its ioeventfd).
     fn queue_notify(&mut self, queue: usize);
+    /// The driver reset the device (status 0 after activation): drop the
+    /// queues and whatever belongs to that driver's session, touch guest
+    /// memory no more, and be ready for `activate` again.
+    fn reset(&mut self);
     /// Bumped whenever the configuration space changes under the driver.
     fn config_generation(&self) -> u32 {
         0
@@ -114,6 +118,10 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
 /// bytes it wrote to the guest), then interrupts the guest if it wants to
 /// know. Notifications are re-enabled before the last look, so no kick
 /// is lost between the last chain and going idle.
+///
+/// At most as many chains as the queue holds are served per call: a guest
+/// that keeps refilling it from another vCPU must not hold the event loop.
+/// What it adds meanwhile comes with kicks of its own.
 pub fn drain_queue(
     mem: &GuestMemoryMmap,
     queue: &mut Queue,
@@ -121,7 +129,7 @@ pub fn drain_queue(
     mut serve: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
 ) {
     let mut used_any = false;
-    loop {
+    for _ in 0..queue.size() {
         let chain = match queue.iter(mem) {
             Ok(mut it) => it.next(),
             Err(_) => None,

@@ -425,6 +425,10 @@ impl VirtioDevice for Net {
             _ => {}
         }
     }
+    fn reset(&mut self) {
+        // The backend stays connected; frames for the guest wait in it.
+        self.live = None;
+    }
     fn queues(&self) -> Vec<&Queue> {
         self.live.iter().flat_map(|l| l.queues.iter()).collect()
     }

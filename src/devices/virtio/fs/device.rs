@@ -111,6 +111,10 @@ impl VirtioDevice for Fs {
     fn queue_notify(&mut self, queue: usize) {
         self.process(queue);
     }
+    fn reset(&mut self) {
+        // The shares stay: a driver that starts over sends FUSE_INIT again.
+        self.live = None;
+    }
     fn queues(&self) -> Vec<&Queue> {
         self.live
             .iter()

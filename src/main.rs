@@ -107,11 +107,14 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
 }
 
 /// `error: …` then one `caused by: …` line per source.
+/// Control characters are escaped on the way out: a message may quote
+/// something a guest or a project chose (a path, a parser's excerpt).
 fn print_chain(e: &dyn std::error::Error) {
-    eprintln!("error: {e}");
+    use cella::text::escape_keeping_lines as shown;
+    eprintln!("error: {}", shown(&e.to_string()));
     let mut source = e.source();
     while let Some(s) = source {
-        eprintln!("caused by: {s}");
+        eprintln!("caused by: {}", shown(&s.to_string()));
         source = s.source();
     }
 }

@@ -22,6 +22,24 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// [`escape`], but line breaks stay: for cella's own multi-line messages
+/// (an error chain, a list of kernel log lines), a last net under every
+/// string some part of which a guest or a project may have chosen.
+pub fn escape_keeping_lines(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c != '\n' && needs_escape(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c == '\n' {
+            out.push(c);
+        } else {
+            push_escaped(&mut out, c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Bytes that may not be UTF-8 (a host file name, a guest path): invalid
 /// sequences are shown as `\xNN`, the rest as [`escape`] shows it.
 pub fn escape_bytes(bytes: &[u8]) -> String {
@@ -85,5 +103,6 @@ mod tests {
         assert_eq!(escape("a\nb\tc\u{7f}"), "a\\nb\\tc\\x7f");
         assert_eq!(escape_bytes(b"ok\xff\x1b[1m"), "ok\\xff\\e[1m");
         assert_eq!(Escaped("x\u{1b}").to_string(), "x\\e");
+        assert_eq!(escape_keeping_lines("a\n\u{1b}[2Kb"), "a\n\\e[2Kb");
     }
 }

@@ -268,7 +268,7 @@ fn warn(e: &dyn std::error::Error, action: &str) {
         line.push_str(&format!(": {s}"));
         source = s.source();
     }
-    eprintln!("{line}");
+    eprintln!("{}", crate::text::escape_keeping_lines(&line));
 }
 
 #[cfg(test)]

@@ -317,11 +317,22 @@ impl Decoder<'_> {
         }
     }
 
-    /// A name of a container or command: not empty, not reserved.
+    /// A name of a container or command: not empty, not reserved, and
+    /// printable (cella prints names in its own messages).
     pub(super) fn name(&self, entry: &Entry<'_>, path: &str) -> Result<String, ConfigError> {
         let at = self.at(entry.key_pos, path);
         if entry.key.is_empty() {
             return Err(ConfigError::EmptyName { at });
+        }
+        if crate::text::escape(&entry.key) != entry.key.as_str() {
+            return Err(self.invalid(
+                entry.key_pos,
+                path,
+                format!(
+                    "a name must not contain control characters, found \"{}\"",
+                    crate::text::escape(&entry.key)
+                ),
+            ));
         }
         if entry.key.starts_with('_') {
             return Err(ConfigError::ReservedName {

@@ -31,9 +31,10 @@ pub struct Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.pos)?;
+        // A field path holds cella.yaml's own keys: shown escaped.
+        write!(f, "{}:{}", crate::hostfs::Shown(&self.file), self.pos)?;
         if !self.field.is_empty() {
-            write!(f, ": {}", self.field)?;
+            write!(f, ": {}", crate::text::Escaped(&self.field))?;
         }
         Ok(())
     }

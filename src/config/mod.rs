@@ -129,12 +129,8 @@ fn read_limited(file: std::fs::File, path: &Path, max_bytes: u64) -> Result<Stri
                 field: String::new(),
             },
             message: format!(
-                "the file is larger than {} (limits.config in {})",
-                yaml::size_text(max_bytes),
-                settings::path().map_or_else(
-                    || "the settings file".to_owned(),
-                    |p| p.display().to_string()
-                )
+                "the file is larger than {}",
+                settings::limit_text("config", max_bytes)
             ),
         });
     }

@@ -122,9 +122,10 @@ pub(super) fn relative_name(text: &str) -> Result<(), String> {
 
 /// The name of a persistent volume: one path component.
 pub(super) fn volume_name(text: &str) -> Result<(), String> {
-    if matches!(text, "" | "." | "..") || text.contains(['/', '\0']) {
+    let printable = crate::text::escape(text) == text;
+    if matches!(text, "" | "." | "..") || text.contains(['/', '\0']) || !printable {
         return Err(format!(
-            "expected a volume name: not empty, \".\" or \"..\", without \"/\"; found {text:?}"
+            "expected a volume name: not empty, \".\" or \"..\", without \"/\" or control characters; found {text:?}"
         ));
     }
     Ok(())

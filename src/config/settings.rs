@@ -120,6 +120,30 @@ pub fn describe(key: &str) -> String {
     )
 }
 
+/// A size in the settings file's notation: 16Gi, 512Ki, 1000.
+pub fn size_text(bytes: u64) -> String {
+    for (unit, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+/// A limit as messages show it: "16Gi (limits.image in PATH)".
+pub fn limit_text(key: &str, bytes: u64) -> String {
+    format!("{} ({})", size_text(bytes), limit_source(key))
+}
+
+/// Where a limit is set: "limits.image in PATH".
+pub fn limit_source(key: &str) -> String {
+    let file = path().map_or_else(
+        || "the settings file".to_owned(),
+        |p| p.display().to_string(),
+    );
+    format!("limits.{key} in {file}")
+}
+
 /// Reads the user's settings file; a missing one gives the defaults.
 pub fn load() -> Result<Settings, SettingsError> {
     let Some(path) = path() else {
@@ -240,6 +264,14 @@ mod tests {
         assert!(e.starts_with("1:1: "), "{e}");
         let e = parse("allow-host-paths: [data]\n").unwrap_err();
         assert!(e.contains("not an absolute path"), "{e}");
+    }
+
+    #[test]
+    fn sizes_use_the_settings_notation() {
+        assert_eq!(size_text(16 << 20), "16Mi");
+        assert_eq!(size_text(16 << 30), "16Gi");
+        assert_eq!(size_text(1536), "1536");
+        assert_eq!(size_text(3 << 10), "3Ki");
     }
 
     #[test]

@@ -658,7 +658,7 @@ fn bad_volumes() {
     assert_eq!(
         load_err(&volumes("      /p: !Persistent a/b\n")),
         "/p/cella.yaml:4:11: containers.base.volumes./p: \
-         expected a volume name: not empty, \".\" or \"..\", without \"/\"; found \"a/b\""
+         expected a volume name: not empty, \".\" or \"..\", without \"/\" or control characters; found \"a/b\""
     );
     assert_eq!(
         load_err(&volumes("      /t: !Tmpfs { files: { ../x: y } }\n")),

@@ -485,3 +485,14 @@ fn merge_of_a_non_mapping() {
         "/p/cella.yaml:7:10: commands.t.<<: expected a mapping to merge, found a string"
     );
 }
+
+#[test]
+fn names_with_control_characters_are_refused() {
+    let err = load_err("containers:\n  \"a\\e]0;x\\a\": { setup: [] }\n");
+    assert!(err.contains("must not contain control characters"), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    let err = load_err(
+        "containers:\n  c:\n    setup: []\n    volumes: { /v: !Persistent \"db\\e[2K\" }\n",
+    );
+    assert!(err.contains("control characters"), "{err}");
+}

@@ -94,16 +94,6 @@ impl Size {
     }
 }
 
-/// A size in the settings file's notation: 16Mi, 512Ki, 1000.
-pub(super) fn size_text(bytes: u64) -> String {
-    for (unit, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
-        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
-            return format!("{}{unit}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
-}
-
 /// A parse failure: where and why. The caller adds the file name.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct ParseError {
@@ -181,12 +171,9 @@ impl Builder {
             format!("more than {MAX_NODES} nodes after expanding aliases")
         } else if self.size.bytes > self.max_bytes {
             format!(
-                "more than {} of text after expanding aliases (limits.config in {})",
-                size_text(self.max_bytes),
-                super::settings::path().map_or_else(
-                    || "the settings file".to_owned(),
-                    |p| p.display().to_string()
-                )
+                "more than {} of text after expanding aliases ({})",
+                super::settings::size_text(self.max_bytes),
+                super::settings::limit_source("config")
             )
         } else {
             return Ok(());
@@ -431,13 +418,5 @@ mod tests {
         let err = super::parse("? &k !Tag long-key\n: v\nx: [*k, *k]\n", 20).unwrap_err();
         assert!(err.message.contains("limits.config"), "{err:?}");
         assert!(super::parse("? &k !Tag long-key\n: v\nx: [*k, *k]\n", 60).is_ok());
-    }
-
-    #[test]
-    fn size_text_uses_the_settings_notation() {
-        assert_eq!(size_text(16 << 20), "16Mi");
-        assert_eq!(size_text(16 << 30), "16Gi");
-        assert_eq!(size_text(1536), "1536");
-        assert_eq!(size_text(3 << 10), "3Ki");
     }
 }

@@ -241,6 +241,8 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             Step::Debian(d) => format!("{} {}", d.suite, d.variant),
             Step::Install(packages) => packages.join(" "),
         };
+        // cella.yaml's text, shown as cella's own: control characters escaped.
+        let summary = crate::text::escape_keeping_lines(&summary).into_owned();
         let mut line = summary.lines().next().unwrap_or("").to_owned();
         if line.chars().count() > 72 {
             line = line.chars().take(71).collect::<String>() + "…";

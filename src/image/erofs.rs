@@ -247,21 +247,7 @@ const MAX_IMAGE: u64 = (1 << 32) * BLOCK_SIZE;
 
 /// `limits.image` as messages show it: "16Gi (limits.image in PATH)".
 pub fn limit_text(limit: u64) -> String {
-    let file = crate::config::settings::path().map_or_else(
-        || "the settings file".to_owned(),
-        |p| p.display().to_string(),
-    );
-    format!("{} (limits.image in {file})", size_text(limit))
-}
-
-/// A size in the settings file's notation: 16Gi, 512Ki, 1000.
-pub fn size_text(bytes: u64) -> String {
-    for (unit, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
-        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
-            return format!("{}{unit}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
+    crate::config::settings::limit_text("image", limit)
 }
 
 impl<'a> ImageWriter<'a> {

@@ -78,6 +78,31 @@ pub struct RunSpec {
     pub network: Option<NetConfig>,
 }
 
+impl RunSpec {
+    /// `argv` with `env`, as root in `/` on the image in the first drive,
+    /// nothing mounted, no terminal, no network; the clock and entropy are
+    /// filled in when the host sends it.
+    pub fn new(argv: Vec<String>, env: Vec<(String, String)>) -> RunSpec {
+        RunSpec {
+            argv,
+            env,
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            hostname: "cella".into(),
+            rootfs_device: "/dev/vda".into(),
+            realtime_ns: 0,
+            entropy: Vec::new(),
+            build: None,
+            mounts: Vec::new(),
+            read_only_root: false,
+            tty: None,
+            supervise: None,
+            network: None,
+        }
+    }
+}
+
 /// The guest's side of user-mode networking: a static IPv4 setup that
 /// matches what the host told its passt (no DHCP client in the guest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -410,21 +410,11 @@ mod tests {
 
     fn spec(argv: &[&str]) -> RunSpec {
         RunSpec {
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            env: vec![],
             cwd: "/work".into(),
             uid: 1000,
             gid: 100,
             hostname: "h".into(),
-            rootfs_device: "/dev/vda".into(),
-            realtime_ns: 0,
-            entropy: Vec::new(),
-            build: None,
-            mounts: Vec::new(),
-            read_only_root: false,
-            tty: None,
-            supervise: None,
-            network: None,
+            ..RunSpec::new(argv.iter().map(|s| s.to_string()).collect(), vec![])
         }
     }
 
@@ -522,25 +512,14 @@ mod host_tests {
 
     /// Runs `argv` with `cwd`; its status (or the failure message), stdout and stderr.
     fn run(argv: &[&str], cwd: &str) -> (GuestMsg, String, String) {
+        let env = vec![
+            ("PATH".into(), "/nonexistent:/usr/bin:/bin".into()),
+            ("X".into(), "y z".into()),
+        ];
         let spec = RunSpec {
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            env: vec![
-                ("PATH".into(), "/nonexistent:/usr/bin:/bin".into()),
-                ("X".into(), "y z".into()),
-            ],
             cwd: cwd.into(),
-            uid: 0,
-            gid: 0,
             hostname: "h".into(),
-            rootfs_device: "/dev/vda".into(),
-            realtime_ns: 0,
-            entropy: Vec::new(),
-            build: None,
-            mounts: Vec::new(),
-            read_only_root: false,
-            tty: None,
-            supervise: None,
-            network: None,
+            ..RunSpec::new(argv.iter().map(|s| s.to_string()).collect(), env)
         };
         let (stdin_r, stdin_w) = pipe();
         let (out_r, out_w) = pipe();

@@ -325,20 +325,7 @@ pub(super) fn run_spec(
     build: Option<guest_init::Build>,
 ) -> RunSpec {
     RunSpec {
-        argv,
-        env,
-        cwd: "/".into(),
-        uid: 0,
-        gid: 0,
-        hostname: "cella".into(),
-        rootfs_device: "/dev/vda".into(),
-        realtime_ns: 0,
-        entropy: Vec::new(),
         build,
-        mounts: Vec::new(),
-        read_only_root: false,
-        tty: None,
-        supervise: None,
-        network: None,
+        ..RunSpec::new(argv, env)
     }
 }

@@ -203,23 +203,7 @@ mod tests {
     use guest_init::{Build, BuildStep, ChildSpec, Supervise, SuperviseMode};
 
     fn spec() -> RunSpec {
-        RunSpec {
-            argv: vec!["true".into()],
-            env: Vec::new(),
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-            hostname: "cella".into(),
-            rootfs_device: "/dev/vda".into(),
-            realtime_ns: 0,
-            entropy: Vec::new(),
-            build: None,
-            mounts: Vec::new(),
-            read_only_root: false,
-            tty: None,
-            supervise: None,
-            network: None,
-        }
+        RunSpec::new(vec!["true".into()], Vec::new())
     }
 
     fn build(steps: usize) -> RunSpec {

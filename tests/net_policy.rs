@@ -194,3 +194,52 @@ fn an_images_apt_configuration_runs_nothing_on_the_host() {
     assert_eq!(touched(), Vec::<String>::new(), "a hook ran on the host");
     assert!(!stderr.contains("[3/3] !Install"), "a VM ran: {stderr}");
 }
+
+/// Values of cella.yaml that reach host programs' argv, written as an
+/// attacker would: options (`--setup-hook` runs a command in mmdebstrap,
+/// `-o` sets any apt option) in the suite, variant, mirror and package
+/// names. Each is refused when cella.yaml is loaded, naming the field;
+/// nothing runs on the host.
+#[test]
+fn cella_yaml_passes_no_option_to_a_host_program() {
+    let Some(assets) = assets() else { return };
+    let p = Project::new(assets, "");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let marker = outside.path().join("pwned");
+    let m = marker.display();
+    let cases = [
+        (
+            format!("    - !Debian {{ suite: \"--setup-hook=touch {m}\" }}\n"),
+            "containers.d.setup[0].suite: expected a suite name",
+        ),
+        (
+            format!("    - !Debian {{ suite: bookworm, variant: \"--customize-hook=touch {m}\" }}\n"),
+            "containers.d.setup[0].variant",
+        ),
+        (
+            format!("    - !Debian {{ suite: bookworm, mirror: \"http://deb.debian.org/debian --setup-hook=touch {m}\" }}\n"),
+            "containers.d.setup[0].mirror",
+        ),
+        (
+            format!("    - !Tar {{ url: ./rootfs.tar }}\n    - !Install [\"-oAPT::Update::Pre-Invoke::=touch {m}\"]\n"),
+            "containers.d.setup[1][0]: expected a Debian package",
+        ),
+        (
+            "    - !Tar { url: ./rootfs.tar }\n    - !Install [hello, \"--allow-unauthenticated\"]\n".to_owned(),
+            "containers.d.setup[1][1]",
+        ),
+    ];
+    for (steps, field) in cases {
+        let yaml = format!("containers:\n  d:\n    setup:\n{steps}commands: {{}}\n");
+        std::fs::write(p.path().join("cella.yaml"), &yaml).expect("write");
+        let started = Instant::now();
+        let out = p.run(&["_build", "d"], None);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{yaml}\n{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("/cella.yaml:"), "{stderr}");
+        assert!(stderr.contains(field), "expected {field:?} in {stderr}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(!marker.exists(), "a host program ran the project's option");
+    }
+}

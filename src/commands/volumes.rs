@@ -228,15 +228,12 @@ pub fn plan(
 impl Plan {
     /// The index of the share of `dir`, added if new.
     fn share(&mut self, dir: Dir, read_only: bool) -> Result<u32, FsError> {
-        let meta = dir.meta()?;
+        let mut spec = ShareSpec::new(dir, read_only, Vec::new())?;
         // The guest never sees cella's own state: images, snapshots,
         // other volumes; however the project is shared.
-        let hidden = if (meta.dev, meta.ino) == self.project {
-            vec![STATE_DIR.into()]
-        } else {
-            Vec::new()
-        };
-        let spec = ShareSpec::new(dir, read_only, hidden)?;
+        if spec.id == self.project {
+            spec.hidden.push(STATE_DIR.into());
+        }
         Ok(intern(&mut self.shares, spec) as u32)
     }
 }

@@ -585,6 +585,11 @@ impl Dir {
 
     /// Checks that this directory belongs to the user running cella.
     pub fn check_owner(&self) -> Result<(), FsError> {
+        self.owned_meta().map(drop)
+    }
+
+    /// This directory's metadata, once checked to be the user's.
+    fn owned_meta(&self) -> Result<Meta, FsError> {
         let meta = self.meta()?;
         let you = euid();
         if meta.uid != you {
@@ -594,13 +599,12 @@ impl Dir {
                 you,
             });
         }
-        Ok(())
+        Ok(meta)
     }
 
     /// Checks the owner, then takes group and other permissions away (0700).
     pub fn make_private(&self) -> Result<(), FsError> {
-        self.check_owner()?;
-        let meta = self.meta()?;
+        let meta = self.owned_meta()?;
         if meta.perm & 0o077 != 0 {
             let fd = self.reopen_for_chmod()?;
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(meta.perm & 0o700))

@@ -173,7 +173,7 @@ impl Store {
     /// Waits for the lock of `name` (an image id, or `volume-NAME`).
     pub fn lock(&self, name: &str) -> Result<BuildLock, StoreError> {
         let locks = self.subdir("locks")?;
-        let rel = PathBuf::from(format!("{}.lock", file_name(name)));
+        let rel = lock_name(name);
         let file = locks.open_with(
             &rel,
             rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE,
@@ -322,6 +322,7 @@ impl Store {
     /// the caller holds) are removed too, except this process's own.
     fn clean_tmp(&self, tmp: &Dir, holding: Option<&str>) -> Result<(), StoreError> {
         let own = format!(".{}", std::process::id());
+        let locks = self.subdir("locks")?;
         for name in tmp.names()? {
             let name = name.to_string_lossy().into_owned();
             let id = name.split('.').next().unwrap_or_default();
@@ -335,9 +336,7 @@ impl Store {
                 }
                 continue;
             }
-            let locks = self.subdir("locks")?;
-            let lock_rel = PathBuf::from(format!("{id}.lock"));
-            let Ok(file) = locks.open_with(&lock_rel, rustix::fs::OFlags::WRONLY, 0) else {
+            let Ok(file) = locks.open_with(&lock_name(id), rustix::fs::OFlags::WRONLY, 0) else {
                 let _ = tmp.remove_tree(Path::new(&name));
                 continue;
             };
@@ -352,6 +351,11 @@ impl Store {
 /// An image id: 64 lowercase hex digits.
 fn is_id(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The lock file of an image id (or `volume-NAME`) in `.cella/locks/`.
+fn lock_name(name: &str) -> PathBuf {
+    PathBuf::from(format!("{}.lock", file_name(name)))
 }
 
 fn latest_name(name: &str) -> PathBuf {

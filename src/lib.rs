@@ -3,11 +3,8 @@
 pub mod commands;
 pub mod config;
 pub mod devices;
-pub mod guest;
 pub mod hostfs;
 pub mod image;
-pub mod net;
-pub mod snapshot;
-pub mod terminal;
+pub mod launch;
 pub mod text;
 pub mod vmm;

@@ -9,7 +9,7 @@ use clap::Parser;
 
 use cella::commands::environ::CliEnviron;
 use cella::commands::{self, build, list, run, CommandError};
-use cella::config::{Resources, SimpleCommand, WriteMode};
+use cella::config::{Knobs, Resources, SimpleCommand, WriteMode};
 use cli::{Cli, Sub};
 
 /// cella, the build or the VM failed.
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> Result<i32, CommandError> {
-    let mut opts = run::RunOptions {
+    let mut opts = commands::RunOptions {
         verbose: cli.verbose,
         cold_boot: cli.cold_boot,
         no_build: cli.no_build,
@@ -59,6 +59,7 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
         publish_address: cli.publish_address,
         network_policy: Default::default(),
         limits: Default::default(),
+        knobs: Knobs::from_env(),
     };
     let settings = cella::config::settings::load()?;
     opts.allow_host_paths.extend(settings.allow_host_paths);
@@ -82,8 +83,8 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
             force,
             print_digest,
         }) => build::build(&config, &container, force, print_digest, &opts),
-        Some(Sub::VersionHash { container }) => build::version_hash(&config, &container),
-        Some(Sub::Clean { all, .. }) => build::clean(&config, all),
+        Some(Sub::VersionHash { container }) => build::version_hash(&config, &container, &opts),
+        Some(Sub::Clean { all, .. }) => build::clean(&config, all, &opts),
         Some(Sub::Run {
             container,
             writable,
@@ -110,11 +111,5 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
 /// Control characters are escaped on the way out: a message may quote
 /// something a guest or a project chose (a path, a parser's excerpt).
 fn print_chain(e: &dyn std::error::Error) {
-    use cella::text::escape_keeping_lines as shown;
-    eprintln!("error: {}", shown(&e.to_string()));
-    let mut source = e.source();
-    while let Some(s) = source {
-        eprintln!("caused by: {}", shown(&s.to_string()));
-        source = s.source();
-    }
+    eprintln!("error: {}", cella::text::error_chain(e, "\ncaused by: "));
 }

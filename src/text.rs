@@ -22,6 +22,21 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// An error and its sources, each shown as [`escape_keeping_lines`]
+/// shows it, joined by `sep`: `": "` for a one-line warning,
+/// `"\ncaused by: "` for the report `main` prints. The one way cella
+/// prints an error chain.
+pub fn error_chain(e: &dyn std::error::Error, sep: &str) -> String {
+    let mut out = escape_keeping_lines(&e.to_string()).into_owned();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(sep);
+        out.push_str(&escape_keeping_lines(&s.to_string()));
+        source = s.source();
+    }
+    out
+}
+
 /// [`escape`], but line breaks stay: for cella's own multi-line messages
 /// (an error chain, a list of kernel log lines), a last net under every
 /// string some part of which a guest or a project may have chosen.

@@ -5,19 +5,21 @@ use std::fs::File;
 use std::io::Write;
 use std::net::Ipv4Addr;
 
-use guest_init::{Build, Mount};
+use guest_init::{Build, Mount, RunSpec};
 
-use super::run::{fs_server, run_spec, Machine, RunError, RunOptions};
-use super::{start, CommandError, Project};
+use super::error::CommandError;
+use super::netcheck;
+use super::options::RunOptions;
+use super::project::Project;
 use crate::config::{Config, Network};
 use crate::devices::virtio::fs::server::ShareSpec;
-use crate::guest::BuildIo;
 use crate::hostfs::Dir;
 use crate::image::build::{BatchNeeds, BatchOutcome, BuildCtx, BuildError, ProgramRunner};
 use crate::image::debian;
 use crate::image::store::Image;
 use crate::image::version::{self, Versions};
-use crate::net::NetPlan;
+use crate::launch::passt::NetPlan;
+use crate::launch::{self, fs_server, BuildIo, Machine};
 
 /// Boots build VMs with the run's options (verbose, cold boot).
 struct VmRunner<'a> {
@@ -33,7 +35,10 @@ impl ProgramRunner for VmRunner<'_> {
         export: &mut dyn Write,
     ) -> Result<BatchOutcome, Box<dyn std::error::Error + Send + Sync>> {
         // guest-init runs the batch's steps instead of this argv.
-        let mut spec = run_spec(vec!["/bin/sh".into()], Vec::new(), Some(build));
+        let mut spec = RunSpec {
+            build: Some(build),
+            ..RunSpec::new(vec!["/bin/sh".into()], Vec::new())
+        };
         let mut machine = Machine::default();
         // Under `network.allow: false` an `!Install` VM goes without (dpkg
         // needs none) and `build-network: user` was refused by `netcheck`.
@@ -64,12 +69,12 @@ impl ProgramRunner for VmRunner<'_> {
             server = Some(fs_server(shares, &self.opts.limits)?);
         }
         let mut io = BuildIo::new(export);
-        let status = start::boot_and_run(
+        let status = launch::launch(
             vec![disk.try_clone()?],
             spec,
             server,
             machine,
-            self.opts,
+            &self.opts.launch(),
             Some(&mut io),
         )?;
         if let Some(e) = io.error {
@@ -82,8 +87,13 @@ impl ProgramRunner for VmRunner<'_> {
     }
 }
 
-fn versions<'c>(config: &'c Config, project: &'c Project) -> Result<Versions<'c>, CommandError> {
-    let epoch = version::epoch_from_env().map_err(CommandError::Epoch)?;
+fn versions<'c>(
+    config: &'c Config,
+    project: &'c Project,
+    opts: &RunOptions,
+) -> Result<Versions<'c>, CommandError> {
+    let epoch =
+        version::epoch(opts.knobs.source_date_epoch.as_deref()).map_err(CommandError::Epoch)?;
     Ok(Versions::new(
         config,
         &project.dir,
@@ -128,7 +138,7 @@ fn ensure(
     force: bool,
     opts: &RunOptions,
 ) -> Result<Image, CommandError> {
-    let mut versions = versions(config, project)?;
+    let mut versions = versions(config, project, opts)?;
     let mut runner = VmRunner { opts };
     let result = BuildCtx {
         config,
@@ -145,7 +155,7 @@ fn ensure(
 
 /// A build, version or store error as the command's error.
 fn build_error(e: impl Into<BuildError>) -> CommandError {
-    RunError::from(e.into()).into()
+    CommandError::Build(e.into())
 }
 
 /// `cella _build NAME [--force] [--print-digest]`.
@@ -157,7 +167,7 @@ pub fn build(
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
     known(config, name)?;
-    super::netcheck::container(config, name, opts)?;
+    netcheck::container(config, name, opts)?;
     let project = Project::open(config)?;
     let image = ensure(config, &project, name, force, opts)?;
     if print_digest {
@@ -167,10 +177,10 @@ pub fn build(
 }
 
 /// `cella _version_hash NAME`: the image id, without building anything.
-pub fn version_hash(config: &Config, name: &str) -> Result<i32, CommandError> {
+pub fn version_hash(config: &Config, name: &str, opts: &RunOptions) -> Result<i32, CommandError> {
     known(config, name)?;
     let project = Project::open(config)?;
-    let mut versions = versions(config, &project)?;
+    let mut versions = versions(config, &project, opts)?;
     let id = versions.id(name).map_err(build_error)?;
     versions.save_cache();
     println!("{id}");
@@ -178,12 +188,12 @@ pub fn version_hash(config: &Config, name: &str) -> Result<i32, CommandError> {
 }
 
 /// `cella _clean --unused | --all`.
-pub fn clean(config: &Config, all: bool) -> Result<i32, CommandError> {
+pub fn clean(config: &Config, all: bool, opts: &RunOptions) -> Result<i32, CommandError> {
     let project = Project::open(config)?;
     let keep = if all {
         None
     } else {
-        let mut versions = versions(config, &project)?;
+        let mut versions = versions(config, &project, opts)?;
         let mut ids = Vec::new();
         for name in config.containers.keys() {
             ids.push(versions.id(name).map_err(build_error)?);

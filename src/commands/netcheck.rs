@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::run::RunOptions;
-use super::CommandError;
+use super::error::CommandError;
+use super::options::RunOptions;
 use crate::config::{CommandKind, Config, Location, Network, SimpleCommand, Volume};
 
 /// Checks command `name`, its prerequisites, the init commands of its
@@ -289,15 +289,13 @@ commands:
 
     #[test]
     fn the_machine_gets_a_nic_only_when_granted() {
-        use super::super::run::Machine;
         use crate::config::PortMap;
         let ports = [PortMap {
             host: 8080,
             guest: 80,
         }];
         let nic = |opts: &RunOptions, network| {
-            Machine::default()
-                .with_network(opts, network, &ports)
+            opts.machine(Default::default(), network, &ports)
                 .network
                 .map(|plan| (plan.ports.len(), plan.allow.len()))
         };

@@ -1,132 +1,20 @@
-//! `cella CMD` and `cella _run CONTAINER PROG`: resolve the image, boot a
-//! VM for it and run the workload there.
+//! `cella CMD` and `cella _run CONTAINER PROG`: a command's prerequisites,
+//! the persistent volumes it needs, then the command itself, launched in a
+//! VM of its own.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::time::Duration;
 
-use guest_init::{Mount, RunSpec, WinSize};
+use guest_init::{RunSpec, WinSize};
 
-use super::environ::{self, CliEnviron};
-use super::volumes::{self, VolumeInit};
-use super::{start, CommandError, Project};
-use crate::config::{
-    CommandKind, Config, Limits, Network, NetworkPolicy, PortMap, Resources, SimpleCommand,
-    WriteMode,
-};
-use crate::devices::virtio::fs::server::{Server, ServerOptions, ShareSpec};
-use crate::guest::GuestError;
-use crate::image::build::BuildError;
-use crate::image::store::Image;
-use crate::net::NetPlan;
-use crate::vmm::VmError;
-
-/// The VM when neither the command nor the command line says otherwise.
-pub const DEFAULT_CPUS: u32 = 1;
-pub const DEFAULT_MEMORY: u64 = 256 << 20;
-
-/// Hostname when neither the command nor its container names one.
-const DEFAULT_HOSTNAME: &str = "cella";
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    #[error(transparent)]
-    Net(#[from] crate::net::NetError),
-    #[error(
-        "cannot find the guest {what}: set {env} or install it beside the cella binary as {file}"
-    )]
-    MissingAsset {
-        what: &'static str,
-        env: &'static str,
-        file: &'static str,
-    },
-    #[error("cannot read {}", .0.display())]
-    ReadAsset(PathBuf, #[source] std::io::Error),
-    #[error("cannot start the VM")]
-    Vm(#[from] VmError),
-    #[error("cannot share a host directory with the guest")]
-    Share(#[source] std::io::Error),
-    #[error(transparent)]
-    Guest(#[from] GuestError),
-}
-
-/// Options from the command line that shape a run.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    pub verbose: bool,
-    /// Boot the kernel instead of restoring a snapshot.
-    pub cold_boot: bool,
-    /// Run in the last image built for the container, never build.
-    pub no_build: bool,
-    /// Host directories outside the project that binds may name (from
-    /// `--allow-host-path` and the settings file).
-    pub allow_host_paths: Vec<PathBuf>,
-    /// Set while a persistent volume's init command fills it.
-    pub volume_init: Option<VolumeInit>,
-    /// `-e` and `-E`.
-    pub environ: CliEnviron,
-    /// `--timeout`: how long the command may run in its VM.
-    pub timeout: Option<Duration>,
-    /// `--cpus` and `--memory`, over the command's.
-    pub resources: Resources,
-    pub no_prerequisites: bool,
-    /// `--network`, over the command's.
-    pub network: Option<Network>,
-    /// `--publish-address`: where `ports` are published (default 127.0.0.1).
-    pub publish_address: Option<Ipv4Addr>,
-    /// The settings file's `network`, with `--allow-address` added.
-    pub network_policy: NetworkPolicy,
-    /// The settings file's `limits`.
-    pub limits: Limits,
-}
-
-/// The size of a VM, and its network.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Machine {
-    pub vcpus: u8,
-    pub mem_mib: u32,
-    /// A NIC backed by passt (`network: user`), or only loopback.
-    pub network: Option<NetPlan>,
-}
-
-impl Machine {
-    /// The command line's choice, else the command's, else the default.
-    pub fn resolve(cli: Resources, command: Resources) -> Machine {
-        let cpus = cli.cpus.or(command.cpus).unwrap_or(DEFAULT_CPUS);
-        let memory = cli.memory.or(command.memory).unwrap_or(DEFAULT_MEMORY);
-        Machine {
-            vcpus: cpus.clamp(1, u32::from(u8::MAX)) as u8,
-            mem_mib: memory.div_ceil(1 << 20).min(u64::from(u32::MAX)) as u32,
-            network: None,
-        }
-    }
-
-    /// With the network the command asked for, unless `--network` says
-    /// otherwise; none if the settings forbid it (`netcheck` has refused
-    /// such a command already: this is the backstop).
-    pub fn with_network(mut self, opts: &RunOptions, network: Network, ports: &[PortMap]) -> Self {
-        let user = match opts.network {
-            Some(cli) => cli == Network::User,
-            None => network == Network::User && opts.network_policy.allow,
-        };
-        self.network = user.then(|| NetPlan {
-            // `--network none` over a command with ports: nothing to publish to.
-            ports: ports.to_vec(),
-            publish: opts.publish_address.unwrap_or(Ipv4Addr::LOCALHOST),
-            allow: opts.network_policy.allow_addresses.clone(),
-        });
-        self
-    }
-}
-
-impl Default for Machine {
-    fn default() -> Machine {
-        Machine::resolve(Resources::default(), Resources::default())
-    }
-}
+use super::error::CommandError;
+use super::netcheck;
+use super::options::RunOptions;
+use super::program::{self, prepare};
+use super::project::Project;
+use super::supervise;
+use super::volumes;
+use crate::config::{CommandKind, Config, SimpleCommand};
+use crate::launch::{self, fs_server};
 
 /// `cella NAME ARGS...`: the command's prerequisites, then the command.
 pub fn command(
@@ -136,7 +24,7 @@ pub fn command(
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
     lookup(config, name)?;
-    super::netcheck::command(config, name, opts)?;
+    netcheck::command(config, name, opts)?;
     if !opts.no_prerequisites {
         for pre in prerequisites(config, name) {
             let status = run_one(config, &pre, &[], opts)?;
@@ -191,83 +79,29 @@ fn run_one(
 ) -> Result<i32, CommandError> {
     match lookup(config, name)? {
         CommandKind::Command(simple) => simple_command(config, simple, args, opts),
-        CommandKind::Supervise(group) => super::supervise::run(config, name, group, args, opts),
+        CommandKind::Supervise(group) => {
+            let selected = supervise::select(name, group, args)?;
+            for child in &selected {
+                init_volumes(config, &child.command, opts)?;
+            }
+            supervise::run(config, name, group, selected, opts)
+        }
     }
 }
 
-/// A program ready to go into a VM: a `!Command`, `_run`'s argv, or a
-/// child of a `!Supervise`.
-pub struct Program {
-    pub image: Image,
-    pub argv: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub cwd: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub hostname: String,
-    pub mounts: Vec<Mount>,
-    pub read_only_root: bool,
-    /// The host directories `mounts` name, by index.
-    pub shares: Vec<ShareSpec>,
-}
-
-/// Resolves everything `command` needs: its image (built if needed), its
-/// volumes (persistent ones initialised), directory and environment.
-pub fn prepare(
+/// Creates the persistent volumes `command` mounts that do not exist yet,
+/// running their init commands (each a `cella NAME` of its own).
+fn init_volumes(
     config: &Config,
     command: &SimpleCommand,
-    args: &[String],
     opts: &RunOptions,
-) -> Result<Program, CommandError> {
-    let Some(cont) = config.containers.get(&command.container) else {
-        return Err(CommandError::UnknownContainer {
-            name: command.container.clone(),
-            config: config.path.clone(),
-            known: config.containers.keys().cloned().collect(),
-        });
-    };
+) -> Result<(), CommandError> {
+    let cont = program::container(config, command)?;
     let project = Project::open(config)?;
     let volumes = volumes::merged(&cont.volumes, Some(&command.volumes));
-    volumes::ensure_persistent(config, &project, &volumes, opts)?;
-    let plan = volumes::plan(&project, &volumes, opts)?;
-    let cwd = volumes::guest_cwd(config, &project, command.work_dir.as_deref())?;
-    let env = environ::environment(
-        &project.dir,
-        cont,
-        command,
-        &opts.environ,
-        &environ::host_environment(),
-    )?;
-    let image = super::build::image_for_run(config, &project, &command.container, opts)?;
-    let mut argv = command.run.clone();
-    argv.extend_from_slice(args);
-    Ok(Program {
-        image,
-        argv,
-        env,
-        cwd,
-        uid: command.user_id.unwrap_or(0),
-        gid: command.group_id.unwrap_or(0),
-        hostname: command
-            .hostname
-            .clone()
-            .or_else(|| cont.hostname.clone())
-            .unwrap_or_else(|| DEFAULT_HOSTNAME.into()),
-        mounts: plan.mounts,
-        read_only_root: command.write_mode == WriteMode::ReadOnly,
-        shares: plan.shares,
+    volumes::ensure_persistent(&project, &volumes, opts, &mut |opts, name| {
+        self::command(config, name, &[], opts)
     })
-}
-
-/// The virtio-fs server of a run: no page cache in the guest (see README),
-/// and at most `limits.write` bytes added to the shares.
-pub fn fs_server(shares: Vec<ShareSpec>, limits: &Limits) -> Result<Server, RunError> {
-    let options = ServerOptions {
-        direct_io: true,
-        timeout: Duration::from_secs(1),
-        write_quota: limits.write,
-    };
-    Server::new(shares, options).map_err(RunError::Share)
 }
 
 /// Runs `command` (a `!Command`, or `_run`'s) with `args` appended.
@@ -277,9 +111,10 @@ pub fn simple_command(
     args: &[String],
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
-    super::netcheck::body(config, command, opts)?;
+    netcheck::body(config, command, opts)?;
+    init_volumes(config, command, opts)?;
     let program = prepare(config, command, args, opts)?;
-    let mut spec = run_spec(program.argv, program.env, None);
+    let mut spec = RunSpec::new(program.argv, program.env);
     spec.cwd = program.cwd;
     spec.uid = program.uid;
     spec.gid = program.gid;
@@ -288,18 +123,14 @@ pub fn simple_command(
     spec.read_only_root = program.read_only_root;
     spec.tty = terminal();
     let server = fs_server(program.shares, &opts.limits)?;
-    let machine = Machine::resolve(opts.resources, command.resources).with_network(
-        opts,
-        command.network,
-        &command.ports,
-    );
-    let disk = program.image.open_rootfs().map_err(CommandError::Host)?;
-    Ok(start::boot_and_run(
+    let machine = opts.machine(command.resources, command.network, &command.ports);
+    let disk = program.image.open_rootfs()?;
+    Ok(launch::launch(
         vec![disk],
         spec,
         Some(server),
         machine,
-        opts,
+        &opts.launch(),
         None,
     )?)
 }
@@ -308,24 +139,10 @@ pub fn simple_command(
 /// stdout both terminals. Output redirected to a file keeps separate
 /// stdout and stderr streams, and no carriage returns.
 fn terminal() -> Option<WinSize> {
-    use crate::terminal::{is_terminal, window_size};
+    use crate::launch::terminal::{is_terminal, window_size};
     if !(is_terminal(libc::STDIN_FILENO) && is_terminal(libc::STDOUT_FILENO)) {
         return None;
     }
     let (rows, cols) = window_size(libc::STDOUT_FILENO).unwrap_or((24, 80));
     Some(WinSize { rows, cols })
-}
-
-/// The spec of a run (or, with `build`, of a build VM's batch) as root in
-/// `/` on the image in the first drive; the clock and entropy are filled
-/// in when it is sent.
-pub(super) fn run_spec(
-    argv: Vec<String>,
-    env: Vec<(String, String)>,
-    build: Option<guest_init::Build>,
-) -> RunSpec {
-    RunSpec {
-        build,
-        ..RunSpec::new(argv, env)
-    }
 }

@@ -3,14 +3,16 @@
 //! image in a drive of its own (one per distinct image) and its volumes
 //! served by the VM's one virtio-fs device.
 
-use guest_init::{ChildSpec, Mount};
+use guest_init::{ChildSpec, Mount, RunSpec};
 
-use super::run::{self, Machine, RunOptions};
+use super::error::CommandError;
+use super::options::RunOptions;
+use super::program::prepare;
 use super::volumes::intern;
-use super::{start, CommandError};
 use crate::config::{Child, Config, Supervise, SuperviseMode};
 use crate::devices::virtio::fs::server::ShareSpec;
 use crate::image::store::Image;
+use crate::launch::{self, fs_server};
 
 /// Drives a supervised VM may have: one per distinct image.
 pub const MAX_IMAGES: usize = 8;
@@ -67,21 +69,21 @@ pub fn select<'s>(
     Ok(selected)
 }
 
-/// Runs the selected children of `group` together; the run's exit status.
+/// Runs the `selected` children of `group` together (their persistent
+/// volumes made already); the run's exit status.
 pub fn run(
     config: &Config,
     name: &str,
     group: &Supervise,
-    args: &[String],
+    selected: Vec<&Child>,
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
-    let selected = select(name, group, args)?;
     let mut images: Vec<Image> = Vec::new();
     let mut shares: Vec<ShareSpec> = Vec::new();
     let mut children = Vec::new();
     let mut hostname = None;
     for child in selected {
-        let program = run::prepare(config, &child.command, &[], opts)?;
+        let program = prepare(config, &child.command, &[], opts)?;
         let drive = match images
             .iter()
             .position(|i| i.info.id == program.image.info.id)
@@ -115,7 +117,7 @@ pub fn run(
             read_only_root: program.read_only_root,
         });
     }
-    let mut spec = run::run_spec(Vec::new(), Vec::new(), None);
+    let mut spec = RunSpec::new(Vec::new(), Vec::new());
     if let Some(hostname) = group.hostname.clone().or(hostname) {
         spec.hostname = hostname;
     }
@@ -129,23 +131,18 @@ pub fn run(
         prefix: group.prefix,
         children,
     });
-    let server = run::fs_server(shares, &opts.limits)?;
-    let machine = Machine::resolve(opts.resources, group.resources).with_network(
-        opts,
-        group.network,
-        &group.ports,
-    );
+    let server = fs_server(shares, &opts.limits)?;
+    let machine = opts.machine(group.resources, group.network, &group.ports);
     let disks = images
         .iter()
         .map(Image::open_rootfs)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(CommandError::Host)?;
-    Ok(start::boot_and_run(
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(launch::launch(
         disks,
         spec,
         Some(server),
         machine,
-        opts,
+        &opts.launch(),
         None,
     )?)
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use guest_init::Mount;
 
-use super::run::RunOptions;
-use super::{CommandError, Project};
+use super::options::{RunOptions, VolumeInit};
+use super::project::Project;
 use crate::config::{Bind, Config, HostDir, Location, Volume};
 use crate::devices::virtio::fs::server::ShareSpec;
 use crate::hostfs::{Dir, FsError, Kind, Shown};
@@ -61,6 +61,8 @@ pub enum VolumeError {
     },
     #[error("work-dir {} is not a directory of the project", Shown(.0))]
     WorkDir(PathBuf),
+    #[error("cannot find the current directory")]
+    Cwd(#[source] io::Error),
     #[error(transparent)]
     Store(#[from] crate::image::store::StoreError),
     #[error("cannot share the project directory with the guest")]
@@ -76,16 +78,6 @@ pub struct Plan {
     pub shares: Vec<ShareSpec>,
     /// The project directory's device and inode: its share hides `.cella`.
     project: (u64, u64),
-}
-
-/// A persistent volume being filled by its init command: the command's
-/// run mounts `.cella/volumes/<dir>` wherever the volume `name` is wanted.
-#[derive(Debug, Clone)]
-pub struct VolumeInit {
-    pub name: String,
-    pub target: String,
-    /// The name of the directory being filled, in `.cella/volumes/`.
-    pub dir: String,
 }
 
 /// The volumes of a run: the container's, then the command's over them.
@@ -105,7 +97,7 @@ pub fn plan(
     project: &Project,
     volumes: &BTreeMap<String, Volume>,
     opts: &RunOptions,
-) -> Result<Plan, CommandError> {
+) -> Result<Plan, VolumeError> {
     let meta = project.dir.meta().map_err(VolumeError::Project)?;
     let mut plan = Plan {
         mounts: Vec::new(),
@@ -198,8 +190,7 @@ pub fn plan(
                     return Err(VolumeError::SnapshotContainer {
                         target: target.clone(),
                         container: container.clone(),
-                    }
-                    .into());
+                    });
                 }
                 Mount::Snapshot {
                     target: target.clone(),
@@ -339,14 +330,16 @@ fn bind_dir(project: &Project, bind: &Bind, opts: &RunOptions) -> Result<Dir, Vo
 }
 
 /// Creates every persistent volume `volumes` names that does not exist
-/// yet; one with an `init-command` is filled by running that command
-/// (once: concurrent cellas wait for the first) before it appears.
-pub fn ensure_persistent(
-    config: &Config,
+/// yet; one with an `init-command` is filled by running that command with
+/// `run_init` (once: concurrent cellas wait for the first) before it
+/// appears. `run_init` gets the options of the init run and the command's
+/// name, and returns its exit status.
+pub fn ensure_persistent<E: From<VolumeError>>(
     project: &Project,
     volumes: &BTreeMap<String, Volume>,
     opts: &RunOptions,
-) -> Result<(), CommandError> {
+    run_init: &mut dyn FnMut(&RunOptions, &str) -> Result<i32, E>,
+) -> Result<(), E> {
     for (target, volume) in volumes {
         let Volume::Persistent { name, init_command } = volume else {
             continue;
@@ -396,7 +389,7 @@ pub fn ensure_persistent(
             target: target.clone(),
             dir: work.clone(),
         });
-        let status = super::run::command(config, &init.name, &[], &init_opts)?;
+        let status = run_init(&init_opts, &init.name)?;
         if status != 0 {
             let _ = dir.remove_tree(Path::new(&work));
             return Err(VolumeError::InitFailed {
@@ -418,7 +411,7 @@ pub fn guest_cwd(
     config: &Config,
     project: &Project,
     work_dir: Option<&Path>,
-) -> Result<String, CommandError> {
+) -> Result<String, VolumeError> {
     let rel = match work_dir {
         Some(rel) => {
             let is_dir = project
@@ -428,12 +421,12 @@ pub fn guest_cwd(
                 .flatten()
                 .is_some_and(|m| m.kind == Kind::Dir);
             if !is_dir {
-                return Err(VolumeError::WorkDir(rel.to_path_buf()).into());
+                return Err(VolumeError::WorkDir(rel.to_path_buf()));
             }
             rel.to_path_buf()
         }
         None => {
-            let cwd = std::env::current_dir().map_err(CommandError::Cwd)?;
+            let cwd = std::env::current_dir().map_err(VolumeError::Cwd)?;
             let project = config
                 .project_dir
                 .canonicalize()

@@ -9,6 +9,7 @@
 mod commands;
 mod decode;
 mod error;
+pub mod knobs;
 mod model;
 pub mod netpolicy;
 mod scalars;
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 use crate::hostfs::{Dir, FsError, Kind};
 
 pub use error::{ConfigError, Location, Pos};
+pub use knobs::Knobs;
 pub use model::{
     Bind, Child, Command, CommandKind, Config, Container, CopyStep, DebianStep, EnvironFile,
     HostDir, NameRef, Network, PortMap, Resources, SetupStep, SimpleCommand, Step, Supervise,

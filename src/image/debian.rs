@@ -18,7 +18,7 @@ use crate::config::{DebianStep, DEFAULT_DEBIAN_MIRROR};
 /// Where the shared apt cache lives: `archives/` holds the .debs, and
 /// `lists/` the package lists the host's apt resolves `!Install` with.
 pub fn apt_cache() -> Option<AptCache> {
-    let root = crate::snapshot::cache_dir()?.join("apt");
+    let root = crate::config::Knobs::from_env().cache_dir?.join("apt");
     Some(AptCache {
         archives: root.join("archives"),
         lists: root.join("lists"),

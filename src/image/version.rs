@@ -177,12 +177,12 @@ fn frame(hasher: &mut Sha256, bytes: &[u8]) {
     hasher.update(bytes);
 }
 
-/// The build epoch: `SOURCE_DATE_EPOCH` from the environment, else 0.
-/// Files that builds create get it as their mtime at the latest.
-pub fn epoch_from_env() -> Result<i64, String> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Err(_) => Ok(0),
-        Ok(s) => s
+/// The build epoch: `SOURCE_DATE_EPOCH` (as the environment gave it),
+/// else 0. Files that builds create get it as their mtime at the latest.
+pub fn epoch(source_date_epoch: Option<&str>) -> Result<i64, String> {
+    match source_date_epoch {
+        None => Ok(0),
+        Some(s) => s
             .trim()
             .parse()
             .map_err(|_| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds")),

@@ -377,7 +377,10 @@ pub fn build_and_start(spec: &VmSpec, restore: Option<Restore>) -> Result<Vm, Vm
         .collect::<Result<Vec<_>, _>>()?;
     let fs = slots.attach(Fs::new(guest_init::FS_TAG))?;
     let net = match spec.net {
-        true => Some(slots.attach(Net::new(crate::net::MAC, crate::net::MTU))?),
+        true => Some(slots.attach(Net::new(
+            crate::launch::passt::MAC,
+            crate::launch::passt::MTU,
+        ))?),
         false => None,
     };
     let Slots {

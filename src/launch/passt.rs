@@ -4,6 +4,7 @@
 //! VM, and quits when its end of the socket pair closes: when cella exits,
 //! however it exits, even by SIGKILL.
 
+use std::ffi::OsStr;
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::fd::AsRawFd;
@@ -83,8 +84,9 @@ pub struct Passt {
     child: Child,
 }
 
-/// passt's command line for `plan`, its socket at fd [`PASST_FD`].
-fn passt_args(plan: &NetPlan) -> Vec<String> {
+/// passt's command line for `plan`, its socket at fd [`PASST_FD`], its
+/// log in `log` (`CELLA_PASST_LOG`) if given.
+fn passt_args(plan: &NetPlan, log: Option<&OsStr>) -> Vec<String> {
     let ip = |a: [u8; 4]| Ipv4Addr::from(a).to_string();
     let mut args: Vec<String> = [
         "--foreground",
@@ -110,7 +112,7 @@ fn passt_args(plan: &NetPlan) -> Vec<String> {
     .collect();
     // A debugging aid: passt's log and a capture of the VM's frames. Not
     // `--debug`: Debian 12's passt segfaults in its debug logging.
-    if let Some(path) = std::env::var_os("CELLA_PASST_LOG") {
+    if let Some(path) = log {
         let path = path.to_string_lossy();
         args.retain(|a| a != "--quiet");
         args.extend(["--log-file".into(), path.to_string()]);
@@ -160,13 +162,13 @@ pub fn check_ports(plan: &NetPlan) -> Result<(), NetError> {
 impl Passt {
     /// Starts passt for `plan`; the returned socket is the VM's end,
     /// non-blocking, for the NIC's backend.
-    pub fn start(plan: &NetPlan) -> Result<(Passt, UnixStream), NetError> {
+    pub fn start(plan: &NetPlan, log: Option<&OsStr>) -> Result<(Passt, UnixStream), NetError> {
         check_ports(plan)?;
         let (ours, theirs) = UnixStream::pair().map_err(NetError::Socket)?;
         ours.set_nonblocking(true).map_err(NetError::Socket)?;
         let fd = theirs.as_raw_fd();
         let mut cmd = Command::new("passt");
-        cmd.args(passt_args(plan))
+        cmd.args(passt_args(plan, log))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -253,7 +255,7 @@ mod tests {
             publish: Ipv4Addr::LOCALHOST,
             allow: Vec::new(),
         };
-        let args = passt_args(&plan).join(" ");
+        let args = passt_args(&plan, None).join(" ");
         assert!(args.contains("--fd 100"), "{args}");
         assert!(args.contains("--one-off"), "{args}");
         assert!(args.contains("--address 10.0.2.15 --netmask 24 --gateway 10.0.2.2"));

@@ -7,7 +7,6 @@
 //! timers and signals are looked at between passes whatever it sends, and
 //! every message is checked against the session's state ([`protocol`]).
 
-pub mod initramfs;
 pub mod protocol;
 
 use std::io::{Read, Write};
@@ -25,9 +24,10 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
 
+use super::stats::mark;
+use super::terminal::{self, RawMode};
 use crate::devices::bus::lock;
 use crate::devices::virtio::console::RX_HIGH_WATER;
-use crate::terminal::{self, RawMode};
 use crate::text::{escape, Escaped};
 use crate::vmm::Vm;
 use protocol::{Protocol, Violation};
@@ -701,19 +701,6 @@ impl Session<'_, '_, '_, '_> {
 /// quotes what the guest sent, so it is escaped.
 fn decode_violation(e: DecodeError) -> Violation {
     Violation::Decode(e.to_string())
-}
-
-/// With CELLA_STATS set, prints how long after the first mark `event`
-/// happened: where a run's time goes, for bench/.
-pub fn mark(event: &str) {
-    static FIRST: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let first = *FIRST.get_or_init(std::time::Instant::now);
-    if std::env::var_os("CELLA_STATS").is_some() {
-        eprintln!(
-            "cella-stats: {:.3} s {event}",
-            first.elapsed().as_secs_f64()
-        );
-    }
 }
 
 /// `n` bytes from the host's random source.

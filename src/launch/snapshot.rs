@@ -65,18 +65,6 @@ pub struct Snapshot {
     pub mem_offset: u64,
 }
 
-/// Where snapshots live: `$CELLA_CACHE_DIR`, else the XDG cache directory.
-pub fn cache_dir() -> Option<PathBuf> {
-    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
-    if let Some(dir) = var("CELLA_CACHE_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    let base = var("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("cella"))
-}
-
 /// The name of the snapshot of a VM built from `spec` with `kernel` and
 /// `init` on this host: a hash of the spec, of the files' identities, of
 /// this cella and of the CPU features KVM offers here.

@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use guest_init::{RunSpec, PORT_NAMES};
 
-use super::find_asset;
-use super::run::{Machine, RunError, RunOptions};
+use super::control::{self, BuildIo, GuestError, Limits, Outcome};
+use super::error::LaunchError;
+use super::machine::{LaunchOptions, Machine};
+use super::passt::{self, Passt};
+use super::snapshot::{self, CreateLock, SnapshotError};
+use super::{initramfs, stats};
 use crate::devices::virtio::console::ConsoleLimits;
 use crate::devices::virtio::fs::server::Server;
-use crate::guest::{self, initramfs, BuildIo, GuestError, Limits, Outcome};
-use crate::net::{self, Passt};
-use crate::snapshot::{self, CreateLock, SnapshotError};
+use crate::text::error_chain;
 use crate::vmm::{self, Restore, Vm, VmSpec};
 
 /// Features this host's emulating KVM can't run, and our kernel's switch
@@ -25,13 +27,24 @@ use crate::vmm::{self, Restore, Vm, VmSpec};
 const EMULATED_HOST_PARAMS: &str = "cella_pvm noxsave \
     clearcpuid=popcnt,cx16,rdrand,rdseed,smap,fsgsbase,pcid,invpcid,movbe,avx,aes,pclmulqdq,sha_ni,gfni,vaes,vpclmulqdq,erms,fsrm";
 
-fn boot_timeout() -> Duration {
+/// How long guest-init may take to report the workload started:
+/// `CELLA_BOOT_TIMEOUT`, else a default for this host.
+fn boot_timeout(opts: &LaunchOptions) -> Duration {
     let default = if vmm::host_is_emulating() { 600 } else { 30 };
-    let secs = std::env::var("CELLA_BOOT_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default);
-    Duration::from_secs(secs)
+    opts.knobs
+        .boot_timeout
+        .unwrap_or(Duration::from_secs(default))
+}
+
+/// Where an asset shipped beside the binary is: the knob's path, else
+/// next to the `cella` executable.
+fn find_asset(knob: Option<&PathBuf>, file_name: &str) -> Option<PathBuf> {
+    if let Some(p) = knob {
+        return Some(p.clone());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent().map(|d: &Path| d.join(file_name))?;
+    candidate.exists().then_some(candidate)
 }
 
 /// The kernel command line for a run.
@@ -73,27 +86,33 @@ pub const EXIT_TIMEOUT: i32 = 124;
 /// Runs `spec` in a VM of `machine`'s size with `disks` in its drives (one
 /// drive per disk, at least one: the drives and the size are the VM's
 /// shape, and each shape has a snapshot of its own); the exit status.
-pub fn boot_and_run(
+pub fn launch(
     disks: Vec<std::fs::File>,
     spec: RunSpec,
     fs: Option<Server>,
     machine: Machine,
-    opts: &RunOptions,
+    opts: &LaunchOptions,
     build: Option<&mut BuildIo<'_>>,
-) -> Result<i32, RunError> {
-    guest::mark("start");
-    let kernel = find_asset("CELLA_KERNEL", "cella-vmlinux").ok_or(RunError::MissingAsset {
-        what: "kernel",
-        env: "CELLA_KERNEL",
-        file: "cella-vmlinux",
-    })?;
-    std::fs::metadata(&kernel).map_err(|e| RunError::ReadAsset(kernel.clone(), e))?;
-    let init =
-        find_asset("CELLA_GUEST_INIT", "cella-guest-init").ok_or(RunError::MissingAsset {
+) -> Result<i32, LaunchError> {
+    if opts.knobs.stats {
+        stats::enable();
+    }
+    stats::mark("start");
+    let kernel = find_asset(opts.knobs.kernel.as_ref(), "cella-vmlinux").ok_or(
+        LaunchError::MissingAsset {
+            what: "kernel",
+            env: "CELLA_KERNEL",
+            file: "cella-vmlinux",
+        },
+    )?;
+    std::fs::metadata(&kernel).map_err(|e| LaunchError::ReadAsset(kernel.clone(), e))?;
+    let init = find_asset(opts.knobs.guest_init.as_ref(), "cella-guest-init").ok_or(
+        LaunchError::MissingAsset {
             what: "init",
             env: "CELLA_GUEST_INIT",
             file: "cella-guest-init",
-        })?;
+        },
+    )?;
     let drives = disks.len().max(1);
     let mut vm_spec = VmSpec {
         kernel,
@@ -102,7 +121,7 @@ pub fn boot_and_run(
         cmdline: kernel_cmdline(
             opts.verbose,
             vmm::host_is_emulating(),
-            std::env::var("CELLA_KERNEL_ARGS").ok().as_deref(),
+            opts.knobs.kernel_args.as_deref(),
         ),
         drives,
         vcpus: machine.vcpus,
@@ -119,16 +138,17 @@ pub fn boot_and_run(
     let mut spec = spec;
     let (passt, backend) = match &machine.network {
         Some(plan) => {
-            spec.network = Some(net::guest_config());
-            let (passt, stream) = Passt::start(plan)?;
-            (Some(passt), Some((stream, net::filter(plan))))
+            spec.network = Some(passt::guest_config());
+            let (passt, stream) = Passt::start(plan, opts.knobs.passt_log.as_deref())?;
+            (Some(passt), Some((stream, passt::filter(plan))))
         }
         None => (None, None),
     };
-    let cold_boot = opts.cold_boot || std::env::var_os("CELLA_COLD_BOOT").is_some_and(|v| v != "0");
-    let (vm, start) = start_vm(&mut vm_spec, &init, !cold_boot)?;
+    let cold_boot = opts.cold_boot || opts.knobs.cold_boot;
+    let snapshots = opts.knobs.cache_dir.as_ref().filter(|_| !cold_boot);
+    let (vm, start) = start_vm(&mut vm_spec, &init, snapshots)?;
     let restored = matches!(start, Start::Restored);
-    guest::mark(if restored { "restored" } else { "booting" });
+    stats::mark(if restored { "restored" } else { "booting" });
     let mut template = match start {
         Start::Template(path, lock) => Some((path, lock)),
         _ => None,
@@ -165,17 +185,17 @@ pub fn boot_and_run(
         Ok(())
     };
     let limits = Limits {
-        boot: boot_timeout(),
+        boot: boot_timeout(opts),
         run: opts.timeout,
         mem_mib: machine.mem_mib,
         control_queue: bytes(opts.limits.control_queue),
         export: opts.limits.image,
     };
     let net_fd = backend.and_then(|(stream, filter)| vm.set_net_backend(stream, filter));
-    let outcome = guest::run(&vm, spec, limits, restored, &mut on_ready, build, net_fd)?;
+    let outcome = control::run(&vm, spec, limits, restored, &mut on_ready, build, net_fd)?;
     drop(passt);
     // For bench/: how much host memory the VMM itself costs.
-    if std::env::var_os("CELLA_STATS").is_some() {
+    if stats::enabled() {
         if let Some((peak, guest)) = vm.memory_stats() {
             eprintln!(
                 "cella-stats: peak_rss_kib={peak} guest_touched_kib={guest} restored={restored}"
@@ -189,13 +209,14 @@ pub fn boot_and_run(
     }
 }
 
-/// A VM whose guest-init is, or will soon be, waiting for its run spec.
-fn start_vm(spec: &mut VmSpec, init: &Path, snapshots: bool) -> Result<(Vm, Start), RunError> {
-    let dir = snapshots
-        .then(snapshot::cache_dir)
-        .flatten()
-        .map(|d| d.join("snapshots"));
-    if let Some(dir) = dir {
+/// A VM whose guest-init is, or will soon be, waiting for its run spec;
+/// restored from or saved to a snapshot under `cache_dir` if given.
+fn start_vm(
+    spec: &mut VmSpec,
+    init: &Path,
+    cache_dir: Option<&PathBuf>,
+) -> Result<(Vm, Start), LaunchError> {
+    if let Some(dir) = cache_dir.map(|d| d.join("snapshots")) {
         match snapshot::key(spec, &spec.kernel, init) {
             Ok(key) => {
                 let path = snapshot::path(&dir, &key);
@@ -220,8 +241,8 @@ fn start_vm(spec: &mut VmSpec, init: &Path, snapshots: bool) -> Result<(Vm, Star
     Ok((cold_boot(spec, init)?, Start::Cold))
 }
 
-fn cold_boot(spec: &mut VmSpec, init: &Path) -> Result<Vm, RunError> {
-    let init = std::fs::read(init).map_err(|e| RunError::ReadAsset(init.to_path_buf(), e))?;
+fn cold_boot(spec: &mut VmSpec, init: &Path) -> Result<Vm, LaunchError> {
+    let init = std::fs::read(init).map_err(|e| LaunchError::ReadAsset(init.to_path_buf(), e))?;
     spec.initramfs = initramfs::build(&init);
     Ok(vmm::build_and_start(spec, None)?)
 }
@@ -262,13 +283,8 @@ fn restore(spec: &VmSpec, path: &Path) -> Option<Vm> {
 
 /// One line on stderr: what cella does instead, then the error chain.
 fn warn(e: &dyn std::error::Error, action: &str) {
-    let mut line = format!("cella: warning: {action}: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        line.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    eprintln!("{}", crate::text::escape_keeping_lines(&line));
+    let action = crate::text::escape_keeping_lines(action);
+    eprintln!("cella: warning: {action}: {}", error_chain(e, ": "));
 }
 
 #[cfg(test)]

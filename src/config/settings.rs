@@ -25,7 +25,8 @@
 use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
-use serde::Deserialize;
+
+use super::yaml::{self, Node, Value};
 
 /// What the user allows and bounds; the defaults are what an empty file says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -157,36 +158,6 @@ pub fn load() -> Result<Settings, SettingsError> {
     parse(&text).map_err(|message| SettingsError::Invalid { path, message })
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct File {
-    #[serde(default)]
-    allow_host_paths: Vec<PathBuf>,
-    #[serde(default)]
-    network: NetworkFile,
-    #[serde(default)]
-    limits: LimitsFile,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct NetworkFile {
-    allow: Option<bool>,
-    #[serde(default)]
-    allow_addresses: Vec<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct LimitsFile {
-    write: Option<String>,
-    image: Option<String>,
-    inodes: Option<String>,
-    config: Option<String>,
-    console_buffer: Option<String>,
-    control_queue: Option<String>,
-}
-
 /// An IPv4 network written `A.B.C.D/N`, or one address `A.B.C.D` (a /32).
 pub fn parse_net(text: &str) -> Result<Ipv4Net, String> {
     let net = match text.parse::<Ipv4Net>() {
@@ -201,14 +172,152 @@ pub fn parse_net(text: &str) -> Result<Ipv4Net, String> {
     Ok(net.trunc())
 }
 
+/// The settings file's fields as written, checked for shape: known keys
+/// only, each of the right kind.
+#[derive(Default)]
+struct File {
+    allow_host_paths: Vec<PathBuf>,
+    allow: Option<bool>,
+    allow_addresses: Vec<String>,
+    /// (key, text) of each limit given.
+    limits: Vec<(String, String)>,
+}
+
+/// The keys of `limits`, as written.
+const LIMIT_KEYS: [&str; 6] = [
+    "write",
+    "image",
+    "inodes",
+    "config",
+    "console-buffer",
+    "control-queue",
+];
+
+/// "LINE:COL: MESSAGE" at `node`.
+fn at(node: &Node, message: impl std::fmt::Display) -> String {
+    format!("{}: {message}", node.pos)
+}
+
+/// A mapping's entries with string keys, each key one of `known`;
+/// `field` names the mapping in messages ("" for the file itself).
+fn entries<'n>(
+    node: &'n Node,
+    field: &str,
+    known: &[&str],
+) -> Result<Vec<(&'n str, &'n Node)>, String> {
+    let (label, inside) = if field.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (format!("{field}: "), format!(" in {field}"))
+    };
+    let map = match &node.value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Map(map) => map,
+        _ => {
+            return Err(at(
+                node,
+                format!("{label}expected a mapping, found {}", node.kind_name()),
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for (key, value) in map {
+        let Value::Scalar { text, .. } = &key.value else {
+            return Err(at(
+                key,
+                format!("{label}expected a string key, found {}", key.kind_name()),
+            ));
+        };
+        if !known.contains(&text.as_str()) {
+            let expected: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
+            return Err(at(
+                key,
+                format!(
+                    "unknown field `{text}`{inside}, expected one of {}",
+                    expected.join(", ")
+                ),
+            ));
+        }
+        if out.iter().any(|(k, _)| k == text) {
+            return Err(at(key, format!("duplicate field `{text}`{inside}")));
+        }
+        out.push((text.as_str(), value));
+    }
+    Ok(out)
+}
+
+/// A scalar's text.
+fn text<'n>(node: &'n Node, field: &str) -> Result<&'n str, String> {
+    match &node.value {
+        Value::Scalar { text, .. } => Ok(text),
+        _ => Err(at(
+            node,
+            format!("{field}: expected a string, found {}", node.kind_name()),
+        )),
+    }
+}
+
+/// A list of scalars' texts (null: none).
+fn texts<'n>(node: &'n Node, field: &str) -> Result<Vec<&'n str>, String> {
+    match &node.value {
+        Value::Null => Ok(Vec::new()),
+        Value::Seq(items) => items.iter().map(|i| text(i, field)).collect(),
+        _ => Err(at(
+            node,
+            format!("{field}: expected a list, found {}", node.kind_name()),
+        )),
+    }
+}
+
+/// Reads the file's shape with the YAML reader cella.yaml uses.
+fn read(text_in: &str) -> Result<File, String> {
+    let root = yaml::parse(text_in, MAX_SETTINGS_BYTES).map_err(|e| at_pos(e.pos, e.message))?;
+    let mut file = File::default();
+    let Some(root) = root else {
+        return Ok(file);
+    };
+    for (key, value) in entries(&root, "", &["allow-host-paths", "network", "limits"])? {
+        match key {
+            "allow-host-paths" => {
+                let paths = texts(value, key)?;
+                file.allow_host_paths = paths.into_iter().map(PathBuf::from).collect();
+            }
+            "network" => {
+                for (k, v) in entries(value, "network", &["allow", "allow-addresses"])? {
+                    let field = format!("network.{k}");
+                    if k == "allow" {
+                        let allow = super::scalars::boolean(text(v, &field)?)
+                            .map_err(|e| at(v, format!("{field}: {e}")))?;
+                        file.allow = Some(allow);
+                    } else {
+                        let list = texts(v, &field)?;
+                        file.allow_addresses = list.into_iter().map(str::to_owned).collect();
+                    }
+                }
+            }
+            _ => {
+                for (k, v) in entries(value, "limits", &LIMIT_KEYS)? {
+                    let t = text(v, &format!("limits.{k}"))?;
+                    file.limits.push((k.to_owned(), t.to_owned()));
+                }
+            }
+        }
+    }
+    Ok(file)
+}
+
+fn at_pos(pos: super::Pos, message: String) -> String {
+    format!("{pos}: {message}")
+}
+
+/// Bytes the settings file's YAML may expand to (aliases included).
+const MAX_SETTINGS_BYTES: u64 = 1 << 20;
+
 fn parse(text: &str) -> Result<Settings, String> {
     if text.trim().is_empty() {
         return Ok(Settings::default());
     }
-    let file: File = serde_yaml::from_str(text).map_err(|e| match e.location() {
-        Some(at) => format!("{}:{}: {e}", at.line(), at.column()),
-        None => e.to_string(),
-    })?;
+    let file = read(text)?;
     if let Some(p) = file.allow_host_paths.iter().find(|p| !p.is_absolute()) {
         return Err(format!(
             "allow-host-paths: {} is not an absolute path",
@@ -216,33 +325,32 @@ fn parse(text: &str) -> Result<Settings, String> {
         ));
     }
     let mut allow_addresses = Vec::new();
-    for text in &file.network.allow_addresses {
+    for text in &file.allow_addresses {
         allow_addresses.push(parse_net(text).map_err(|e| format!("network.allow-addresses: {e}"))?);
     }
     let defaults = Limits::default();
-    let size = |key: &str, value: &Option<String>, default: u64| -> Result<u64, String> {
-        match value {
+    let size = |key: &str, default: u64| -> Result<u64, String> {
+        match file.limits.iter().find(|(k, _)| k == key) {
             None => Ok(default),
-            Some(text) => super::scalars::size(text)
+            Some((_, text)) => super::scalars::size(text)
                 .ok()
                 .filter(|n| *n > 0)
                 .ok_or_else(|| format!("limits.{key}: expected a size like 16Gi, found {text:?}")),
         }
     };
-    let l = &file.limits;
     Ok(Settings {
-        allow_host_paths: file.allow_host_paths,
+        allow_host_paths: file.allow_host_paths.clone(),
         network: NetworkPolicy {
-            allow: file.network.allow.unwrap_or(true),
+            allow: file.allow.unwrap_or(true),
             allow_addresses,
         },
         limits: Limits {
-            write: size("write", &l.write, defaults.write)?,
-            image: size("image", &l.image, defaults.image)?,
-            inodes: size("inodes", &l.inodes, defaults.inodes)?,
-            config: size("config", &l.config, defaults.config)?,
-            console_buffer: size("console-buffer", &l.console_buffer, defaults.console_buffer)?,
-            control_queue: size("control-queue", &l.control_queue, defaults.control_queue)?,
+            write: size("write", defaults.write)?,
+            image: size("image", defaults.image)?,
+            inodes: size("inodes", defaults.inodes)?,
+            config: size("config", defaults.config)?,
+            console_buffer: size("console-buffer", defaults.console_buffer)?,
+            control_queue: size("control-queue", defaults.control_queue)?,
         },
     })
 }
@@ -302,5 +410,41 @@ mod tests {
         assert!(e.contains("limits.write"), "{e}");
         let e = parse("limits:\n  disk: 1Gi\n").unwrap_err();
         assert!(e.contains("unknown field `disk`"), "{e}");
+    }
+
+    #[test]
+    fn shape_errors_name_the_line_and_the_field() {
+        let e = parse("network:\n  allow: maybe\n").unwrap_err();
+        assert!(
+            e.starts_with("2:10: network.allow: expected true or false"),
+            "{e}"
+        );
+        let e = parse("limits: [1Gi]\n").unwrap_err();
+        assert!(
+            e.starts_with("1:9: limits: expected a mapping, found a list"),
+            "{e}"
+        );
+        let e = parse("allow-host-paths: /data\n").unwrap_err();
+        assert!(
+            e.starts_with("1:19: allow-host-paths: expected a list"),
+            "{e}"
+        );
+        let e = parse("limits:\n  write: 1Gi\n  write: 2Gi\n").unwrap_err();
+        assert!(
+            e.starts_with("3:3: duplicate field `write` in limits"),
+            "{e}"
+        );
+        let e = parse("network: {allow: [true]}\n").unwrap_err();
+        assert!(
+            e.contains("network.allow: expected a string, found a list"),
+            "{e}"
+        );
+        assert!(parse(": :\n").is_err());
+        // A plain number is a size in bytes.
+        assert_eq!(
+            parse("limits:\n  write: 4096\n").unwrap().limits.write,
+            4096
+        );
+        assert_eq!(parse("network:\nlimits:\n").unwrap(), Settings::default());
     }
 }

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::apt_sources::{self, SignedBy, Sources, SourcesError};
 use super::debian::AptCache;
-use super::erofs::{InodeId, Kind, Tree};
+use super::tree::{InodeId, Kind, Tree};
 use crate::config::netpolicy::AddressGuard;
 use crate::text::escape;
 

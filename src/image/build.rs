@@ -15,11 +15,12 @@ use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
 use super::compact::{compact_with_progress, copy_subtree};
-use super::erofs::{ImageWriter, Inode, Kind, Meta, Tree};
+use super::erofs::ImageWriter;
 use super::export::apply_export;
 use super::progress::{Progress, ProgressReader};
 use super::store::{BuildDir, Image, ImageInfo, Store, ROOTFS, TREE};
 use super::tar_import;
+use super::tree::{Inode, Kind, Meta, Tree};
 use super::version::Versions;
 use super::{apt, debian};
 use crate::config::netpolicy::AddressGuard;
@@ -680,7 +681,7 @@ impl<W: Write> Write for Bounded<W> {
         if buf.len() as u64 > self.left {
             return Err(io::Error::other(format!(
                 "the build VM sent more than {} of changes",
-                super::erofs::limit_text(self.limit)
+                super::error::limit_text(self.limit)
             )));
         }
         let n = self.inner.write(buf)?;

@@ -15,7 +15,9 @@ mod bytes_json;
 mod compact;
 pub mod debian;
 mod erofs;
+mod error;
 mod export;
+mod fileio;
 pub mod host;
 mod progress;
 pub mod store;
@@ -36,9 +38,12 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 pub use compact::{compact, copy_subtree, CopyError};
-pub use erofs::{ErofsError, FileData, ImageWriter, Inode, InodeId, Kind, Meta, Tree, Xattr};
+pub use erofs::ImageWriter;
+pub use error::ErofsError;
 pub use export::{apply_export, ExportError, ExportStats};
-pub use tree::{components, TreeError, TreeErrorKind};
+pub use tree::{
+    components, FileData, Inode, InodeId, Kind, Meta, Tree, TreeError, TreeErrorKind, Xattr,
+};
 
 /// Part of every image's hash: bump it when the output of the writer changes.
 pub const FORMAT_VERSION: &str = "cella-erofs-1";

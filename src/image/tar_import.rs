@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use super::erofs::{self, ImageWriter, Inode, Kind, Meta, Tree, Xattr};
-use super::tree::{self, lossy, TreeError, TreeErrorKind};
+use super::erofs::{self, ImageWriter};
+use super::tree::{self, lossy, Inode, Kind, Meta, Tree, TreeError, TreeErrorKind, Xattr};
 use super::ImageError;
 
 const PAX_XATTR: &str = "SCHILY.xattr.";

@@ -1,8 +1,11 @@
 //! Errors of writing image files: `ErofsError`, from the erofs writer, the
-//! tree walk it relies on and the copies between images. Kept apart from
-//! the writer so the tree model and the file helpers can use it too.
+//! tree walk it relies on and the copies between images, and `ImageError`,
+//! from turning a tarball into an image. Kept apart from the writer and
+//! the importer so that the tree model, the file helpers and both of them
+//! can use them without importing each other.
 
 use std::io;
+use std::path::PathBuf;
 
 /// What can fail while writing an image.
 #[derive(Debug, thiserror::Error)]
@@ -24,4 +27,40 @@ pub enum ErofsError {
 /// `limits.image` as messages show it: "16Gi (limits.image in PATH)".
 pub fn limit_text(limit: u64) -> String {
     crate::config::settings::limit_text("image", limit)
+}
+
+/// What failed while turning a tarball into an image.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot open rootfs tarball {}", .tarball.display())]
+    OpenTar {
+        tarball: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read rootfs tarball {}", .tarball.display())]
+    ReadTar {
+        tarball: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("rootfs tarball {}: entry {entry:?}: {reason}", .tarball.display())]
+    BadEntry {
+        tarball: PathBuf,
+        entry: String,
+        reason: String,
+    },
+    #[error("rootfs tarball {}: entry {entry:?}: cannot copy its data into the image", .tarball.display())]
+    FileData {
+        tarball: PathBuf,
+        entry: String,
+        #[source]
+        source: ErofsError,
+    },
+    #[error("cannot write the erofs image for {}", .tarball.display())]
+    Write {
+        tarball: PathBuf,
+        #[source]
+        source: ErofsError,
+    },
 }

@@ -19,8 +19,8 @@ use std::io::Read;
 use std::path::Path;
 
 use super::erofs::{self, ImageWriter};
+use super::error::ImageError;
 use super::tree::{self, lossy, Inode, Kind, Meta, Tree, TreeError, TreeErrorKind, Xattr};
-use super::ImageError;
 
 const PAX_XATTR: &str = "SCHILY.xattr.";
 

@@ -14,9 +14,9 @@ use crate::devices::virtio::fs::server::ShareSpec;
 use crate::guest::BuildIo;
 use crate::hostfs::Dir;
 use crate::image::build::{BatchNeeds, BatchOutcome, BuildCtx, BuildError, ProgramRunner};
-use crate::image::debian;
 use crate::image::store::Image;
 use crate::image::version::{self, Versions};
+use crate::image::{apt, debian};
 use crate::net::NetPlan;
 
 /// Boots build VMs with the run's options (verbose, cold boot).
@@ -47,7 +47,9 @@ impl ProgramRunner for VmRunner<'_> {
         }
         let mut server = None;
         if needs.apt_cache {
-            let cache = debian::apt_cache().ok_or(debian::DebianError::NoCache)?;
+            let cache = crate::snapshot::cache_dir()
+                .map(|dir| apt::AptCache::in_cache_dir(&dir))
+                .ok_or(debian::DebianError::NoCache)?;
             cache
                 .create()
                 .map_err(|e| debian::DebianError::Cache(cache.archives.clone(), e))?;
@@ -137,6 +139,8 @@ fn ensure(
         runner: &mut runner,
         allow_addresses: &opts.network_policy.allow_addresses,
         limits: opts.limits,
+        cache_dir: crate::snapshot::cache_dir(),
+        emulated_host_env: crate::vmm::emulated_host_env(),
     }
     .ensure(name, force);
     versions.save_cache();

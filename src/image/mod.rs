@@ -20,6 +20,7 @@ mod export;
 mod fileio;
 pub mod host;
 mod progress;
+mod shell;
 pub mod store;
 mod tar_import;
 #[cfg(test)]

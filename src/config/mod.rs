@@ -3,9 +3,10 @@
 //! The YAML is read into a tree of nodes that keep their positions
 //! (`yaml`), then decoded into plain data (`decode`, `model`; commands in
 //! `commands`, setup steps in `steps`, volumes in `volumes`, scalar
-//! text in `scalars`).
+//! text in `scalars`, the checks of the whole config in `checks`).
 //! Nothing outside this module sees YAML types.
 
+mod checks;
 mod commands;
 mod decode;
 mod error;

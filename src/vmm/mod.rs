@@ -30,7 +30,7 @@ use crate::devices::virtio::console::{Console, ConsoleLimits};
 use crate::devices::virtio::fs::device::Fs;
 use crate::devices::virtio::fs::server::Server;
 use crate::devices::virtio::mmio::{MmioTransport, TransportSnapshot, MMIO_SIZE, NOTIFY_OFFSET};
-use crate::devices::virtio::net::Net;
+use crate::devices::virtio::net::{self, Net};
 use crate::devices::virtio::{Interrupt, VirtioDevice};
 use state::{VcpuState, VmState};
 use vcpu::{Buses, Pause, VcpuStop};
@@ -328,7 +328,7 @@ pub fn build_and_start(spec: &VmSpec, restore: Option<Restore>) -> Result<Vm, Vm
         .collect::<Result<Vec<_>, _>>()?;
     let fs = slots.attach(Fs::new(guest_init::FS_TAG))?;
     let net = match spec.net {
-        true => Some(slots.attach(Net::new(crate::net::MAC, crate::net::MTU))?),
+        true => Some(slots.attach(Net::new(net::MAC, net::MTU))?),
         false => None,
     };
     let Slots {

@@ -2,7 +2,7 @@
 """The QEMU peer for bench/boot.sh: cella's guest under QEMU's microvm machine.
 
 Boots the same kernel, the same guest-init (as /init of a newc initramfs
-written here, laid out like src/guest/initramfs.rs) and the same erofs rootfs
+written here, laid out like src/launch/initramfs.rs) and the same erofs rootfs
 as `cella _run`, and speaks cella's guest protocol (guest-init/src/lib.rs)
 over a multiport virtio-console whose ports QEMU backs with unix sockets this
 script serves. Exits with the workload's status, mapped the way cella maps it.
@@ -64,7 +64,7 @@ class Interrupted(BaseException):
     """A signal to this script: not caught by `except Exception`."""
 
 
-# --- initramfs (cpio newc), the layout of src/guest/initramfs.rs ---------
+# --- initramfs (cpio newc), the layout of src/launch/initramfs.rs ---------
 
 
 def _pad4(buf: bytearray) -> None:
@@ -375,7 +375,7 @@ def run(args, tmp: str) -> int:
                 "rootfs_device": "/dev/vda",
                 "realtime_ns": time.time_ns(),
                 "entropy": list(os.urandom(64)),
-                # Mirrors src/net.rs: what passt was told the guest is.
+                # Mirrors src/launch/passt.rs: what passt was told the guest is.
                 "network": {
                     "address": [10, 0, 2, 15], "prefix_len": 24,
                     "gateway": [10, 0, 2, 2], "nameserver": [10, 0, 2, 3],

@@ -160,7 +160,7 @@ def parse_use(text):
     return res
 
 
-def absolute(f, segs, crate_name, pos):
+def absolute(f, segs, crate_name, pos, files=None):
     """Turns a path as written at pos in file f into segments from the crate
     root, or None for a path into another crate or the prelude."""
     if not segs:
@@ -177,6 +177,9 @@ def absolute(f, segs, crate_name, pos):
             base = base[:-1]
             i += 1
         return base + tuple(segs[i:])
+    # `use child::Item;`: a path relative to the module, through a child.
+    if files is not None and base + (head,) in files:
+        return base + tuple(segs)
     return None
 
 
@@ -257,7 +260,7 @@ def analyse(files, crate_name):
             for segs, alias in parse_use(m.group(2)):
                 if segs and segs[-1] == "self":
                     segs = segs[:-1]
-                ab = absolute(f, segs, crate_name, m.start())
+                ab = absolute(f, segs, crate_name, m.start(), files)
                 if ab is None:
                     continue
                 name = alias or (segs[-1] if segs[-1] != "*" else "*")

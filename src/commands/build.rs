@@ -15,9 +15,9 @@ use crate::config::{Config, Network};
 use crate::devices::virtio::fs::server::ShareSpec;
 use crate::hostfs::Dir;
 use crate::image::build::{BatchNeeds, BatchOutcome, BuildCtx, BuildError, ProgramRunner};
-use crate::image::debian;
 use crate::image::store::Image;
 use crate::image::version::{self, Versions};
+use crate::image::{apt, debian};
 use crate::launch::passt::NetPlan;
 use crate::launch::{self, fs_server, BuildIo, Machine};
 
@@ -52,7 +52,13 @@ impl ProgramRunner for VmRunner<'_> {
         }
         let mut server = None;
         if needs.apt_cache {
-            let cache = debian::apt_cache().ok_or(debian::DebianError::NoCache)?;
+            let cache = self
+                .opts
+                .knobs
+                .cache_dir
+                .as_ref()
+                .map(|dir| apt::AptCache::in_cache_dir(dir))
+                .ok_or(debian::DebianError::NoCache)?;
             cache
                 .create()
                 .map_err(|e| debian::DebianError::Cache(cache.archives.clone(), e))?;
@@ -147,6 +153,8 @@ fn ensure(
         runner: &mut runner,
         allow_addresses: &opts.network_policy.allow_addresses,
         limits: opts.limits,
+        cache_dir: opts.knobs.cache_dir.clone(),
+        emulated_host_env: crate::vmm::emulated_host_env(),
     }
     .ensure(name, force);
     versions.save_cache();

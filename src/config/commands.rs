@@ -1,9 +1,8 @@
-//! Decoding `commands:`: `!Command` and `!Supervise` bodies, and the
-//! checks of `prerequisites` once every command is known.
+//! Decoding `commands:`: `!Command` and `!Supervise` bodies (their
+//! `prerequisites` are checked in `checks` once every command is known).
 
-use std::collections::HashMap;
-
-use super::decode::{check_references, find_path, join, tag_list, Decoder, Fields};
+use super::checks::check_references;
+use super::decode::{join, tag_list, Decoder, Fields};
 use super::error::{ConfigError, Pos};
 use super::model::{
     Child, Command, CommandKind, Config, NameRef, Network, PortMap, Resources, SimpleCommand,
@@ -357,38 +356,4 @@ impl Decoder<'_> {
             Value::Map(_) => Err(self.wrong_type(node, path, "a list or a string")),
         }
     }
-}
-
-/// Checks that every prerequisite names a command and that no command
-/// is its own prerequisite, directly or through others. Prerequisites are
-/// taken in file order; a cycle is blamed on the one that closes it.
-pub(super) fn check_prerequisites(config: &Config) -> Result<(), ConfigError> {
-    let mut commands: Vec<_> = config.commands.values().collect();
-    commands.sort_by_key(|c| c.pos);
-    let prerequisites: Vec<(&str, &NameRef)> = commands
-        .iter()
-        .flat_map(|c| c.kind.prerequisites().iter().map(|p| (c.name.as_str(), p)))
-        .collect();
-    if let Some((_, p)) = prerequisites
-        .iter()
-        .find(|(_, p)| !config.commands.contains_key(&p.name))
-    {
-        return Err(ConfigError::Invalid {
-            at: p.at.clone(),
-            message: format!("unknown command \"{}\"", p.name),
-        });
-    }
-    let mut edges: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (from, p) in prerequisites {
-        if let Some(path) = find_path(&edges, &p.name, from) {
-            let mut cycle = vec![from];
-            cycle.extend(path);
-            return Err(ConfigError::Invalid {
-                at: p.at.clone(),
-                message: format!("prerequisites form a cycle: {}", cycle.join(" -> ")),
-            });
-        }
-        edges.entry(from).or_default().push(&p.name);
-    }
-    Ok(())
 }

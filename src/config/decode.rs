@@ -1,12 +1,12 @@
 //! Node tree → typed model, checking fields, tags, types and references,
 //! and blaming each error on a position and a field path.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::commands::check_prerequisites;
+use super::checks::{check_init_commands, check_prerequisites, check_references, Reference};
 use super::error::{ConfigError, Location, Pos};
-use super::model::{Config, Container, EnvironFile, Volume};
+use super::model::{Config, Container, EnvironFile};
 use super::scalars;
 use super::yaml::{Node, Value};
 
@@ -74,18 +74,6 @@ impl<'n> Fields<'n> {
             .find(|e| e.key == name)
             .map(|e| e.key_pos)
     }
-}
-
-/// A container named in the config, checked once all containers are known.
-pub(super) struct Reference {
-    /// The container (or command) that names it.
-    pub from: String,
-    pub to: String,
-    /// Where the name is.
-    pub at: Location,
-    /// For a step that needs `to` built first (`!Container`, `!Build`),
-    /// where the step is: these references must not form a cycle.
-    pub step: Option<Location>,
 }
 
 pub(super) struct Decoder<'a> {
@@ -471,88 +459,4 @@ impl Decoder<'_> {
             pos,
         })
     }
-}
-
-/// Checks that every container named exists and that the containers
-/// built from others (`!Container`, `!Build`) form no cycle. A cycle is
-/// blamed on the step, in file order, that closes it.
-pub(super) fn check_references(config: &Config, refs: &[Reference]) -> Result<(), ConfigError> {
-    if let Some(r) = refs.iter().find(|r| !config.containers.contains_key(&r.to)) {
-        return Err(ConfigError::UnknownContainer {
-            at: r.at.clone(),
-            name: r.to.clone(),
-        });
-    }
-    let mut edges: HashMap<&str, Vec<&str>> = HashMap::new();
-    for r in refs {
-        let Some(step) = &r.step else {
-            continue;
-        };
-        if let Some(path) = find_path(&edges, &r.to, &r.from) {
-            let mut cycle = vec![r.from.as_str()];
-            cycle.extend(path);
-            return Err(ConfigError::Cycle {
-                at: step.clone(),
-                cycle: cycle.join(" -> "),
-            });
-        }
-        edges.entry(&r.from).or_default().push(&r.to);
-    }
-    Ok(())
-}
-
-/// Checks that every `init-command` of a `!Persistent` volume names a command.
-fn check_init_commands(config: &Config) -> Result<(), ConfigError> {
-    let containers = config.containers.values().map(|c| &c.volumes);
-    let commands = config
-        .commands
-        .values()
-        .flat_map(|c| c.kind.bodies())
-        .map(|body| &body.volumes);
-    for volumes in containers.chain(commands) {
-        for volume in volumes.values() {
-            if let Volume::Persistent {
-                init_command: Some(init),
-                ..
-            } = volume
-            {
-                if !config.commands.contains_key(&init.name) {
-                    return Err(ConfigError::Invalid {
-                        at: init.at.clone(),
-                        message: format!("unknown command \"{}\"", init.name),
-                    });
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A shortest path `start` → … → `goal` along `edges`, both ends included.
-pub(super) fn find_path<'a>(
-    edges: &HashMap<&'a str, Vec<&'a str>>,
-    start: &'a str,
-    goal: &str,
-) -> Option<Vec<&'a str>> {
-    let mut previous: HashMap<&'a str, &'a str> = HashMap::new();
-    let mut queue = VecDeque::from([start]);
-    while let Some(node) = queue.pop_front() {
-        if node == goal {
-            let mut path = vec![node];
-            let mut at = node;
-            while at != start {
-                at = previous.get(at).copied()?;
-                path.push(at);
-            }
-            path.reverse();
-            return Some(path);
-        }
-        for &next in edges.get(node).into_iter().flatten() {
-            if next != start && !previous.contains_key(next) {
-                previous.insert(next, node);
-                queue.push_back(next);
-            }
-        }
-    }
-    None
 }

@@ -3,9 +3,10 @@
 //! The YAML is read into a tree of nodes that keep their positions
 //! (`yaml`), then decoded into plain data (`decode`, `model`; commands in
 //! `commands`, setup steps in `steps`, volumes in `volumes`, scalar
-//! text in `scalars`).
+//! text in `scalars`, the checks of the whole config in `checks`).
 //! Nothing outside this module sees YAML types.
 
+mod checks;
 mod commands;
 mod decode;
 mod error;
@@ -159,7 +160,10 @@ pub fn parse_limited(text: &str, path: &Path, max_bytes: u64) -> Result<Config, 
             pos: e.pos,
             field: String::new(),
         },
-        message: e.message,
+        message: match e.over_bound {
+            true => format!("{} ({})", e.message, settings::limit_source("config")),
+            false => e.message,
+        },
     })?;
     let decoder = decode::Decoder {
         file: path,
@@ -197,6 +201,9 @@ mod limit_tests {
         .unwrap();
         let err = load(&path, 64).unwrap_err().to_string();
         assert!(err.contains("cella.yaml:2:"), "{err}");
-        assert!(err.contains("of text after expanding aliases"), "{err}");
+        assert!(
+            err.contains("of text after expanding aliases (limits.config in "),
+            "{err}"
+        );
     }
 }

@@ -179,6 +179,16 @@ pub(super) fn mode(text: &str) -> Result<u32, String> {
     }
 }
 
+/// A size in the settings file's notation: 16Gi, 512Ki, 1000.
+pub fn size_text(bytes: u64) -> String {
+    for (unit, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 /// A size in bytes: a decimal integer with an optional suffix, `k`, `M`,
 /// `G`, `T` (powers of 1000) or `Ki`, `Mi`, `Gi`, `Ti` (powers of 1024).
 pub(super) fn size(text: &str) -> Result<u64, String> {

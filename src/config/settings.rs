@@ -121,15 +121,7 @@ pub fn describe(key: &str) -> String {
     )
 }
 
-/// A size in the settings file's notation: 16Gi, 512Ki, 1000.
-pub fn size_text(bytes: u64) -> String {
-    for (unit, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
-        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
-            return format!("{}{unit}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
-}
+pub use super::scalars::size_text;
 
 /// A limit as messages show it: "16Gi (limits.image in PATH)".
 pub fn limit_text(key: &str, bytes: u64) -> String {

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::decode::{join, Decoder, Reference};
+use super::checks::Reference;
+use super::decode::{join, Decoder};
 use super::error::{ConfigError, Pos};
 use super::model::{CopyStep, DebianStep, SetupStep, Step};
 use super::scalars;

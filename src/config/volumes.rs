@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use super::decode::{join, tag_list, Decoder, Reference};
+use super::checks::Reference;
+use super::decode::{join, tag_list, Decoder};
 use super::error::ConfigError;
 use super::model::{Bind, HostDir, NameRef, Volume};
 use super::scalars;

@@ -27,8 +27,7 @@ use std::process::{Command, Stdio};
 use sha2::{Digest, Sha256};
 
 use super::apt_sources::{self, SignedBy, Sources, SourcesError};
-use super::debian::AptCache;
-use super::erofs::{InodeId, Kind, Tree};
+use super::tree::{InodeId, Kind, Tree};
 use crate::config::netpolicy::AddressGuard;
 use crate::text::escape;
 
@@ -366,6 +365,40 @@ pub enum DpkgOp {
     /// Package names.
     Configure(Vec<String>),
     Remove(Vec<String>),
+}
+
+/// The shared apt cache, in the user's cache directory: `archives/` holds
+/// the .debs (`!Debian`'s and `!Install`'s), and `lists/` the package
+/// lists the host's apt resolves `!Install` with.
+pub struct AptCache {
+    pub archives: PathBuf,
+    pub lists: PathBuf,
+}
+
+impl AptCache {
+    /// Where the shared apt cache lives under the user's cache directory
+    /// `cache_dir` (`~/.cache/cella`, say): in `apt/`.
+    pub fn in_cache_dir(cache_dir: &Path) -> AptCache {
+        let root = cache_dir.join("apt");
+        AptCache {
+            archives: root.join("archives"),
+            lists: root.join("lists"),
+        }
+    }
+
+    /// Makes the cache's directories (0700: the user's alone).
+    pub fn create(&self) -> std::io::Result<()> {
+        let private = |dir: &std::path::Path| {
+            crate::hostfs::Dir::create_private(dir)
+                .map(drop)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        };
+        if let Some(apt) = self.archives.parent() {
+            private(apt)?;
+        }
+        private(&self.archives.join("partial"))?;
+        private(&self.lists)
+    }
 }
 
 /// Resolves `packages` for the image whose apt files are under `root`,

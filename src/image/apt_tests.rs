@@ -42,7 +42,8 @@ fn odd_names_in_a_plan_are_refused() {
     }
 }
 
-use super::super::erofs::{ImageWriter, Inode, Meta};
+use super::super::erofs::ImageWriter;
+use super::super::tree::{Inode, Meta};
 
 /// An image tree with `files` (path, content) and `links` (path, target).
 fn image(files: &[(&str, &[u8])], links: &[(&str, &str)]) -> (tempfile::NamedTempFile, Tree) {

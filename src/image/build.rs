@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use guest_init::{Build, BuildStep};
@@ -15,11 +15,13 @@ use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
 use super::compact::{compact_with_progress, copy_subtree};
-use super::erofs::{ImageWriter, Inode, Kind, Meta, Tree};
+use super::erofs::ImageWriter;
 use super::export::apply_export;
 use super::progress::{Progress, ProgressReader};
+use super::shell::shell_words;
 use super::store::{BuildDir, Image, ImageInfo, Store, ROOTFS, TREE};
 use super::tar_import;
+use super::tree::{Inode, Kind, Meta, Tree};
 use super::version::Versions;
 use super::{apt, debian};
 use crate::config::netpolicy::AddressGuard;
@@ -73,6 +75,12 @@ pub struct BuildCtx<'c, 'v> {
     /// The settings' bounds: `image` (the image file and each export
     /// stream) and `inodes` (its tree) apply here.
     pub limits: Limits,
+    /// The user's cache directory (`~/.cache/cella`), where the shared apt
+    /// cache of `!Debian` and `!Install` lives; `None` if there is none.
+    pub cache_dir: Option<PathBuf>,
+    /// A variable every program step gets before `!Env`: what build VMs
+    /// need on this host (`vmm::emulated_host_env`), if anything.
+    pub emulated_host_env: Option<(&'static str, &'static str)>,
 }
 
 impl BuildCtx<'_, '_> {
@@ -374,8 +382,14 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         let rel = Path::new("debian.tar");
         let tarball = self.build.path.join(rel);
         let guard = AddressGuard::new(self.ctx.allow_addresses);
-        debian::bootstrap(step, self.epoch, &tarball, &guard)
-            .map_err(|e| StepFailure::Other(e.into()))?;
+        debian::bootstrap(
+            step,
+            self.epoch,
+            &tarball,
+            &guard,
+            self.ctx.cache_dir.as_deref(),
+        )
+        .map_err(|e| StepFailure::Other(e.into()))?;
         let result = self
             .build
             .dir
@@ -470,7 +484,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             ("HOME".to_owned(), "/root".to_owned()),
             ("SOURCE_DATE_EPOCH".to_owned(), self.epoch.to_string()),
         ]);
-        if let Some((name, value)) = crate::vmm::emulated_host_env() {
+        if let Some((name, value)) = self.ctx.emulated_host_env {
             env.insert(name.into(), value.into());
         }
         env.extend(self.env.clone());
@@ -564,7 +578,11 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
     fn resolve_install(&self, packages: &[String]) -> Result<Vec<apt::DpkgOp>, StepFailure> {
         let root = self.build.path.join("apt-root");
         let _ = self.build.dir.remove_tree(Path::new("apt-root"));
-        let cache = debian::apt_cache()
+        let cache = self
+            .ctx
+            .cache_dir
+            .as_deref()
+            .map(apt::AptCache::in_cache_dir)
             .ok_or(debian::DebianError::NoCache)
             .map_err(|e| StepFailure::Other(e.into()))?;
         let started = Instant::now();
@@ -650,23 +668,6 @@ fn program_argv(step: &Step) -> Vec<String> {
     }
 }
 
-/// argv as a shell would read it back: for messages, and `!Install`'s script.
-pub(super) fn shell_words(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            let plain = !a.is_empty()
-                && a.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
-            if plain {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// A build VM's export stream on its way to a file: refused past
 /// `limits.image`, before the disk fills.
 struct Bounded<W> {
@@ -680,7 +681,7 @@ impl<W: Write> Write for Bounded<W> {
         if buf.len() as u64 > self.left {
             return Err(io::Error::other(format!(
                 "the build VM sent more than {} of changes",
-                super::erofs::limit_text(self.limit)
+                super::error::limit_text(self.limit)
             )));
         }
         let n = self.inner.write(buf)?;
@@ -740,11 +741,5 @@ mod tests {
             "{e}"
         );
         assert_eq!(out, b"12345678");
-    }
-
-    #[test]
-    fn shell_words_quote_what_needs_it() {
-        let argv = ["/bin/sh", "-exc", "echo 'hi' > /x"].map(String::from);
-        assert_eq!(shell_words(&argv), r"/bin/sh -exc 'echo '\''hi'\'' > /x'");
     }
 }

@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::compact::CopyError;
-use super::erofs::ErofsError;
+use super::error::ErofsError;
 use super::export::ExportError;
 use super::host::HostError;
 use super::store::StoreError;

@@ -8,12 +8,10 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 
-use super::erofs::{ErofsError, ImageWriter, Inode, InodeId, Kind, Meta, Tree};
-use super::tree::{self, lossy, TreeError};
+use super::erofs::ImageWriter;
+use super::error::ErofsError;
+use super::tree::{self, lossy, Inode, InodeId, Kind, Meta, Tree, TreeError};
 
 /// What failed while copying a subtree between images.
 #[derive(Debug, thiserror::Error)]
@@ -259,82 +257,4 @@ impl Copier<'_, '_> {
             self.files.insert(from, to);
         }
     }
-}
-
-/// Copies `len` bytes from `src` at `from` to `dst` at `to`: copy_file_range
-/// (a reflink or an in-kernel copy), or pread/pwrite where it is refused.
-pub(super) fn copy_range(
-    src: &File,
-    from: u64,
-    dst: &File,
-    to: u64,
-    len: u64,
-) -> Result<(), ErofsError> {
-    let mut done = 0u64;
-    while done < len {
-        let chunk = usize::try_from(len - done)
-            .unwrap_or(usize::MAX)
-            .min(1 << 30);
-        let (Ok(mut off_in), Ok(mut off_out)) = (
-            libc::loff_t::try_from(from + done),
-            libc::loff_t::try_from(to + done),
-        ) else {
-            return Err(ErofsError::TooLarge);
-        };
-        // SAFETY: both fds are open for the duration of the call (borrowed
-        // Files), and the offsets are valid loff_t variables the kernel
-        // updates; no memory of ours is read or written otherwise.
-        let n = unsafe {
-            libc::copy_file_range(
-                src.as_raw_fd(),
-                &mut off_in,
-                dst.as_raw_fd(),
-                &mut off_out,
-                chunk,
-                0,
-            )
-        };
-        match n {
-            0 => return Err(ErofsError::ReadData(short_source())),
-            n if n > 0 => done += n as u64,
-            _ => {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EINTR) => {}
-                    Some(libc::ENOSYS | libc::EXDEV | libc::EINVAL | libc::EOPNOTSUPP) => {
-                        return copy_by_reading(src, from + done, dst, to + done, len - done)
-                    }
-                    _ => return Err(ErofsError::Copy(e)),
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn copy_by_reading(src: &File, from: u64, dst: &File, to: u64, len: u64) -> Result<(), ErofsError> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut done = 0u64;
-    while done < len {
-        let want = usize::try_from(len - done)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        let n = match src.read_at(&mut buf[..want], from + done) {
-            Ok(0) => return Err(ErofsError::ReadData(short_source())),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ErofsError::ReadData(e)),
-        };
-        dst.write_all_at(&buf[..n], to + done)
-            .map_err(ErofsError::Write)?;
-        done += n as u64;
-    }
-    Ok(())
-}
-
-fn short_source() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "the source image ends inside a file's data",
-    )
 }

@@ -10,41 +10,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::apt::DpkgOp;
-use super::build::shell_words;
+use super::apt::{AptCache, DpkgOp};
+use super::shell::shell_words;
 use crate::config::netpolicy::{AddressGuard, HttpUrl};
 use crate::config::{DebianStep, DEFAULT_DEBIAN_MIRROR};
-
-/// Where the shared apt cache lives: `archives/` holds the .debs, and
-/// `lists/` the package lists the host's apt resolves `!Install` with.
-pub fn apt_cache() -> Option<AptCache> {
-    let root = crate::config::Knobs::from_env().cache_dir?.join("apt");
-    Some(AptCache {
-        archives: root.join("archives"),
-        lists: root.join("lists"),
-    })
-}
-
-pub struct AptCache {
-    pub archives: PathBuf,
-    pub lists: PathBuf,
-}
-
-impl AptCache {
-    /// Makes the cache's directories (0700: the user's alone).
-    pub fn create(&self) -> std::io::Result<()> {
-        let private = |dir: &std::path::Path| {
-            crate::hostfs::Dir::create_private(dir)
-                .map(drop)
-                .map_err(|e| std::io::Error::other(e.to_string()))
-        };
-        if let Some(apt) = self.archives.parent() {
-            private(apt)?;
-        }
-        private(&self.archives.join("partial"))?;
-        private(&self.lists)
-    }
-}
 
 /// Where `!Install`'s build VM finds the shared .deb cache.
 pub const GUEST_ARCHIVES: &str = "/var/cache/apt/archives";
@@ -151,19 +120,23 @@ pub enum DebianError {
 }
 
 /// Makes the root of `step` as a tarball at `out`, with mmdebstrap in a
-/// user namespace, reading and filling the shared .deb cache. The mirror's
-/// host must be an address `guard` permits.
+/// user namespace, reading and filling the shared .deb cache under the
+/// user's cache directory `cache_dir`. The mirror's host must be an
+/// address `guard` permits.
 pub fn bootstrap(
     step: &DebianStep,
     epoch: i64,
     out: &Path,
     guard: &AddressGuard,
+    cache_dir: Option<&Path>,
 ) -> Result<(), DebianError> {
     let mirror = step.mirror.as_deref().unwrap_or(DEFAULT_DEBIAN_MIRROR);
     HttpUrl::parse(mirror)
         .and_then(|url| url.check_reachable(guard))
         .map_err(DebianError::Mirror)?;
-    let cache = apt_cache().ok_or(DebianError::NoCache)?;
+    let cache = cache_dir
+        .map(AptCache::in_cache_dir)
+        .ok_or(DebianError::NoCache)?;
     cache
         .create()
         .map_err(|e| DebianError::Cache(cache.archives.clone(), e))?;
@@ -279,7 +252,7 @@ mod tests {
             mirror: Some("http://127.0.0.1:3142/debian".into()),
         };
         let guard = AddressGuard::with_host_addresses(&[], Vec::new());
-        let e = bootstrap(&step, 0, Path::new("/nonexistent/x.tar"), &guard).unwrap_err();
+        let e = bootstrap(&step, 0, Path::new("/nonexistent/x.tar"), &guard, None).unwrap_err();
         assert!(matches!(e, DebianError::Mirror(_)), "{e}");
         assert!(
             e.to_string().contains("127.0.0.1 is a loopback address"),

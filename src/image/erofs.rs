@@ -1,4 +1,5 @@
-//! erofs writer: an in-memory tree plus streamed file data → an uncompressed erofs image.
+//! erofs writer: an in-memory tree (`tree`) plus streamed file data → an
+//! uncompressed erofs image.
 //!
 //! The on-disk format follows the Linux kernel's fs/erofs/erofs_fs.h: 4 KiB
 //! blocks, 64-byte extended inodes, FLAT_PLAIN data in contiguous blocks, and
@@ -22,20 +23,19 @@
 //! image can grow in steps without copying: blocks 1..F then hold file data
 //! and dead metadata interleaved. `compact` rewrites it canonically.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
-use serde::{Deserialize, Serialize};
+use super::error::ErofsError;
+use super::fileio::copy_range;
+use super::tree::{walk, FileData, Inode, InodeId, Kind, Tree, Xattr, BLOCK_SIZE};
 
-use super::bytes_json;
-use super::compact::copy_range;
-
-/// Block size; `BLKSZBITS` is its log2.
-pub const BLOCK_SIZE: u64 = 4096;
+/// log2 of the block size, `BLOCK_SIZE`.
 const BLKSZBITS: u8 = 12;
+const _: () = assert!(1 << BLKSZBITS == BLOCK_SIZE);
 const BLOCK: usize = BLOCK_SIZE as usize;
 const MAGIC: u32 = 0xE0F5_E1E2;
 const SUPER_OFFSET: usize = 1024;
@@ -51,149 +51,11 @@ const XATTR_ENTRY_HEADER: usize = 4;
 const FORMAT_EXTENDED_PLAIN: u16 = 1;
 const FORMAT_EXTENDED_INLINE: u16 = 1 | (2 << 1);
 
-/// Longest name of a directory entry (EROFS_NAME_LEN).
-pub const MAX_NAME_LEN: usize = 255;
 /// Our limit on one inode's inline xattr area, so that any inode with its
 /// xattrs fits in one block (the root shares block 0 with the superblock).
 pub const MAX_XATTR_IBODY: usize = 2048;
 
-/// Index of an inode in `Tree::inodes`.
-pub type InodeId = usize;
-
-/// What can fail while writing an image.
-#[derive(Debug, thiserror::Error)]
-pub enum ErofsError {
-    #[error("cannot write the image")]
-    Write(#[source] io::Error),
-    #[error("cannot read the file data")]
-    ReadData(#[source] io::Error),
-    #[error("cannot copy file data between images")]
-    Copy(#[source] io::Error),
-    #[error("the image would exceed erofs's limit of 2^32 blocks of 4 KiB")]
-    TooLarge,
-    #[error("the image would be larger than {}", limit_text(*.0))]
-    OverLimit(u64),
-    #[error("invalid filesystem tree: {0}")]
-    InvalidTree(String),
-}
-
-/// A filesystem tree; `inodes[0]` is the root directory. Edits may leave
-/// unreachable inodes behind; the writer skips them. Stored beside an image
-/// as JSON (`to_json`), its `FileData` pointing into that image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tree {
-    pub inodes: Vec<Inode>,
-    /// The most `inodes` may hold (see tree.rs); not stored.
-    #[serde(skip, default = "default_max_inodes")]
-    pub(super) max_inodes: usize,
-}
-
-fn default_max_inodes() -> usize {
-    super::tree::MAX_INODES
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Inode {
-    pub meta: Meta,
-    pub kind: Kind,
-}
-
-/// Ownership, permissions (the low 12 bits of st_mode), mtime and xattrs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Meta {
-    pub perm: u16,
-    pub uid: u32,
-    pub gid: u32,
-    pub mtime: i64,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub mtime_nsec: u32,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub xattrs: Vec<Xattr>,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Kind {
-    File(FileData),
-    /// Entries by name (never "." or ".."), sorted by bytes as erofs requires.
-    Dir(#[serde(with = "bytes_json::entries")] BTreeMap<Vec<u8>, InodeId>),
-    Symlink(#[serde(with = "bytes_json")] Vec<u8>),
-    CharDevice {
-        major: u32,
-        minor: u32,
-    },
-    BlockDevice {
-        major: u32,
-        minor: u32,
-    },
-    Fifo,
-    /// From a build VM's export (tar can't hold sockets).
-    Socket,
-}
-
-/// Where `ImageWriter::write_file_data` put a file's content.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileData {
-    blkaddr: u32,
-    pub size: u64,
-}
-
-impl FileData {
-    /// The content's byte offsets in the image file.
-    pub fn range(&self) -> Range<u64> {
-        let start = u64::from(self.blkaddr) * BLOCK_SIZE;
-        start..start + self.size
-    }
-}
-
-impl Tree {
-    /// The reachable inodes in the writer's order: breadth-first from the
-    /// root, each directory's entries by name, each inode once.
-    pub fn reachable(&self) -> Result<Vec<InodeId>, ErofsError> {
-        walk(self).map(|w| w.order)
-    }
-}
-
-/// One extended attribute, its name split into erofs's prefix index and suffix.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Xattr {
-    index: u8,
-    #[serde(with = "bytes_json")]
-    suffix: Vec<u8>,
-    #[serde(with = "bytes_json")]
-    value: Vec<u8>,
-}
-
 impl Xattr {
-    /// Maps a full name ("security.capability") to erofs's encoding; `None`
-    /// for namespaces erofs can't store or names and values that are too long.
-    pub fn new(name: &[u8], value: &[u8]) -> Option<Xattr> {
-        const PREFIXES: [(&[u8], u8); 5] = [
-            (b"user.", 1),
-            (b"system.posix_acl_access", 2),
-            (b"system.posix_acl_default", 3),
-            (b"trusted.", 4),
-            (b"security.", 6),
-        ];
-        let (prefix, index) = PREFIXES.iter().find(|(p, _)| name.starts_with(p))?;
-        let suffix = &name[prefix.len()..];
-        let acl = *index == 2 || *index == 3;
-        if (acl && !suffix.is_empty()) || (!acl && suffix.is_empty()) {
-            return None;
-        }
-        if suffix.len() > usize::from(u8::MAX) || value.len() > usize::from(u16::MAX) {
-            return None;
-        }
-        Some(Xattr {
-            index: *index,
-            suffix: suffix.to_vec(),
-            value: value.to_vec(),
-        })
-    }
-
     fn entry_size(&self) -> usize {
         round_up(XATTR_ENTRY_HEADER + self.suffix.len() + self.value.len(), 4)
     }
@@ -244,11 +106,6 @@ pub struct ImageWriter<'a> {
 
 /// What an image may take when no limit is set: erofs's own.
 const MAX_IMAGE: u64 = (1 << 32) * BLOCK_SIZE;
-
-/// `limits.image` as messages show it: "16Gi (limits.image in PATH)".
-pub fn limit_text(limit: u64) -> String {
-    crate::config::settings::limit_text("image", limit)
-}
 
 impl<'a> ImageWriter<'a> {
     /// Truncates `out`: stale bytes in padding would make the output depend on
@@ -508,66 +365,6 @@ impl Placed {
         };
         INODE_SIZE + self.ibody.len() + inline
     }
-}
-
-/// The reachable inodes in breadth-first order (root first), with each
-/// directory's parent and each inode's link count.
-struct Walk {
-    order: Vec<InodeId>,
-    parent: Vec<InodeId>,
-    nlink: Vec<u32>,
-}
-
-fn walk(tree: &Tree) -> Result<Walk, ErofsError> {
-    let bad = |s: String| Err(ErofsError::InvalidTree(s));
-    let n = tree.inodes.len();
-    if !matches!(tree.inodes.first().map(|i| &i.kind), Some(Kind::Dir(_))) {
-        return bad("the root is not a directory".into());
-    }
-    let mut w = Walk {
-        order: vec![0],
-        parent: vec![0; n],
-        nlink: vec![0; n],
-    };
-    let mut seen = vec![false; n];
-    seen[0] = true;
-    w.nlink[0] = 2;
-    let mut queue = VecDeque::from([0]);
-    while let Some(dir) = queue.pop_front() {
-        let Kind::Dir(entries) = &tree.inodes[dir].kind else {
-            continue;
-        };
-        for (name, &child) in entries {
-            if name.is_empty()
-                || name.len() > MAX_NAME_LEN
-                || name.contains(&b'/')
-                || name.contains(&0)
-                || name == b"."
-                || name == b".."
-            {
-                return bad(format!("bad name {:?}", String::from_utf8_lossy(name)));
-            }
-            let Some(inode) = tree.inodes.get(child) else {
-                return bad(format!("entry refers to missing inode {child}"));
-            };
-            if matches!(inode.kind, Kind::Dir(_)) {
-                if seen[child] {
-                    return bad(format!("directory inode {child} is linked twice"));
-                }
-                w.nlink[dir] += 1;
-                w.nlink[child] = 2;
-                w.parent[child] = dir;
-                queue.push_back(child);
-            } else {
-                w.nlink[child] += 1;
-            }
-            if !seen[child] {
-                seen[child] = true;
-                w.order.push(child);
-            }
-        }
-    }
-    Ok(w)
 }
 
 /// A directory's names in on-disk order: sorted bytes, "." and ".." included.

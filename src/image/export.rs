@@ -11,8 +11,9 @@ use std::io::{self, BufRead, Read};
 
 use guest_init::{ExportEntry, ExportKind, ExportRecord, MAX_LINE};
 
-use super::erofs::{self, ErofsError, ImageWriter, Inode, InodeId, Kind, Meta, Tree, Xattr};
-use super::tree::{self, lossy, TreeError};
+use super::erofs::{self, ImageWriter};
+use super::error::ErofsError;
+use super::tree::{self, lossy, Inode, InodeId, Kind, Meta, Tree, TreeError, Xattr};
 
 /// What a stream changed, for the build's output line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -15,9 +15,12 @@ mod bytes_json;
 mod compact;
 pub mod debian;
 mod erofs;
+mod error;
 mod export;
+mod fileio;
 pub mod host;
 mod progress;
+mod shell;
 pub mod store;
 mod tar_import;
 #[cfg(test)]
@@ -32,52 +35,19 @@ mod tree;
 pub mod version;
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, Read};
+use std::path::Path;
 
 pub use compact::{compact, copy_subtree, CopyError};
-pub use erofs::{ErofsError, FileData, ImageWriter, Inode, InodeId, Kind, Meta, Tree, Xattr};
+pub use erofs::ImageWriter;
+pub use error::{ErofsError, ImageError};
 pub use export::{apply_export, ExportError, ExportStats};
-pub use tree::{components, TreeError, TreeErrorKind};
+pub use tree::{
+    components, FileData, Inode, InodeId, Kind, Meta, Tree, TreeError, TreeErrorKind, Xattr,
+};
 
 /// Part of every image's hash: bump it when the output of the writer changes.
 pub const FORMAT_VERSION: &str = "cella-erofs-1";
-
-/// What failed while turning a tarball into an image.
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    #[error("cannot open rootfs tarball {}", .tarball.display())]
-    OpenTar {
-        tarball: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot read rootfs tarball {}", .tarball.display())]
-    ReadTar {
-        tarball: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("rootfs tarball {}: entry {entry:?}: {reason}", .tarball.display())]
-    BadEntry {
-        tarball: PathBuf,
-        entry: String,
-        reason: String,
-    },
-    #[error("rootfs tarball {}: entry {entry:?}: cannot copy its data into the image", .tarball.display())]
-    FileData {
-        tarball: PathBuf,
-        entry: String,
-        #[source]
-        source: ErofsError,
-    },
-    #[error("cannot write the erofs image for {}", .tarball.display())]
-    Write {
-        tarball: PathBuf,
-        #[source]
-        source: ErofsError,
-    },
-}
 
 /// Writes the erofs image of `tarball` alone to `out` (for tests and tools).
 pub fn write_erofs_from_tar(tarball: &Path, out: &mut File) -> Result<(), ImageError> {

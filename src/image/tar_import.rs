@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use super::erofs::{self, ImageWriter, Inode, Kind, Meta, Tree, Xattr};
-use super::tree::{self, lossy, TreeError, TreeErrorKind};
-use super::ImageError;
+use super::erofs::{self, ImageWriter};
+use super::error::ImageError;
+use super::tree::{self, lossy, Inode, Kind, Meta, Tree, TreeError, TreeErrorKind, Xattr};
 
 const PAX_XATTR: &str = "SCHILY.xattr.";
 

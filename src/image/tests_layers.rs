@@ -8,10 +8,11 @@ use std::path::Path;
 
 use guest_init::{encode, ExportEntry, ExportKind, ExportRecord};
 
-use super::erofs::{FileData, ImageWriter, Inode, Kind, Meta, Tree, Xattr};
+use super::erofs::ImageWriter;
 use super::export::{apply_export, ExportError};
 use super::test_reader::{read_file, Node};
 use super::tests::{Mount, Tar};
+use super::tree::{FileData, Inode, Kind, Meta, Tree, Xattr};
 use super::{compact, copy_subtree, tar_import, CopyError};
 
 const EPOCH: i64 = 1_600_000_000;

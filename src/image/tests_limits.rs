@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 
 use guest_init::{encode, ExportEntry, ExportKind, ExportRecord};
 
-use super::erofs::{ErofsError, FileData, ImageWriter, Inode, Kind, Meta, Tree};
+use super::erofs::ImageWriter;
+use super::error::ErofsError;
 use super::export::{apply_export, ExportError};
 use super::test_reader::read_file;
-use super::tree::{components, TreeErrorKind, MAX_DEPTH, MAX_PATH_LEN};
+use super::tree::{
+    components, FileData, Inode, Kind, Meta, Tree, TreeErrorKind, MAX_DEPTH, MAX_PATH_LEN,
+};
 use super::{copy_subtree, tar_import, CopyError, ImageError};
 
 const EPOCH: i64 = 1_600_000_000;

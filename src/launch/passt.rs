@@ -27,10 +27,7 @@ pub const PREFIX_LEN: u8 = 24;
 pub const GATEWAY: [u8; 4] = [10, 0, 2, 2];
 /// DNS queries to this address go to the host's resolver.
 pub const NAMESERVER: [u8; 4] = [10, 0, 2, 3];
-pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
-/// passt's own default: the largest 802.3 frame, so bulk TCP moves in
-/// 64 KiB frames and the guest needs no segmentation offloads.
-pub const MTU: u16 = 65520;
+pub use crate::devices::virtio::net::{MAC, MTU};
 
 /// The fd passt finds its socket at. This passt (Debian 12's) closes the
 /// fds it does not know about early on, and low numbers get reused by its

@@ -14,7 +14,7 @@ use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::{load_cmdline, Cmdline, KernelLoader};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::VmError;
+use super::error::VmError;
 
 const GDT_ADDR: u64 = 0x500;
 const IDT_ADDR: u64 = 0x520;

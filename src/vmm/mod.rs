@@ -2,6 +2,7 @@
 //! devices, built in one linear function from a plain-data [`VmSpec`].
 
 pub mod boot;
+mod error;
 pub mod mptable;
 pub mod state;
 pub mod vcpu;
@@ -22,17 +23,19 @@ use vm_memory::{
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::devices::bus::{lock, OverlapError};
+use crate::devices::bus::lock;
 use crate::devices::legacy::{ConsoleLog, Serial, I8042};
 use crate::devices::virtio::block::{Block, Disk};
 use crate::devices::virtio::console::{Console, ConsoleLimits};
 use crate::devices::virtio::fs::device::Fs;
 use crate::devices::virtio::fs::server::Server;
 use crate::devices::virtio::mmio::{MmioTransport, TransportSnapshot, MMIO_SIZE, NOTIFY_OFFSET};
-use crate::devices::virtio::net::Net;
+use crate::devices::virtio::net::{self, Net};
 use crate::devices::virtio::{Interrupt, VirtioDevice};
-use state::{StateError, VcpuState, VmState};
+use state::{VcpuState, VmState};
 use vcpu::{Buses, Pause, VcpuStop};
+
+pub use error::VmError;
 
 /// Where virtio-mmio devices start in guest physical memory, and their IRQs.
 const MMIO_BASE: u64 = 0xd000_0000;
@@ -64,58 +67,6 @@ pub struct VmSpec {
     /// guest never sees, so not part of the snapshot's key.
     #[serde(skip)]
     pub console_limits: ConsoleLimits,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum VmError {
-    #[error("cannot open /dev/kvm")]
-    OpenKvm(#[source] kvm_ioctls::Error),
-    #[error("KVM ioctl failed")]
-    Kvm(#[source] kvm_ioctls::Error),
-    #[error("cannot allocate {0} MiB of guest memory")]
-    Memory(u32, #[source] vm_memory::mmap::FromRangesError),
-    #[error("cannot map the snapshot's guest memory")]
-    MapSnapshot(#[source] vm_memory::mmap::MmapRegionError),
-    #[error("{0} MiB of guest memory is more than the {1} MiB supported")]
-    MemoryTooLarge(u32, u64),
-    #[error("guest memory access failed")]
-    GuestMemory(#[source] vm_memory::GuestMemoryError),
-    #[error("cannot open kernel {0}")]
-    OpenKernel(PathBuf, #[source] std::io::Error),
-    #[error("cannot load the kernel")]
-    KernelLoad(#[source] linux_loader::loader::Error),
-    #[error("the kernel has no PVH entry point (build it with CONFIG_PVH=y)")]
-    NoPvhEntry,
-    #[error("bad kernel command line")]
-    Cmdline(#[source] linux_loader::cmdline::Error),
-    #[error("kernel command line is {0} bytes, the limit is 2047")]
-    CmdlineTooLong(usize),
-    #[error("initramfs of {0} bytes does not fit in guest memory")]
-    InitramfsTooBig(usize),
-    #[error("cannot write PVH boot tables")]
-    BootParams(#[source] linux_loader::configurator::Error),
-    #[error("cannot insert the disk image")]
-    OpenDisk(#[source] std::io::Error),
-    #[error("{0} vCPUs do not fit in the MP table")]
-    TooManyCpus(u8),
-    #[error("the VM has no drive {0}")]
-    NoDrive(usize),
-    #[error("cannot create an eventfd")]
-    EventFd(#[source] std::io::Error),
-    #[error("cannot install the vCPU kick signal handler")]
-    Signal(#[source] std::io::Error),
-    #[error("device layout")]
-    Bus(#[source] OverlapError),
-    #[error("cannot start a vCPU thread")]
-    Thread(#[source] std::io::Error),
-    #[error("the snapshot does not fit this VM: {0}")]
-    SnapshotShape(String),
-    #[error("cannot read the VM's state")]
-    SaveState(#[source] StateError),
-    #[error("cannot restore the VM's state")]
-    RestoreState(#[source] StateError),
-    #[error("vCPU {0} stopped before it could be paused")]
-    VcpuGone(usize),
 }
 
 /// The state of a paused VM, everything but its memory.
@@ -377,10 +328,7 @@ pub fn build_and_start(spec: &VmSpec, restore: Option<Restore>) -> Result<Vm, Vm
         .collect::<Result<Vec<_>, _>>()?;
     let fs = slots.attach(Fs::new(guest_init::FS_TAG))?;
     let net = match spec.net {
-        true => Some(slots.attach(Net::new(
-            crate::launch::passt::MAC,
-            crate::launch::passt::MTU,
-        ))?),
+        true => Some(slots.attach(Net::new(net::MAC, net::MTU))?),
         false => None,
     };
     let Slots {

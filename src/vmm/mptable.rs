@@ -5,7 +5,7 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::VmError;
+use super::error::VmError;
 
 /// Where the table goes: the last KiB of conventional memory, one of the
 /// places Linux scans, left out of the e820 RAM map.

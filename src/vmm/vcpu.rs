@@ -12,8 +12,8 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal;
 
 use super::boot::{self, BootEntry};
+use super::error::VmError;
 use super::state::{self, StateError, VcpuState};
-use super::VmError;
 use crate::devices::bus::{lock, Bus};
 
 /// Why a vCPU stopped running.

@@ -15,6 +15,11 @@ use super::net_filter::{fold, ones_sum, Filter, Verdict};
 use super::{drain_queue, read_config_bytes, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 
 pub const TYPE_NET: u32 = 1;
+/// The MAC address of the guest's NIC.
+pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+/// The guest NIC's MTU: passt's default, the largest 802.3 frame, so bulk
+/// TCP moves in 64 KiB frames and the guest needs no segmentation offloads.
+pub const MTU: u16 = 65520;
 const QUEUE_SIZE: u16 = 256;
 const RX_QUEUE: usize = 0;
 const TX_QUEUE: usize = 1;

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use super::erofs::{Inode, InodeId, Kind, Meta, Tree, MAX_NAME_LEN};
+use super::{Inode, InodeId, Kind, Meta, Tree, MAX_NAME_LEN};
 
 /// The longest path a tree takes, normalised ("usr/bin/env"): what fits
 /// PATH_MAX (4096 bytes) once the guest puts "/" before it and a NUL after.
@@ -26,9 +26,6 @@ pub const MAX_PATH_LEN: usize = 4094;
 /// have about 15; nothing real comes near this, and it bounds what one
 /// entry can make a tree allocate.
 pub const MAX_DEPTH: usize = 256;
-/// How many inodes a tree may hold unless `limits.inodes` says otherwise:
-/// ten times a full Debian image, at about 100 to 500 bytes of memory each.
-pub const MAX_INODES: usize = 1 << 20;
 /// How much of a path an error message shows.
 const SHOWN: usize = 200;
 
@@ -69,7 +66,7 @@ pub enum TreeErrorKind {
 }
 
 impl TreeError {
-    pub(super) fn new(path: &[u8], kind: TreeErrorKind) -> TreeError {
+    pub(in crate::image) fn new(path: &[u8], kind: TreeErrorKind) -> TreeError {
         TreeError {
             path: shown(path),
             kind,
@@ -77,12 +74,12 @@ impl TreeError {
     }
 }
 
-pub(super) fn lossy(b: &[u8]) -> String {
+pub(in crate::image) fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 /// A path for a message: its first `SHOWN` bytes and how long it is.
-pub(super) fn shown(path: &[u8]) -> String {
+pub(in crate::image) fn shown(path: &[u8]) -> String {
     if path.len() <= SHOWN {
         return lossy(path);
     }
@@ -130,7 +127,7 @@ pub fn check_names(names: &[&[u8]]) -> Result<(), TreeErrorKind> {
 
 /// A symlink target an image can hold: not empty, shorter than PATH_MAX,
 /// no NUL byte. Whether it may climb out of the root is the caller's call.
-pub(super) fn check_link_target(target: &[u8]) -> Result<(), String> {
+pub(in crate::image) fn check_link_target(target: &[u8]) -> Result<(), String> {
     if target.is_empty() {
         return Err("the symlink target is empty".into());
     }
@@ -141,7 +138,7 @@ pub(super) fn check_link_target(target: &[u8]) -> Result<(), String> {
 }
 
 /// A device number Linux's dev_t can hold (12-bit major, 20-bit minor).
-pub(super) fn check_dev(major: u32, minor: u32) -> Result<(), String> {
+pub(in crate::image) fn check_dev(major: u32, minor: u32) -> Result<(), String> {
     if major >= 1 << 12 || minor >= 1 << 20 {
         return Err(format!(
             "device number {major}:{minor} is too large for Linux's dev_t"
@@ -151,104 +148,11 @@ pub(super) fn check_dev(major: u32, minor: u32) -> Result<(), String> {
 }
 
 /// Names joined by "/", without a leading one: the form error messages use.
-pub(super) fn join(names: &[&[u8]]) -> Vec<u8> {
+pub(in crate::image) fn join(names: &[&[u8]]) -> Vec<u8> {
     names.join(&b'/')
 }
 
-impl Default for Tree {
-    fn default() -> Self {
-        Tree::new()
-    }
-}
-
-impl Meta {
-    /// What directories created on the way to a path get: 0755 root:root, mtime 0.
-    pub fn implicit_dir() -> Meta {
-        Meta {
-            perm: 0o755,
-            ..Meta::default()
-        }
-    }
-}
-
-impl Inode {
-    pub fn empty_dir(meta: Meta) -> Inode {
-        Inode {
-            meta,
-            kind: Kind::Dir(BTreeMap::new()),
-        }
-    }
-}
-
 impl Tree {
-    /// The JSON form stored beside an image.
-    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(self)
-    }
-
-    /// Parses and checks a stored tree: the root is a directory, every
-    /// entry refers to an inode, no directory has two names.
-    pub fn from_json(json: &[u8]) -> Result<Tree, serde_json::Error> {
-        let tree: Tree = serde_json::from_slice(json)?;
-        tree.reachable()
-            .map_err(|e| <serde_json::Error as serde::de::Error>::custom(e.to_string()))?;
-        Ok(tree)
-    }
-
-    /// Just an empty root directory, 0755 root:root, mtime 0.
-    pub fn new() -> Tree {
-        Tree::from_inodes(vec![Inode::empty_dir(Meta::implicit_dir())])
-    }
-
-    /// A tree of these inodes (the root first), capped at `MAX_INODES`.
-    pub fn from_inodes(inodes: Vec<Inode>) -> Tree {
-        Tree {
-            inodes,
-            max_inodes: MAX_INODES,
-        }
-    }
-
-    /// Caps the inodes the tree may hold (`limits.inodes`); those it holds
-    /// already stay.
-    pub fn set_max_inodes(&mut self, max: usize) {
-        self.max_inodes = max;
-    }
-
-    pub fn max_inodes(&self) -> usize {
-        self.max_inodes
-    }
-
-    /// Drops the unreachable inodes and renumbers the others in the
-    /// writer's order (ids held from before are stale).
-    pub fn prune(&mut self) -> Result<(), super::erofs::ErofsError> {
-        let order = self.reachable()?;
-        if order.len() == self.inodes.len() {
-            return Ok(());
-        }
-        let mut new_id = vec![0; self.inodes.len()];
-        for (new, &old) in order.iter().enumerate() {
-            new_id[old] = new;
-        }
-        let mut old: Vec<Option<Inode>> = std::mem::take(&mut self.inodes)
-            .into_iter()
-            .map(Some)
-            .collect();
-        let mut inodes = Vec::with_capacity(order.len());
-        for id in order {
-            let Some(mut inode) = old[id].take() else {
-                continue;
-            };
-            if let Kind::Dir(entries) = &mut inode.kind {
-                for child in entries.values_mut() {
-                    *child = new_id[*child];
-                }
-            }
-            inodes.push(inode);
-        }
-        self.inodes = inodes;
-        Ok(())
-    }
-
     /// The inode at `path`; `None` when there is none or the path is invalid.
     pub fn lookup(&self, path: &[u8]) -> Option<InodeId> {
         let mut id = 0;
@@ -380,7 +284,7 @@ impl Tree {
     /// Puts `inode` in directory `dir` under `name` with `insert`'s
     /// semantics; `NotFound` if `dir` is not a directory, `TooManyInodes`
     /// (before anything changes) if the tree is full.
-    pub(super) fn put(
+    pub(in crate::image) fn put(
         &mut self,
         dir: InodeId,
         name: &[u8],
@@ -408,7 +312,12 @@ impl Tree {
     }
 
     /// Points `name` in directory `dir` at inode `id`.
-    pub(super) fn put_link(&mut self, dir: InodeId, name: &[u8], id: InodeId) -> Option<()> {
+    pub(in crate::image) fn put_link(
+        &mut self,
+        dir: InodeId,
+        name: &[u8],
+        id: InodeId,
+    ) -> Option<()> {
         match &mut self.inodes.get_mut(dir)?.kind {
             Kind::Dir(entries) => {
                 entries.insert(name.to_vec(), id);
@@ -422,7 +331,7 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::erofs::FileData;
+    use crate::image::tree::FileData;
 
     fn meta(perm: u16) -> Meta {
         Meta {

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use guest_init::{ChildSpec, GuestMsg, HostMsg, NetConfig, Supervise, SuperviseMode};
+use guest_init::{ChildSpec, ExitCode, GuestMsg, HostMsg, NetConfig, Supervise, SuperviseMode};
 
 use crate::control::Control;
 use crate::mounts::{self, ctx};
@@ -33,7 +33,7 @@ pub enum Stop {
 
 /// Exit statuses of children stopped on purpose that count as a clean stop.
 fn clean(status: i32) -> bool {
-    status == 0 || status == 128 + libc::SIGTERM
+    status == 0 || status == ExitCode::Signal(libc::SIGTERM).code()
 }
 
 /// Whether the exit of a child with `status` starts stopping the others.
@@ -49,7 +49,7 @@ pub fn stops_others(mode: SuperviseMode, status: i32) -> bool {
 /// status) in the order they ended.
 pub fn final_status(stop: Option<Stop>, exits: &[(usize, i32)]) -> i32 {
     match stop {
-        Some(Stop::Host(signal)) => 128 + signal,
+        Some(Stop::Host(signal)) => ExitCode::Signal(signal).code(),
         Some(Stop::Child(first)) => {
             let status = exits
                 .iter()
@@ -194,7 +194,7 @@ pub fn run(
         let pid = match started {
             Ok(pid) => Some(pid),
             Err(msg) => {
-                let status = msg.exit_status().unwrap_or(125);
+                let status = msg.exit_status().unwrap_or(ExitCode::Cella.code());
                 let message = match msg {
                     GuestMsg::SpawnFailed { message, .. } | GuestMsg::Error { message } => message,
                     _ => String::new(),
@@ -279,7 +279,9 @@ pub fn run(
             });
             for (index, wait_status) in ended {
                 children[index].pid = None;
-                let status = outcome(wait_status).exit_status().unwrap_or(125);
+                let status = outcome(wait_status)
+                    .exit_status()
+                    .unwrap_or(ExitCode::Cella.code());
                 let stopped = stop.is_some();
                 report(control, &children[index].name, status, stopped, None)?;
                 exits.push((index, status));

@@ -15,7 +15,8 @@ use crate::config::{self, Config, ConfigError, Location};
 use crate::hostfs::Dir;
 use crate::image::store::Store;
 
-/// Why a command could not be carried out (exit status 125).
+/// Why a command could not be carried out (exit status 125,
+/// [`guest_init::ExitCode::Cella`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error(transparent)]

@@ -67,9 +67,6 @@ enum Start {
     Template(PathBuf, CreateLock),
 }
 
-/// cella's exit status when `--timeout` stopped the VM (as timeout(1)).
-pub const EXIT_TIMEOUT: i32 = 124;
-
 /// Runs `spec` in a VM of `machine`'s size with `disks` in its drives (one
 /// drive per disk, at least one: the drives and the size are the VM's
 /// shape, and each shape has a snapshot of its own); the exit status.
@@ -184,8 +181,8 @@ pub fn boot_and_run(
     }
     match outcome {
         Outcome::Status(status) => Ok(status),
-        Outcome::Interrupted(sig) => Ok(128 + sig),
-        Outcome::TimedOut => Ok(EXIT_TIMEOUT),
+        Outcome::Interrupted(sig) => Ok(guest_init::ExitCode::Signal(sig).code()),
+        Outcome::TimedOut => Ok(guest_init::ExitCode::Timeout.code()),
     }
 }
 

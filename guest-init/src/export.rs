@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use guest_init::{encode, ExportEntry, ExportKind, ExportRecord};
 
+use crate::error::Errno;
 use crate::sys;
 
 /// overlayfs's own attributes on its upper directory: not the image's.
@@ -25,6 +26,27 @@ const MAX_PATH_LEN: usize = 4094;
 const MAX_DEPTH: usize = 256;
 /// How much of a refused path the error shows.
 const SHOWN: usize = 200;
+
+/// Why a build's changes could not go to the host.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The entry at `path` (a host path under the upper directory, or the
+    /// start of an export path past an image's bounds) could not be read
+    /// or sent.
+    #[error("exporting {}", .path.display())]
+    Entry {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    /// The stream's end could not be sent.
+    #[error("exporting the end of {}", .upper.display())]
+    End {
+        upper: PathBuf,
+        #[source]
+        source: Errno,
+    },
+}
 
 /// A writer that batches small records into large port writes.
 struct Out {
@@ -55,7 +77,7 @@ impl Out {
 
 /// Exports everything under `upper` (a path that reaches the upper
 /// directory, such as /proc/self/fd/N) to the port `fd`.
-pub fn export(upper: &Path, fd: RawFd) -> Result<(), String> {
+pub fn export(upper: &Path, fd: RawFd) -> Result<(), ExportError> {
     let mut walker = Walker {
         out: Out {
             fd,
@@ -64,22 +86,20 @@ pub fn export(upper: &Path, fd: RawFd) -> Result<(), String> {
         links: HashMap::new(),
         data: vec![0u8; BUFFER],
     };
-    let err = |what: &str, path: &Path, e: io::Error| {
-        let what = if what.is_empty() {
-            String::new()
-        } else {
-            format!("{what} ")
-        };
-        sys::describe(&format!("exporting {what}{}", path.display()), &e)
-    };
     walker
         .dir(upper, b"", 0)
-        .map_err(|(path, e)| err("", &path, e))?;
+        .map_err(|(path, e)| ExportError::Entry {
+            path,
+            source: Errno(e),
+        })?;
     walker
         .out
         .push(&encode(&ExportRecord::End))
         .and_then(|()| walker.out.flush())
-        .map_err(|e| err("the end of", upper, e))
+        .map_err(|e| ExportError::End {
+            upper: upper.to_path_buf(),
+            source: Errno(e),
+        })
 }
 
 struct Walker {
@@ -357,7 +377,7 @@ mod tests {
         );
         let (_r, w) = std::os::unix::net::UnixStream::pair().unwrap();
         w.set_nonblocking(false).unwrap();
-        let err = export(dir.path(), w.as_raw_fd()).unwrap_err();
+        let err = crate::error::chain(&export(dir.path(), w.as_raw_fd()).unwrap_err());
         assert!(
             err.contains("the path is longer than 4094 bytes, the most an image takes"),
             "{err}"

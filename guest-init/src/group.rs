@@ -10,6 +10,7 @@ use std::time::Duration;
 use guest_init::{ChildSpec, ExitCode, GuestMsg, HostMsg, NetConfig, Supervise, SuperviseMode};
 
 use crate::control::Control;
+use crate::error::Error;
 use crate::mounts::{self, ctx};
 use crate::net;
 use crate::oom::{self, Watchdog};
@@ -138,16 +139,16 @@ pub fn run(
     ports: &Ports,
     control: &mut Control,
     signals: &ChildSignals,
-) -> Result<GuestMsg, String> {
-    mounts::initramfs_proc().map_err(|e| format!("mounting /proc: {e}"))?;
-    mounts::set_hostname(hostname).map_err(|e| e.to_string())?;
+) -> Result<GuestMsg, Error> {
+    mounts::initramfs_proc().map_err(|e| Error::setup("mounting /proc", e))?;
+    mounts::set_hostname(hostname).map_err(Error::Io)?;
     let all_mounts: Vec<_> = group
         .children
         .iter()
         .flat_map(|c| c.mounts.iter().cloned())
         .collect();
-    let shares =
-        volumes::open_shares(&all_mounts).map_err(|e| format!("mounting the host shares: {e}"))?;
+    let shares = volumes::open_shares(&all_mounts)
+        .map_err(|e| Error::setup("mounting the host shares", e))?;
     let mut roots = Vec::new();
     for (index, child) in group.children.iter().enumerate() {
         let root = mounts::child_root(index, &child.rootfs_device)
@@ -161,12 +162,15 @@ pub fn run(
                 })
                 .map(|()| root)
             })
-            .map_err(|e| format!("preparing the root of {}: {e}", child.name))?;
+            .map_err(|source| Error::ChildRoot {
+                child: child.name.clone(),
+                source,
+            })?;
         roots.push(root);
     }
     drop(shares);
-    let null = sys::open("/dev/null", libc::O_RDONLY)
-        .map_err(|e| sys::describe("opening /dev/null", &e))?;
+    let null =
+        sys::open("/dev/null", libc::O_RDONLY).map_err(|e| Error::sys("opening /dev/null", e))?;
     let mut watchdog = Watchdog::new();
 
     let mut children = Vec::new();
@@ -214,7 +218,7 @@ pub fn run(
     sys::close(ports.stdin);
     control
         .send(&GuestMsg::Started)
-        .map_err(|e| sys::describe("reporting the start", &e))?;
+        .map_err(|e| Error::sys("reporting the start", e))?;
 
     let timer = Timer::new()?;
     let grace = Duration::from_millis(group.kill_after_ms);
@@ -323,7 +327,7 @@ fn report(
     status: i32,
     stopped: bool,
     message: Option<String>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     control
         .send(&GuestMsg::ChildEnded {
             name: name.to_string(),
@@ -331,7 +335,7 @@ fn report(
             stopped,
             message,
         })
-        .map_err(|e| sys::describe("reporting a child's end", &e))
+        .map_err(|e| Error::sys("reporting a child's end", e))
 }
 
 /// Sends `signal` to every running child's process group (each child
@@ -361,11 +365,11 @@ fn in_root(root: &str, f: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
 }
 
 /// A pipe whose read end is non-blocking; both close-on-exec.
-fn pipe() -> Result<(RawFd, RawFd), String> {
+fn pipe() -> Result<(RawFd, RawFd), Error> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into the array.
     sys::check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })
-        .map_err(|e| sys::describe("pipe", &e))?;
+        .map_err(|e| Error::sys("pipe", e))?;
     set_nonblocking(fds[0]);
     Ok((fds[0], fds[1]))
 }
@@ -384,7 +388,7 @@ struct Timer {
 }
 
 impl Timer {
-    fn new() -> Result<Timer, String> {
+    fn new() -> Result<Timer, Error> {
         // SAFETY: timerfd_create has no memory effects.
         let fd = sys::check(unsafe {
             libc::timerfd_create(
@@ -392,11 +396,11 @@ impl Timer {
                 libc::TFD_CLOEXEC | libc::TFD_NONBLOCK,
             )
         })
-        .map_err(|e| sys::describe("timerfd", &e))?;
+        .map_err(|e| Error::sys("timerfd", e))?;
         Ok(Timer { fd })
     }
 
-    fn arm(&self, after: Duration) -> Result<(), String> {
+    fn arm(&self, after: Duration) -> Result<(), Error> {
         // A zero it_value disarms: arm at least one nanosecond.
         let after = after.max(Duration::from_nanos(1));
         let spec = libc::itimerspec {
@@ -412,7 +416,7 @@ impl Timer {
         // SAFETY: spec is a valid itimerspec; the old value is not asked for.
         sys::check(unsafe { libc::timerfd_settime(self.fd, 0, &spec, std::ptr::null_mut()) })
             .map(drop)
-            .map_err(|e| sys::describe("arming the grace timer", &e))
+            .map_err(|e| Error::sys("arming the grace timer", e))
     }
 
     fn clear(&self) {

@@ -12,16 +12,17 @@ use cella::commands::{self, build, list, run, CommandError};
 use cella::config::{Knobs, Resources, SimpleCommand, WriteMode};
 use cli::{Cli, Sub};
 
-/// cella, the build or the VM failed.
-const EXIT_CELLA: u8 = 125;
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let usage = e.use_stderr();
             let _ = e.print();
-            return ExitCode::from(if usage { EXIT_CELLA } else { 0 });
+            return ExitCode::from(if usage {
+                guest_init::ExitCode::Cella
+            } else {
+                guest_init::ExitCode::Status(0)
+            });
         }
     };
     match dispatch(cli) {
@@ -33,7 +34,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             print_chain(&e);
-            ExitCode::from(EXIT_CELLA)
+            ExitCode::from(guest_init::ExitCode::Cella)
         }
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use guest_init::{Build, GuestMsg, RunSpec};
 
 use crate::control::Control;
+use crate::error::Error;
 use crate::export;
 use crate::ports::Ports;
 use crate::spawn;
@@ -23,10 +24,10 @@ pub fn run(
     control: &mut Control,
     signals: &ChildSignals,
     upper: RawFd,
-    before_export: impl FnOnce() -> Result<(), String>,
-) -> Result<GuestMsg, String> {
+    before_export: impl FnOnce() -> Result<(), Error>,
+) -> Result<GuestMsg, Error> {
     let null = sys::open("/dev/null", libc::O_RDONLY | libc::O_CLOEXEC)
-        .map_err(|e| sys::describe("opening /dev/null", &e))?;
+        .map_err(|e| Error::sys("opening /dev/null", e))?;
     let step_ports = Ports {
         stdin: null,
         ..*ports
@@ -36,10 +37,10 @@ pub fn run(
             .send(&GuestMsg::Step {
                 index: index as u32,
             })
-            .map_err(|e| sys::describe("reporting a step", &e))?;
+            .map_err(|e| Error::sys("reporting a step", e))?;
         let banner = format!("{}\n", step.banner);
         sys::write_all(ports.stderr, banner.as_bytes(), false)
-            .map_err(|e| sys::describe("writing the step's banner", &e))?;
+            .map_err(|e| Error::sys("writing the step's banner", e))?;
         let step_spec = RunSpec {
             argv: step.argv.clone(),
             env: step.env.clone(),
@@ -59,7 +60,7 @@ pub fn run(
         if index == 0 {
             control
                 .send(&GuestMsg::Started)
-                .map_err(|e| sys::describe("reporting the start", &e))?;
+                .map_err(|e| Error::sys("reporting the start", e))?;
         }
         let outcome = supervise::supervise(pid, control, signals, None, None)?;
         if outcome != (GuestMsg::Exited { code: 0 }) {

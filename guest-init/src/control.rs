@@ -5,6 +5,7 @@ use std::os::fd::RawFd;
 
 use guest_init::{encode, Decoder, GuestMsg, HostMsg};
 
+use crate::error::Error;
 use crate::sys;
 
 /// How long the last message may wait for a host that stopped reading.
@@ -59,31 +60,31 @@ impl Control {
     }
 
     /// The next message already received, without reading.
-    pub fn buffered(&mut self) -> Result<Option<HostMsg>, String> {
-        self.decoder.next().map_err(|e| e.to_string())
+    pub fn buffered(&mut self) -> Result<Option<HostMsg>, Error> {
+        Ok(self.decoder.next()?)
     }
 
     /// Reads once from the port (blocking) into the decoder; notes end-of-file.
-    pub fn fill(&mut self) -> Result<(), String> {
+    pub fn fill(&mut self) -> Result<(), Error> {
         let mut buf = [0u8; 4096];
         match sys::read(self.fd, &mut buf) {
             Ok(0) => {
                 self.closed = true;
                 Ok(())
             }
-            Ok(n) => self.decoder.push(&buf[..n]).map_err(|e| e.to_string()),
-            Err(e) => Err(sys::describe("reading the control port", &e)),
+            Ok(n) => Ok(self.decoder.push(&buf[..n])?),
+            Err(e) => Err(Error::sys("reading the control port", e)),
         }
     }
 
     /// Blocks until the next message; end-of-file is an error.
-    pub fn recv(&mut self) -> Result<HostMsg, String> {
+    pub fn recv(&mut self) -> Result<HostMsg, Error> {
         loop {
             if let Some(msg) = self.buffered()? {
                 return Ok(msg);
             }
             if self.closed {
-                return Err("the host closed the control port".into());
+                return Err(Error::HostClosed);
             }
             self.fill()?;
         }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use guest_init::{encode, ExportEntry, ExportKind, ExportRecord};
 
+use crate::error::{Errno, ExportError};
 use crate::sys;
 
 /// overlayfs's own attributes on its upper directory: not the image's.
@@ -55,7 +56,7 @@ impl Out {
 
 /// Exports everything under `upper` (a path that reaches the upper
 /// directory, such as /proc/self/fd/N) to the port `fd`.
-pub fn export(upper: &Path, fd: RawFd) -> Result<(), String> {
+pub fn export(upper: &Path, fd: RawFd) -> Result<(), ExportError> {
     let mut walker = Walker {
         out: Out {
             fd,
@@ -64,22 +65,20 @@ pub fn export(upper: &Path, fd: RawFd) -> Result<(), String> {
         links: HashMap::new(),
         data: vec![0u8; BUFFER],
     };
-    let err = |what: &str, path: &Path, e: io::Error| {
-        let what = if what.is_empty() {
-            String::new()
-        } else {
-            format!("{what} ")
-        };
-        sys::describe(&format!("exporting {what}{}", path.display()), &e)
-    };
     walker
         .dir(upper, b"", 0)
-        .map_err(|(path, e)| err("", &path, e))?;
+        .map_err(|(path, e)| ExportError::Entry {
+            path,
+            source: Errno(e),
+        })?;
     walker
         .out
         .push(&encode(&ExportRecord::End))
         .and_then(|()| walker.out.flush())
-        .map_err(|e| err("the end of", upper, e))
+        .map_err(|e| ExportError::End {
+            upper: upper.to_path_buf(),
+            source: Errno(e),
+        })
 }
 
 struct Walker {
@@ -351,13 +350,11 @@ mod tests {
         use std::os::fd::AsRawFd;
         let c = CString::new(name.as_str()).unwrap();
         // SAFETY: fd is an open directory and c a NUL-terminated name.
-        assert_eq!(
-            unsafe { libc::mkdirat(fd.as_raw_fd(), c.as_ptr(), 0o755) },
-            0
-        );
+        let made_it = unsafe { libc::mkdirat(fd.as_raw_fd(), c.as_ptr(), 0o755) };
+        assert_eq!(made_it, 0);
         let (_r, w) = std::os::unix::net::UnixStream::pair().unwrap();
         w.set_nonblocking(false).unwrap();
-        let err = export(dir.path(), w.as_raw_fd()).unwrap_err();
+        let err = crate::error::chain(&export(dir.path(), w.as_raw_fd()).unwrap_err());
         assert!(
             err.contains("the path is longer than 4094 bytes, the most an image takes"),
             "{err}"

@@ -7,11 +7,12 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use guest_init::{ChildSpec, GuestMsg, HostMsg, NetConfig, Supervise, SuperviseMode};
+use guest_init::{ChildSpec, ExitCode, GuestMsg, HostMsg, NetConfig, Supervise, SuperviseMode};
 
 use crate::control::Control;
+use crate::error::Error;
+use crate::eth0;
 use crate::mounts::{self, ctx};
-use crate::net;
 use crate::oom::{self, Watchdog};
 use crate::ports::Ports;
 use crate::spawn::{self, Program, Stdio};
@@ -33,7 +34,7 @@ pub enum Stop {
 
 /// Exit statuses of children stopped on purpose that count as a clean stop.
 fn clean(status: i32) -> bool {
-    status == 0 || status == 128 + libc::SIGTERM
+    status == 0 || status == ExitCode::Signal(libc::SIGTERM).code()
 }
 
 /// Whether the exit of a child with `status` starts stopping the others.
@@ -49,7 +50,7 @@ pub fn stops_others(mode: SuperviseMode, status: i32) -> bool {
 /// status) in the order they ended.
 pub fn final_status(stop: Option<Stop>, exits: &[(usize, i32)]) -> i32 {
     match stop {
-        Some(Stop::Host(signal)) => 128 + signal,
+        Some(Stop::Host(signal)) => ExitCode::Signal(signal).code(),
         Some(Stop::Child(first)) => {
             let status = exits
                 .iter()
@@ -138,21 +139,21 @@ pub fn run(
     ports: &Ports,
     control: &mut Control,
     signals: &ChildSignals,
-) -> Result<GuestMsg, String> {
-    mounts::initramfs_proc().map_err(|e| format!("mounting /proc: {e}"))?;
-    mounts::set_hostname(hostname).map_err(|e| e.to_string())?;
+) -> Result<GuestMsg, Error> {
+    mounts::initramfs_proc().map_err(|e| Error::setup("mounting /proc", e))?;
+    mounts::set_hostname(hostname).map_err(Error::Io)?;
     let all_mounts: Vec<_> = group
         .children
         .iter()
         .flat_map(|c| c.mounts.iter().cloned())
         .collect();
-    let shares =
-        volumes::open_shares(&all_mounts).map_err(|e| format!("mounting the host shares: {e}"))?;
+    let shares = volumes::open_shares(&all_mounts)
+        .map_err(|e| Error::setup("mounting the host shares", e))?;
     let mut roots = Vec::new();
     for (index, child) in group.children.iter().enumerate() {
         let root = mounts::child_root(index, &child.rootfs_device)
             .and_then(|root| match network {
-                Some(net) => net::write_resolv(&root, net).map(|_| root),
+                Some(net) => eth0::write_resolv(&root, net).map(|_| root),
                 None => Ok(root),
             })
             .and_then(|root| {
@@ -161,12 +162,15 @@ pub fn run(
                 })
                 .map(|()| root)
             })
-            .map_err(|e| format!("preparing the root of {}: {e}", child.name))?;
+            .map_err(|source| Error::ChildRoot {
+                child: child.name.clone(),
+                source,
+            })?;
         roots.push(root);
     }
     drop(shares);
-    let null = sys::open("/dev/null", libc::O_RDONLY)
-        .map_err(|e| sys::describe("opening /dev/null", &e))?;
+    let null =
+        sys::open("/dev/null", libc::O_RDONLY).map_err(|e| Error::sys("opening /dev/null", e))?;
     let mut watchdog = Watchdog::new();
 
     let mut children = Vec::new();
@@ -194,7 +198,7 @@ pub fn run(
         let pid = match started {
             Ok(pid) => Some(pid),
             Err(msg) => {
-                let status = msg.exit_status().unwrap_or(125);
+                let status = msg.exit_status().unwrap_or(ExitCode::Cella.code());
                 let message = match msg {
                     GuestMsg::SpawnFailed { message, .. } | GuestMsg::Error { message } => message,
                     _ => String::new(),
@@ -214,7 +218,7 @@ pub fn run(
     sys::close(ports.stdin);
     control
         .send(&GuestMsg::Started)
-        .map_err(|e| sys::describe("reporting the start", &e))?;
+        .map_err(|e| Error::sys("reporting the start", e))?;
 
     let timer = Timer::new()?;
     let grace = Duration::from_millis(group.kill_after_ms);
@@ -279,7 +283,9 @@ pub fn run(
             });
             for (index, wait_status) in ended {
                 children[index].pid = None;
-                let status = outcome(wait_status).exit_status().unwrap_or(125);
+                let status = outcome(wait_status)
+                    .exit_status()
+                    .unwrap_or(ExitCode::Cella.code());
                 let stopped = stop.is_some();
                 report(control, &children[index].name, status, stopped, None)?;
                 exits.push((index, status));
@@ -321,7 +327,7 @@ fn report(
     status: i32,
     stopped: bool,
     message: Option<String>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     control
         .send(&GuestMsg::ChildEnded {
             name: name.to_string(),
@@ -329,7 +335,7 @@ fn report(
             stopped,
             message,
         })
-        .map_err(|e| sys::describe("reporting a child's end", &e))
+        .map_err(|e| Error::sys("reporting a child's end", e))
 }
 
 /// Sends `signal` to every running child's process group (each child
@@ -359,11 +365,11 @@ fn in_root(root: &str, f: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
 }
 
 /// A pipe whose read end is non-blocking; both close-on-exec.
-fn pipe() -> Result<(RawFd, RawFd), String> {
+fn pipe() -> Result<(RawFd, RawFd), Error> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into the array.
     sys::check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })
-        .map_err(|e| sys::describe("pipe", &e))?;
+        .map_err(|e| Error::sys("pipe", e))?;
     set_nonblocking(fds[0]);
     Ok((fds[0], fds[1]))
 }
@@ -382,7 +388,7 @@ struct Timer {
 }
 
 impl Timer {
-    fn new() -> Result<Timer, String> {
+    fn new() -> Result<Timer, Error> {
         // SAFETY: timerfd_create has no memory effects.
         let fd = sys::check(unsafe {
             libc::timerfd_create(
@@ -390,11 +396,11 @@ impl Timer {
                 libc::TFD_CLOEXEC | libc::TFD_NONBLOCK,
             )
         })
-        .map_err(|e| sys::describe("timerfd", &e))?;
+        .map_err(|e| Error::sys("timerfd", e))?;
         Ok(Timer { fd })
     }
 
-    fn arm(&self, after: Duration) -> Result<(), String> {
+    fn arm(&self, after: Duration) -> Result<(), Error> {
         // A zero it_value disarms: arm at least one nanosecond.
         let after = after.max(Duration::from_nanos(1));
         let spec = libc::itimerspec {
@@ -410,7 +416,7 @@ impl Timer {
         // SAFETY: spec is a valid itimerspec; the old value is not asked for.
         sys::check(unsafe { libc::timerfd_settime(self.fd, 0, &spec, std::ptr::null_mut()) })
             .map(drop)
-            .map_err(|e| sys::describe("arming the grace timer", &e))
+            .map_err(|e| Error::sys("arming the grace timer", e))
     }
 
     fn clear(&self) {

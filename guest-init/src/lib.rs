@@ -7,6 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod exit_code;
+
+pub use exit_code::ExitCode;
+
 /// Bumped on every incompatible change to the messages below.
 pub const PROTOCOL_VERSION: u32 = 6;
 
@@ -289,9 +293,9 @@ pub enum HostMsg {
 /// Why the workload could not be started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SpawnFailure {
-    /// The program does not exist (exit status 127).
+    /// The program does not exist ([`ExitCode::NotFound`], 127).
     NotFound,
-    /// The program exists but cannot be executed (exit status 126).
+    /// The program exists but cannot be executed ([`ExitCode::CannotExecute`], 126).
     NotExecutable,
 }
 
@@ -325,8 +329,9 @@ pub enum GuestMsg {
         message: String,
     },
     /// A child of a supervised run ended with this exit status (128+N for
-    /// signal N); `stopped` if it was told to stop (SIGTERM, then SIGKILL);
-    /// `message` says why it could not start, if it could not.
+    /// signal N, as [`ExitCode::Signal`]); `stopped` if it was told to stop
+    /// (SIGTERM, then SIGKILL); `message` says why it could not start, if
+    /// it could not.
     ChildEnded {
         name: String,
         status: i32,
@@ -352,16 +357,16 @@ impl GuestMsg {
             | GuestMsg::ChildEnded { .. }
             | GuestMsg::OutOfMemory { .. } => None,
             GuestMsg::Exited { code } => Some(*code),
-            GuestMsg::Killed { signal } => Some(128 + signal),
+            GuestMsg::Killed { signal } => Some(ExitCode::Signal(*signal).code()),
             GuestMsg::SpawnFailed {
                 kind: SpawnFailure::NotFound,
                 ..
-            } => Some(127),
+            } => Some(ExitCode::NotFound.code()),
             GuestMsg::SpawnFailed {
                 kind: SpawnFailure::NotExecutable,
                 ..
-            } => Some(126),
-            GuestMsg::Error { .. } => Some(125),
+            } => Some(ExitCode::CannotExecute.code()),
+            GuestMsg::Error { .. } => Some(ExitCode::Cella.code()),
         }
     }
 }

@@ -9,10 +9,11 @@
 
 mod build;
 mod control;
+mod error;
+mod eth0;
 mod export;
 mod group;
 mod mounts;
-mod net;
 mod oom;
 mod ports;
 mod refresh;
@@ -25,6 +26,7 @@ mod volumes;
 use guest_init::{GuestMsg, HostMsg, RunSpec, PROTOCOL_VERSION};
 
 use control::Control;
+use error::Error;
 use supervise::ChildSignals;
 
 /// The C entry point, called by glibc's startup code.
@@ -45,8 +47,9 @@ fn pid1() -> ! {
     std::panic::set_hook(Box::new(|info| console(&info.to_string())));
     let mut control = None;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut control)))
-        .unwrap_or_else(|_| Err("guest-init panicked".into()));
-    let msg = outcome.unwrap_or_else(|message| {
+        .unwrap_or(Err(Error::Panicked));
+    let msg = outcome.unwrap_or_else(|e| {
+        let message = error::chain(&e);
         console(&message);
         GuestMsg::Error { message }
     });
@@ -59,34 +62,32 @@ fn pid1() -> ! {
 }
 
 /// Everything up to the run's final message; `Err` is a failure of guest-init itself.
-fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
-    mounts::early().map_err(|e| format!("early mounts: {e}"))?;
-    mounts::prepare().map_err(|e| format!("preparing the root: {e}"))?;
-    sys::fill_stdio().map_err(|e| sys::describe("opening /dev/null", &e))?;
-    sys::link_up(b"lo").map_err(|e| sys::describe("bringing up lo", &e))?;
-    let ports = ports::open_all().map_err(|e| e.to_string())?;
+fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
+    mounts::early().map_err(|e| Error::setup("early mounts", e))?;
+    mounts::prepare().map_err(|e| Error::setup("preparing the root", e))?;
+    sys::fill_stdio().map_err(|e| Error::sys("opening /dev/null", e))?;
+    sys::link_up(b"lo").map_err(|e| Error::sys("bringing up lo", e))?;
+    let ports = ports::open_all().map_err(Error::Io)?;
     let control = control_slot.insert(Control::new(ports.control));
     control
         .send(&GuestMsg::Hello {
             version: PROTOCOL_VERSION,
         })
-        .map_err(|e| sys::describe("sending hello", &e))?;
+        .map_err(|e| Error::sys("sending hello", e))?;
     let spec = wait_for_run(control)?;
-    refresh::set_clock(spec.realtime_ns).map_err(|e| sys::describe("setting the clock", &e))?;
-    refresh::add_entropy(&spec.entropy).map_err(|e| sys::describe("seeding /dev/urandom", &e))?;
+    refresh::set_clock(spec.realtime_ns).map_err(|e| Error::sys("setting the clock", e))?;
+    refresh::add_entropy(&spec.entropy).map_err(|e| Error::sys("seeding /dev/urandom", e))?;
     if let Some(net) = &spec.network {
-        net::configure(net).map_err(|e| format!("configuring the network: {e}"))?;
+        eth0::configure(net).map_err(|e| Error::setup("configuring the network", e))?;
     }
 
     // The upper directory is out of reach once the root has moved: a
     // build keeps an fd of it to export the steps' changes.
     let upper = match spec.build {
-        Some(_) => {
-            Some(mounts::open_upper().map_err(|e| sys::describe("opening the upper dir", &e))?)
-        }
+        Some(_) => Some(mounts::open_upper().map_err(|e| Error::sys("opening the upper dir", e))?),
         None => None,
     };
-    let signals = ChildSignals::new().map_err(|e| sys::describe("signalfd", &e))?;
+    let signals = ChildSignals::new().map_err(|e| Error::sys("signalfd", e))?;
     if let Some(group) = &spec.supervise {
         sys::close(ports.export);
         return group::run(
@@ -98,24 +99,23 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
             &signals,
         );
     }
-    let shares =
-        volumes::open_shares(&spec.mounts).map_err(|e| format!("mounting the host shares: {e}"))?;
+    let shares = volumes::open_shares(&spec.mounts)
+        .map_err(|e| Error::setup("mounting the host shares", e))?;
     mounts::switch_root(&spec.rootfs_device, &spec.hostname)
-        .map_err(|e| format!("preparing the root filesystem: {e}"))?;
+        .map_err(|e| Error::setup("preparing the root filesystem", e))?;
     let resolv = match &spec.network {
         Some(net) => Some(
-            net::write_resolv("", net)
-                .map_err(|e| sys::describe("writing /etc/resolv.conf", &e))?,
+            eth0::write_resolv("", net).map_err(|e| Error::sys("writing /etc/resolv.conf", e))?,
         ),
         None => None,
     };
     volumes::mount_all(&spec.mounts, &shares, spec.read_only_root)
-        .map_err(|e| format!("mounting volumes: {e}"))?;
+        .map_err(|e| Error::setup("mounting volumes", e))?;
     drop(shares);
     if let (Some(build), Some(upper)) = (&spec.build, upper) {
         let restore = || match resolv {
-            Some(previous) => net::restore_resolv("", previous)
-                .map_err(|e| sys::describe("restoring /etc/resolv.conf", &e)),
+            Some(previous) => eth0::restore_resolv("", previous)
+                .map_err(|e| Error::sys("restoring /etc/resolv.conf", e)),
             None => Ok(()),
         };
         return build::run(build, &spec, &ports, control, &signals, upper, restore);
@@ -123,7 +123,7 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
     sys::close(ports.export);
     let mut watchdog = oom::Watchdog::new();
     let pty = match spec.tty {
-        Some(size) => Some(tty::Pty::open(size).map_err(|e| e.to_string())?),
+        Some(size) => Some(tty::Pty::open(size).map_err(Error::Io)?),
         None => None,
     };
     let stdio = match &pty {
@@ -144,7 +144,7 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
     sys::close(ports.stderr);
     control
         .send(&GuestMsg::Started)
-        .map_err(|e| sys::describe("reporting the start", &e))?;
+        .map_err(|e| Error::sys("reporting the start", e))?;
     let outcome =
         supervise::supervise(pid, control, &signals, relay.as_mut(), Some(&mut watchdog))?;
     if let Some(report) = watchdog.report() {
@@ -155,7 +155,7 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, String> {
 }
 
 /// Reads control messages until the host says what to run.
-fn wait_for_run(control: &mut Control) -> Result<RunSpec, String> {
+fn wait_for_run(control: &mut Control) -> Result<RunSpec, Error> {
     loop {
         match control.recv()? {
             HostMsg::Run(spec) => return Ok(*spec),

@@ -9,7 +9,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
 
-use guest_init::{GuestMsg, RunSpec, SpawnFailure};
+use guest_init::{ExitCode, GuestMsg, RunSpec, SpawnFailure};
 
 use crate::ports::Ports;
 use crate::sys;
@@ -332,10 +332,11 @@ unsafe fn child(p: &Prepared, fds: [RawFd; 3], report: RawFd) -> ! {
         msg[..4].copy_from_slice(&(stage as i32).to_ne_bytes());
         msg[4..].copy_from_slice(&errno.to_ne_bytes());
         // SAFETY: msg is valid for 8 bytes; _exit skips the parent's atexit
-        // handlers and destructors, as a forked child must.
+        // handlers and destructors, as a forked child must. The status is a
+        // shell's for a failed exec; the parent goes by the report.
         unsafe {
             libc::write(report, msg.as_ptr().cast(), msg.len());
-            libc::_exit(127)
+            libc::_exit(ExitCode::NotFound.code())
         }
     };
 

@@ -7,6 +7,7 @@ use std::os::fd::RawFd;
 use guest_init::{GuestMsg, HostMsg};
 
 use crate::control::Control;
+use crate::error::Error;
 use crate::oom::{self, Watchdog};
 use crate::sys;
 use crate::tty::Relay;
@@ -103,7 +104,7 @@ fn handle(msg: HostMsg, workload: libc::pid_t, relay: Option<&Relay>) {
 }
 
 /// Polls `fds`, retrying when interrupted.
-pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> Result<(), String> {
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> Result<(), Error> {
     loop {
         // SAFETY: fds is a valid array of fds.len() pollfd structs.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
@@ -112,7 +113,7 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> Result<(), Str
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
-            return Err(sys::describe("poll", &e));
+            return Err(Error::sys("poll", e));
         }
     }
 }
@@ -146,7 +147,7 @@ pub fn supervise(
     signals: &ChildSignals,
     mut relay: Option<&mut Relay>,
     mut watchdog: Option<&mut Watchdog>,
-) -> Result<GuestMsg, String> {
+) -> Result<GuestMsg, Error> {
     loop {
         if let Some(watchdog) = watchdog.as_deref_mut() {
             watchdog.check();

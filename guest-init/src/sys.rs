@@ -48,12 +48,17 @@ pub fn strerror(errno: i32) -> String {
         .into_owned()
 }
 
+/// An `io::Error`'s text: plain strerror text for an OS error, else its own.
+pub fn error_text(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(errno) => strerror(errno),
+        None => e.to_string(),
+    }
+}
+
 /// An `io::Error` as "what: text", using plain strerror text for OS errors.
 pub fn describe(what: &str, e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(errno) => format!("{what}: {}", strerror(errno)),
-        None => format!("{what}: {e}"),
-    }
+    format!("{what}: {}", error_text(e))
 }
 
 pub fn open(path: &str, flags: libc::c_int) -> io::Result<RawFd> {

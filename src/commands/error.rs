@@ -1,4 +1,5 @@
-//! Why a command could not be carried out (exit status 125).
+//! Why a command could not be carried out (exit status 125,
+//! [`guest_init::ExitCode::Cella`]).
 
 use std::path::PathBuf;
 

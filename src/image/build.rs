@@ -36,7 +36,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// How a batch of program steps ended in its build VM.
 pub struct BatchOutcome {
     /// 0 when every step succeeded; else the failing step's status (as
-    /// cella would exit with it: 128+N for signal N, 127 not found…).
+    /// cella would exit with it, a [`guest_init::ExitCode`]).
     pub status: i32,
     /// Index in the batch of the step that ran last.
     pub step: Option<u32>,

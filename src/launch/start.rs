@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use guest_init::{RunSpec, PORT_NAMES};
+use guest_init::{ExitCode, RunSpec, PORT_NAMES};
 
 use super::control::{self, BuildIo, GuestError, Limits, Outcome};
 use super::error::LaunchError;
@@ -79,9 +79,6 @@ enum Start {
     /// other cellas wait on `lock` meanwhile.
     Template(PathBuf, CreateLock),
 }
-
-/// cella's exit status when `--timeout` stopped the VM (as timeout(1)).
-pub const EXIT_TIMEOUT: i32 = 124;
 
 /// Runs `spec` in a VM of `machine`'s size with `disks` in its drives (one
 /// drive per disk, at least one: the drives and the size are the VM's
@@ -204,8 +201,8 @@ pub fn launch(
     }
     match outcome {
         Outcome::Status(status) => Ok(status),
-        Outcome::Interrupted(sig) => Ok(128 + sig),
-        Outcome::TimedOut => Ok(EXIT_TIMEOUT),
+        Outcome::Interrupted(sig) => Ok(ExitCode::Signal(sig).code()),
+        Outcome::TimedOut => Ok(ExitCode::Timeout.code()),
     }
 }
 

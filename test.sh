@@ -9,6 +9,7 @@ export CELLA_KERNEL="$PWD/target/release/cella-vmlinux"
 export CELLA_GUEST_INIT="$PWD/target/release/cella-guest-init"
 export CELLA_TEST_ROOTFS="$PWD/images/busybox.tar"
 cargo fmt --all --check
+python3 scripts/check-imports.py --self-test
 python3 scripts/check-imports.py
-cargo clippy --locked --all-targets -q -- -D warnings
+cargo clippy --locked --workspace --all-targets -q -- -D warnings
 cargo test --locked --workspace

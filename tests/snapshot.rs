@@ -48,6 +48,24 @@ fn fresh(p: &Project) -> (String, u64, u64, u64) {
     assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
     assert!(stderr.contains("restored=true"), "not restored: {stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
+    // guest-init's own phases, in the order they happen.
+    let phases: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("cella-stats: guest +"))
+        .filter_map(|l| l.split_once(" s ").map(|(_, name)| name))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "clock and entropy set",
+            "shares mounted",
+            "root switched",
+            "volumes mounted",
+            "workload spawned",
+            "workload reaped"
+        ],
+        "{stderr}"
+    );
     let mut lines = stdout.lines();
     let random = lines.next().expect("random line").to_string();
     assert_eq!(random.len(), 32, "16 random bytes in hex: {stdout}");

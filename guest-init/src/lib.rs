@@ -80,6 +80,10 @@ pub struct RunSpec {
     /// configures eth0 and the roots' /etc/resolv.conf.
     #[serde(default)]
     pub network: Option<NetConfig>,
+    /// `CELLA_STATS` on the host: guest-init sends [`GuestMsg::Phases`]
+    /// before its final message.
+    #[serde(default)]
+    pub stats: bool,
 }
 
 impl RunSpec {
@@ -103,6 +107,7 @@ impl RunSpec {
             tty: None,
             supervise: None,
             network: None,
+            stats: false,
         }
     }
 }
@@ -345,7 +350,17 @@ pub enum GuestMsg {
         kills: u64,
         victims: Vec<String>,
     },
+    /// Where guest-init's time went, when the spec asked (`stats`): each
+    /// phase's name and its end, in microseconds of the guest's monotonic
+    /// clock since the run spec arrived. Sent before the final message.
+    Phases {
+        marks: Vec<(String, u64)>,
+    },
 }
+
+/// Bounds on a [`GuestMsg::Phases`]: marks, and bytes of a name.
+pub const MAX_PHASES: usize = 32;
+pub const MAX_PHASE_NAME: usize = 32;
 
 impl GuestMsg {
     /// The exit status `cella` returns for this final message, if it is one.
@@ -355,7 +370,8 @@ impl GuestMsg {
             | GuestMsg::Started
             | GuestMsg::Step { .. }
             | GuestMsg::ChildEnded { .. }
-            | GuestMsg::OutOfMemory { .. } => None,
+            | GuestMsg::OutOfMemory { .. }
+            | GuestMsg::Phases { .. } => None,
             GuestMsg::Exited { code } => Some(*code),
             GuestMsg::Killed { signal } => Some(ExitCode::Signal(*signal).code()),
             GuestMsg::SpawnFailed {
@@ -567,6 +583,7 @@ mod tests {
                 gateway: [10, 0, 2, 2],
                 nameserver: [10, 0, 2, 3],
             }),
+            stats: false,
         }
     }
 

@@ -18,6 +18,7 @@ mod oom;
 mod ports;
 mod refresh;
 mod spawn;
+mod stats;
 mod supervise;
 mod sys;
 mod tty;
@@ -54,6 +55,10 @@ fn pid1() -> ! {
         GuestMsg::Error { message }
     });
     if let Some(control) = &control {
+        if let Some(report) = stats::report() {
+            // Only for CELLA_STATS: a lost report is no reason to fail.
+            let _ = control.send(&report);
+        }
         if let Err(e) = control.send_final(&msg) {
             console(&sys::describe("sending the final message", &e));
         }
@@ -75,10 +80,13 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
         })
         .map_err(|e| Error::sys("sending hello", e))?;
     let spec = wait_for_run(control)?;
+    stats::start(spec.stats, stats::clock());
     refresh::set_clock(spec.realtime_ns).map_err(|e| Error::sys("setting the clock", e))?;
     refresh::add_entropy(&spec.entropy).map_err(|e| Error::sys("seeding /dev/urandom", e))?;
+    stats::mark("clock and entropy set");
     if let Some(net) = &spec.network {
         eth0::configure(net).map_err(|e| Error::setup("configuring the network", e))?;
+        stats::mark("eth0 configured");
     }
 
     // The upper directory is out of reach once the root has moved: a
@@ -101,8 +109,10 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
     }
     let shares = volumes::open_shares(&spec.mounts)
         .map_err(|e| Error::setup("mounting the host shares", e))?;
+    stats::mark("shares mounted");
     mounts::switch_root(&spec.rootfs_device, &spec.hostname)
         .map_err(|e| Error::setup("preparing the root filesystem", e))?;
+    stats::mark("root switched");
     let resolv = match &spec.network {
         Some(net) => Some(
             eth0::write_resolv("", net).map_err(|e| Error::sys("writing /etc/resolv.conf", e))?,
@@ -112,6 +122,7 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
     volumes::mount_all(&spec.mounts, &shares, spec.read_only_root)
         .map_err(|e| Error::setup("mounting volumes", e))?;
     drop(shares);
+    stats::mark("volumes mounted");
     if let (Some(build), Some(upper)) = (&spec.build, upper) {
         let restore = || match resolv {
             Some(previous) => eth0::restore_resolv("", previous)
@@ -134,6 +145,7 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
         Ok(pid) => pid,
         Err(msg) => return Ok(msg),
     };
+    stats::mark("workload spawned");
     // The workload holds the stdio ports now; the host sees them close
     // with it. A terminal's relay keeps stdin and stdout.
     let mut relay = pty.map(|pty| tty::Relay::new(pty, ports.stdin, ports.stdout));
@@ -147,6 +159,7 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
         .map_err(|e| Error::sys("reporting the start", e))?;
     let outcome =
         supervise::supervise(pid, control, &signals, relay.as_mut(), Some(&mut watchdog))?;
+    stats::mark("workload reaped");
     if let Some(report) = watchdog.report() {
         // The final message follows; a lost warning is no reason to fail.
         let _ = control.send(&report);

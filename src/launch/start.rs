@@ -133,6 +133,7 @@ pub fn launch(
     };
     // passt first: a published port that is taken fails before the boot.
     let mut spec = spec;
+    spec.stats = opts.knobs.stats;
     let (passt, backend) = match &machine.network {
         Some(plan) => {
             spec.network = Some(passt::guest_config());

@@ -683,6 +683,13 @@ impl Session<'_, '_, '_, '_> {
                 );
                 Ok(None)
             }
+            GuestMsg::Phases { marks } => {
+                for (name, us) in marks {
+                    let secs = us as f64 / 1e6;
+                    eprintln!("cella-stats: guest +{secs:.3} s {}", escape(&name));
+                }
+                Ok(None)
+            }
             msg @ (GuestMsg::Exited { .. }
             | GuestMsg::Killed { .. }
             | GuestMsg::SpawnFailed { .. }) => {

@@ -3,7 +3,7 @@
 //! hostile kernel) can send any message at any time, and only the ones
 //! guest-init would send at that point are taken.
 
-use guest_init::{GuestMsg, RunSpec, MAX_OOM_VICTIMS, MAX_VICTIM_NAME};
+use guest_init::{GuestMsg, RunSpec, MAX_OOM_VICTIMS, MAX_PHASES, MAX_PHASE_NAME, MAX_VICTIM_NAME};
 
 use crate::text::Escaped;
 
@@ -41,6 +41,8 @@ pub enum Violation {
     ChildTwice(String),
     #[error("OutOfMemory with {victims} victims for {kills} kills (at most {MAX_OOM_VICTIMS} names of {MAX_VICTIM_NAME} bytes)")]
     Victims { victims: usize, kills: u64 },
+    #[error("Phases with {0} marks (at most {MAX_PHASES} names of {MAX_PHASE_NAME} bytes)")]
+    Phases(usize),
     #[error("{}", Escaped(.0))]
     Decode(String),
 }
@@ -63,6 +65,9 @@ pub struct Protocol {
     /// A supervised run's children, and whether each has ended.
     children: Vec<(String, bool)>,
     oom_reported: bool,
+    /// The spec asked for [`GuestMsg::Phases`]; and whether they came.
+    stats: bool,
+    phases_reported: bool,
 }
 
 impl Protocol {
@@ -87,6 +92,8 @@ impl Protocol {
             last_step: None,
             children,
             oom_reported: false,
+            stats: spec.stats,
+            phases_reported: false,
         }
     }
 
@@ -117,6 +124,18 @@ impl Protocol {
             }
             GuestMsg::Step { index } => self.step(*index),
             GuestMsg::SpawnFailed { .. } => Ok(()),
+            GuestMsg::Phases { .. } if !self.stats => {
+                Err(Violation::NotInThisRun("Phases", "CELLA_STATS"))
+            }
+            GuestMsg::Phases { .. } if self.phases_reported => Err(Violation::Repeated("Phases")),
+            GuestMsg::Phases { marks } => {
+                let too_long = marks.iter().any(|(n, _)| n.len() > MAX_PHASE_NAME);
+                if marks.len() > MAX_PHASES || too_long {
+                    return Err(Violation::Phases(marks.len()));
+                }
+                self.phases_reported = true;
+                Ok(())
+            }
             _ if !self.started && !matches!(msg, GuestMsg::ChildEnded { .. }) => {
                 Err(Violation::BeforeStart(name(msg)))
             }
@@ -194,6 +213,7 @@ fn name(msg: &GuestMsg) -> &'static str {
         GuestMsg::Error { .. } => "Error",
         GuestMsg::ChildEnded { .. } => "ChildEnded",
         GuestMsg::OutOfMemory { .. } => "OutOfMemory",
+        GuestMsg::Phases { .. } => "Phases",
     }
 }
 
@@ -267,6 +287,34 @@ mod tests {
         p.sent();
         p.check(&GuestMsg::Started).expect("started");
         p
+    }
+
+    #[test]
+    fn phases_only_when_asked_once_and_bounded() {
+        let phases = |n: usize, len: usize| GuestMsg::Phases {
+            marks: vec![("x".repeat(len), 1); n],
+        };
+        let mut p = running(&spec());
+        assert_eq!(
+            p.check(&phases(1, 4)),
+            Err(Violation::NotInThisRun("Phases", "CELLA_STATS"))
+        );
+        let asked = RunSpec {
+            stats: true,
+            ..spec()
+        };
+        let mut p = running(&asked);
+        assert_eq!(
+            p.check(&phases(MAX_PHASES + 1, 4)),
+            Err(Violation::Phases(MAX_PHASES + 1))
+        );
+        assert!(p.check(&phases(1, MAX_PHASE_NAME + 1)).is_err());
+        p.check(&phases(MAX_PHASES, MAX_PHASE_NAME))
+            .expect("phases");
+        assert_eq!(p.check(&phases(1, 4)), Err(Violation::Repeated("Phases")));
+        // Before the spec went out, as any other message.
+        let mut early = Protocol::new(&asked);
+        assert!(early.check(&phases(1, 4)).is_err());
     }
 
     #[test]

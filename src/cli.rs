@@ -122,3 +122,18 @@ pub enum Sub {
     #[command(external_subcommand)]
     External(Vec<String>),
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_names_cella_yaml_may_not_use_are_the_builtins() {
+        let mut names: Vec<String> = super::Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, cella::config::BUILTIN_COMMANDS);
+    }
+}

@@ -100,7 +100,10 @@ fn every_step_lands_in_the_image() {
     let p = project(a, FULL);
     write_inputs(p.path());
 
-    let (_, stderr) = ok(&p, &["_build", "full"]);
+    let (stdout, stderr) = ok(&p, &["_build", "full"]);
+    // stdout is the command's alone: the steps' own stdout goes to stderr.
+    assert_eq!(stdout, "", "{stderr}");
+    assert!(stderr.lines().any(|l| l == "epoch=0"), "{stderr}");
     // One line per step, the programs' output live and in order.
     for line in [
         "cella: building container full",

@@ -20,6 +20,10 @@ const COMMANDS: &str = r#"  streams: !Command
     container: base
     write-mode: transient-overlay
     run: "echo scratch > /etc/new-file && cat /etc/new-file && cat /proc/1/cmdline | tr '\\0' ' ' && echo && rm -rf /etc && mkdir /etc && touch /etc/only && ls /etc"
+  greet: !Command
+    container: base
+    accepts-arguments: true
+    run: 'echo "$0: $1 and $2"'
 "#;
 
 fn streams_stay_separate_and_exit_status_comes_back(mode: Mode) {
@@ -76,6 +80,26 @@ fn transient_overlay_root_is_writable_and_guest_init_is_pid_1(mode: Mode) {
     // Writes vanish with the VM: the image is untouched and a new run starts clean.
     let again = p.run(&["_run", "base", "cat", "/etc/new-file"], None);
     assert_eq!(again.status.code(), Some(1), "{}", text(&again.stderr));
+    // A shell string takes no arguments unless it says so (as in vagga),
+    // refused before any VM starts; one that does gets them as $1…
+    let refused = p.run(&["write-root", "extra"], None);
+    assert_eq!(refused.status.code(), Some(125));
+    assert!(
+        text(&refused.stderr).starts_with(
+            "error: command \"write-root\" takes no arguments: its `run` is a shell string"
+        ),
+        "{}",
+        text(&refused.stderr)
+    );
+    if mode == Mode::Restored {
+        let greet = p.run(&["greet", "x", "y z"], None);
+        assert_eq!(
+            text(&greet.stdout),
+            "greet: x and y z\n",
+            "{}",
+            text(&greet.stderr)
+        );
+    }
 }
 
 fn missing_program_is_127_and_not_executable_is_126(mode: Mode) {

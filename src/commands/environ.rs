@@ -1,8 +1,9 @@
 //! The environment of a program in the guest, from lowest to highest
 //! precedence (as vagga): cella's defaults (PATH, HOME, the host's TERM),
 //! the container's `environ-file` then `environ`, the command's
-//! `environ-file` then `environ`, the host's `CELLAENV_NAME` variables as
-//! NAME, `-e NAME` (the host's value), and `-E NAME=VALUE`.
+//! `environ-file` then `environ`, the host's `CELLAENV_NAME` (or vagga's
+//! `VAGGAENV_NAME`) variables as NAME, `-e NAME` (the host's value), and
+//! `-E NAME=VALUE`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,8 +14,9 @@ use crate::hostfs::{Dir, FsError, Shown};
 /// PATH when nothing sets one (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Host variables with this prefix reach the guest without it.
-pub const PASS_PREFIX: &str = "CELLAENV_";
+/// Host variables with one of these prefixes reach the guest without it
+/// (`VAGGAENV_` as vagga spells it).
+pub const PASS_PREFIXES: [&str; 2] = ["CELLAENV_", "VAGGAENV_"];
 
 /// An environ file larger than this is refused.
 const MAX_ENVIRON_FILE: u64 = 1 << 20;
@@ -130,10 +132,9 @@ pub fn environment(
     }
     env.extend(command.environ.clone());
     for (name, value) in host {
-        if let Some(name) = name.strip_prefix(PASS_PREFIX) {
-            if !name.is_empty() {
-                env.insert(name.to_string(), value.clone());
-            }
+        let stripped = PASS_PREFIXES.iter().find_map(|p| name.strip_prefix(p));
+        if let Some(name) = stripped.filter(|n| !n.is_empty()) {
+            env.insert(name.to_string(), value.clone());
         }
     }
     for name in &cli.use_env {
@@ -196,7 +197,7 @@ mod tests {
         };
         let host = vec![
             ("TERM".to_string(), "xterm".to_string()),
-            ("CELLAENV_V5".to_string(), "pass".to_string()),
+            ("VAGGAENV_V5".to_string(), "pass".to_string()),
             ("CELLAENV_V6".to_string(), "pass".to_string()),
             ("V6".to_string(), "host".to_string()),
             ("SECRET".to_string(), "host".to_string()),

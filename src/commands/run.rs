@@ -78,7 +78,10 @@ fn run_one(
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
     match lookup(config, name)? {
-        CommandKind::Command(simple) => simple_command(config, simple, args, opts),
+        CommandKind::Command(simple) => {
+            let args = command_args(name, simple, args)?;
+            simple_command(config, simple, &args, opts)
+        }
         CommandKind::Supervise(group) => {
             let selected = supervise::select(name, group, args)?;
             for child in &selected {
@@ -87,6 +90,35 @@ fn run_one(
             supervise::run(config, name, group, selected, opts)
         }
     }
+}
+
+/// What `cella NAME ARGS…` appends to the command's argv, as vagga does:
+/// nothing new for a list; for a shell string, NAME as `$0` and the
+/// arguments as `$1…`; and no arguments at all to a command that does not
+/// accept them.
+fn command_args(
+    name: &str,
+    command: &SimpleCommand,
+    args: &[String],
+) -> Result<Vec<String>, CommandError> {
+    if args.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !command.accepts_arguments {
+        let why = match command.shell {
+            true => "its `run` is a shell string; `accepts-arguments: true` passes them as $1, $2…",
+            false => "it has `accepts-arguments: false`",
+        };
+        return Err(CommandError::Usage(format!(
+            "command \"{name}\" takes no arguments: {why}"
+        )));
+    }
+    let mut out = Vec::with_capacity(args.len() + 1);
+    if command.shell {
+        out.push(name.to_owned());
+    }
+    out.extend_from_slice(args);
+    Ok(out)
 }
 
 /// Creates the persistent volumes `command` mounts that do not exist yet,
@@ -145,4 +177,42 @@ fn terminal() -> Option<WinSize> {
     }
     let (rows, cols) = window_size(libc::STDOUT_FILENO).unwrap_or((24, 80));
     Some(WinSize { rows, cols })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WriteMode;
+
+    #[test]
+    fn arguments_as_vagga_passes_them() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut list = SimpleCommand::adhoc("c".into(), args(&["echo"]), WriteMode::ReadOnly);
+        assert_eq!(
+            command_args("t", &list, &args(&["a", "b"])).unwrap(),
+            args(&["a", "b"])
+        );
+        let mut shell = list.clone();
+        shell.run = args(&["/bin/sh", "-c", "echo $1"]);
+        shell.shell = true;
+        shell.accepts_arguments = false;
+        assert!(command_args("t", &shell, &[]).unwrap().is_empty());
+        let e = command_args("t", &shell, &args(&["a"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("command \"t\" takes no arguments: its `run` is a shell string"),
+            "{e}"
+        );
+        shell.accepts_arguments = true;
+        assert_eq!(
+            command_args("t", &shell, &args(&["a"])).unwrap(),
+            args(&["t", "a"])
+        );
+        list.accepts_arguments = false;
+        let e = command_args("t", &list, &args(&["a"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("accepts-arguments: false"), "{e}");
+    }
 }

@@ -28,6 +28,27 @@ const COMMAND_FIELDS: &[&str] = &[
     "memory",
     "network",
     "ports",
+    "accepts-arguments",
+];
+/// A `!Supervise` child's fields: a command's, less what only `cella
+/// NAME ARGS…` uses.
+const CHILD_FIELDS: &[&str] = &[
+    "description",
+    "container",
+    "run",
+    "environ",
+    "volumes",
+    "work-dir",
+    "write-mode",
+    "environ-file",
+    "user-id",
+    "group-id",
+    "hostname",
+    "prerequisites",
+    "cpus",
+    "memory",
+    "network",
+    "ports",
 ];
 const SUPERVISE_FIELDS: &[&str] = &[
     "description",
@@ -121,6 +142,11 @@ impl Decoder<'_> {
         }
         let run_node = self.required(fields, "run")?;
         let run = self.run(run_node, &join(&fields.path, "run"))?;
+        let shell = matches!(run_node.value, Value::Scalar { .. });
+        // vagga's default: a shell string takes no arguments, a list does.
+        let accepts_arguments = self
+            .optional(fields, "accepts-arguments", scalars::boolean)?
+            .unwrap_or(!shell);
         let environ = self.environ(fields.get("environ"), &fields.path_of("environ"))?;
         let mut refs = Vec::new();
         let volumes = self.volumes(
@@ -167,6 +193,8 @@ impl Decoder<'_> {
             network: self.network(fields)?,
             network_at: self.field_at(fields, "network"),
             ports: self.ports(fields)?,
+            shell,
+            accepts_arguments,
         })
     }
 
@@ -245,7 +273,7 @@ impl Decoder<'_> {
             let child_path = join(path, &entry.key);
             let child_name = self.name(&entry, &child_path)?;
             self.variant(entry.value, &child_path, &["Command"])?;
-            let fields = self.fields(entry.value, &child_path, COMMAND_FIELDS)?;
+            let fields = self.fields(entry.value, &child_path, CHILD_FIELDS)?;
             for field in VM_FIELDS {
                 if let Some(pos) = fields.key_pos(field) {
                     return Err(self.invalid(

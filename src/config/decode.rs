@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::checks::{check_init_commands, check_prerequisites, check_references, Reference};
 use super::error::{ConfigError, Location, Pos};
-use super::model::{Config, Container, EnvironFile};
+use super::model::{Config, Container, EnvironFile, BUILTIN_COMMANDS};
 use super::scalars;
 use super::yaml::{Node, Value};
 
@@ -322,13 +322,26 @@ impl Decoder<'_> {
                 ),
             ));
         }
-        if entry.key.starts_with('_') {
+        Ok(entry.key.clone())
+    }
+
+    /// A command's name: as [`Self::name`], and not one of cella's own
+    /// commands, which `cella NAME` would run instead. Other names that
+    /// start with `_` are allowed (vagga projects use them for internal
+    /// commands and YAML anchors) and hidden from the list.
+    pub(super) fn command_name(
+        &self,
+        entry: &Entry<'_>,
+        path: &str,
+    ) -> Result<String, ConfigError> {
+        let name = self.name(entry, path)?;
+        if BUILTIN_COMMANDS.contains(&name.as_str()) {
             return Err(ConfigError::ReservedName {
-                at,
-                name: entry.key.clone(),
+                at: self.at(entry.key_pos, path),
+                name,
             });
         }
-        Ok(entry.key.clone())
+        Ok(name)
     }
 
     /// The field `environ-file` of a container or command: a file of the
@@ -416,7 +429,7 @@ impl Decoder<'_> {
             self.untagged(node, "commands")?;
             for entry in self.entries(node, "commands")? {
                 let path = join("commands", &entry.key);
-                let name = self.name(&entry, &path)?;
+                let name = self.command_name(&entry, &path)?;
                 let command =
                     self.command(&config, name.clone(), entry.key_pos, entry.value, &path)?;
                 config.commands.insert(name, command);

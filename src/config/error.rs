@@ -88,7 +88,7 @@ pub enum ConfigError {
     EmptyRun { at: Location },
     #[error("{at}: name must not be empty")]
     EmptyName { at: Location },
-    #[error("{at}: name \"{name}\" is reserved: names starting with \"_\" are for builtins")]
+    #[error("{at}: name \"{name}\" is reserved: `cella {name}` is one of cella's own commands")]
     ReservedName { at: Location, name: String },
     #[error("{at}: containers form a cycle: {cycle}")]
     Cycle { at: Location, cycle: String },

@@ -37,7 +37,7 @@ pub use knobs::Knobs;
 pub use model::{
     Bind, Child, Command, CommandKind, Config, Container, CopyStep, DebianStep, EnvironFile,
     HostDir, NameRef, Network, PortMap, Resources, SetupStep, SimpleCommand, Step, Supervise,
-    SuperviseMode, Volume, WriteMode, DEFAULT_DEBIAN_MIRROR,
+    SuperviseMode, Volume, WriteMode, BUILTIN_COMMANDS, DEFAULT_DEBIAN_MIRROR,
 };
 pub use settings::{Limits, NetworkPolicy, Settings, SettingsError};
 

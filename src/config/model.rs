@@ -116,6 +116,11 @@ pub struct DebianStep {
 }
 
 /// The mirror of a `!Debian` without one.
+/// cella's own commands (`cella _run …`): no command of a project may be
+/// called so, as `cella NAME` would never reach it. main's tests hold
+/// this list to the command line's.
+pub const BUILTIN_COMMANDS: &[&str] = &["_build", "_clean", "_list", "_run", "_version_hash"];
+
 pub const DEFAULT_DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 
 /// The body of `!Copy`.
@@ -418,6 +423,11 @@ pub struct SimpleCommand {
     pub network_at: Option<Location>,
     /// `ports`: published on the host (only with `network: user`, checked).
     pub ports: Vec<PortMap>,
+    /// `run` was a string, run by `/bin/sh -c`.
+    pub shell: bool,
+    /// `accepts-arguments`: whether `cella NAME ARGS…` may pass arguments
+    /// (vagga's default: not to a shell string, which gets them as `$1…`).
+    pub accepts_arguments: bool,
 }
 
 impl SimpleCommand {
@@ -439,6 +449,8 @@ impl SimpleCommand {
             network: Network::None,
             network_at: None,
             ports: Vec::new(),
+            shell: false,
+            accepts_arguments: true,
         }
     }
 }

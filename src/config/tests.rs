@@ -22,7 +22,7 @@ pub(super) fn project(name: &str, yaml: &str) -> (TempDir, PathBuf) {
     (dir, path)
 }
 
-fn load_ok(yaml: &str) -> Config {
+pub(super) fn load_ok(yaml: &str) -> Config {
     let (_dir, path) = project("cella.yaml", yaml);
     load(&path, 1 << 20).unwrap()
 }
@@ -141,6 +141,33 @@ fn run_forms() {
         simple(&config, "block").run,
         ["/bin/sh", "-c", "echo one\necho two\n"]
     );
+    // vagga's `accepts-arguments`: by default a list takes arguments and a
+    // shell string does not.
+    let takes = |name: &str| {
+        let c = simple(&config, name);
+        (c.shell, c.accepts_arguments)
+    };
+    assert_eq!(takes("list"), (false, true));
+    assert_eq!(takes("string"), (true, false));
+    let config = load_ok(&format!(
+        "{BASE}commands:
+  list: !Command {{ container: base, run: [echo], accepts-arguments: false }}
+  string: !Command {{ container: base, run: echo hi, accepts-arguments: true }}
+"
+    ));
+    assert_eq!(takes_in(&config, "list"), (false, false));
+    assert_eq!(takes_in(&config, "string"), (true, true));
+    assert_eq!(
+        load_err(&format!(
+            "{BASE}commands:\n  c: !Command {{ container: base, run: x, accepts-arguments: 2 }}\n"
+        )),
+        "/p/cella.yaml:6:61: commands.c.accepts-arguments: expected true or false, found \"2\""
+    );
+}
+
+fn takes_in(config: &Config, name: &str) -> (bool, bool) {
+    let c = simple(config, name);
+    (c.shell, c.accepts_arguments)
 }
 
 #[test]
@@ -296,7 +323,7 @@ fn unknown_fields() {
         )),
         "/p/cella.yaml:8:5: commands.test.colour: unknown field, \
          expected one of: description, container, run, environ, volumes, work-dir, write-mode, \
-         environ-file, user-id, group-id, hostname, prerequisites, cpus, memory, network, ports"
+         environ-file, user-id, group-id, hostname, prerequisites, cpus, memory, network, ports, accepts-arguments"
     );
     assert_eq!(
         load_err("mixins: [a.yaml]\n"),
@@ -454,13 +481,15 @@ fn reserved_and_empty_names() {
             "{BASE}commands:\n  _run: !Command {{ container: base, run: x }}\n"
         )),
         "/p/cella.yaml:6:3: commands._run: name \"_run\" is reserved: \
-         names starting with \"_\" are for builtins"
+         `cella _run` is one of cella's own commands"
     );
-    assert_eq!(
-        load_err("containers:\n  _base: {}\n"),
-        "/p/cella.yaml:2:3: containers._base: name \"_base\" is reserved: \
-         names starting with \"_\" are for builtins"
+    // Other names starting with `_` are vagga's hidden commands (and
+    // anchors): loaded, and left out of the list.
+    let config = load_ok(
+        "containers:\n  _base: {}\ncommands:\n  _hidden: &c !Command { container: _base, run: x }\n  shown: *c\n",
     );
+    assert!(config.containers.contains_key("_base"));
+    assert!(config.commands.contains_key("_hidden"));
     assert_eq!(
         load_err(&format!(
             "{BASE}commands:\n  '': !Command {{ container: base, run: x }}\n"

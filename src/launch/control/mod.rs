@@ -599,6 +599,11 @@ impl Session<'_, '_, '_, '_> {
     ) -> Result<(), GuestError> {
         for (port, data) in output {
             match port as u32 {
+                // A build VM's output is the build's, not the command's:
+                // `cella CMD > out` holds only what CMD printed.
+                PORT_STDOUT if self.build.is_some() => {
+                    write_stream(&mut std::io::stderr(), &data, &mut self.stderr_open)
+                }
                 PORT_STDOUT => write_stream(&mut std::io::stdout(), &data, &mut self.stdout_open),
                 PORT_STDERR => write_stream(&mut std::io::stderr(), &data, &mut self.stderr_open),
                 PORT_CONTROL if control => self

@@ -364,11 +364,19 @@ fn reset_then_activate_again() {
     dev.send(1, b"first");
     assert_eq!(g.used(rx_queue(1)), vec![b"first".to_vec()]);
 
+    // Written and queued, not yet taken by the host, when the guest's
+    // kernel resets the device on its way down: still the guest's output.
+    let out_tx = rx_queue(2) + 1;
+    g.post(out_tx, 0, Some(b"last words"));
     dev.reset();
+    assert_eq!(
+        dev.take_output(usize::MAX),
+        vec![(2, b"last words".to_vec())]
+    );
     assert!(dev.queues().is_empty());
     assert!(dev.ports.iter().all(|p| !p.ready && !p.guest_open));
     // The old queues are not touched any more.
-    let out_tx = rx_queue(2) + 1;
+    g.used(out_tx);
     g.post(out_tx, 0, Some(b"after reset"));
     dev.queue_notify(out_tx);
     dev.drain_all();

@@ -35,3 +35,22 @@ bench() {
     hyperfine -N --style none --runs "$n" --export-json "$work/$name.json" "$*" >&2
     json "$work/$name.json"
 }
+
+# build_revision REV: builds cella and guest-init as they were at git
+# revision REV (cached in ~/.cache/cella/bench-before-REV, or
+# $BEFORE_TARGET) and sets $before and $before_init to them. Needs $work.
+build_revision() {
+    local rev=$1
+    echo "== building cella at $rev ==" >&2
+    mkdir -p "$work/before-src"
+    git archive "$rev" | tar -x -C "$work/before-src"
+    local target=${BEFORE_TARGET:-$HOME/.cache/cella/bench-before-$rev}
+    (
+        cd "$work/before-src"
+        CARGO_TARGET_DIR=$target cargo build --release --locked -q -p cella >&2
+        CARGO_TARGET_DIR=$target RUSTFLAGS="-C target-feature=+crt-static" \
+            cargo build --profile guest --locked -q -p guest-init --target x86_64-unknown-linux-gnu >&2
+    )
+    before=$target/release/cella
+    before_init=$target/x86_64-unknown-linux-gnu/guest/guest-init
+}

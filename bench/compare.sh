@@ -25,18 +25,7 @@ after_init=$PWD/target/release/cella-guest-init
 work=$(mktemp -d /tmp/cella-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-echo "== building cella at $before_rev ==" >&2
-mkdir -p "$work/before-src"
-git archive "$before_rev" | tar -x -C "$work/before-src"
-before_target=${BEFORE_TARGET:-$HOME/.cache/cella/bench-before-$before_rev}
-(
-    cd "$work/before-src"
-    CARGO_TARGET_DIR=$before_target cargo build --release --locked -q -p cella >&2
-    CARGO_TARGET_DIR=$before_target RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --profile guest --locked -q -p guest-init --target x86_64-unknown-linux-gnu >&2
-)
-before=$before_target/release/cella
-before_init=$before_target/x86_64-unknown-linux-gnu/guest/guest-init
+build_revision "$before_rev"
 
 for side in before after; do
     mkdir -p "$work/$side"

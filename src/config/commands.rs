@@ -31,25 +31,11 @@ const COMMAND_FIELDS: &[&str] = &[
     "accepts-arguments",
 ];
 /// A `!Supervise` child's fields: a command's, less what only `cella
-/// NAME ARGS…` uses.
-const CHILD_FIELDS: &[&str] = &[
-    "description",
-    "container",
-    "run",
-    "environ",
-    "volumes",
-    "work-dir",
-    "write-mode",
-    "environ-file",
-    "user-id",
-    "group-id",
-    "hostname",
-    "prerequisites",
-    "cpus",
-    "memory",
-    "network",
-    "ports",
-];
+/// NAME ARGS…` uses (`accepts-arguments`, kept last for this).
+const CHILD_FIELDS: &[&str] = match COMMAND_FIELDS.split_last() {
+    Some((_, fields)) => fields,
+    None => &[],
+};
 const SUPERVISE_FIELDS: &[&str] = &[
     "description",
     "mode",

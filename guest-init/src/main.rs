@@ -80,7 +80,7 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
         })
         .map_err(|e| Error::sys("sending hello", e))?;
     let spec = wait_for_run(control)?;
-    stats::start(spec.stats, stats::clock());
+    stats::start(spec.stats);
     refresh::set_clock(spec.realtime_ns).map_err(|e| Error::sys("setting the clock", e))?;
     refresh::add_entropy(&spec.entropy).map_err(|e| Error::sys("seeding /dev/urandom", e))?;
     stats::mark("clock and entropy set");

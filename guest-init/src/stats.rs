@@ -22,17 +22,15 @@ fn now_us() -> u64 {
     (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1000
 }
 
-/// The run spec arrived at `at` (µs); marks are kept from now on if `on`.
-pub fn start(on: bool, at: u64) {
-    if let Ok(mut marks) = MARKS.lock() {
-        marks.0 = at;
+/// The run spec arrived now; marks are kept from now on if `on`.
+pub fn start(on: bool) {
+    if !on {
+        return;
     }
-    ON.store(on, Ordering::Relaxed);
-}
-
-/// The monotonic clock now, in µs (for [`start`]).
-pub fn clock() -> u64 {
-    now_us()
+    if let Ok(mut marks) = MARKS.lock() {
+        marks.0 = now_us();
+    }
+    ON.store(true, Ordering::Relaxed);
 }
 
 /// The phase `name` ends now.

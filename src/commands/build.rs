@@ -11,7 +11,7 @@ use super::error::CommandError;
 use super::netcheck;
 use super::options::RunOptions;
 use super::project::Project;
-use crate::config::{Config, Network};
+use crate::config::{Config, Container, Network};
 use crate::devices::virtio::fs::server::ShareSpec;
 use crate::hostfs::Dir;
 use crate::image::build::{BatchNeeds, BatchOutcome, BuildCtx, BuildError, ProgramRunner};
@@ -108,15 +108,16 @@ fn versions<'c>(
     ))
 }
 
-fn known(config: &Config, name: &str) -> Result<(), CommandError> {
-    if config.containers.contains_key(name) {
-        return Ok(());
-    }
-    Err(CommandError::UnknownContainer {
-        name: name.to_string(),
-        config: config.path.clone(),
-        known: config.containers.keys().cloned().collect(),
-    })
+/// The container `name` of cella.yaml, or an error listing those it has.
+pub fn container<'c>(config: &'c Config, name: &str) -> Result<&'c Container, CommandError> {
+    config
+        .containers
+        .get(name)
+        .ok_or_else(|| CommandError::UnknownContainer {
+            name: name.to_string(),
+            config: config.path.clone(),
+            known: config.containers.keys().cloned().collect(),
+        })
 }
 
 /// The image to run `name` in: with `--no-build`, the last one built for
@@ -127,7 +128,7 @@ pub fn image_for_run(
     name: &str,
     opts: &RunOptions,
 ) -> Result<Image, CommandError> {
-    known(config, name)?;
+    container(config, name)?;
     if opts.no_build {
         return project
             .store
@@ -174,7 +175,7 @@ pub fn build(
     print_digest: bool,
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
-    known(config, name)?;
+    container(config, name)?;
     netcheck::container(config, name, opts)?;
     let project = Project::open(config)?;
     let image = ensure(config, &project, name, force, opts)?;
@@ -186,7 +187,7 @@ pub fn build(
 
 /// `cella _version_hash NAME`: the image id, without building anything.
 pub fn version_hash(config: &Config, name: &str, opts: &RunOptions) -> Result<i32, CommandError> {
-    known(config, name)?;
+    container(config, name)?;
     let project = Project::open(config)?;
     let mut versions = versions(config, &project, opts)?;
     let id = versions.id(name).map_err(build_error)?;

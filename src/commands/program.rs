@@ -4,7 +4,7 @@
 
 use guest_init::Mount;
 
-use super::build::image_for_run;
+use super::build::{container, image_for_run};
 use super::environ;
 use super::error::CommandError;
 use super::options::RunOptions;
@@ -32,20 +32,20 @@ pub struct Program {
     pub shares: Vec<ShareSpec>,
 }
 
-/// Resolves everything `command` needs: its image (built if needed), its
-/// volumes, directory and environment. Its persistent volumes must exist
-/// already (`run::init_volumes`).
+/// Resolves everything `command` needs in `project`: its image (built if
+/// needed), its volumes, directory and environment. Its persistent
+/// volumes must exist already (`run::init_volumes`).
 pub fn prepare(
     config: &Config,
+    project: &Project,
     command: &SimpleCommand,
     args: &[String],
     opts: &RunOptions,
 ) -> Result<Program, CommandError> {
-    let cont = container(config, command)?;
-    let project = Project::open(config)?;
+    let cont = container(config, &command.container)?;
     let volumes = volumes::merged(&cont.volumes, Some(&command.volumes));
-    let plan = volumes::plan(&project, &volumes, opts)?;
-    let cwd = volumes::guest_cwd(config, &project, command.work_dir.as_deref())?;
+    let plan = volumes::plan(project, &volumes, opts)?;
+    let cwd = volumes::guest_cwd(config, project, command.work_dir.as_deref())?;
     let env = environ::environment(
         &project.dir,
         cont,
@@ -53,7 +53,7 @@ pub fn prepare(
         &opts.environ,
         &environ::host_environment(),
     )?;
-    let image = image_for_run(config, &project, &command.container, opts)?;
+    let image = image_for_run(config, project, &command.container, opts)?;
     let mut argv = command.run.clone();
     argv.extend_from_slice(args);
     Ok(Program {
@@ -72,19 +72,4 @@ pub fn prepare(
         read_only_root: command.write_mode == WriteMode::ReadOnly,
         shares: plan.shares,
     })
-}
-
-/// The container `command` runs in.
-pub fn container<'c>(
-    config: &'c Config,
-    command: &SimpleCommand,
-) -> Result<&'c crate::config::Container, CommandError> {
-    config
-        .containers
-        .get(&command.container)
-        .ok_or_else(|| CommandError::UnknownContainer {
-            name: command.container.clone(),
-            config: config.path.clone(),
-            known: config.containers.keys().cloned().collect(),
-        })
 }

@@ -6,10 +6,11 @@ use std::collections::HashSet;
 
 use guest_init::{RunSpec, WinSize};
 
+use super::build::container;
 use super::error::CommandError;
 use super::netcheck;
 use super::options::RunOptions;
-use super::program::{self, prepare};
+use super::program::prepare;
 use super::project::Project;
 use super::supervise;
 use super::volumes;
@@ -85,9 +86,13 @@ fn run_one(
         CommandKind::Supervise(group) => {
             let selected = supervise::select(name, group, args)?;
             for child in &selected {
-                init_volumes(config, &child.command, opts)?;
+                container(config, &child.command.container)?;
             }
-            supervise::run(config, name, group, selected, opts)
+            let project = Project::open(config)?;
+            for child in &selected {
+                init_volumes(config, &project, &child.command, opts)?;
+            }
+            supervise::run(config, &project, name, group, selected, opts)
         }
     }
 }
@@ -121,17 +126,18 @@ fn command_args(
     Ok(out)
 }
 
-/// Creates the persistent volumes `command` mounts that do not exist yet,
-/// running their init commands (each a `cella NAME` of its own).
+/// Creates the persistent volumes `command` mounts in `project` that do
+/// not exist yet, running their init commands (each a `cella NAME` of its
+/// own).
 fn init_volumes(
     config: &Config,
+    project: &Project,
     command: &SimpleCommand,
     opts: &RunOptions,
 ) -> Result<(), CommandError> {
-    let cont = program::container(config, command)?;
-    let project = Project::open(config)?;
+    let cont = container(config, &command.container)?;
     let volumes = volumes::merged(&cont.volumes, Some(&command.volumes));
-    volumes::ensure_persistent(&project, &volumes, opts, &mut |opts, name| {
+    volumes::ensure_persistent(project, &volumes, opts, &mut |opts, name| {
         self::command(config, name, &[], opts)
     })
 }
@@ -144,8 +150,10 @@ pub fn simple_command(
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
     netcheck::body(config, command, opts)?;
-    init_volumes(config, command, opts)?;
-    let program = prepare(config, command, args, opts)?;
+    container(config, &command.container)?;
+    let project = Project::open(config)?;
+    init_volumes(config, &project, command, opts)?;
+    let program = prepare(config, &project, command, args, opts)?;
     let mut spec = RunSpec::new(program.argv, program.env);
     spec.cwd = program.cwd;
     spec.uid = program.uid;

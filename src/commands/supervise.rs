@@ -8,6 +8,7 @@ use guest_init::{ChildSpec, Mount, RunSpec};
 use super::error::CommandError;
 use super::options::RunOptions;
 use super::program::prepare;
+use super::project::Project;
 use super::volumes::intern;
 use crate::config::{Child, Config, Supervise, SuperviseMode};
 use crate::devices::virtio::fs::server::ShareSpec;
@@ -69,10 +70,11 @@ pub fn select<'s>(
     Ok(selected)
 }
 
-/// Runs the `selected` children of `group` together (their persistent
-/// volumes made already); the run's exit status.
+/// Runs the `selected` children of `group` together in `project` (their
+/// persistent volumes made already); the run's exit status.
 pub fn run(
     config: &Config,
+    project: &Project,
     name: &str,
     group: &Supervise,
     selected: Vec<&Child>,
@@ -83,7 +85,7 @@ pub fn run(
     let mut children = Vec::new();
     let mut hostname = None;
     for child in selected {
-        let program = prepare(config, &child.command, &[], opts)?;
+        let program = prepare(config, project, &child.command, &[], opts)?;
         let drive = match images
             .iter()
             .position(|i| i.info.id == program.image.info.id)

@@ -118,6 +118,14 @@ pub enum Sub {
         #[arg(long)]
         all: bool,
     },
+    /// Show what the user's cache holds (snapshots, warm snapshots, apt,
+    /// kernels) and how big each is.
+    #[command(name = "_cache")]
+    Cache {
+        /// Remove the snapshots and warm snapshots (runs make them again).
+        #[arg(long)]
+        drop: bool,
+    },
     /// A command from cella.yaml, with arguments appended to its `run`.
     #[command(external_subcommand)]
     External(Vec<String>),

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cella::commands::environ::CliEnviron;
-use cella::commands::{self, build, list, run, CommandError};
+use cella::commands::{self, build, cache, list, run, CommandError};
 use cella::config::{Knobs, Resources, SimpleCommand, WriteMode};
 use cli::{Cli, Sub};
 
@@ -69,6 +69,10 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
         .allow_addresses
         .extend(cli.allow_address.iter().copied());
     opts.limits = settings.limits;
+    // The user's cache is no project's: no cella.yaml needed.
+    if let Some(Sub::Cache { drop }) = cli.command {
+        return cache::cache(drop, &opts);
+    }
     let config = commands::load_config(&opts.limits)?;
     match cli.command {
         None => {
@@ -86,6 +90,7 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
         }) => build::build(&config, &container, force, print_digest, &opts),
         Some(Sub::VersionHash { container }) => build::version_hash(&config, &container, &opts),
         Some(Sub::Clean { all, .. }) => build::clean(&config, all, &opts),
+        Some(Sub::Cache { .. }) => Ok(0),
         Some(Sub::Run {
             container,
             writable,

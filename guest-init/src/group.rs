@@ -247,7 +247,7 @@ pub fn run(
                     stop_all(Stop::Host(sig), &mut stop, &children)?;
                 }
                 HostMsg::Signal(sig) => terminate(&children, sig),
-                HostMsg::Resize(_) | HostMsg::Run(_) => {}
+                HostMsg::Resize(_) | HostMsg::Run(_) | HostMsg::Prepare(_) => {}
             }
         }
         let mut fds = vec![

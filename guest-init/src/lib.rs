@@ -12,7 +12,7 @@ mod exit_code;
 pub use exit_code::ExitCode;
 
 /// Bumped on every incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Port ids on the multiport virtio-console, in the order the host adds them.
 pub const PORT_CONTROL: u32 = 0;
@@ -289,10 +289,35 @@ pub enum ExportKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostMsg {
     Run(Box<RunSpec>),
+    /// Before a run spec, in a VM about to become a warm snapshot: mount
+    /// the root the spec will name and read its program into the page
+    /// cache, then say [`GuestMsg::Prepared`].
+    Prepare(Prepare),
     /// Deliver this signal number to the workload.
     Signal(i32),
     /// The host's terminal changed size.
     Resize(WinSize),
+}
+
+/// PATH when the workload's env has none (as Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The PATH the workload's own environment sets, else the default.
+pub fn search_path(env: &[(String, String)]) -> &str {
+    env.iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or(DEFAULT_PATH, |(_, v)| v.as_str())
+}
+
+/// What a warm snapshot holds ready: the root on `rootfs_device`,
+/// mounted and switched to, and the files that running `program` (looked
+/// up in `path`, a `PATH` value, when it has no `/`) reads first in the
+/// page cache: the program and its interpreter (`#!` or ELF `PT_INTERP`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    pub rootfs_device: String,
+    pub program: String,
+    pub path: String,
 }
 
 /// Why the workload could not be started.
@@ -310,6 +335,9 @@ pub enum GuestMsg {
     Hello {
         version: u32,
     },
+    /// The root of a [`HostMsg::Prepare`] is mounted and its program read:
+    /// the VM may be saved as a warm snapshot.
+    Prepared,
     /// The workload is running.
     Started,
     /// A build VM is about to start step `index` of its [`Build`].
@@ -367,6 +395,7 @@ impl GuestMsg {
     pub fn exit_status(&self) -> Option<i32> {
         match self {
             GuestMsg::Hello { .. }
+            | GuestMsg::Prepared
             | GuestMsg::Started
             | GuestMsg::Step { .. }
             | GuestMsg::ChildEnded { .. }

@@ -23,6 +23,7 @@ mod supervise;
 mod sys;
 mod tty;
 mod volumes;
+mod warm;
 
 use guest_init::{GuestMsg, HostMsg, RunSpec, PROTOCOL_VERSION};
 
@@ -79,8 +80,16 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
             version: PROTOCOL_VERSION,
         })
         .map_err(|e| Error::sys("sending hello", e))?;
-    let spec = wait_for_run(control)?;
+    let (spec, prepared) = wait_for_run(control)?;
     stats::start(spec.stats);
+    if let Some(device) = &prepared {
+        // A warm VM runs only the kind of spec it was readied for.
+        if spec.build.is_some() || spec.supervise.is_some() || *device != spec.rootfs_device {
+            return Err(Error::Io(std::io::Error::other(
+                "the run spec does not match the root this warm VM has mounted",
+            )));
+        }
+    }
     refresh::set_clock(spec.realtime_ns).map_err(|e| Error::sys("setting the clock", e))?;
     refresh::add_entropy(&spec.entropy).map_err(|e| Error::sys("seeding /dev/urandom", e))?;
     stats::mark("clock and entropy set");
@@ -110,8 +119,11 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
     let shares = volumes::open_shares(&spec.mounts)
         .map_err(|e| Error::setup("mounting the host shares", e))?;
     stats::mark("shares mounted");
-    mounts::switch_root(&spec.rootfs_device, &spec.hostname)
-        .map_err(|e| Error::setup("preparing the root filesystem", e))?;
+    match prepared {
+        Some(_) => mounts::set_hostname(&spec.hostname),
+        None => mounts::switch_root(&spec.rootfs_device, &spec.hostname),
+    }
+    .map_err(|e| Error::setup("preparing the root filesystem", e))?;
     stats::mark("root switched");
     let resolv = match &spec.network {
         Some(net) => Some(
@@ -167,11 +179,23 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
     Ok(outcome)
 }
 
-/// Reads control messages until the host says what to run.
-fn wait_for_run(control: &mut Control) -> Result<RunSpec, Error> {
+/// Reads control messages until the host says what to run; readies the
+/// VM for a warm snapshot first if asked. The root device already entered,
+/// if one was.
+fn wait_for_run(control: &mut Control) -> Result<(RunSpec, Option<String>), Error> {
+    let mut prepared = None;
     loop {
         match control.recv()? {
-            HostMsg::Run(spec) => return Ok(*spec),
+            HostMsg::Run(spec) => return Ok((*spec, prepared)),
+            HostMsg::Prepare(prepare) if prepared.is_none() => {
+                warm::prepare(&prepare)
+                    .map_err(|e| Error::setup("preparing the root filesystem", e))?;
+                prepared = Some(prepare.rootfs_device);
+                control
+                    .send(&GuestMsg::Prepared)
+                    .map_err(|e| Error::sys("reporting the root ready", e))?;
+            }
+            HostMsg::Prepare(_) => {}
             // Nothing runs yet that a signal could reach.
             HostMsg::Signal(_) | HostMsg::Resize(_) => {}
         }

@@ -1,6 +1,8 @@
 //! The initramfs mounts and the workload's root: erofs below, tmpfs-backed overlay on top.
 
 use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::sys;
@@ -128,6 +130,15 @@ fn mount_lower(device: &str, lower: &str) -> io::Result<()> {
     }
 }
 
+/// The initramfs's root directory, opened before anything covers it.
+static INITRAMFS: AtomicI32 = AtomicI32::new(-1);
+
+/// An `O_PATH` fd of the initramfs's root: guest-init reaches its /mnt
+/// through it even after the workload's root has replaced it at /.
+pub fn initramfs() -> RawFd {
+    INITRAMFS.load(Ordering::Relaxed)
+}
+
 /// What the root needs that does not depend on the run: the mount points
 /// and the overlay's writable tmpfs. Done before the hello, so a VM
 /// restored from a snapshot has it done already.
@@ -135,6 +146,9 @@ pub fn prepare() -> io::Result<()> {
     for dir in ["/mnt", LOWER, RW, ROOT] {
         mkdir(dir, 0o755)?;
     }
+    let fd = sys::open("/", libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .map_err(|e| ctx("open /", e))?;
+    INITRAMFS.store(fd, Ordering::Relaxed);
     mount_fs(
         "tmpfs",
         RW,
@@ -181,6 +195,12 @@ fn root_mounts(root: &str) -> io::Result<()> {
 /// /sys and /dev into it, and makes it the root of guest-init (and so of
 /// the workload).
 pub fn switch_root(device: &str, hostname: &str) -> io::Result<()> {
+    enter_root(device)?;
+    set_hostname(hostname)
+}
+
+/// [`switch_root`] without the hostname: what a warm snapshot holds.
+pub fn enter_root(device: &str) -> io::Result<()> {
     mount_lower(device, LOWER)?;
     overlay(LOWER, &format!("{RW}/upper"), &format!("{RW}/work"), ROOT)?;
     for dir in ["proc", "sys", "dev", "tmp"] {
@@ -194,8 +214,7 @@ pub fn switch_root(device: &str, hostname: &str) -> io::Result<()> {
     sys::chdir(ROOT).map_err(|e| ctx(&format!("chdir {ROOT}"), e))?;
     move_mount(".", "/")?;
     sys::chroot(".").map_err(|e| ctx("chroot", e))?;
-    sys::chdir("/").map_err(|e| ctx("chdir /", e))?;
-    set_hostname(hostname)
+    sys::chdir("/").map_err(|e| ctx("chdir /", e))
 }
 
 pub fn set_hostname(hostname: &str) -> io::Result<()> {

@@ -14,8 +14,7 @@ use guest_init::{ExitCode, GuestMsg, RunSpec, SpawnFailure};
 use crate::ports::Ports;
 use crate::sys;
 
-/// PATH when the workload's env has none (as Docker's default).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use guest_init::search_path;
 
 /// Where in the child a failure happened, sent as the first word on the pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,13 +56,6 @@ pub fn candidates(prog: &str, path: &str) -> Vec<String> {
             dir => format!("{}/{prog}", dir.trim_end_matches('/')),
         })
         .collect()
-}
-
-/// The PATH the workload's own environment sets, else the default.
-pub fn search_path(env: &[(String, String)]) -> &str {
-    env.iter()
-        .find(|(k, _)| k == "PATH")
-        .map_or(DEFAULT_PATH, |(_, v)| v.as_str())
 }
 
 /// How an exec errno is reported to the host.
@@ -408,6 +400,7 @@ unsafe fn child(p: &Prepared, fds: [RawFd; 3], report: RawFd) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guest_init::DEFAULT_PATH;
 
     fn spec(argv: &[&str]) -> RunSpec {
         RunSpec {

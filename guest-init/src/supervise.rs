@@ -99,7 +99,7 @@ fn handle(msg: HostMsg, workload: libc::pid_t, relay: Option<&Relay>) {
             }
         }
         // A second run request makes no sense while one runs; ignore it.
-        HostMsg::Run(_) => {}
+        HostMsg::Run(_) | HostMsg::Prepare(_) => {}
     }
 }
 

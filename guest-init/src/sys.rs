@@ -165,6 +165,11 @@ pub fn chdir(path: &str) -> io::Result<()> {
     check(unsafe { libc::chdir(c.as_ptr()) }).map(drop)
 }
 
+pub fn fchdir(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fchdir takes any fd; a bad one is an error.
+    check(unsafe { libc::fchdir(fd) }).map(drop)
+}
+
 pub fn chroot(path: &str) -> io::Result<()> {
     let c = cstring(path)?;
     // SAFETY: c is a valid NUL-terminated path.

@@ -2,9 +2,11 @@
 //! virtio-fs device (/work, binds, persistent volumes), tmpfs volumes,
 //! empty and snapshot directories; then the root goes read-only.
 //!
-//! The virtio-fs device is mounted before the root moves, and each share
-//! is kept as an `O_PATH` fd; everything else happens after the chroot,
-//! so that a symlink in the image resolves inside the container's root.
+//! The virtio-fs device is mounted in the initramfs (reached through its
+//! fd, so also after the root has moved, as in a warm snapshot), and each
+//! share is kept as an `O_PATH` fd; everything else happens after the
+//! chroot, so that a symlink in the image resolves inside the container's
+//! root.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -14,8 +16,8 @@ use guest_init::{Mount, FS_TAG};
 use crate::mounts::{ctx, mkdir};
 use crate::sys;
 
-/// Where the virtio-fs device is mounted in the initramfs.
-const FS_DIR: &str = "/mnt/fs";
+/// Where the virtio-fs device is mounted, relative to the initramfs's root.
+const FS_DIR: &str = "mnt/fs";
 /// A directory made (and removed again) in the root for a snapshot's tmpfs.
 const STAGE: &str = "/.cella-stage";
 
@@ -32,9 +34,17 @@ impl Drop for Shares {
     }
 }
 
-/// Mounts the virtio-fs device and opens the shares `mounts` name. Called
-/// before the root moves: the initramfs's /mnt/fs is out of reach after.
+/// Mounts the virtio-fs device in the initramfs and opens the shares
+/// `mounts` name. The current directory is / when it returns.
 pub fn open_shares(mounts: &[Mount]) -> io::Result<Shares> {
+    sys::fchdir(crate::mounts::initramfs()).map_err(|e| ctx("chdir to the initramfs", e))?;
+    let shares = open_relative(mounts);
+    sys::chdir("/").map_err(|e| ctx("chdir /", e))?;
+    shares
+}
+
+/// [`open_shares`] with the initramfs's root as the current directory.
+fn open_relative(mounts: &[Mount]) -> io::Result<Shares> {
     let mut shares = Shares(Vec::new());
     let wanted: Vec<u32> = mounts
         .iter()

@@ -214,5 +214,11 @@ pub fn clean(config: &Config, all: bool, opts: &RunOptions) -> Result<i32, Comma
         eprintln!("cella: removed image {id}");
     }
     eprintln!("cella: removed {} image(s)", removed.len());
+    if let Some(cache) = &opts.knobs.cache_dir {
+        let warm = crate::launch::warm::remove_images(cache, &removed);
+        if warm > 0 {
+            eprintln!("cella: removed {warm} warm snapshot(s) of those images");
+        }
+    }
     Ok(0)
 }

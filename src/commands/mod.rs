@@ -6,6 +6,7 @@
 //! check of the settings' `network.allow: false`.
 
 pub mod build;
+pub mod cache;
 pub mod environ;
 mod error;
 pub mod list;

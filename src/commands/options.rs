@@ -63,6 +63,7 @@ impl RunOptions {
             timeout: self.timeout,
             limits: self.limits,
             knobs: self.knobs.clone(),
+            warm_image: None,
         }
     }
 

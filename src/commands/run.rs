@@ -15,7 +15,7 @@ use super::project::Project;
 use super::supervise;
 use super::volumes;
 use crate::config::{CommandKind, Config, SimpleCommand};
-use crate::launch::{self, fs_server};
+use crate::launch::{self, fs_server, LaunchOptions};
 
 /// `cella NAME ARGS...`: the command's prerequisites, then the command.
 pub fn command(
@@ -165,12 +165,17 @@ pub fn simple_command(
     let server = fs_server(program.shares, &opts.limits)?;
     let machine = opts.machine(command.resources, command.network, &command.ports);
     let disk = program.image.open_rootfs()?;
+    let info = &program.image.info;
+    let launch_opts = LaunchOptions {
+        warm_image: Some((info.id.clone(), info.digest.clone())),
+        ..opts.launch()
+    };
     Ok(launch::launch(
         vec![disk],
         spec,
         Some(server),
         machine,
-        &opts.launch(),
+        &launch_opts,
         None,
     )?)
 }

@@ -24,6 +24,9 @@ pub struct Knobs {
     pub kernel_args: Option<String>,
     /// `CELLA_COLD_BOOT` set and not `0`: boot, never restore a snapshot.
     pub cold_boot: bool,
+    /// `CELLA_WARM=0`: restore only the plain snapshot, never a warm one
+    /// (a run's image mounted and its program read), nor make one.
+    pub no_warm: bool,
     /// `CELLA_STATS` set: print where a run's time and memory go (bench/).
     pub stats: bool,
     /// `CELLA_PASST_LOG`: passt's log file (and a capture beside it).
@@ -58,6 +61,7 @@ impl Knobs {
                 .map(Duration::from_secs),
             kernel_args: text("CELLA_KERNEL_ARGS"),
             cold_boot: var("CELLA_COLD_BOOT").is_some_and(|v| v != OsStr::new("0")),
+            no_warm: var("CELLA_WARM").is_some_and(|v| v == OsStr::new("0")),
             stats: var("CELLA_STATS").is_some(),
             passt_log: var("CELLA_PASST_LOG"),
             source_date_epoch: text("SOURCE_DATE_EPOCH"),
@@ -94,6 +98,8 @@ mod tests {
     fn switches_and_numbers() {
         assert!(!knobs(&[("CELLA_COLD_BOOT", "0")]).cold_boot);
         assert!(knobs(&[("CELLA_COLD_BOOT", "")]).cold_boot);
+        assert!(knobs(&[("CELLA_WARM", "0")]).no_warm);
+        assert!(!knobs(&[("CELLA_WARM", "1")]).no_warm);
         assert!(knobs(&[("CELLA_STATS", "")]).stats);
         let t = knobs(&[("CELLA_BOOT_TIMEOUT", "7")]);
         assert_eq!(t.boot_timeout, Some(Duration::from_secs(7)));

@@ -119,7 +119,14 @@ pub struct DebianStep {
 /// cella's own commands (`cella _run …`): no command of a project may be
 /// called so, as `cella NAME` would never reach it. main's tests hold
 /// this list to the command line's.
-pub const BUILTIN_COMMANDS: &[&str] = &["_build", "_clean", "_list", "_run", "_version_hash"];
+pub const BUILTIN_COMMANDS: &[&str] = &[
+    "_build",
+    "_cache",
+    "_clean",
+    "_list",
+    "_run",
+    "_version_hash",
+];
 
 pub const DEFAULT_DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 

@@ -20,6 +20,7 @@
 //!   config: 16Mi                     # cella.yaml, counted after expanding aliases
 //!   console-buffer: 256Ki            # one buffer a guest hands a console port
 //!   control-queue: 4Mi               # control messages held for or from a guest
+//!   warm-snapshots: 2Gi              # disk space of the warm snapshots in the cache
 //! ```
 
 use std::path::PathBuf;
@@ -78,6 +79,9 @@ pub struct Limits {
     pub console_buffer: u64,
     /// Bytes of control messages held for a guest or from one.
     pub control_queue: u64,
+    /// Bytes of disk the warm snapshots in the user's cache may take
+    /// together; the least recently used go first.
+    pub warm_snapshots: u64,
 }
 
 impl Default for Limits {
@@ -89,6 +93,7 @@ impl Default for Limits {
             config: 16 << 20,
             console_buffer: 256 << 10,
             control_queue: 4 << 20,
+            warm_snapshots: 2 << 30,
         }
     }
 }
@@ -176,13 +181,14 @@ struct File {
 }
 
 /// The keys of `limits`, as written.
-const LIMIT_KEYS: [&str; 6] = [
+const LIMIT_KEYS: [&str; 7] = [
     "write",
     "image",
     "inodes",
     "config",
     "console-buffer",
     "control-queue",
+    "warm-snapshots",
 ];
 
 /// "LINE:COL: MESSAGE" at `node`.
@@ -343,6 +349,7 @@ fn parse(text: &str) -> Result<Settings, String> {
             config: size("config", defaults.config)?,
             console_buffer: size("console-buffer", defaults.console_buffer)?,
             control_queue: size("control-queue", defaults.control_queue)?,
+            warm_snapshots: size("warm-snapshots", defaults.warm_snapshots)?,
         },
     })
 }

@@ -54,6 +54,9 @@ pub struct LaunchOptions {
     /// The settings file's `limits`.
     pub limits: Limits,
     pub knobs: Knobs,
+    /// The id and digest of the image a plain run (one drive, no build,
+    /// no children) has as its root: such a run may use a warm snapshot.
+    pub warm_image: Option<(String, String)>,
 }
 
 /// The virtio-fs server of a run: no page cache in the guest (see README),

@@ -17,6 +17,7 @@ pub mod snapshot;
 mod start;
 pub mod stats;
 pub mod terminal;
+pub mod warm;
 
 pub use control::{BuildIo, GuestError};
 pub use error::LaunchError;

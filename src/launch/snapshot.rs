@@ -336,6 +336,19 @@ pub struct CreateLock {
 /// Waits until no other cella is creating the snapshot `key`, then holds
 /// the right to create it.
 pub fn lock(dir: &Path, key: &str) -> Result<CreateLock, SnapshotError> {
+    take_lock(dir, key, true)?.ok_or_else(|| {
+        let busy = std::io::Error::from(std::io::ErrorKind::WouldBlock);
+        SnapshotError::Lock(dir.join(format!("{key}.lock")), busy)
+    })
+}
+
+/// The right to create the snapshot `key` unless another cella holds it:
+/// then `None`, at once.
+pub fn try_lock(dir: &Path, key: &str) -> Result<Option<CreateLock>, SnapshotError> {
+    take_lock(dir, key, false)
+}
+
+fn take_lock(dir: &Path, key: &str, wait: bool) -> Result<Option<CreateLock>, SnapshotError> {
     let path = dir.join(format!("{key}.lock"));
     let err = |e| SnapshotError::Lock(path.clone(), e);
     private_dir(dir).map_err(err)?;
@@ -346,16 +359,23 @@ pub fn lock(dir: &Path, key: &str) -> Result<CreateLock, SnapshotError> {
         .mode(0o600)
         .open(&path)
         .map_err(err)?;
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
     loop {
         // SAFETY: flock on a file descriptor this function owns.
-        let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        let ret = unsafe { libc::flock(file.as_raw_fd(), op) };
         if ret == 0 {
             remove_stale_temporaries(dir, key);
-            return Ok(CreateLock { _file: file });
+            return Ok(Some(CreateLock { _file: file }));
         }
         let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err(e));
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => {}
+            std::io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(err(e)),
         }
     }
 }

@@ -13,6 +13,7 @@ use super::error::LaunchError;
 use super::machine::{LaunchOptions, Machine};
 use super::passt::{self, Passt};
 use super::snapshot::{self, CreateLock, SnapshotError};
+use super::warm::{self, WarmPlan};
 use super::{initramfs, stats};
 use crate::devices::virtio::console::ConsoleLimits;
 use crate::devices::virtio::fs::server::Server;
@@ -75,9 +76,18 @@ enum Start {
     Cold,
     /// Resumed from a snapshot: guest-init already said hello.
     Restored,
+    /// Resumed from a warm snapshot: the root is mounted too.
+    Warm,
     /// Booted to make the snapshot at `path` once the guest is ready;
     /// other cellas wait on `lock` meanwhile.
     Template(PathBuf, CreateLock),
+}
+
+/// A warm snapshot this run makes once the guest has readied it; no
+/// other cella makes the same one meanwhile.
+struct WarmSave {
+    plan: WarmPlan,
+    _lock: CreateLock,
 }
 
 /// Runs `spec` in a VM of `machine`'s size with `disks` in its drives (one
@@ -144,9 +154,23 @@ pub fn launch(
     };
     let cold_boot = opts.cold_boot || opts.knobs.cold_boot;
     let snapshots = opts.knobs.cache_dir.as_ref().filter(|_| !cold_boot);
-    let (vm, start) = start_vm(&mut vm_spec, &init, snapshots)?;
-    let restored = matches!(start, Start::Restored);
-    stats::mark(if restored { "restored" } else { "booting" });
+    // A plain run on one image may start from, or make, a warm snapshot.
+    let warm_image = match (&opts.warm_image, disks.as_slice()) {
+        (Some((id, digest)), [disk])
+            if !opts.knobs.no_warm && spec.build.is_none() && spec.supervise.is_none() =>
+        {
+            Some(((id.as_str(), digest.as_str()), disk))
+        }
+        _ => None,
+    };
+    let want_warm = warm_image.map(|(image, disk)| (image, disk, &spec));
+    let (vm, start, warm_save) = start_vm(&mut vm_spec, &init, snapshots, want_warm)?;
+    let restored = matches!(start, Start::Restored | Start::Warm);
+    stats::mark(match start {
+        Start::Warm => "restored warm",
+        Start::Restored => "restored",
+        _ => "booting",
+    });
     let mut template = match start {
         Start::Template(path, lock) => Some((path, lock)),
         _ => None,
@@ -182,6 +206,22 @@ pub fn launch(
         }
         Ok(())
     };
+    let warm_limit = opts.limits.warm_snapshots;
+    let mut save_warm = |vm: &Vm| -> Result<(), GuestError> {
+        if let Some(save) = &warm_save {
+            save_warm_snapshot(vm, &save.plan, warm_limit, verbose);
+        }
+        Ok(())
+    };
+    let ready = control::Ready {
+        on_ready: &mut on_ready,
+        warm: warm_save.as_ref().map(|s| {
+            (
+                s.plan.prepare.clone(),
+                &mut save_warm as &mut control::OnReady,
+            )
+        }),
+    };
     let limits = Limits {
         boot: boot_timeout(opts),
         run: opts.timeout,
@@ -190,7 +230,7 @@ pub fn launch(
         export: opts.limits.image,
     };
     let net_fd = backend.and_then(|(stream, filter)| vm.set_net_backend(stream, filter));
-    let outcome = control::run(&vm, spec, limits, restored, &mut on_ready, build, net_fd)?;
+    let outcome = control::run(&vm, spec, limits, restored, ready, build, net_fd)?;
     drop(passt);
     // For bench/: how much host memory the VMM itself costs.
     if stats::enabled() {
@@ -207,36 +247,96 @@ pub fn launch(
     }
 }
 
+/// What a run that may use a warm snapshot brings: its image's id and
+/// digest, the image file, and its spec.
+type WantWarm<'a> = ((&'a str, &'a str), &'a std::fs::File, &'a RunSpec);
+
 /// A VM whose guest-init is, or will soon be, waiting for its run spec;
-/// restored from or saved to a snapshot under `cache_dir` if given.
+/// restored from or saved to a snapshot under `cache_dir` if given. With
+/// `want_warm`, from the run's warm snapshot if there is one; else the
+/// warm snapshot this run is to make, unless another cella is making it.
 fn start_vm(
     spec: &mut VmSpec,
     init: &Path,
     cache_dir: Option<&PathBuf>,
-) -> Result<(Vm, Start), LaunchError> {
-    if let Some(dir) = cache_dir.map(|d| d.join("snapshots")) {
-        match snapshot::key(spec, &spec.kernel, init) {
-            Ok(key) => {
-                let path = snapshot::path(&dir, &key);
-                if let Some(vm) = restore(spec, &path) {
-                    return Ok((vm, Start::Restored));
+    want_warm: Option<WantWarm<'_>>,
+) -> Result<(Vm, Start, Option<WarmSave>), LaunchError> {
+    let Some(cache) = cache_dir else {
+        return Ok((cold_boot(spec, init)?, Start::Cold, None));
+    };
+    let dir = cache.join("snapshots");
+    let key = match snapshot::key(spec, &spec.kernel, init) {
+        Ok(key) => key,
+        Err(e) => {
+            warn(&e, "booting without a snapshot");
+            return Ok((cold_boot(spec, init)?, Start::Cold, None));
+        }
+    };
+    let mut warm_save = None;
+    if let Some((image, disk, run)) = want_warm {
+        match warm::plan(cache, &key, image, disk, run) {
+            Ok(plan) => {
+                if let Some(vm) = restore(spec, &plan.path) {
+                    warm::touch(&plan.path);
+                    return Ok((vm, Start::Warm, None));
                 }
-                match snapshot::lock(&dir, &key) {
-                    Ok(lock) => {
-                        // Another cella may have made it while we waited.
-                        if let Some(vm) = restore(spec, &path) {
-                            return Ok((vm, Start::Restored));
-                        }
-                        let vm = cold_boot(spec, init)?;
-                        return Ok((vm, Start::Template(path, lock)));
-                    }
-                    Err(e) => warn(&e, "booting without a snapshot"),
+                match warm::asked_before(&plan).then(|| snapshot::try_lock(&plan.dir, &plan.name)) {
+                    // The first run of this program in this image.
+                    None => {}
+                    // Made by another cella while this one looked?
+                    Some(Ok(Some(lock))) => match restore(spec, &plan.path) {
+                        Some(vm) => return Ok((vm, Start::Warm, None)),
+                        None => warm_save = Some(WarmSave { plan, _lock: lock }),
+                    },
+                    // Another cella is making it: this run goes without.
+                    Some(Ok(None)) => {}
+                    Some(Err(e)) => warn(&e, "running without a warm snapshot"),
                 }
             }
-            Err(e) => warn(&e, "booting without a snapshot"),
+            Err(e) => warn(&e, "running without a warm snapshot"),
         }
     }
-    Ok((cold_boot(spec, init)?, Start::Cold))
+    let path = snapshot::path(&dir, &key);
+    if let Some(vm) = restore(spec, &path) {
+        return Ok((vm, Start::Restored, warm_save));
+    }
+    match snapshot::lock(&dir, &key) {
+        Ok(lock) => {
+            // Another cella may have made it while we waited.
+            if let Some(vm) = restore(spec, &path) {
+                return Ok((vm, Start::Restored, warm_save));
+            }
+            let vm = cold_boot(spec, init)?;
+            Ok((vm, Start::Template(path, lock), warm_save))
+        }
+        Err(e) => {
+            warn(&e, "booting without a snapshot");
+            Ok((cold_boot(spec, init)?, Start::Cold, warm_save))
+        }
+    }
+}
+
+/// Saves the warm snapshot `plan` of `vm`, whose guest has readied it, and
+/// keeps the warm snapshots within `limit` bytes. A failure costs only
+/// the speed of later runs: it is a warning.
+fn save_warm_snapshot(vm: &Vm, plan: &WarmPlan, limit: u64, verbose: bool) {
+    match snapshot::save(vm, &plan.path) {
+        Ok(()) => {
+            stats::mark("warm snapshot saved");
+            if verbose {
+                eprintln!("cella: saved warm snapshot {}", plan.path.display());
+            }
+            for gone in warm::bound(&plan.dir, &plan.path, limit) {
+                if verbose {
+                    eprintln!(
+                        "cella: removed warm snapshot {} (limits.warm-snapshots)",
+                        gone.path.display()
+                    );
+                }
+            }
+        }
+        Err(e) => warn(&e, "cannot save a warm snapshot; the next run starts cold"),
+    }
 }
 
 fn cold_boot(spec: &mut VmSpec, init: &Path) -> Result<Vm, LaunchError> {

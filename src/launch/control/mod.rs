@@ -17,8 +17,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use guest_init::{
-    encode, DecodeError, Decoder, GuestMsg, HostMsg, RunSpec, WinSize, PORT_CONTROL, PORT_EXPORT,
-    PORT_STDERR, PORT_STDIN, PORT_STDOUT, PROTOCOL_VERSION,
+    encode, DecodeError, Decoder, GuestMsg, HostMsg, Prepare, RunSpec, WinSize, PORT_CONTROL,
+    PORT_EXPORT, PORT_STDERR, PORT_STDIN, PORT_STDOUT, PROTOCOL_VERSION,
 };
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -300,10 +300,19 @@ impl<'a> BuildIo<'a> {
 /// snapshot, inserts the run's disks. Called once, before the spec is sent.
 pub type OnReady<'a> = dyn FnMut(&Vm) -> Result<(), GuestError> + 'a;
 
+/// What the host does once guest-init waits for its run spec.
+pub struct Ready<'a> {
+    /// First, once: saves a plain snapshot, inserts the run's disks.
+    pub on_ready: &'a mut OnReady<'a>,
+    /// Then, if set, the guest is asked to ready this root, and the
+    /// function saves the warm snapshot once it has; the spec follows.
+    pub warm: Option<(Prepare, &'a mut OnReady<'a>)>,
+}
+
 struct Session<'a, 'b, 'c, 'd> {
     vm: &'a Vm,
     spec: RunSpec,
-    on_ready: &'b mut OnReady<'b>,
+    ready: Ready<'b>,
     build: Option<&'c mut BuildIo<'d>>,
     limits: Limits,
     /// The host terminal in raw mode while the guest's pty has it;
@@ -317,13 +326,13 @@ struct Session<'a, 'b, 'c, 'd> {
 
 /// Runs `spec` in `vm` and waits for its exit status. A booting guest
 /// gets the spec after its hello; a `restored` one, whose hello was
-/// answered before the snapshot, gets it at once. `on_ready` runs first.
+/// answered before the snapshot, gets it at once. `ready` runs first.
 pub fn run<'b, 'c, 'd>(
     vm: &Vm,
     spec: RunSpec,
     limits: Limits,
     restored: bool,
-    on_ready: &'b mut OnReady<'b>,
+    ready: Ready<'b>,
     build: Option<&'c mut BuildIo<'d>>,
     net: Option<RawFd>,
 ) -> Result<Outcome, GuestError> {
@@ -369,7 +378,7 @@ pub fn run<'b, 'c, 'd>(
         vm,
         protocol: Protocol::new(&spec),
         spec,
-        on_ready,
+        ready,
         build,
         limits,
         raw: None,
@@ -378,7 +387,7 @@ pub fn run<'b, 'c, 'd>(
         stderr_open: true,
     };
     if restored {
-        session.send_run()?;
+        session.guest_ready()?;
     }
     let mut run_timer_armed = false;
     let mut stdin_done = false;
@@ -487,10 +496,32 @@ pub fn run<'b, 'c, 'd>(
 }
 
 impl Session<'_, '_, '_, '_> {
-    /// Readies the VM and sends the run spec, with the clock and a seed
-    /// taken now: the VM may have booted long ago or come from a snapshot.
+    /// guest-init waits for its spec: readies the VM, then asks the guest
+    /// to ready a warm snapshot or sends the spec.
+    fn guest_ready(&mut self) -> Result<(), GuestError> {
+        (self.ready.on_ready)(self.vm)?;
+        match &self.ready.warm {
+            Some((prepare, _)) => {
+                self.protocol.prepare_sent();
+                self.send(&HostMsg::Prepare(prepare.clone()));
+                Ok(())
+            }
+            None => self.send_run(),
+        }
+    }
+
+    /// The guest has readied its warm snapshot: saves it, sends the spec.
+    fn prepared(&mut self) -> Result<(), GuestError> {
+        mark("guest prepared");
+        if let Some((_, save)) = self.ready.warm.take() {
+            save(self.vm)?;
+        }
+        self.send_run()
+    }
+
+    /// Sends the run spec, with the clock and a seed taken now: the VM may
+    /// have booted long ago or come from a snapshot.
     fn send_run(&mut self) -> Result<(), GuestError> {
-        (self.on_ready)(self.vm)?;
         let mut spec = self.spec.clone();
         if spec.tty.is_some() {
             if let Some((rows, cols)) = terminal::window_size(libc::STDOUT_FILENO) {
@@ -645,7 +676,11 @@ impl Session<'_, '_, '_, '_> {
                 Err(GuestError::Version(version))
             }
             GuestMsg::Hello { .. } => {
-                self.send_run()?;
+                self.guest_ready()?;
+                Ok(None)
+            }
+            GuestMsg::Prepared => {
+                self.prepared()?;
                 Ok(None)
             }
             GuestMsg::Started => {

@@ -17,6 +17,8 @@ const SIGNALS: std::ops::RangeInclusive<i32> = 1..=64;
 pub enum Violation {
     #[error("Hello after the run spec went out")]
     LateHello,
+    #[error("Prepared, which the host did not ask for")]
+    UnaskedPrepared,
     #[error("{0} twice")]
     Repeated(&'static str),
     #[error("{0} before the run spec was sent")]
@@ -59,6 +61,8 @@ pub struct Protocol {
     kind: Kind,
     /// The run spec went out (the hello is answered).
     sent: bool,
+    /// A [`guest_init::HostMsg::Prepare`] went out and is not answered yet.
+    preparing: bool,
     /// guest-init reported the workload running.
     started: bool,
     last_step: Option<u32>,
@@ -88,6 +92,7 @@ impl Protocol {
         Protocol {
             kind,
             sent: false,
+            preparing: false,
             started: false,
             last_step: None,
             children,
@@ -102,6 +107,11 @@ impl Protocol {
         self.sent = true;
     }
 
+    /// The host asked the guest to ready a warm snapshot.
+    pub fn prepare_sent(&mut self) {
+        self.preparing = true;
+    }
+
     pub fn is_sent(&self) -> bool {
         self.sent
     }
@@ -113,7 +123,12 @@ impl Protocol {
     /// Takes `msg` into the session's state, or says how it breaks the protocol.
     pub fn check(&mut self, msg: &GuestMsg) -> Result<(), Violation> {
         match msg {
-            GuestMsg::Hello { .. } if self.sent => Err(Violation::LateHello),
+            GuestMsg::Hello { .. } if self.sent || self.preparing => Err(Violation::LateHello),
+            GuestMsg::Prepared if self.preparing => {
+                self.preparing = false;
+                Ok(())
+            }
+            GuestMsg::Prepared => Err(Violation::UnaskedPrepared),
             GuestMsg::Hello { .. } => Ok(()),
             GuestMsg::Error { .. } => Ok(()),
             _ if !self.sent => Err(Violation::BeforeSpec(name(msg))),
@@ -205,6 +220,7 @@ impl Protocol {
 fn name(msg: &GuestMsg) -> &'static str {
     match msg {
         GuestMsg::Hello { .. } => "Hello",
+        GuestMsg::Prepared => "Prepared",
         GuestMsg::Started => "Started",
         GuestMsg::Step { .. } => "Step",
         GuestMsg::Exited { .. } => "Exited",
@@ -330,6 +346,21 @@ mod tests {
         running(&spec())
             .check(&GuestMsg::Killed { signal: 64 })
             .expect("killed");
+    }
+
+    #[test]
+    fn prepared_answers_one_prepare() {
+        let mut p = Protocol::new(&spec());
+        let prepared = GuestMsg::Prepared;
+        assert_eq!(p.check(&prepared), Err(Violation::UnaskedPrepared));
+        p.check(&GuestMsg::Hello { version: 7 }).expect("hello");
+        p.prepare_sent();
+        let hello = GuestMsg::Hello { version: 7 };
+        assert_eq!(p.check(&hello), Err(Violation::LateHello));
+        p.check(&prepared).expect("asked for");
+        assert_eq!(p.check(&prepared), Err(Violation::UnaskedPrepared));
+        p.sent();
+        assert_eq!(p.check(&prepared), Err(Violation::UnaskedPrepared));
     }
 
     #[test]

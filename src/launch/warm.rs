@@ -1,0 +1,330 @@
+//! Warm snapshots: a VM saved after guest-init has mounted a run's image
+//! as its root and read the run's program into the page cache (see
+//! guest-init's warm.rs), so that later runs of that program in that image
+//! start from there instead of from the plain snapshot, where nothing is
+//! mounted yet. Nothing of a run is in one: the snapshot is taken before
+//! the run spec (clock, entropy, shares, environment) goes out.
+//!
+//! Each is a file in snapshot.rs's format at `<cache>/warm/<image>-<key>.snap`:
+//! the image's id in the name, so `_clean` can drop those of images it
+//! removes; the key hashes the plain snapshot's key (the VM's shape, the
+//! kernel, guest-init, cella, the CPU), the image file's identity and
+//! digest, the root's device and the program with its PATH. Together they
+//! take at most `limits.warm-snapshots` of disk: after each save the least
+//! recently used go first (a restore marks its file used).
+
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use guest_init::{search_path, Prepare, RunSpec};
+use sha2::{Digest, Sha256};
+
+use super::snapshot::SnapshotError;
+
+const EXTENSION: &str = "snap";
+/// The marker of a warm snapshot asked for once ([`asked_before`]).
+const SEEN: &str = "seen";
+
+/// Where a run's warm snapshot is, and what the guest readies for it.
+pub struct WarmPlan {
+    pub dir: PathBuf,
+    /// The file name without its extension; also the name of its lock.
+    pub name: String,
+    pub path: PathBuf,
+    pub prepare: Prepare,
+}
+
+/// The warm snapshots' directory under the user's cache.
+pub fn dir(cache: &Path) -> PathBuf {
+    cache.join("warm")
+}
+
+/// The warm snapshot of a run of `spec` with `disk` (image `image`, whose
+/// content has sha256 `digest`) as its root, in a VM whose plain snapshot
+/// has the key `base`.
+pub fn plan(
+    cache: &Path,
+    base: &str,
+    image: (&str, &str),
+    disk: &File,
+    spec: &RunSpec,
+) -> Result<WarmPlan, SnapshotError> {
+    let (id, digest) = image;
+    let meta = disk
+        .metadata()
+        .map_err(|e| SnapshotError::Identity("the image file".into(), e))?;
+    let program = spec.argv.first().cloned().unwrap_or_default();
+    let prepare = Prepare {
+        rootfs_device: spec.rootfs_device.clone(),
+        program,
+        path: search_path(&spec.env).to_owned(),
+    };
+    let mut h = Sha256::new();
+    h.update(b"cella-warm\0");
+    h.update(base.as_bytes());
+    h.update(digest.as_bytes());
+    for v in [meta.dev(), meta.ino(), meta.size()] {
+        h.update(v.to_le_bytes());
+    }
+    for v in [
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    ] {
+        h.update(v.to_le_bytes());
+    }
+    for field in [&prepare.rootfs_device, &prepare.program, &prepare.path] {
+        h.update((field.len() as u64).to_le_bytes());
+        h.update(field.as_bytes());
+    }
+    let dir = dir(cache);
+    let name = format!("{}-{}", name_safe(id), hex::encode(&h.finalize()[..16]));
+    let path = dir.join(format!("{name}.{EXTENSION}"));
+    Ok(WarmPlan {
+        dir,
+        name,
+        path,
+        prepare,
+    })
+}
+
+/// An image id as it may appear in a file name: at most 64 of its
+/// letters, digits, `.`, `_` and `-`.
+fn name_safe(id: &str) -> String {
+    id.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect::<String>()
+        .trim_start_matches('.')
+        .to_owned()
+}
+
+/// Whether a run has asked for this warm snapshot before; notes that one
+/// has. Only the second run of a program in an image makes its warm
+/// snapshot: making one costs a run more than restoring it saves, and
+/// most programs in a CI job's images run once.
+pub fn asked_before(plan: &WarmPlan) -> bool {
+    let marker = plan.dir.join(format!("{}.{SEEN}", plan.name));
+    if marker.exists() {
+        return true;
+    }
+    let _ = crate::hostfs::Dir::create_private(&plan.dir);
+    let _ = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&marker);
+    false
+}
+
+/// Marks a warm snapshot used now, for [`bound`]'s order.
+pub fn touch(path: &Path) {
+    if let Ok(f) = File::options().write(true).open(path) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+/// One snapshot in the cache.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub path: PathBuf,
+    /// The image id its name starts with (warm snapshots only).
+    pub image: Option<String>,
+    /// Bytes of disk it takes (its holes take none).
+    pub bytes: u64,
+    pub used: SystemTime,
+}
+
+/// The snapshot files in `dir` (`warm`: named `<image>-<key>`), least
+/// recently used first. Links and other files are left out.
+pub fn list(dir: &Path, warm: bool) -> Vec<Entry> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<Entry> = entries
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let meta = std::fs::symlink_metadata(&path).ok()?;
+            if !meta.is_file() || path.extension().is_none_or(|x| x != EXTENSION) {
+                return None;
+            }
+            let stem = path.file_stem()?.to_str()?;
+            let image = match warm {
+                true => Some(stem.rsplit_once('-')?.0.to_owned()),
+                false => None,
+            };
+            Some(Entry {
+                image,
+                bytes: meta.blocks() * 512,
+                used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                path,
+            })
+        })
+        .collect();
+    found.sort_by_key(|e| e.used);
+    found
+}
+
+/// Removes the least recently used warm snapshots in `dir`, never `keep`,
+/// until they take at most `limit` bytes together; what was removed.
+pub fn bound(dir: &Path, keep: &Path, limit: u64) -> Vec<Entry> {
+    let entries = list(dir, true);
+    let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
+    let mut removed = Vec::new();
+    for e in entries {
+        if total <= limit {
+            break;
+        }
+        if e.path == keep {
+            continue;
+        }
+        if std::fs::remove_file(&e.path).is_ok() {
+            total = total.saturating_sub(e.bytes);
+            removed.push(e);
+        }
+    }
+    removed
+}
+
+/// Removes the markers of warm snapshots asked for once ([`asked_before`]).
+pub fn remove_markers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == SEEN) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// Removes the warm snapshots of the images `ids`, with their locks and
+/// markers; how many snapshots.
+pub fn remove_images(cache: &Path, ids: &[String]) -> usize {
+    let ids: Vec<String> = ids.iter().map(|id| name_safe(id)).collect();
+    let Ok(entries) = std::fs::read_dir(dir(cache)) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        let (Some(stem), Some(ext)) = (
+            path.file_stem().and_then(|s| s.to_str()),
+            path.extension().and_then(|s| s.to_str()),
+        ) else {
+            continue;
+        };
+        let ours = stem
+            .rsplit_once('-')
+            .is_some_and(|(image, _)| ids.iter().any(|id| id == image));
+        if ours && [EXTENSION, SEEN, "lock"].contains(&ext) && std::fs::remove_file(&path).is_ok() {
+            removed += usize::from(ext == EXTENSION);
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(argv0: &str, path: Option<&str>) -> RunSpec {
+        let env = path
+            .map(|p| vec![("PATH".to_owned(), p.to_owned())])
+            .unwrap_or_default();
+        RunSpec::new(vec![argv0.into(), "arg".into()], env)
+    }
+
+    #[test]
+    fn the_key_changes_with_every_input_and_only_then() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = dir.path().join("rootfs.erofs");
+        std::fs::write(&image, b"image").expect("write");
+        let disk = File::open(&image).expect("open");
+        let key = |base: &str, id: (&str, &str), spec: &RunSpec| {
+            plan(dir.path(), base, id, &disk, spec).expect("plan").name
+        };
+        let one = key("b", ("img1", "d1"), &spec("sh", None));
+        assert!(one.starts_with("img1-"), "{one}");
+        assert_eq!(one, key("b", ("img1", "d1"), &spec("sh", None)));
+        let others = [
+            key("c", ("img1", "d1"), &spec("sh", None)),
+            key("b", ("img2", "d1"), &spec("sh", None)),
+            key("b", ("img1", "d2"), &spec("sh", None)),
+            key("b", ("img1", "d1"), &spec("ls", None)),
+            key("b", ("img1", "d1"), &spec("sh", Some("/opt/bin"))),
+        ];
+        for other in others {
+            assert_ne!(one, other);
+        }
+        // Only argv[0] counts: arguments are the run's, not the snapshot's.
+        let mut more = spec("sh", None);
+        more.argv.push("-x".into());
+        assert_eq!(one, key("b", ("img1", "d1"), &more));
+        // A rewritten image file is another image.
+        std::fs::write(&image, b"other").expect("rewrite");
+        let disk = File::open(&image).expect("open");
+        let again = plan(dir.path(), "b", ("img1", "d1"), &disk, &spec("sh", None));
+        assert_ne!(one, again.expect("plan").name);
+    }
+
+    #[test]
+    fn names_keep_only_safe_characters() {
+        assert_eq!(name_safe("../../etc/x"), "etcx");
+        assert_eq!(name_safe("abc-123_x.y"), "abc-123_x.y");
+        assert_eq!(name_safe(&"a".repeat(100)).len(), 64);
+    }
+
+    #[test]
+    fn the_bound_drops_the_least_recently_used_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        let mut paths = Vec::new();
+        for (i, name) in ["old-1", "mid-2", "new-3", "keep-4"].iter().enumerate() {
+            let path = dir.path().join(format!("{name}.snap"));
+            std::fs::write(&path, vec![1u8; 64 << 10]).expect("write");
+            let f = File::options().write(true).open(&path).expect("open");
+            let at = now - std::time::Duration::from_secs(1000 - i as u64 * 10);
+            f.set_modified(at).expect("mtime");
+            paths.push(path);
+        }
+        // keep-4 is the newest but is what was just saved either way.
+        std::fs::write(dir.path().join("note.txt"), b"not a snapshot").expect("write");
+        let each = list(dir.path(), true)[0].bytes;
+        let removed = bound(dir.path(), &paths[3], 2 * each);
+        let names: Vec<_> = removed.iter().filter_map(|e| e.image.clone()).collect();
+        assert_eq!(names, ["old", "mid"]);
+        assert!(paths[2].exists() && paths[3].exists());
+        assert!(dir.path().join("note.txt").exists());
+        assert_eq!(remove_images(dir.path().parent().expect("parent"), &[]), 0);
+    }
+
+    #[test]
+    fn removing_an_images_snapshots_leaves_the_others() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let warm = dir(cache.path());
+        std::fs::create_dir(&warm).expect("mkdir");
+        for name in [
+            "aaa-k1.snap",
+            "aaa-k2.snap",
+            "bbb-k3.snap",
+            "aaa-k4.lock",
+            "aaa-k1.seen",
+        ] {
+            std::fs::write(warm.join(name), b"x").expect("write");
+        }
+        assert_eq!(remove_images(cache.path(), &["aaa".to_owned()]), 2);
+        let mut left: Vec<_> = std::fs::read_dir(&warm)
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["bbb-k3.snap"]);
+    }
+}

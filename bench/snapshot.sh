@@ -5,9 +5,10 @@
 #
 #   bench/snapshot.sh [RUNS]   (default 5 restored runs; cold runs: COLD_RUNS, default 3)
 #
-# Measures `cella _run base true` restored from a snapshot against a cold
-# boot (--cold-boot), against `crun run` and `podman run --rm` on the same
-# rootfs, and the host memory (PSS) of GUESTS idle guests (default 20)
+# Measures `cella _run base true` restored from a warm snapshot (the image
+# mounted, the program in the page cache) and from the plain snapshot
+# (CELLA_WARM=0) against a cold boot (--cold-boot), against `crun run` and
+# `podman run --rm` on the same rootfs, and the host memory (PSS) of GUESTS idle guests (default 20)
 # restored from one snapshot against COLD_GUESTS (default 10: twenty cold
 # boots at once on two cores did not all finish here) cold-booted.
 # crun and podman can't create cgroups on this host's hybrid hierarchy, so
@@ -39,13 +40,21 @@ echo "== first run: builds the image, boots, saves the snapshot ==" >&2
 "$cella" _run base true
 
 
-echo "== \`cella _run base true\`: restored, cold ==" >&2
+echo "== second run: saves the warm snapshot ==" >&2
+"$cella" _run base true
+
+echo "== \`cella _run base true\`: warm, restored, cold ==" >&2
+t_warm=$(bench warm "$runs" "$cella _run base true")
+export CELLA_WARM=0
 t_restored=$(bench restored "$runs" "$cella _run base true")
+phases=$(CELLA_STATS=1 "$cella" _run base true 2>&1 >/dev/null | grep -E 'restored$|workload started|workload ended' | awk '{print $2}' | paste -sd' ')
+unset CELLA_WARM
 t_cold=$(bench cold "$cold_runs" "$cella --cold-boot _run base true")
 
-# Where the restored run's time goes: the VM is ready in milliseconds, the
-# rest is the guest kernel mounting the image and running the workload.
-phases=$(CELLA_STATS=1 "$cella" _run base true 2>&1 >/dev/null | grep -E 'restored$|workload started|workload ended' | awk '{print $2}' | paste -sd' ')
+# Where the restored runs' time goes: the VM is ready in milliseconds, the
+# rest is the guest kernel mounting the image (not in a warm run) and
+# running the workload.
+warm_phases=$(CELLA_STATS=1 "$cella" _run base true 2>&1 >/dev/null | grep -E 'restored warm$|workload started|workload ended' | awk '{print $2}' | paste -sd' ')
 cold_phases=$(CELLA_STATS=1 "$cella" --cold-boot _run base true 2>&1 >/dev/null | grep -E 'workload started|workload ended' | awk '{print $2}' | paste -sd' ')
 
 peer_ns() { # runs a command in a mount namespace with a pure cgroup2 mount
@@ -104,28 +113,31 @@ pss_of_guests() { # n, cella options...
 
 echo "== host memory: $guests restored guests, $cold_guests cold-booted ==" >&2
 pss_restored=$(pss_of_guests "$guests")
-echo "restored: $t_restored s, cold: $t_cold s, crun: ${t_crun:-} s, podman: ${t_podman:-} s, phases: $phases / $cold_phases, PSS of $guests restored: $pss_restored KiB" >&2
+echo "warm: $t_warm s, restored: $t_restored s, cold: $t_cold s, crun: ${t_crun:-} s, podman: ${t_podman:-} s, phases: $phases / $cold_phases, PSS of $guests restored: $pss_restored KiB" >&2
 # Booting many guests at once on a few cores takes longer than the usual
 # boot timeout.
 pss_cold=$(CELLA_BOOT_TIMEOUT=3600 pss_of_guests "$cold_guests" --cold-boot)
 
-python3 - "$t_restored" "$t_cold" "${t_crun:-0}" "${t_podman:-0}" "$pss_restored" "$guests" "$pss_cold" "$cold_guests" "$phases" "$cold_phases" <<'PY'
+python3 - "$t_restored" "$t_cold" "${t_crun:-0}" "${t_podman:-0}" "$pss_restored" "$guests" "$pss_cold" "$cold_guests" "$phases" "$cold_phases" "$t_warm" "$warm_phases" <<'PY'
 import sys
 restored, cold, crun, podman = map(float, sys.argv[1:5])
 pss_r, n_r, pss_c, n_c = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 phases = [float(x) for x in sys.argv[9].split()]
 cold_phases = [float(x) for x in sys.argv[10].split()]
-print("| measure | cella restored | peer | ratio |")
+warm = float(sys.argv[11])
+warm_phases = [float(x) for x in sys.argv[12].split()]
+print("| measure | cella | peer | ratio |")
 print("|---|---|---|---|")
-print(f"| `_run base true`, median | {restored:.3f} s | cold boot (`--cold-boot`) {cold:.3f} s | {cold/restored:.1f}x faster |")
-if len(phases) == 3 and len(cold_phases) == 2:
-    print(f"| VM restored, ready for the run spec (one run) | {phases[0]*1000:.0f} ms | - | - |")
-    print(f"| workload started (one run) | {phases[1]:.2f} s | cold boot {cold_phases[0]:.2f} s | {cold_phases[0]/phases[1]:.1f}x faster |")
+print(f"| `_run base true`, median | warm {warm:.3f} s | restored (`CELLA_WARM=0`) {restored:.3f} s | {restored/warm:.1f}x faster |")
+print(f"| `_run base true`, median | restored {restored:.3f} s | cold boot (`--cold-boot`) {cold:.3f} s | {cold/restored:.1f}x faster |")
+if len(phases) == 3 and len(cold_phases) == 2 and len(warm_phases) == 3:
+    print(f"| VM ready for the run spec (one run) | warm {warm_phases[0]*1000:.0f} ms, restored {phases[0]*1000:.0f} ms | - | - |")
+    print(f"| workload started (one run) | warm {warm_phases[1]:.2f} s | restored {phases[1]:.2f} s, cold boot {cold_phases[0]:.2f} s | {phases[1]/warm_phases[1]:.1f}x, {cold_phases[0]/warm_phases[1]:.0f}x faster |")
 for name, peer in (("crun run", crun), ("podman run --rm", podman)):
     if peer > 0:
-        print(f"| `_run base true`, median | {restored:.3f} s | {name} {peer:.3f} s | {restored/peer:.1f}x slower |")
+        print(f"| `_run base true`, median | warm {warm:.3f} s, restored {restored:.3f} s | {name} {peer:.3f} s | {warm/peer:.1f}x / {restored/peer:.1f}x slower |")
     else:
-        print(f"| `_run base true`, median | {restored:.3f} s | {name}: failed here (see stderr) | - |")
+        print(f"| `_run base true`, median | warm {warm:.3f} s | {name}: failed here (see stderr) | - |")
 per_r, per_c = pss_r / n_r / 1024, pss_c / n_c / 1024
 print(f"| host memory (PSS), idle guests | {n_r} restored: {pss_r/1024:.0f} MiB, {per_r:.1f} MiB each | {n_c} cold-booted: {pss_c/1024:.0f} MiB, {per_c:.1f} MiB each | {per_c/per_r:.1f}x less per guest |")
 PY

@@ -199,7 +199,8 @@ fn warm_runs_match_plain_ones_and_start_fresh() {
             .components()
             .next()
             .and_then(|c| c.as_os_str().to_str());
-        let expected = f.is_dir() || ["snap", "lock", "seen"].contains(&kind);
+        let verified = name.starts_with("warm/verified");
+        let expected = f.is_dir() || verified || ["snap", "lock", "seen"].contains(&kind);
         assert!(
             expected && matches!(dir, Some("snapshots" | "warm")),
             "unexpected in the cache: {}",
@@ -229,17 +230,24 @@ fn new_programs_and_images_get_their_own_and_damage_falls_back() {
         ok(&["_run", "base", "ls", "/work"], start);
     }
     assert_eq!(warm_files(&p).len(), 2);
-    // A rebuilt image is another file: its runs start over.
+    // The same image rebuilt: the same bytes, the same warm snapshot.
     let out = p.run(&["_build", "--force", "base"], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        ok(&["_run", "base", "cat", "/work/note.txt"], "warm"),
+        "first\n"
+    );
+    // Another image: its runs start over.
+    let yaml = std::fs::read_to_string(p.path().join("cella.yaml")).expect("read");
+    let yaml = yaml.replace(
+        "commands:",
+        "  other:\n    setup:\n    - !Tar { url: ./rootfs.tar }\n    - !Text { /etc/other: other }\ncommands:",
+    );
+    std::fs::write(p.path().join("cella.yaml"), yaml).expect("write");
     for start in ["restored", "restored", "warm"] {
-        assert_eq!(
-            ok(&["_run", "base", "cat", "/work/note.txt"], start),
-            "first\n"
-        );
+        assert_eq!(ok(&["_run", "other", "cat", "/etc/other"], start), "other");
     }
     assert_eq!(warm_files(&p).len(), 3);
-
     // A damaged warm snapshot: one warning, the run goes on from the plain
     // one, and the next run makes a good one again.
     let newest = warm_files(&p)
@@ -251,10 +259,10 @@ fn new_programs_and_images_get_their_own_and_damage_falls_back() {
         .open(&newest)
         .expect("open");
     std::os::unix::fs::FileExt::write_all_at(&f, b"\xff\xfe\xfd", 4096 + 100).expect("patch");
-    let (out, start) = run(&p, &["_run", "base", "cat", "/work/note.txt"]);
+    let (out, start) = run(&p, &["_run", "other", "cat", "/etc/other"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(start, "restored");
-    assert_eq!(text(&out.stdout), "first\n");
+    assert_eq!(text(&out.stdout), "other");
     let warnings: Vec<String> = text(&out.stderr)
         .lines()
         .filter(|l| l.starts_with("cella: warning"))
@@ -266,10 +274,30 @@ fn new_programs_and_images_get_their_own_and_damage_falls_back() {
         "{warnings:?}"
     );
     assert!(text(&out.stderr).contains("warm snapshot saved"));
-    assert_eq!(
-        ok(&["_run", "base", "cat", "/work/note.txt"], "warm"),
-        "first\n"
-    );
+    assert_eq!(ok(&["_run", "other", "cat", "/etc/other"], "warm"), "other");
+
+    // An image file that is not what the project's store says (a forged
+    // .cella/): it never starts warm, nor makes a warm snapshot.
+    let images = p.path().join(".cella/images");
+    for entry in std::fs::read_dir(&images).expect("images").flatten() {
+        let erofs = entry.path().join("rootfs.erofs");
+        let info = std::fs::read_to_string(entry.path().join("image.json")).unwrap_or_default();
+        if info.contains("\"other\"") {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&erofs)
+                .expect("open");
+            let len = f.metadata().expect("stat").len();
+            // The last block: erofs leaves padding there.
+            std::os::unix::fs::FileExt::write_all_at(&f, b"forged", len - 16).expect("patch");
+        }
+    }
+    for _ in 0..3 {
+        let (out, started) = run(&p, &["_run", "other", "cat", "/etc/other"]);
+        assert_eq!(started, "restored", "{}", text(&out.stderr));
+        assert!(!text(&out.stderr).contains("warm snapshot saved"));
+    }
+    assert_eq!(warm_files(&p).len(), 3);
 
     // `_cache` reports them; `_clean` drops those of images it removes.
     let out = p.run(&["_cache"], None);

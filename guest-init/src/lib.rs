@@ -310,7 +310,9 @@ pub fn search_path(env: &[(String, String)]) -> &str {
 }
 
 /// What a warm snapshot holds ready: the root on `rootfs_device`,
-/// mounted and switched to, and the files that running `program` (looked
+/// mounted and switched to, the virtio-fs device mounted (so the host's
+/// server of a run restored from it takes the session as started), and
+/// the files that running `program` (looked
 /// up in `path`, a `PATH` value, when it has no `/`) reads first in the
 /// page cache: the program and its interpreter (`#!` or ELF `PT_INTERP`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use guest_init::{Mount, FS_TAG};
 
@@ -34,17 +35,31 @@ impl Drop for Shares {
     }
 }
 
-/// Mounts the virtio-fs device in the initramfs and opens the shares
-/// `mounts` name. The current directory is / when it returns.
-pub fn open_shares(mounts: &[Mount]) -> io::Result<Shares> {
+/// Whether the virtio-fs device is mounted (a warm snapshot's may be).
+static MOUNTED: AtomicBool = AtomicBool::new(false);
+
+/// Mounts the virtio-fs device in the initramfs, once. A warm snapshot is
+/// saved with it mounted: its FUSE session's start (INIT) is then done,
+/// and a run restored from it only looks its shares up.
+pub fn mount_device() -> io::Result<()> {
+    if MOUNTED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     sys::fchdir(crate::mounts::initramfs()).map_err(|e| ctx("chdir to the initramfs", e))?;
-    let shares = open_relative(mounts);
+    let mounted = mkdir(FS_DIR, 0o755).and_then(|()| {
+        sys::mount(FS_TAG, FS_DIR, Some("virtiofs"), NOSUID_NODEV, None)
+            .map_err(|e| ctx(&format!("mount virtiofs {FS_TAG} on {FS_DIR}"), e))
+    });
     sys::chdir("/").map_err(|e| ctx("chdir /", e))?;
-    shares
+    mounted?;
+    MOUNTED.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
-/// [`open_shares`] with the initramfs's root as the current directory.
-fn open_relative(mounts: &[Mount]) -> io::Result<Shares> {
+/// Mounts the virtio-fs device if needed and opens the shares `mounts`
+/// name, through the initramfs's root. The current directory is / when it
+/// returns.
+pub fn open_shares(mounts: &[Mount]) -> io::Result<Shares> {
     let mut shares = Shares(Vec::new());
     let wanted: Vec<u32> = mounts
         .iter()
@@ -56,9 +71,15 @@ fn open_relative(mounts: &[Mount]) -> io::Result<Shares> {
     if wanted.is_empty() {
         return Ok(shares);
     }
-    mkdir(FS_DIR, 0o755)?;
-    sys::mount(FS_TAG, FS_DIR, Some("virtiofs"), NOSUID_NODEV, None)
-        .map_err(|e| ctx(&format!("mount virtiofs {FS_TAG} on {FS_DIR}"), e))?;
+    mount_device()?;
+    sys::fchdir(crate::mounts::initramfs()).map_err(|e| ctx("chdir to the initramfs", e))?;
+    let opened = open_each(&mut shares, wanted);
+    sys::chdir("/").map_err(|e| ctx("chdir /", e))?;
+    opened.map(|()| shares)
+}
+
+/// Opens the shares `wanted` into `shares`, relative to the initramfs's root.
+fn open_each(shares: &mut Shares, wanted: Vec<u32>) -> io::Result<()> {
     for share in wanted {
         let index = share as usize;
         if shares.0.len() <= index {
@@ -71,7 +92,7 @@ fn open_relative(mounts: &[Mount]) -> io::Result<Shares> {
             shares.0[index] = Some(fd);
         }
     }
-    Ok(shares)
+    Ok(())
 }
 
 /// Makes `path` and its missing parents (mode 0755), resolving inside the

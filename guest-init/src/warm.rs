@@ -1,6 +1,7 @@
 //! Readying a VM to be saved as a warm snapshot ([`guest_init::Prepare`]):
-//! the run's root mounted and entered, and the files its program reads
-//! first in the page cache. A run restored from the snapshot then neither
+//! the run's root mounted and entered, the virtio-fs device mounted (its
+//! FUSE session started), and the files its program reads first in the
+//! page cache. A run restored from the snapshot then neither
 //! mounts the image nor reads the program from the disk; on an emulating
 //! host those took about half of a 3 s run of `true`.
 //!
@@ -15,6 +16,7 @@ use guest_init::Prepare;
 use crate::mounts;
 use crate::spawn::candidates;
 use crate::sys;
+use crate::volumes;
 
 /// Largest file read ahead: the page cache of a warm snapshot is guest
 /// memory, and every run restored from it maps the file it is saved in.
@@ -22,9 +24,12 @@ const MAX_WARM_FILE: u64 = 64 << 20;
 /// Bytes read of a file to find its interpreter.
 const HEAD: usize = 4096;
 
-/// Enters the root of `prepare` and reads its program ahead.
+/// Enters the root of `prepare`, mounts the virtio-fs device and reads
+/// the program ahead.
 pub fn prepare(prepare: &Prepare) -> io::Result<()> {
     mounts::enter_root(&prepare.rootfs_device)?;
+    // Without it (a VM with no shares) a run mounts it itself.
+    let _ = volumes::mount_device();
     let Some(program) = find(&prepare.program, &prepare.path) else {
         return Ok(());
     };

@@ -14,7 +14,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
 use crate::vmm::{Vm, VmError, VmSnapshot, VmSpec};
 
@@ -224,37 +224,118 @@ fn write(
 /// Writes guest memory at `offset`, skipping pages of zeros (holes).
 fn write_memory(vm: &Vm, file: &File, offset: u64) -> std::io::Result<()> {
     const CHUNK: usize = 1 << 20;
+    const PAGE_SIZE: usize = PAGE as usize;
     let mem = vm.memory();
     let mut buf = vec![0u8; CHUNK];
     for region in mem.iter() {
-        let (start, len) = (region.start_addr().0, region.len());
-        let mut at = 0;
-        while at < len {
-            let n = CHUNK.min((len - at) as usize);
+        let (start, len) = (region.start_addr().0, region.len() as usize);
+        // A restored VM's memory is a snapshot file mapped privately: only
+        // what it read, wrote or has data for can be other than zeros, and
+        // reading the rest would fill the page cache with zeros.
+        let wanted = match (
+            region.file_offset(),
+            region.get_host_address(MemoryRegionAddress(0)),
+        ) {
+            (Some(backing), Ok(host)) => Some(worth_reading(
+                host as usize,
+                len,
+                backing.file(),
+                backing.start(),
+            )?),
+            _ => None,
+        };
+        let wanted = |page: usize| wanted.as_ref().is_none_or(|w| w[page]);
+        let mut page = 0;
+        while page < len / PAGE_SIZE {
+            if !wanted(page) {
+                page += 1;
+                continue;
+            }
+            // A run of pages worth reading, one chunk at most.
+            let first = page;
+            while page < len / PAGE_SIZE && wanted(page) && (page - first) * PAGE_SIZE < CHUNK {
+                page += 1;
+            }
+            let n = (page - first) * PAGE_SIZE;
+            let at = (first * PAGE_SIZE) as u64;
             mem.read_slice(&mut buf[..n], GuestAddress(start + at))
                 .map_err(std::io::Error::other)?;
-            // Runs of non-zero pages go out in one write each.
-            let mut page = 0;
-            while page < n {
-                let is_zero = |p: usize| buf[p..(p + PAGE as usize).min(n)].iter().all(|&b| b == 0);
-                if is_zero(page) {
-                    page += PAGE as usize;
-                    continue;
-                }
-                let run_start = page;
-                while page < n && !is_zero(page) {
-                    page += PAGE as usize;
-                }
-                let run_end = page.min(n);
-                file.write_all_at(
-                    &buf[run_start..run_end],
-                    offset + start + at + run_start as u64,
-                )?;
-            }
-            at += n as u64;
+            write_nonzero(file, &buf[..n], offset + start + at)?;
         }
     }
     Ok(())
+}
+
+/// Writes the pages of `data` that are not all zeros at `at` in `file`,
+/// runs of them in one write each.
+fn write_nonzero(file: &File, data: &[u8], at: u64) -> std::io::Result<()> {
+    let page = PAGE as usize;
+    let is_zero = |p: usize| data[p..(p + page).min(data.len())].iter().all(|&b| b == 0);
+    let mut p = 0;
+    while p < data.len() {
+        if is_zero(p) {
+            p += page;
+            continue;
+        }
+        let run_start = p;
+        while p < data.len() && !is_zero(p) {
+            p += page;
+        }
+        file.write_all_at(&data[run_start..p.min(data.len())], at + run_start as u64)?;
+    }
+    Ok(())
+}
+
+/// Which pages of `len` bytes at host address `host`, mapped privately
+/// from `backing` at `backing_start`, may hold other than zeros: those the
+/// process has (touched since the mapping: /proc/self/pagemap) and those
+/// with data in the file (SEEK_DATA).
+fn worth_reading(
+    host: usize,
+    len: usize,
+    backing: &File,
+    backing_start: u64,
+) -> std::io::Result<Vec<bool>> {
+    let pages = len / PAGE as usize;
+    let mut wanted = vec![false; pages];
+    let pagemap = File::open("/proc/self/pagemap")?;
+    let mut entries = vec![0u8; 8 * pages.min(1 << 16)];
+    let mut done = 0;
+    while done < pages {
+        let n = (pages - done).min(entries.len() / 8);
+        let at = ((host / PAGE as usize + done) * 8) as u64;
+        pagemap.read_exact_at(&mut entries[..n * 8], at)?;
+        for (i, e) in entries[..n * 8].chunks_exact(8).enumerate() {
+            let e = u64::from_le_bytes(e.try_into().unwrap_or_default());
+            // Present or swapped out.
+            wanted[done + i] = e & (3 << 62) != 0;
+        }
+        done += n;
+    }
+    let fd = backing.as_raw_fd();
+    let end = backing_start + len as u64;
+    let mut pos = backing_start;
+    while pos < end {
+        // SAFETY: lseek on a descriptor `backing` owns; no memory is passed.
+        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 || data as u64 >= end {
+            break; // ENXIO: no data past pos
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let hole = if hole < 0 {
+            end
+        } else {
+            (hole as u64).min(end)
+        };
+        let first = (data as u64 - backing_start) / PAGE;
+        let last = (hole - backing_start).div_ceil(PAGE);
+        for w in &mut wanted[first as usize..(last as usize).min(pages)] {
+            *w = true;
+        }
+        pos = hole;
+    }
+    Ok(wanted)
 }
 
 /// Snapshots not read for this long are removed when a new one is saved:

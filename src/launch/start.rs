@@ -166,6 +166,7 @@ pub fn launch(
     let want_warm = warm_image.map(|(image, disk)| (image, disk, &spec));
     let (vm, start, warm_save) = start_vm(&mut vm_spec, &init, snapshots, want_warm)?;
     let restored = matches!(start, Start::Restored | Start::Warm);
+    let warm_restored = matches!(start, Start::Warm);
     stats::mark(match start {
         Start::Warm => "restored warm",
         Start::Restored => "restored",
@@ -201,7 +202,10 @@ pub fn launch(
                 .map_err(|e| GuestError::Prepare(vmm::VmError::OpenDisk(e)))?;
             vm.insert_disk(i, disk).map_err(GuestError::Prepare)?;
         }
-        if let Some(server) = fs.take() {
+        if let Some(mut server) = fs.take() {
+            if warm_restored {
+                server.resume_session();
+            }
             vm.set_fs_server(server);
         }
         Ok(())
@@ -274,8 +278,11 @@ fn start_vm(
     };
     let mut warm_save = None;
     if let Some((image, disk, run)) = want_warm {
-        match warm::plan(cache, &key, image, disk, run) {
-            Ok(plan) => {
+        match warm::verified(cache, disk, image.1) {
+            // An image file that is not what its store says: no warm start.
+            Ok(false) => {}
+            Ok(true) => {
+                let plan = warm::plan(cache, &key, image, run);
                 if let Some(vm) = restore(spec, &plan.path) {
                     warm::touch(&plan.path);
                     return Ok((vm, Start::Warm, None));

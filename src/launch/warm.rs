@@ -8,13 +8,18 @@
 //! Each is a file in snapshot.rs's format at `<cache>/warm/<image>-<key>.snap`:
 //! the image's id in the name, so `_clean` can drop those of images it
 //! removes; the key hashes the plain snapshot's key (the VM's shape, the
-//! kernel, guest-init, cella, the CPU), the image file's identity and
-//! digest, the root's device and the program with its PATH. Together they
+//! kernel, guest-init, cella, the CPU), the image's content digest, the
+//! root's device and the program with its PATH. So projects with the same
+//! image share them. The digest a project's store records is the
+//! project's word, and a project may ship a forged `.cella/`: a warm
+//! snapshot is only used with an image file whose bytes were hashed to
+//! that digest, once per version of the file (its device, inode, size and
+//! change time), remembered under `<cache>/warm/verified/`. Together they
 //! take at most `limits.warm-snapshots` of disk: after each save the least
 //! recently used go first (a restore marks its file used).
 
 use std::fs::File;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -43,18 +48,9 @@ pub fn dir(cache: &Path) -> PathBuf {
 
 /// The warm snapshot of a run of `spec` with `disk` (image `image`, whose
 /// content has sha256 `digest`) as its root, in a VM whose plain snapshot
-/// has the key `base`.
-pub fn plan(
-    cache: &Path,
-    base: &str,
-    image: (&str, &str),
-    disk: &File,
-    spec: &RunSpec,
-) -> Result<WarmPlan, SnapshotError> {
+/// has the key `base`. The caller has checked the digest ([`verified`]).
+pub fn plan(cache: &Path, base: &str, image: (&str, &str), spec: &RunSpec) -> WarmPlan {
     let (id, digest) = image;
-    let meta = disk
-        .metadata()
-        .map_err(|e| SnapshotError::Identity("the image file".into(), e))?;
     let program = spec.argv.first().cloned().unwrap_or_default();
     let prepare = Prepare {
         rootfs_device: spec.rootfs_device.clone(),
@@ -63,10 +59,38 @@ pub fn plan(
     };
     let mut h = Sha256::new();
     h.update(b"cella-warm\0");
-    h.update(base.as_bytes());
-    h.update(digest.as_bytes());
+    for field in [
+        base,
+        digest,
+        &prepare.rootfs_device,
+        &prepare.program,
+        &prepare.path,
+    ] {
+        h.update((field.len() as u64).to_le_bytes());
+        h.update(field.as_bytes());
+    }
+    let dir = dir(cache);
+    let name = format!("{}-{}", name_safe(id), hex::encode(&h.finalize()[..16]));
+    let path = dir.join(format!("{name}.{EXTENSION}"));
+    WarmPlan {
+        dir,
+        name,
+        path,
+        prepare,
+    }
+}
+
+/// Whether `disk`'s bytes have the sha256 `claimed` (lowercase hex): read
+/// and hashed the first time this version of the file is asked about,
+/// then remembered by its identity (device, inode, size, modification and
+/// change times, which any write changes).
+pub fn verified(cache: &Path, disk: &File, claimed: &str) -> Result<bool, SnapshotError> {
+    let io_err = |e| SnapshotError::Identity("the image file".into(), e);
+    let meta = disk.metadata().map_err(io_err)?;
+    let mut id = Sha256::new();
+    id.update(b"cella-verified\0");
     for v in [meta.dev(), meta.ino(), meta.size()] {
-        h.update(v.to_le_bytes());
+        id.update(v.to_le_bytes());
     }
     for v in [
         meta.mtime(),
@@ -74,21 +98,34 @@ pub fn plan(
         meta.ctime(),
         meta.ctime_nsec(),
     ] {
-        h.update(v.to_le_bytes());
+        id.update(v.to_le_bytes());
     }
-    for field in [&prepare.rootfs_device, &prepare.program, &prepare.path] {
-        h.update((field.len() as u64).to_le_bytes());
-        h.update(field.as_bytes());
+    let verified_dir = dir(cache).join("verified");
+    let marker = verified_dir.join(hex::encode(&id.finalize()[..16]));
+    if let Ok(known) = std::fs::read_to_string(&marker) {
+        return Ok(known == claimed);
     }
-    let dir = dir(cache);
-    let name = format!("{}-{}", name_safe(id), hex::encode(&h.finalize()[..16]));
-    let path = dir.join(format!("{name}.{EXTENSION}"));
-    Ok(WarmPlan {
-        dir,
-        name,
-        path,
-        prepare,
-    })
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    loop {
+        let n = disk.read_at(&mut buf, at).map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    let actual = hex::encode(h.finalize());
+    // Remembered either way: a file that does not match stays unmatched.
+    let write_err = |e| SnapshotError::Write(marker.clone(), e);
+    crate::hostfs::Dir::create_private(&verified_dir)
+        .map_err(|e| write_err(std::io::Error::other(e.to_string())))?;
+    let tmp = verified_dir.join(format!(".tmp{}", std::process::id()));
+    std::fs::write(&tmp, &actual)
+        .and_then(|()| std::fs::rename(&tmp, &marker))
+        .map_err(write_err)?;
+    Ok(actual == claimed)
 }
 
 /// An image id as it may appear in a file name: at most 64 of its
@@ -243,12 +280,8 @@ mod tests {
     #[test]
     fn the_key_changes_with_every_input_and_only_then() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let image = dir.path().join("rootfs.erofs");
-        std::fs::write(&image, b"image").expect("write");
-        let disk = File::open(&image).expect("open");
-        let key = |base: &str, id: (&str, &str), spec: &RunSpec| {
-            plan(dir.path(), base, id, &disk, spec).expect("plan").name
-        };
+        let key =
+            |base: &str, id: (&str, &str), spec: &RunSpec| plan(dir.path(), base, id, spec).name;
         let one = key("b", ("img1", "d1"), &spec("sh", None));
         assert!(one.starts_with("img1-"), "{one}");
         assert_eq!(one, key("b", ("img1", "d1"), &spec("sh", None)));
@@ -266,11 +299,26 @@ mod tests {
         let mut more = spec("sh", None);
         more.argv.push("-x".into());
         assert_eq!(one, key("b", ("img1", "d1"), &more));
-        // A rewritten image file is another image.
+    }
+
+    #[test]
+    fn only_a_file_with_the_claimed_digest_is_verified() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let image = cache.path().join("rootfs.erofs");
+        std::fs::write(&image, b"image").expect("write");
+        let real = hex::encode(Sha256::digest(b"image"));
+        let check = |claimed: &str| {
+            let disk = File::open(&image).expect("open");
+            verified(cache.path(), &disk, claimed).expect("verify")
+        };
+        assert!(check(&real));
+        assert!(check(&real), "remembered");
+        assert!(!check(&hex::encode(Sha256::digest(b"forged"))));
+        // Rewritten in place: hashed again.
+        std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(&image, b"other").expect("rewrite");
-        let disk = File::open(&image).expect("open");
-        let again = plan(dir.path(), "b", ("img1", "d1"), &disk, &spec("sh", None));
-        assert_ne!(one, again.expect("plan").name);
+        assert!(!check(&real));
+        assert!(check(&hex::encode(Sha256::digest(b"other"))));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 # guests fails instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")"
-scripts/build.sh
+# A kernel built from a cold cache is built twice, in two directories, and
+# must come out the same (kernel-config/README.md).
+CELLA_KERNEL_REPRO=1 scripts/build.sh
 export CELLA_KERNEL="$PWD/target/release/cella-vmlinux"
 export CELLA_GUEST_INIT="$PWD/target/release/cella-guest-init"
 export CELLA_TEST_ROOTFS="$PWD/images/busybox.tar"

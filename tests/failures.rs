@@ -100,12 +100,32 @@ fn unknown_container_on_the_command_line() {
 
 #[test]
 fn missing_tarball_names_file_line_and_field() {
-    let p = project("containers:\n  base:\n    setup:\n    - !Tar {url: ./gone.tar}\n");
-    fails_cleanly(
-        &p,
-        &["_run", "base", "true"],
-        "cella.yaml:4:18: containers.base.setup[0].url: no such file",
+    let p = project(
+        "containers:\n  base:\n    setup:\n    - !Tar {url: ./gone.tar}\ncommands:\n  \
+         hi: !Command\n    description: says hi\n    container: base\n    run: [true]\n",
     );
+    // Listing reads no input file (as vagga's): it works without the tarball.
+    for args in [&[][..], &["_list"][..]] {
+        let out = p.run(args, None);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("says hi"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    for args in [
+        &["_run", "base", "true"][..],
+        &["hi"][..],
+        &["_build", "base"][..],
+        &["_version_hash", "base"][..],
+    ] {
+        fails_cleanly(
+            &p,
+            args,
+            "cella.yaml:4:18: containers.base.setup[0].url: no such file",
+        );
+    }
 }
 
 /// A tarball with one hostile entry, added by `add`.

@@ -138,6 +138,28 @@ pub fn image_for_run(
     ensure(config, project, name, false, opts)
 }
 
+/// The first unusable input file of `name`'s setup or of the containers
+/// it builds on, as the error cella.yaml's loading used to give: loading
+/// leaves it for the build, so that listing commands reads no input.
+fn check_inputs(config: &Config, name: &str) -> Result<(), CommandError> {
+    let mut pending = vec![name];
+    let mut seen = Vec::new();
+    while let Some(name) = pending.pop() {
+        if seen.contains(&name) {
+            continue;
+        }
+        seen.push(name);
+        let Some(c) = config.containers.get(name) else {
+            continue;
+        };
+        if let Some(problem) = &c.input_problem {
+            return Err(CommandError::Config(problem.clone().into()));
+        }
+        pending.extend(c.setup.iter().filter_map(|s| s.step.uses()));
+    }
+    Ok(())
+}
+
 fn ensure(
     config: &Config,
     project: &Project,
@@ -145,6 +167,7 @@ fn ensure(
     force: bool,
     opts: &RunOptions,
 ) -> Result<Image, CommandError> {
+    check_inputs(config, name)?;
     let mut versions = versions(config, project, opts)?;
     let mut runner = VmRunner { opts };
     let result = BuildCtx {
@@ -188,6 +211,7 @@ pub fn build(
 /// `cella _version_hash NAME`: the image id, without building anything.
 pub fn version_hash(config: &Config, name: &str, opts: &RunOptions) -> Result<i32, CommandError> {
     container(config, name)?;
+    check_inputs(config, name)?;
     let project = Project::open(config)?;
     let mut versions = versions(config, &project, opts)?;
     let id = versions.id(name).map_err(build_error)?;
@@ -205,6 +229,7 @@ pub fn clean(config: &Config, all: bool, opts: &RunOptions) -> Result<i32, Comma
         let mut versions = versions(config, &project, opts)?;
         let mut ids = Vec::new();
         for name in config.containers.keys() {
+            check_inputs(config, name)?;
             ids.push(versions.id(name).map_err(build_error)?);
         }
         Some(ids)

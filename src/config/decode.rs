@@ -82,6 +82,8 @@ pub(super) struct Decoder<'a> {
     /// The project directory held open: project files named by steps are
     /// checked beneath it.
     pub project: Result<crate::hostfs::Dir, crate::hostfs::FsError>,
+    /// The first unusable project file of the container being decoded.
+    pub deferred: std::cell::RefCell<Option<super::model::InputProblem>>,
 }
 
 impl Decoder<'_> {
@@ -450,7 +452,9 @@ impl Decoder<'_> {
     ) -> Result<Container, ConfigError> {
         self.untagged(node, path)?;
         let fields = self.fields(node, path, CONTAINER_FIELDS)?;
+        self.deferred.take();
         let setup = self.setup(fields.get("setup"), &fields.path_of("setup"), &name, refs)?;
+        let input_problem = self.deferred.take();
         let environ = self.environ(fields.get("environ"), &fields.path_of("environ"))?;
         let volumes = self.volumes(
             fields.get("volumes"),
@@ -470,6 +474,7 @@ impl Decoder<'_> {
                 .unwrap_or_default(),
             build_network_at: self.field_at(&fields, "build-network"),
             pos,
+            input_problem,
         })
     }
 }

@@ -169,6 +169,7 @@ pub fn parse_limited(text: &str, path: &Path, max_bytes: u64) -> Result<Config, 
         file: path,
         project_dir: &project_dir,
         project: Dir::open(&project_dir),
+        deferred: Default::default(),
     };
     decoder.config(root.as_ref(), path.to_path_buf())
 }

@@ -36,6 +36,20 @@ pub struct Container {
     pub build_network_at: Option<Location>,
     /// Where the container's name is in the file.
     pub pos: Pos,
+    /// The first project file its setup names that is missing or not
+    /// usable: reported when the container is built or versioned, not
+    /// when cella.yaml is loaded, so `cella` lists commands without
+    /// touching any input file (as vagga does).
+    pub input_problem: Option<InputProblem>,
+}
+
+/// A project file a setup step names that cannot be used, and where the
+/// step names it; becomes the [`super::ConfigError`] it stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputProblem {
+    Missing { at: Location, path: PathBuf },
+    NotAFile { at: Location, path: PathBuf },
+    Invalid { at: Location, message: String },
 }
 
 /// One step of a container's setup, and where it is in the file.

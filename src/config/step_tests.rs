@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::tests::{env, load_err, project, simple, BASE};
+use super::tests::{env, input_err, load_err, project, simple, BASE};
 use super::*;
 
 /// A config whose container `base` has the setup steps `steps` (lines
@@ -470,11 +470,11 @@ fn project_paths() {
          \"/etc/passwd\" is outside the project: expected a relative path or one under /work"
     );
     assert_eq!(
-        load_err(&steps("    - !Copy { source: /work/nope, path: /x }\n")),
+        input_err(&steps("    - !Copy { source: /work/nope, path: /x }\n")),
         "/p/cella.yaml:4:23: containers.base.setup[0].source: no such file: /p/nope"
     );
     assert_eq!(
-        load_err(&steps("    - !Depends nope.lock\n")),
+        input_err(&steps("    - !Depends nope.lock\n")),
         "/p/cella.yaml:4:7: containers.base.setup[0]: no such file: /p/nope.lock"
     );
     assert_eq!(

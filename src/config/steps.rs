@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::checks::Reference;
 use super::decode::{join, Decoder};
 use super::error::{ConfigError, Pos};
-use super::model::{CopyStep, DebianStep, SetupStep, Step};
+use super::model::{CopyStep, DebianStep, InputProblem, SetupStep, Step};
 use super::scalars;
 use super::yaml::{Node, Value};
 use crate::hostfs::{FsError, Kind as HostKind, Shown};
@@ -293,10 +293,35 @@ impl Decoder<'_> {
         scalars::project_path(text).map_err(|message| self.invalid(pos, path, message))
     }
 
+    /// Notes, for the container's build, whether the project file `rel`
+    /// exists and is of the `kind` wanted ([`Decoder::check_exists`]): a
+    /// missing input fails the container's build, not the loading of
+    /// cella.yaml.
+    fn exists(&self, pos: Pos, path: &str, rel: &Path, kind: Kind) -> Result<(), ConfigError> {
+        let problem = match self.check_exists(pos, path, rel, kind) {
+            Ok(()) => return Ok(()),
+            Err(ConfigError::MissingFile { at, path }) => InputProblem::Missing { at, path },
+            Err(ConfigError::NotAFile { at, path }) => InputProblem::NotAFile { at, path },
+            Err(ConfigError::Invalid { at, message }) => InputProblem::Invalid { at, message },
+            Err(other) => return Err(other),
+        };
+        let mut first = self.deferred.borrow_mut();
+        if first.is_none() {
+            *first = Some(problem);
+        }
+        Ok(())
+    }
+
     /// Checks that the project file `rel` exists and is of the `kind`
     /// wanted, reached beneath the project directory without following a
     /// symlink (a link, anywhere on the way, is refused by name).
-    fn exists(&self, pos: Pos, path: &str, rel: &Path, kind: Kind) -> Result<(), ConfigError> {
+    fn check_exists(
+        &self,
+        pos: Pos,
+        path: &str,
+        rel: &Path,
+        kind: Kind,
+    ) -> Result<(), ConfigError> {
         let at = || self.at(pos, path);
         let shown = || self.project_dir.join(rel);
         let project = self.project.as_ref().map_err(|e| {

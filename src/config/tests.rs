@@ -28,6 +28,20 @@ pub(super) fn load_ok(yaml: &str) -> Config {
 }
 
 /// The error's text, with the project directory shown as `/p`.
+/// The error building container `base` of `yaml` would give for its
+/// inputs (loading leaves it for the build).
+pub(super) fn input_err(yaml: &str) -> String {
+    let (dir, path) = project("cella.yaml", yaml);
+    let config = load(&path, 1 << 20).expect("loads: inputs are checked at build");
+    let problem = config.containers["base"]
+        .input_problem
+        .clone()
+        .expect("an input problem");
+    ConfigError::from(problem)
+        .to_string()
+        .replace(&dir.path().display().to_string(), "/p")
+}
+
 pub(super) fn load_err(yaml: &str) -> String {
     let (dir, path) = project("cella.yaml", yaml);
     let err = load(&path, 1 << 20).unwrap_err();
@@ -430,17 +444,18 @@ fn tarball_must_exist() {
         "cella.yaml",
         "containers:\n  base:\n    setup:\n    - !Tar { url: images/nope.tar }\n",
     );
-    let err = load(&path, 1 << 20).unwrap_err();
+    let config = load(&path, 1 << 20).expect("loads: inputs are checked at build");
+    let problem = config.containers["base"].input_problem.clone();
     assert_eq!(
-        err.to_string(),
-        format!(
+        problem.map(|p| ConfigError::from(p).to_string()),
+        Some(format!(
             "{}:4:19: containers.base.setup[0].url: no such file: {}",
             path.display(),
             dir.path().join("images/nope.tar").display()
-        )
+        ))
     );
     assert_eq!(
-        load_err("containers:\n  base:\n    setup:\n    - !Tar\n      url: images\n"),
+        input_err("containers:\n  base:\n    setup:\n    - !Tar\n      url: images\n"),
         "/p/cella.yaml:5:12: containers.base.setup[0].url: not a regular file: /p/images"
     );
     assert_eq!(

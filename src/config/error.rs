@@ -120,14 +120,3 @@ impl ConfigError {
         }
     }
 }
-
-impl From<super::model::InputProblem> for ConfigError {
-    fn from(p: super::model::InputProblem) -> ConfigError {
-        use super::model::InputProblem;
-        match p {
-            InputProblem::Missing { at, path } => ConfigError::MissingFile { at, path },
-            InputProblem::NotAFile { at, path } => ConfigError::NotAFile { at, path },
-            InputProblem::Invalid { at, message } => ConfigError::Invalid { at, message },
-        }
-    }
-}

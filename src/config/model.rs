@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::error::{Location, Pos};
+use super::error::{ConfigError, Location, Pos};
 
 /// A loaded and validated cella.yaml (or vagga.yaml).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +50,16 @@ pub enum InputProblem {
     Missing { at: Location, path: PathBuf },
     NotAFile { at: Location, path: PathBuf },
     Invalid { at: Location, message: String },
+}
+
+impl From<InputProblem> for ConfigError {
+    fn from(p: InputProblem) -> ConfigError {
+        match p {
+            InputProblem::Missing { at, path } => ConfigError::MissingFile { at, path },
+            InputProblem::NotAFile { at, path } => ConfigError::NotAFile { at, path },
+            InputProblem::Invalid { at, message } => ConfigError::Invalid { at, message },
+        }
+    }
 }
 
 /// One step of a container's setup, and where it is in the file.

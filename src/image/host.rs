@@ -295,6 +295,12 @@ pub fn write_replace(dir: &Dir, rel: &Path, bytes: &[u8]) -> Result<(), FsError>
     result
 }
 
+/// The sha256 of an open file's content, streamed; None if the file
+/// changed while it was read.
+pub fn stable_digest(file: std::fs::File) -> io::Result<Option<[u8; 32]>> {
+    hash_file(file).map(|(digest, stable)| stable.map(|_| digest))
+}
+
 /// Streams `file` through sha256; also returns the file's stat key, or
 /// None if it changed while being read.
 fn hash_file(mut file: std::fs::File) -> io::Result<([u8; 32], Option<StatKey>)> {

@@ -19,7 +19,7 @@
 //! recently used go first (a restore marks its file used).
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -105,18 +105,12 @@ pub fn verified(cache: &Path, disk: &File, claimed: &str) -> Result<bool, Snapsh
     if let Ok(known) = std::fs::read_to_string(&marker) {
         return Ok(known == claimed);
     }
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0;
-    loop {
-        let n = disk.read_at(&mut buf, at).map_err(io_err)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        at += n as u64;
-    }
-    let actual = hex::encode(h.finalize());
+    let copy = disk.try_clone().map_err(io_err)?;
+    let Some(digest) = crate::image::host::stable_digest(copy).map_err(io_err)? else {
+        // Written to while it was read: not this version's bytes.
+        return Ok(false);
+    };
+    let actual = hex::encode(digest);
     // Remembered either way: a file that does not match stays unmatched.
     let write_err = |e| SnapshotError::Write(marker.clone(), e);
     crate::hostfs::Dir::create_private(&verified_dir)

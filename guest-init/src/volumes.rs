@@ -42,16 +42,26 @@ static MOUNTED: AtomicBool = AtomicBool::new(false);
 /// saved with it mounted: its FUSE session's start (INIT) is then done,
 /// and a run restored from it only looks its shares up.
 pub fn mount_device() -> io::Result<()> {
+    in_initramfs(|| Ok(()))
+}
+
+/// Runs `f` with the initramfs's root as the current directory and the
+/// virtio-fs device mounted there; the current directory is / again after.
+fn in_initramfs<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    sys::fchdir(crate::mounts::initramfs()).map_err(|e| ctx("chdir to the initramfs", e))?;
+    let result = mount_here().and_then(|()| f());
+    sys::chdir("/").map_err(|e| ctx("chdir /", e))?;
+    result
+}
+
+/// Mounts the device at [`FS_DIR`] under the current directory unless it is.
+fn mount_here() -> io::Result<()> {
     if MOUNTED.load(Ordering::Relaxed) {
         return Ok(());
     }
-    sys::fchdir(crate::mounts::initramfs()).map_err(|e| ctx("chdir to the initramfs", e))?;
-    let mounted = mkdir(FS_DIR, 0o755).and_then(|()| {
-        sys::mount(FS_TAG, FS_DIR, Some("virtiofs"), NOSUID_NODEV, None)
-            .map_err(|e| ctx(&format!("mount virtiofs {FS_TAG} on {FS_DIR}"), e))
-    });
-    sys::chdir("/").map_err(|e| ctx("chdir /", e))?;
-    mounted?;
+    mkdir(FS_DIR, 0o755)?;
+    sys::mount(FS_TAG, FS_DIR, Some("virtiofs"), NOSUID_NODEV, None)
+        .map_err(|e| ctx(&format!("mount virtiofs {FS_TAG} on {FS_DIR}"), e))?;
     MOUNTED.store(true, Ordering::Relaxed);
     Ok(())
 }
@@ -71,11 +81,8 @@ pub fn open_shares(mounts: &[Mount]) -> io::Result<Shares> {
     if wanted.is_empty() {
         return Ok(shares);
     }
-    mount_device()?;
-    sys::fchdir(crate::mounts::initramfs()).map_err(|e| ctx("chdir to the initramfs", e))?;
-    let opened = open_each(&mut shares, wanted);
-    sys::chdir("/").map_err(|e| ctx("chdir /", e))?;
-    opened.map(|()| shares)
+    in_initramfs(|| open_each(&mut shares, wanted))?;
+    Ok(shares)
 }
 
 /// Opens the shares `wanted` into `shares`, relative to the initramfs's root.

@@ -99,12 +99,22 @@ pub enum Sub {
     Build {
         container: String,
         /// Rebuild even if an image for this setup exists.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "locked")]
         force: bool,
+        /// Check the build against cella.lock instead of updating it: fail,
+        /// naming the difference, when an input, the kernel or guest-init,
+        /// or the image's bytes differ from what the lock records.
+        #[arg(long)]
+        locked: bool,
         /// Print the image's sha256 on stdout.
         #[arg(long)]
         print_digest: bool,
     },
+    /// Rebuild from scratch, in a store of its own, the container (every
+    /// container of cella.lock without one) and what it builds on, and
+    /// compare the bytes with cella.lock and with the project's images.
+    #[command(name = "_verify")]
+    Verify { container: Option<String> },
     /// Print the image id of a container's current setup (builds nothing).
     #[command(name = "_version_hash")]
     VersionHash { container: String },

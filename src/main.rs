@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cella::commands::environ::CliEnviron;
-use cella::commands::{self, build, cache, list, run, CommandError};
+use cella::commands::{self, build, cache, list, lock, run, CommandError};
 use cella::config::{Knobs, Resources, SimpleCommand, WriteMode};
 use cli::{Cli, Sub};
 
@@ -86,8 +86,10 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
         Some(Sub::Build {
             container,
             force,
+            locked,
             print_digest,
-        }) => build::build(&config, &container, force, print_digest, &opts),
+        }) => build::build(&config, &container, force, locked, print_digest, &opts),
+        Some(Sub::Verify { container }) => lock::verify(&config, container.as_deref(), &opts),
         Some(Sub::VersionHash { container }) => build::version_hash(&config, &container, &opts),
         Some(Sub::Clean { all, .. }) => build::clean(&config, all, &opts),
         Some(Sub::Cache { .. }) => Ok(0),

@@ -251,8 +251,29 @@ fn versions_follow_steps_inputs_and_parents() {
     assert!(images(&p).is_empty());
 }
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn fails(p: &Project, args: &[&str], status: i32) -> (String, String) {
+    let out = p.run(args, None);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(status),
+        "cella {args:?}\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    (stdout, stderr)
+}
+
+/// Clean rebuilds give the same bytes, and cella.lock holds a build to
+/// them: `_build --locked` rebuilds to the locked bytes and refuses a
+/// changed input, a kernel other than the lock's or a changed image;
+/// `_verify` rebuilds from scratch and finds a tampered image. A lock a
+/// project plants (a link out of it) is neither followed nor written.
 #[test]
-fn two_clean_builds_give_identical_images() {
+fn clean_builds_give_identical_images_and_the_lock_holds_them() {
     let Some(a) = assets() else { return };
     let yaml = r#"containers:
   repro:
@@ -261,17 +282,58 @@ fn two_clean_builds_give_identical_images() {
     - !Sh "mkdir -p /a/b && echo x > /a/b/c && touch /a/new && hostname > /a/host && id -u > /a/uid"
     - !Copy { source: files, path: /srv }
     - !Text { /etc/t: t }
+  plain:
+    setup:
+    - !Tar { url: ./rootfs.tar }
+    - !Text { /etc/u: u }
 "#;
+    let kernel = fs::read(&a.kernel).expect("kernel");
+    let rootfs = fs::read(&a.rootfs).expect("rootfs");
     let p = project(a, yaml);
     write_inputs(p.path());
-    let (first, _) = ok(&p, &["_build", "repro", "--print-digest"]);
+    let lock_path = p.path().join("cella.lock");
+    let (first, stderr) = ok(&p, &["_build", "repro", "--print-digest"]);
+    assert!(stderr.contains("cella: wrote cella.lock"), "{stderr}");
+    let lock_text = fs::read_to_string(&lock_path).expect("cella.lock");
+    let lock: serde_json::Value = serde_json::from_str(&lock_text).expect("lock json");
+    let entry = &lock["containers"]["repro"];
+    assert_eq!(entry["sha256"].as_str(), Some(first.trim()), "{lock_text}");
+    assert_eq!(entry["image"].as_str(), Some(version(&p, "repro").as_str()));
+    assert_eq!(
+        entry["setup"][0]["Tar"]["content"].as_str(),
+        Some(sha256_hex(&rootfs).as_str())
+    );
+    let locked_kernel = sha256_hex(&kernel);
+    assert_eq!(
+        entry["built-with"]["kernel"].as_str(),
+        Some(locked_kernel.as_str())
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(&lock_path).expect("lock").permissions().mode();
+    assert_eq!(mode & 0o777, 0o644);
+    // Once there is a lock, the builds runs make are recorded in it.
+    assert!(lock["containers"]["plain"].is_null(), "{lock_text}");
+    ok(&p, &["_run", "plain", "cat", "/etc/u"]);
+    let lock_text = fs::read_to_string(&lock_path).expect("cella.lock");
+    let lock: serde_json::Value = serde_json::from_str(&lock_text).expect("lock json");
+    assert!(
+        lock["containers"]["plain"]["sha256"].is_string(),
+        "{lock_text}"
+    );
+    assert!(
+        lock["containers"]["plain"]["built-with"].is_null(),
+        "{lock_text}"
+    );
+
     ok(&p, &["_clean", "--all"]);
-    // Host files touched and the clock moved on: same bytes.
+    // Host files touched and the clock moved on: the locked rebuild gives
+    // the same bytes, and leaves the lock as it was.
     std::thread::sleep(Duration::from_millis(1100));
     fs::write(p.path().join("files/run.sh"), "#!/bin/sh\necho run\n").expect("w");
-    let (second, _) = ok(&p, &["_build", "repro", "--print-digest"]);
+    let (second, _) = ok(&p, &["_build", "repro", "--locked", "--print-digest"]);
     assert_eq!(first.trim().len(), 64, "{first}");
     assert_eq!(first, second);
+    assert_eq!(fs::read_to_string(&lock_path).expect("lock"), lock_text);
     let (stdout, _) = ok(
         &p,
         &[
@@ -284,6 +346,99 @@ fn two_clean_builds_give_identical_images() {
         ],
     );
     assert_eq!(stdout, "cella\n0\n");
+
+    // A rebuild from scratch in a store of its own: the same bytes.
+    let (stdout, _) = ok(&p, &["_verify"]);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("plain: ok: "), "{stdout}");
+    assert!(
+        lines[1].starts_with("repro: ok: rebuilt from scratch, sha256 ")
+            && lines[1].contains("the same as .cella/'s image"),
+        "{stdout}"
+    );
+    let verify_dir = p.path().join(".cella/verify");
+    assert_eq!(fs::read_dir(&verify_dir).expect("verify dir").count(), 0);
+
+    // A changed image file: _verify and --locked find it.
+    let image = p.path().join(format!(
+        ".cella/images/{}/rootfs.erofs",
+        version(&p, "repro")
+    ));
+    let original = fs::read(&image).expect("image");
+    let mut tampered = original.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    fs::write(&image, &tampered).expect("tamper");
+    let (stdout, _) = fails(&p, &["_verify", "repro"], 1);
+    assert!(
+        stdout.starts_with("repro: TAMPERED: .cella/images/"),
+        "{stdout}"
+    );
+    let (_, stderr) = fails(&p, &["_build", "repro", "--locked"], 125);
+    assert!(
+        stderr.contains(&format!(
+            "the image of container \"repro\" has sha256 {}, and cella.lock says {}",
+            sha256_hex(&tampered),
+            first.trim()
+        )),
+        "{stderr}"
+    );
+    fs::write(&image, &original).expect("restore");
+
+    // A changed input: named with its place in cella.yaml, nothing built.
+    fs::write(p.path().join("files/run.sh"), "#!/bin/sh\necho changed\n").expect("w");
+    let (_, stderr) = fails(&p, &["_build", "repro", "--locked"], 125);
+    let want = format!(
+        "error: cella.lock does not match containers.repro.setup[2] ({}:6:7): !Copy: content is ",
+        p.path().join("cella.yaml").display()
+    );
+    assert!(stderr.starts_with(&want), "{stderr}");
+    assert!(!stderr.contains("building container"), "{stderr}");
+    assert_eq!(fs::read_to_string(&lock_path).expect("lock"), lock_text);
+    let (stdout, _) = fails(&p, &["_verify"], 1);
+    assert!(stdout.starts_with("plain: ok: "), "{stdout}");
+    assert!(
+        stdout.contains("\nrepro: DIFFERS: cella.lock does not match"),
+        "{stdout}"
+    );
+    write_inputs(p.path());
+
+    // A lock the project made a link to a file outside it: not read, not
+    // written through, and the build goes on with a warning.
+    let outside = tempfile::NamedTempFile::new().expect("outside");
+    fs::write(outside.path(), "outside\n").expect("w");
+    fs::remove_file(&lock_path).expect("rm");
+    std::os::unix::fs::symlink(outside.path(), &lock_path).expect("link");
+    let (_, stderr) = ok(&p, &["_build", "repro"]);
+    assert!(
+        stderr.contains("warning: cella.lock not updated"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read_to_string(outside.path()).expect("r"), "outside\n");
+    assert!(fs::symlink_metadata(&lock_path)
+        .expect("link")
+        .file_type()
+        .is_symlink());
+    let (_, stderr) = fails(&p, &["_build", "repro", "--locked"], 125);
+    assert!(stderr.contains("cella.lock"), "{stderr}");
+    fs::remove_file(&lock_path).expect("rm link");
+
+    // A lock made with another kernel: refused before a build, by name.
+    ok(&p, &["_clean", "--all"]);
+    let other = lock_text.replace(&locked_kernel, &"0".repeat(64));
+    fs::write(&lock_path, &other).expect("lock");
+    let (_, stderr) = fails(&p, &["_build", "repro", "--locked"], 125);
+    assert!(
+        stderr.contains(
+            "would be built on other programs than cella.lock records: it was built by cella "
+        ) && stderr.contains(&format!(
+            "with kernel sha256 000000000000… (this cella's: {}…)",
+            &locked_kernel[..12]
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("building container"), "{stderr}");
 }
 
 #[test]

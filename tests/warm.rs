@@ -185,8 +185,9 @@ fn warm_runs_match_plain_ones_and_start_fresh() {
         (rest.as_str(), err.as_str()),
         ("changed on the host\ntmp listed\nELF", "to stderr")
     );
-    // The runs wrote nothing to the project but its .cella/, and nothing
-    // to the cache but snapshots, their locks and markers.
+    // The runs wrote nothing to the project but its .cella/ (a project
+    // without a cella.lock gets none from runs), and nothing to the cache
+    // but snapshots, their locks and markers.
     let written: Vec<_> = tree(p.path())
         .into_iter()
         .filter(|f| !project_before.contains(f) && !f.starts_with(p.path().join(".cella")))

@@ -8,6 +8,7 @@ use super::volumes::VolumeError;
 use crate::config::{ConfigError, Location, SettingsError};
 use crate::hostfs::FsError;
 use crate::image::build::BuildError;
+use crate::image::lock::LockError;
 use crate::launch::LaunchError;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,11 @@ pub enum CommandError {
     Build(#[from] BuildError),
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// `_build --locked` found the build would not match cella.lock.
+    #[error("{0}")]
+    Locked(String),
     #[error("container \"{0}\" was never built; run `cella _build {0}` or drop --no-build")]
     NotBuilt(String),
     #[error("{0}")]

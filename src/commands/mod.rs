@@ -6,10 +6,12 @@
 //! check of the settings' `network.allow: false`.
 
 pub mod build;
+mod builder;
 pub mod cache;
 pub mod environ;
 mod error;
 pub mod list;
+pub mod lock;
 pub mod netcheck;
 mod options;
 mod program;

@@ -149,6 +149,7 @@ pub const BUILTIN_COMMANDS: &[&str] = &[
     "_clean",
     "_list",
     "_run",
+    "_verify",
     "_version_hash",
 ];
 

@@ -355,6 +355,12 @@ pub fn export_root(
     })
 }
 
+/// The dpkg status of the image `tree` (data in `work`), if it has one,
+/// refused past 64 MiB.
+pub fn dpkg_status(tree: &Tree, work: &File) -> Result<Option<Vec<u8>>, AptError> {
+    Image { tree, work }.read("/var/lib/dpkg/status", MAX_STATUS)
+}
+
 /// What dpkg does in the build VM, in apt's order: `apt-get install
 /// --simulate`'s `Inst`, `Conf` and `Remv` lines, consecutive ones of a
 /// kind together.

@@ -19,7 +19,7 @@ use super::erofs::ImageWriter;
 use super::export::apply_export;
 use super::progress::{Progress, ProgressReader};
 use super::shell::shell_words;
-use super::store::{BuildDir, Image, ImageInfo, Store, ROOTFS, TREE};
+use super::store::{BuildDir, BuiltWith, Image, ImageInfo, Store, ROOTFS, TREE};
 use super::tar_import;
 use super::tree::{Inode, Kind, Meta, Tree};
 use super::version::Versions;
@@ -52,6 +52,10 @@ pub trait ProgramRunner {
         needs: BatchNeeds,
         export: &mut dyn Write,
     ) -> Result<BatchOutcome, Box<dyn std::error::Error + Send + Sync>>;
+
+    /// What the build VMs run on (cella, kernel, guest-init), for the
+    /// image's record and `cella.lock`.
+    fn built_with(&mut self) -> Result<BuiltWith, Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// What a batch's build VM needs besides its root.
@@ -124,18 +128,22 @@ impl BuildCtx<'_, '_> {
         let mut builder = Builder::new(self, container, dir, work);
         let built = builder.run_steps().and_then(|()| builder.pack());
         let dir = builder.into_dir();
-        let (digest, size) = match built {
-            Ok(built) => built,
+        let (info, size) = match built {
+            Ok(packed) => (
+                ImageInfo {
+                    container: name.to_owned(),
+                    id: id.clone(),
+                    digest: packed.digest,
+                    size: packed.size,
+                    built_with: packed.built_with,
+                    packages: packed.packages,
+                },
+                packed.size,
+            ),
             Err(e) => {
                 self.store.discard(dir);
                 return Err(e);
             }
-        };
-        let info = ImageInfo {
-            container: name.to_owned(),
-            id: id.clone(),
-            digest,
-            size,
         };
         let image = self.store.commit(dir, &info)?;
         eprintln!(
@@ -167,6 +175,16 @@ struct Builder<'a, 'c, 'v> {
     env: BTreeMap<String, String>,
     epoch: i64,
     limits: Limits,
+    /// What the build VMs ran on, once one ran.
+    built_with: Option<BuiltWith>,
+}
+
+/// A packed image: what image.json records of it.
+struct Packed {
+    digest: String,
+    size: u64,
+    built_with: Option<BuiltWith>,
+    packages: Vec<String>,
 }
 
 impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
@@ -192,6 +210,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             env: BTreeMap::new(),
             epoch,
             limits,
+            built_with: None,
         }
     }
 
@@ -521,6 +540,10 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             .dir
             .create_new(export_rel, 0o600)
             .map_err(|e| fail(self, start, e.into()))?;
+        if self.built_with.is_none() {
+            let tools = self.ctx.runner.built_with();
+            self.built_with = Some(tools.map_err(|e| fail(self, start, StepFailure::Vm(e)))?);
+        }
         let outcome = {
             let mut bounded = Bounded {
                 inner: &mut export,
@@ -607,13 +630,18 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         Ok(ops)
     }
 
-    /// Writes the canonical image and its tree; returns its sha256 and size.
-    fn pack(&mut self) -> Result<(String, u64), BuildError> {
+    /// Writes the canonical image and its tree; returns its sha256 and
+    /// size, and the packages its dpkg status lists.
+    fn pack(&mut self) -> Result<Packed, BuildError> {
         let last = self.container.setup.len().saturating_sub(1);
         let dir = &self.build.dir;
         let rootfs = Path::new(ROOTFS);
         let io_err = |what, rel: &Path, e| StepFailure::io(what, &dir.display(rel), e);
-        let run = || -> Result<(String, u64), StepFailure> {
+        let run = || -> Result<Packed, StepFailure> {
+            let packages = apt::dpkg_status(&self.tree, &self.work)
+                .map_err(|e| StepFailure::Other(e.into()))?
+                .map(|status| debian::installed(&status))
+                .unwrap_or_default();
             let out = dir.create_new(rootfs, 0o644)?;
             let total = self.work.metadata().map_or(0, |m| m.len());
             let progress = Progress::new("packing", total);
@@ -632,7 +660,12 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             let mut hasher = HashingReader::new(dir.open_file(rootfs)?);
             let size =
                 io::copy(&mut hasher, &mut io::sink()).map_err(|e| io_err("read", rootfs, e))?;
-            Ok((hasher.finish(), size))
+            Ok(Packed {
+                digest: hasher.finish(),
+                size,
+                built_with: self.built_with.clone(),
+                packages,
+            })
         };
         run().map_err(|e| self.step_error(last, e))
     }

@@ -103,6 +103,53 @@ rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin {}
     vec!["/bin/sh".into(), "-ec".into(), script]
 }
 
+/// The most package names [`installed`] returns, in bytes: a real
+/// image's list is tens of KiB, and it goes into image.json and cella.lock.
+const MAX_PACKAGES_LEN: usize = 2 << 20;
+
+/// The packages a dpkg status file says are installed, as dpkg-query's
+/// `${binary:Package}=${Version}` (arch-qualified when Multi-Arch: same or
+/// of another architecture), sorted. An image's status is the image's
+/// word: a list longer than 2 MiB ends with a `…` entry.
+pub fn installed(status: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(status);
+    let mut out = Vec::new();
+    let mut len = 0;
+    for stanza in text.split("\n\n") {
+        let field = |name: &str| {
+            stanza.lines().find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .map(str::trim)
+            })
+        };
+        let (Some(name), Some(version), Some(status)) =
+            (field("Package"), field("Version"), field("Status"))
+        else {
+            continue;
+        };
+        if status.split_whitespace().nth(2) != Some("installed") {
+            continue;
+        }
+        let arch = field("Architecture").unwrap_or("all");
+        let qualified = field("Multi-Arch") == Some("same") || !["all", "amd64"].contains(&arch);
+        let entry = if qualified {
+            format!("{name}:{arch}={version}")
+        } else {
+            format!("{name}={version}")
+        };
+        len += entry.len() + 4;
+        if len > MAX_PACKAGES_LEN {
+            out.sort();
+            out.push("…".to_owned());
+            return out;
+        }
+        out.push(entry);
+    }
+    out.sort();
+    out
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DebianError {
     #[error("!Debian needs mmdebstrap on the host: install it with `apt-get install mmdebstrap`")]
@@ -214,6 +261,28 @@ fn mmdebstrap(step: &DebianStep, mirror: &str, out: &Path, archives: &Path) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn installed_lists_what_dpkg_query_would() {
+        let status = b"Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\nMulti-Arch: same\nVersion: 1:1.2.13\n\n\
+Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1\n\n\
+Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4+deb12u5\n\n\
+Package: no-version\nStatus: install ok installed\n";
+        assert_eq!(
+            installed(status),
+            ["base-files=12.4+deb12u5", "zlib1g:amd64=1:1.2.13"]
+        );
+        let mut many = Vec::new();
+        for i in 0..100_000 {
+            many.extend_from_slice(
+                format!("Package: p{i:0>40}\nStatus: install ok installed\nVersion: 1\n\n")
+                    .as_bytes(),
+            );
+        }
+        let list = installed(&many);
+        assert_eq!(list.last().map(String::as_str), Some("…"));
+        assert!(list.iter().map(|p| p.len() + 4).sum::<usize>() <= MAX_PACKAGES_LEN + 8);
+    }
 
     #[test]
     fn mmdebstrap_gets_values_after_the_options() {

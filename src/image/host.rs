@@ -277,10 +277,15 @@ impl DigestCache {
 /// Writes `bytes` to `rel` beneath `dir` through a temporary file (0600,
 /// created new) renamed over it: readers see the old or the new file whole.
 pub fn write_replace(dir: &Dir, rel: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    write_replace_mode(dir, rel, bytes, 0o600)
+}
+
+/// [`write_replace`] with the file's mode (before the umask).
+pub fn write_replace_mode(dir: &Dir, rel: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError> {
     let name = rel.file_name().unwrap_or_default().to_string_lossy();
     let tmp = rel.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let _ = dir.remove_file(&tmp);
-    let mut file = dir.create_new(&tmp, 0o600)?;
+    let mut file = dir.create_new(&tmp, mode)?;
     let result = file
         .write_all(bytes)
         .map_err(|source| FsError::Io {

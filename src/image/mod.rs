@@ -19,6 +19,7 @@ mod error;
 mod export;
 mod fileio;
 pub mod host;
+pub mod lock;
 mod progress;
 mod shell;
 pub mod store;

@@ -33,8 +33,11 @@ pub const INFO: &str = "image.json";
 const LATEST: &str = ".latest";
 /// The state directory's name, beside cella.yaml.
 pub const STATE_DIR: &str = ".cella";
-/// The largest image.json or .latest file read (cella writes a few hundred bytes).
+/// The largest .latest file read (cella writes 64 bytes).
 const SMALL_FILE: u64 = 64 << 10;
+/// The largest image.json read: a few hundred bytes, plus the package
+/// list of a Debian image (about 40 bytes a package).
+const MAX_INFO: u64 = 4 << 20;
 /// The largest tree.json read: a full Debian image's is tens of MiB,
 /// one at `limits.inodes` (1Mi) about 150 MiB.
 pub const MAX_TREE_JSON: u64 = 256 << 20;
@@ -53,6 +56,26 @@ pub struct ImageInfo {
     /// sha256 of rootfs.erofs.
     pub digest: String,
     pub size: u64,
+    /// What ran its program steps (none: it had none, or an older cella built it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_with: Option<BuiltWith>,
+    /// The Debian packages installed in it, `name=version` (dpkg-query's
+    /// `${binary:Package}=${Version}`), sorted; empty without a dpkg status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
+}
+
+/// The programs a build VM ran on: what `cella.lock` records beside an
+/// image whose setup ran programs, since their output may depend on them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BuiltWith {
+    /// cella's version.
+    pub cella: String,
+    /// sha256 of the guest kernel (cella-vmlinux).
+    pub kernel: String,
+    /// sha256 of guest-init.
+    pub guest_init: String,
 }
 
 /// The store of one project: its `.cella/` directory, held open.
@@ -74,6 +97,22 @@ impl Image {
         self.dir.open_file(Path::new(ROOTFS))
     }
 
+    /// The sha256 of the image file as it is now (hex), which image.json
+    /// only claims: `.cella/` may come with the checkout, or have been
+    /// edited since the build.
+    pub fn current_digest(&self) -> Result<String, FsError> {
+        let rel = Path::new(ROOTFS);
+        let io = |source| FsError::Io {
+            what: "read",
+            path: self.dir.display(rel),
+            source,
+        };
+        match super::host::stable_digest(self.open_rootfs()?).map_err(io)? {
+            Some(digest) => Ok(hex::encode(digest)),
+            None => Err(io(io::Error::other("it changed while it was read"))),
+        }
+    }
+
     /// The image's tree.json, read whole (bounded).
     pub fn read_tree(&self) -> Result<Vec<u8>, FsError> {
         self.dir.read(Path::new(TREE), MAX_TREE_JSON)
@@ -83,6 +122,20 @@ impl Image {
 /// An exclusive flock on an image id (or a volume), released on drop.
 pub struct BuildLock {
     _file: File,
+}
+
+/// A scratch store (see [`Store::scratch`]), removed on drop.
+pub struct Scratch {
+    pub store: Store,
+    parent: Dir,
+    name: String,
+    _lock: BuildLock,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = self.parent.remove_tree(Path::new(&self.name));
+    }
 }
 
 /// A build in progress: its directory in `.cella/tmp/`, held open, and the
@@ -157,7 +210,7 @@ impl Store {
         let dir = images.open_dir(Path::new(id)).ok()?;
         // Another user's planting is not an image of ours: rebuilt over.
         dir.check_owner().ok()?;
-        let json = dir.read(Path::new(INFO), SMALL_FILE).ok()?;
+        let json = dir.read(Path::new(INFO), MAX_INFO).ok()?;
         let info: ImageInfo = serde_json::from_slice(&json).ok()?;
         let rootfs = dir.lstat(Path::new(ROOTFS)).ok()??;
         (info.id == id && rootfs.kind == Kind::File).then_some(Image { dir, info })
@@ -185,6 +238,37 @@ impl Store {
             source,
         })?;
         Ok(BuildLock { _file: file })
+    }
+
+    /// A store of its own in `.cella/verify/<pid>/`, empty, for rebuilds
+    /// from scratch (`_verify`); it is removed when dropped, and those of
+    /// verifies that no longer run (whose lock is free) are removed here.
+    pub fn scratch(&self) -> Result<Scratch, StoreError> {
+        let parent = self.subdir("verify")?;
+        let locks = self.subdir("locks")?;
+        for name in parent.names()? {
+            let name = name.to_string_lossy().into_owned();
+            let lock = locks.open_with(
+                &lock_name(&format!("verify-{name}")),
+                rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE,
+                0o600,
+            )?;
+            if flock(&lock, true).unwrap_or(false) {
+                parent.remove_tree(Path::new(&name))?;
+                let _ = locks.remove_file(&lock_name(&format!("verify-{name}")));
+            }
+        }
+        let name = std::process::id().to_string();
+        let lock = self.lock(&format!("verify-{name}"))?;
+        parent.remove_tree(Path::new(&name))?;
+        parent.mkdir(Path::new(&name), 0o700)?;
+        let root = parent.open_dir(Path::new(&name))?;
+        Ok(Scratch {
+            store: Store { root },
+            parent,
+            name,
+            _lock: lock,
+        })
     }
 
     /// A fresh directory to build `id` in. Under the lock of `id`; the
@@ -388,6 +472,8 @@ mod tests {
             id: id.into(),
             digest: "d".into(),
             size: 1,
+            built_with: None,
+            packages: Vec::new(),
         }
     }
 
@@ -404,6 +490,37 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = Dir::open(tmp.path()).unwrap();
         (tmp, dir)
+    }
+
+    #[test]
+    fn scratch_stores_are_private_and_go_with_their_verify() {
+        let (tmp, project) = project();
+        let store = Store::open(&project).unwrap();
+        // One a killed verify left (its lock is free), and a planted link.
+        fs::create_dir_all(tmp.path().join(".cella/verify/999999999/images")).unwrap();
+        symlink("/etc", tmp.path().join(".cella/verify/x")).unwrap();
+        let scratch = store.scratch().unwrap();
+        let own = tmp
+            .path()
+            .join(format!(".cella/verify/{}", std::process::id()));
+        assert!(own.is_dir());
+        assert!(!tmp.path().join(".cella/verify/999999999").exists());
+        assert!(fs::symlink_metadata(tmp.path().join(".cella/verify/x")).is_err());
+        assert!(Path::new("/etc/passwd").exists());
+        let id = "c".repeat(64);
+        let image = build(&scratch.store, &id);
+        assert_eq!(image.current_digest().unwrap(), hex::encode(sha2_of(&id)));
+        assert!(
+            store.get(&id).is_none(),
+            "the project's store has no image of it"
+        );
+        drop(scratch);
+        assert!(!own.exists());
+    }
+
+    fn sha2_of(text: &str) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(text.as_bytes()).into()
     }
 
     #[test]

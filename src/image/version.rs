@@ -19,6 +19,12 @@ use crate::config::{Config, Container, Network, Step};
 /// Bump when the meaning of a step changes, so old images are rebuilt.
 const STEPS_VERSION: &str = "cella-steps-1";
 
+/// What ids are ids of: the steps' meaning and the image format. Locks
+/// from a cella where it differs cannot match this one's ids.
+pub fn image_format() -> String {
+    format!("{STEPS_VERSION}/{FORMAT_VERSION}")
+}
+
 /// Why an id could not be computed: an input of a step could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("{at}: cannot read the step's input")]
@@ -38,7 +44,21 @@ pub struct Versions<'a> {
     state: Option<&'a Dir>,
     cache: DigestCache,
     ids: BTreeMap<String, String>,
+    /// The normalised steps behind each id in `ids`.
+    setups: BTreeMap<String, Vec<Value>>,
     epoch: i64,
+}
+
+/// What a container's id is the hash of, as cella.lock records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inputs {
+    pub id: String,
+    pub epoch: i64,
+    /// Each setup step as plain JSON, with the digests of the files and
+    /// the ids of the images it reads.
+    pub setup: Vec<Value>,
+    /// `build-network: user`.
+    pub build_network: bool,
 }
 
 impl<'a> Versions<'a> {
@@ -51,6 +71,7 @@ impl<'a> Versions<'a> {
             state,
             cache: state.map_or_else(DigestCache::empty, DigestCache::load),
             ids: BTreeMap::new(),
+            setups: BTreeMap::new(),
             epoch,
         }
     }
@@ -73,9 +94,11 @@ impl<'a> Versions<'a> {
         frame(&mut hasher, STEPS_VERSION.as_bytes());
         frame(&mut hasher, FORMAT_VERSION.as_bytes());
         frame(&mut hasher, self.epoch.to_string().as_bytes());
+        let mut setup = Vec::with_capacity(container.setup.len());
         for (i, step) in container.setup.iter().enumerate() {
             let value = self.normalised(container, i, &step.step)?;
             frame(&mut hasher, value.to_string().as_bytes());
+            setup.push(value);
         }
         // Only when set, so that the ids of images built before it existed stay.
         if container.build_network == Network::User {
@@ -83,7 +106,23 @@ impl<'a> Versions<'a> {
         }
         let id = hex::encode(hasher.finalize());
         self.ids.insert(name.to_owned(), id.clone());
+        self.setups.insert(name.to_owned(), setup);
         Ok(id)
+    }
+
+    /// What the id of container `name` hashes.
+    pub fn inputs(&mut self, name: &str) -> Result<Inputs, VersionError> {
+        let id = self.id(name)?;
+        Ok(Inputs {
+            id,
+            epoch: self.epoch,
+            setup: self.setups.get(name).cloned().unwrap_or_default(),
+            build_network: self
+                .config
+                .containers
+                .get(name)
+                .is_some_and(|c| c.build_network == Network::User),
+        })
     }
 
     /// Saves the digest cache; a failure only costs hashing again next time.

@@ -22,4 +22,4 @@ pub mod warm;
 pub use control::{BuildIo, GuestError};
 pub use error::LaunchError;
 pub use machine::{fs_server, LaunchOptions, Machine, DEFAULT_CPUS, DEFAULT_MEMORY};
-pub use start::{kernel_cmdline, launch};
+pub use start::{built_with, kernel_cmdline, launch};

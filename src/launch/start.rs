@@ -17,6 +17,8 @@ use super::warm::{self, WarmPlan};
 use super::{initramfs, stats};
 use crate::devices::virtio::console::ConsoleLimits;
 use crate::devices::virtio::fs::server::Server;
+use crate::image::host::stable_digest;
+use crate::image::store::BuiltWith;
 use crate::text::error_chain;
 use crate::vmm::{self, Restore, Vm, VmSpec};
 
@@ -46,6 +48,45 @@ fn find_asset(knob: Option<&PathBuf>, file_name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let candidate = exe.parent().map(|d: &Path| d.join(file_name))?;
     candidate.exists().then_some(candidate)
+}
+
+/// The guest kernel and guest-init a run boots.
+fn assets(opts: &LaunchOptions) -> Result<(PathBuf, PathBuf), LaunchError> {
+    let kernel = find_asset(opts.knobs.kernel.as_ref(), "cella-vmlinux").ok_or(
+        LaunchError::MissingAsset {
+            what: "kernel",
+            env: "CELLA_KERNEL",
+            file: "cella-vmlinux",
+        },
+    )?;
+    std::fs::metadata(&kernel).map_err(|e| LaunchError::ReadAsset(kernel.clone(), e))?;
+    let init = find_asset(opts.knobs.guest_init.as_ref(), "cella-guest-init").ok_or(
+        LaunchError::MissingAsset {
+            what: "init",
+            env: "CELLA_GUEST_INIT",
+            file: "cella-guest-init",
+        },
+    )?;
+    Ok((kernel, init))
+}
+
+/// What a run with `opts` boots: cella's version and the sha256 of the
+/// kernel and guest-init (about 50 ms of hashing; for builds' records).
+pub fn built_with(opts: &LaunchOptions) -> Result<BuiltWith, LaunchError> {
+    let (kernel, init) = assets(opts)?;
+    let digest = |path: PathBuf| {
+        let read = |e| LaunchError::ReadAsset(path.clone(), e);
+        let file = std::fs::File::open(&path).map_err(read)?;
+        stable_digest(file)
+            .map_err(read)?
+            .map(hex::encode)
+            .ok_or_else(|| read(std::io::Error::other("it changed while it was read")))
+    };
+    Ok(BuiltWith {
+        cella: env!("CARGO_PKG_VERSION").to_owned(),
+        kernel: digest(kernel)?,
+        guest_init: digest(init)?,
+    })
 }
 
 /// The kernel command line for a run.
@@ -105,21 +146,7 @@ pub fn launch(
         stats::enable();
     }
     stats::mark("start");
-    let kernel = find_asset(opts.knobs.kernel.as_ref(), "cella-vmlinux").ok_or(
-        LaunchError::MissingAsset {
-            what: "kernel",
-            env: "CELLA_KERNEL",
-            file: "cella-vmlinux",
-        },
-    )?;
-    std::fs::metadata(&kernel).map_err(|e| LaunchError::ReadAsset(kernel.clone(), e))?;
-    let init = find_asset(opts.knobs.guest_init.as_ref(), "cella-guest-init").ok_or(
-        LaunchError::MissingAsset {
-            what: "init",
-            env: "CELLA_GUEST_INIT",
-            file: "cella-guest-init",
-        },
-    )?;
+    let (kernel, init) = assets(opts)?;
     let drives = disks.len().max(1);
     let mut vm_spec = VmSpec {
         kernel,

@@ -292,7 +292,7 @@ commands:
     container: deb
     run: |
       hello
-      grep -E '^(hello|libc6)(:amd64)?=' /var/lib/cella/packages.lock
+      echo ---; cat /var/lib/cella/packages.lock; echo ---
       if grep -q 'written by cella' /etc/resolv.conf 2>/dev/null; then echo "resolv.conf leaked"; else echo "resolv.conf clean"; fi
 "#;
 
@@ -357,6 +357,26 @@ fn debian_container_with_installed_package() {
     assert!(stdout.contains("\nhello=2.10"), "{stdout}");
     // Multi-Arch: same packages carry their architecture.
     assert!(stdout.contains("\nlibc6:amd64=2.36"), "{stdout}");
+    // cella.lock lists the same packages as dpkg-query in the image, and
+    // what the id hashes of the !Debian step.
+    let lock = std::fs::read_to_string(p.path().join("cella.lock")).expect("cella.lock");
+    let lock: serde_json::Value = serde_json::from_str(&lock).expect("lock json");
+    let entry = &lock["containers"]["deb"];
+    let locked: Vec<&str> = entry["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .map(|v| v.as_str().expect("package"))
+        .collect();
+    let in_image: Vec<&str> = stdout
+        .split("---\n")
+        .nth(1)
+        .expect("packages.lock")
+        .lines()
+        .collect();
+    assert_eq!(locked, in_image);
+    assert_eq!(entry["setup"][0]["Debian"]["suite"], "bookworm", "{entry}");
+    assert!(entry["built-with"]["kernel"].is_string(), "{entry}");
     // The build VM's resolver is not left in the image.
     assert!(stdout.contains("resolv.conf clean"), "{stdout}");
     // The .debs stay in the user's cache for the next build.

@@ -56,6 +56,11 @@ pub struct Cli {
     /// Run the command without its `prerequisites`.
     #[arg(long, global = true)]
     pub no_prerequisites: bool,
+    /// Run several commands of cella.yaml, in order, without arguments:
+    /// `cella -m CMD1 CMD2…` (vagga's -m); the first that fails stops the
+    /// rest, and its status is cella's.
+    #[arg(short = 'm', long = "run-multiple")]
+    pub run_multiple: bool,
     #[command(subcommand)]
     pub command: Option<Sub>,
 }

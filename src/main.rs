@@ -74,6 +74,24 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
         return cache::cache(drop, &opts);
     }
     let config = commands::load_config(&opts.limits)?;
+    if cli.run_multiple {
+        let Some(Sub::External(names)) = cli.command else {
+            return Err(CommandError::Usage(
+                "-m takes the names of commands of cella.yaml: cella -m CMD1 CMD2…".into(),
+            ));
+        };
+        // Every name first: a typo in the last fails before the first runs.
+        for name in &names {
+            run::check_name(&config, name)?;
+        }
+        for name in &names {
+            let status = run::command(&config, name, &[], &opts)?;
+            if status != 0 {
+                return Ok(status);
+            }
+        }
+        return Ok(0);
+    }
     match cli.command {
         None => {
             print!("{}", list::commands(&config));

@@ -62,7 +62,7 @@ pub fn run(
                 .send(&GuestMsg::Started)
                 .map_err(|e| Error::sys("reporting the start", e))?;
         }
-        let outcome = supervise::supervise(pid, control, signals, None, None)?;
+        let outcome = supervise::supervise(pid, false, control, signals, None, None)?;
         if outcome != (GuestMsg::Exited { code: 0 }) {
             return Ok(outcome);
         }

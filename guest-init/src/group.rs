@@ -317,6 +317,7 @@ fn program<'a>(spec: &'a ChildSpec, root: &'a str) -> Program<'a> {
         cwd: &spec.cwd,
         uid: spec.uid,
         gid: spec.gid,
+        groups: &spec.groups,
         root: Some(root),
     }
 }

@@ -12,7 +12,7 @@ mod exit_code;
 pub use exit_code::ExitCode;
 
 /// Bumped on every incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Port ids on the multiport virtio-console, in the order the host adds them.
 pub const PORT_CONTROL: u32 = 0;
@@ -84,6 +84,13 @@ pub struct RunSpec {
     /// before its final message.
     #[serde(default)]
     pub stats: bool,
+    /// Supplementary groups of the program, besides `gid`.
+    #[serde(default)]
+    pub groups: Vec<u32>,
+    /// `pid1mode: wait-all-children`: the run ends when every process has
+    /// exited, not when the program has; the status is the program's.
+    #[serde(default)]
+    pub wait_all_children: bool,
 }
 
 impl RunSpec {
@@ -108,6 +115,8 @@ impl RunSpec {
             supervise: None,
             network: None,
             stats: false,
+            groups: Vec::new(),
+            wait_all_children: false,
         }
     }
 }
@@ -158,6 +167,9 @@ pub struct ChildSpec {
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups, besides `gid`.
+    #[serde(default)]
+    pub groups: Vec<u32>,
     pub rootfs_device: String,
     pub mounts: Vec<Mount>,
     pub read_only_root: bool,
@@ -603,6 +615,7 @@ mod tests {
                     cwd: "/".into(),
                     uid: 1,
                     gid: 2,
+                    groups: vec![3, 4],
                     rootfs_device: "/dev/vdb".into(),
                     mounts: Vec::new(),
                     read_only_root: true,
@@ -615,6 +628,8 @@ mod tests {
                 nameserver: [10, 0, 2, 3],
             }),
             stats: false,
+            groups: vec![5],
+            wait_all_children: true,
         }
     }
 

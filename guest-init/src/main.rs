@@ -169,8 +169,14 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
     control
         .send(&GuestMsg::Started)
         .map_err(|e| Error::sys("reporting the start", e))?;
-    let outcome =
-        supervise::supervise(pid, control, &signals, relay.as_mut(), Some(&mut watchdog))?;
+    let outcome = supervise::supervise(
+        pid,
+        spec.wait_all_children,
+        control,
+        &signals,
+        relay.as_mut(),
+        Some(&mut watchdog),
+    )?;
     stats::mark("workload reaped");
     if let Some(report) = watchdog.report() {
         // The final message follows; a lost warning is no reason to fail.

@@ -83,6 +83,8 @@ pub struct Program<'a> {
     pub cwd: &'a str,
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups, besides `gid`.
+    pub groups: &'a [u32],
     /// Chroot into this directory first: a supervised child's own root.
     pub root: Option<&'a str>,
 }
@@ -95,6 +97,7 @@ impl<'a> Program<'a> {
             cwd: &spec.cwd,
             uid: spec.uid,
             gid: spec.gid,
+            groups: &spec.groups,
             root: None,
         }
     }
@@ -155,6 +158,9 @@ struct Prepared {
     tty: Option<CString>,
     uid: libc::uid_t,
     gid: libc::gid_t,
+    /// `gid` and then the supplementary groups: setgroups' list, made
+    /// before the fork (the child allocates nothing).
+    groups: Vec<libc::gid_t>,
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
@@ -209,6 +215,7 @@ impl Prepared {
             },
             uid: spec.uid,
             gid: spec.gid,
+            groups: [spec.gid].iter().chain(spec.groups).copied().collect(),
         })
     }
 }
@@ -368,9 +375,9 @@ unsafe fn child(p: &Prepared, fds: [RawFd; 3], report: RawFd) -> ! {
         }
         // Raw syscalls: glibc's wrappers would try to broadcast the change
         // to the threads of the process whose memory this child shares.
-        let switch_user = p.uid != 0 || p.gid != 0;
+        let switch_user = p.uid != 0 || p.gid != 0 || p.groups.len() > 1;
         if switch_user
-            && (libc::syscall(libc::SYS_setgroups, 1, &p.gid) < 0
+            && (libc::syscall(libc::SYS_setgroups, p.groups.len(), p.groups.as_ptr()) < 0
                 || libc::syscall(libc::SYS_setgid, p.gid) < 0
                 || libc::syscall(libc::SYS_setuid, p.uid) < 0)
         {

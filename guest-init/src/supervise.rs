@@ -62,35 +62,38 @@ pub fn outcome(status: libc::c_int) -> GuestMsg {
 }
 
 /// Reaps every child that has exited, orphans included, calling `exited`
-/// with each pid and wait status.
-pub fn reap_each(mut exited: impl FnMut(libc::pid_t, libc::c_int)) {
+/// with each pid and wait status; whether any child is left.
+pub fn reap_each(mut exited: impl FnMut(libc::pid_t, libc::c_int)) -> bool {
     loop {
         let mut status = 0;
         // SAFETY: status is a valid out-pointer; WNOHANG never blocks.
         let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
         if pid <= 0 {
-            return; // 0: children left but none exited; -1: ECHILD
+            return pid == 0; // 0: children left but none exited; -1: ECHILD
         }
         exited(pid, status);
     }
 }
 
-/// Reaps every child that has exited; the workload's status if it was among them.
-fn reap_all(workload: libc::pid_t) -> Option<libc::c_int> {
+/// Reaps every child that has exited: the workload's status if it was
+/// among them, and whether any process is left.
+fn reap_all(workload: libc::pid_t) -> (Option<libc::c_int>, bool) {
     let mut found = None;
-    reap_each(|pid, status| {
+    let left = reap_each(|pid, status| {
         if pid == workload {
             found = Some(status);
         }
     });
-    found
+    (found, left)
 }
 
-fn handle(msg: HostMsg, workload: libc::pid_t, relay: Option<&Relay>) {
+/// Handles a host message; signals go to `target` (the workload, or -1:
+/// every process but guest-init once the workload is gone).
+fn handle(msg: HostMsg, target: libc::pid_t, relay: Option<&Relay>) {
     match msg {
         HostMsg::Signal(signal) => {
             // SAFETY: kill has no memory effects; a bad signal number is just EINVAL.
-            unsafe { libc::kill(workload, signal) };
+            unsafe { libc::kill(target, signal) };
         }
         HostMsg::Resize(size) => {
             if let Some(relay) = relay {
@@ -138,22 +141,26 @@ pub fn control_pollfd(control: &Control) -> libc::pollfd {
     )
 }
 
-/// Runs until the workload exits; the message that reports how. With a
-/// `relay`, the workload's terminal is copied to and from the host
-/// meanwhile; with a `watchdog`, memory is watched.
+/// Runs until the workload exits (with `wait_all`: until every process
+/// has); the message that reports how the workload did. With a `relay`,
+/// the workload's terminal is copied to and from the host meanwhile; with
+/// a `watchdog`, memory is watched.
 pub fn supervise(
     workload: libc::pid_t,
+    wait_all: bool,
     control: &mut Control,
     signals: &ChildSignals,
     mut relay: Option<&mut Relay>,
     mut watchdog: Option<&mut Watchdog>,
 ) -> Result<GuestMsg, Error> {
+    let mut exited = None;
     loop {
         if let Some(watchdog) = watchdog.as_deref_mut() {
             watchdog.check();
         }
         while let Some(msg) = control.buffered()? {
-            handle(msg, workload, relay.as_deref());
+            let target = if exited.is_some() { -1 } else { workload };
+            handle(msg, target, relay.as_deref());
         }
         let mut fds = vec![pollfd(signals.fd, libc::POLLIN), control_pollfd(control)];
         if let Some(relay) = &relay {
@@ -165,11 +172,15 @@ pub fn supervise(
         }
         if fds[0].revents != 0 {
             signals.drain();
-            if let Some(status) = reap_all(workload) {
-                if let Some(relay) = relay.as_deref_mut() {
-                    relay.drain_output();
+            let (status, left) = reap_all(workload);
+            exited = exited.or(status);
+            if let Some(status) = exited {
+                if !(wait_all && left) {
+                    if let Some(relay) = relay.as_deref_mut() {
+                        relay.drain_output();
+                    }
+                    return Ok(outcome(status));
                 }
-                return Ok(outcome(status));
             }
         }
         if fds[1].revents != 0 {

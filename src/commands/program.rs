@@ -25,6 +25,8 @@ pub struct Program {
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
+    /// `supplementary-gids`.
+    pub groups: Vec<u32>,
     pub hostname: String,
     pub mounts: Vec<Mount>,
     pub read_only_root: bool,
@@ -63,6 +65,7 @@ pub fn prepare(
         cwd,
         uid: command.user_id.unwrap_or(0),
         gid: command.group_id.unwrap_or(0),
+        groups: command.supplementary_gids.clone(),
         hostname: command
             .hostname
             .clone()

@@ -3,6 +3,8 @@
 //! VM of its own.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use guest_init::{RunSpec, WinSize};
 
@@ -14,8 +16,9 @@ use super::program::prepare;
 use super::project::Project;
 use super::supervise;
 use super::volumes;
-use crate::config::{CommandKind, Config, SimpleCommand};
+use crate::config::{CommandKind, Config, Pid1Mode, SimpleCommand};
 use crate::launch::{self, fs_server, LaunchOptions};
+use crate::text::escape_keeping_lines;
 
 /// `cella NAME ARGS...`: the command's prerequisites, then the command.
 pub fn command(
@@ -24,6 +27,8 @@ pub fn command(
     args: &[String],
     opts: &RunOptions,
 ) -> Result<i32, CommandError> {
+    // vagga's `aliases`: other names of a command.
+    let name = config.aliases.get(name).map_or(name, String::as_str);
     lookup(config, name)?;
     netcheck::command(config, name, opts)?;
     if !opts.no_prerequisites {
@@ -37,7 +42,56 @@ pub fn command(
             }
         }
     }
-    run_one(config, name, args, opts)
+    let info = &config.commands[name].info;
+    let banner = Banner::show(info.banner.as_deref(), info.banner_delay);
+    let status = run_one(config, name, args, opts);
+    banner.stop();
+    if let (Ok(0), Some(epilog)) = (&status, &info.epilog) {
+        eprintln!("{}", escape_keeping_lines(epilog));
+    }
+    status
+}
+
+/// vagga's `banner`: printed on stderr (stdout is the command's) as the
+/// run starts, or `delay` seconds later unless the run ended by then.
+struct Banner {
+    ended: Option<Arc<AtomicBool>>,
+}
+
+impl Banner {
+    fn show(text: Option<&str>, delay: u32) -> Banner {
+        let Some(text) = text else {
+            return Banner { ended: None };
+        };
+        let text = escape_keeping_lines(text).into_owned();
+        if delay == 0 {
+            eprintln!("{text}");
+            return Banner { ended: None };
+        }
+        let ended = Arc::new(AtomicBool::new(false));
+        let flag = ended.clone();
+        // Detached: a run that ends first leaves it asleep, and the
+        // process exits without waiting for it.
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(u64::from(delay)));
+            if !flag.load(Ordering::SeqCst) {
+                eprintln!("{text}");
+            }
+        });
+        Banner { ended: Some(ended) }
+    }
+
+    fn stop(self) {
+        if let Some(ended) = self.ended {
+            ended.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// An error unless `name` is a command of cella.yaml, or an alias of one.
+pub fn check_name(config: &Config, name: &str) -> Result<(), CommandError> {
+    let name = config.aliases.get(name).map_or(name, String::as_str);
+    lookup(config, name).map(|_| ())
 }
 
 fn lookup<'c>(config: &'c Config, name: &str) -> Result<&'c CommandKind, CommandError> {
@@ -158,6 +212,8 @@ pub fn simple_command(
     spec.cwd = program.cwd;
     spec.uid = program.uid;
     spec.gid = program.gid;
+    spec.groups = program.groups;
+    spec.wait_all_children = command.pid1mode == Pid1Mode::WaitAllChildren;
     spec.hostname = program.hostname;
     spec.mounts = program.mounts;
     spec.read_only_root = program.read_only_root;

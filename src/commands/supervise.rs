@@ -34,35 +34,51 @@ pub fn select<'s>(
             "--exclude" => list = Some(&mut exclude),
             _ if arg.starts_with('-') => {
                 return Err(usage(format!(
-                    "unknown option {arg:?}; a !Supervise command takes --only CHILD... and --exclude CHILD..."
+                    "unknown option {arg:?}; a !Supervise command takes --only CHILD|TAG... and --exclude CHILD|TAG..."
                 )))
             }
             _ => match list.as_deref_mut() {
                 Some(names) => names.push(arg.clone()),
                 None => {
                     return Err(usage(format!(
-                        "unexpected argument {arg:?}; a !Supervise command takes --only CHILD... and --exclude CHILD..."
+                        "unexpected argument {arg:?}; a !Supervise command takes --only CHILD|TAG... and --exclude CHILD|TAG..."
                     )))
                 }
             },
         }
     }
-    let known: Vec<&str> = group.children.iter().map(|c| c.name.as_str()).collect();
-    if let Some(unknown) = only
-        .iter()
-        .chain(&exclude)
-        .find(|n| !known.contains(&n.as_str()))
-    {
+    // A word names a child, or a tag of children (vagga's `tags`).
+    let picks = |c: &Child, words: &[String]| {
+        words.contains(&c.name) || c.command.tags.iter().any(|t| words.contains(t))
+    };
+    if let Some(unknown) = only.iter().chain(&exclude).find(|w| {
+        !group
+            .children
+            .iter()
+            .any(|c| picks(c, std::slice::from_ref(w)))
+    }) {
+        let known: Vec<&str> = group.children.iter().map(|c| c.name.as_str()).collect();
+        let mut tags: Vec<&str> = group
+            .children
+            .iter()
+            .flat_map(|c| c.command.tags.iter().map(String::as_str))
+            .collect();
+        tags.sort();
+        tags.dedup();
+        let tags = match tags.is_empty() {
+            true => String::new(),
+            false => format!("; tags: {}", tags.join(", ")),
+        };
         return Err(usage(format!(
-            "no child named {unknown:?} (it has: {})",
+            "no child or tag named {unknown:?} (it has: {}{tags})",
             known.join(", ")
         )));
     }
     let selected: Vec<&Child> = group
         .children
         .iter()
-        .filter(|c| only.is_empty() || only.contains(&c.name))
-        .filter(|c| !exclude.contains(&c.name))
+        .filter(|c| only.is_empty() || picks(c, &only))
+        .filter(|c| !picks(c, &exclude))
         .collect();
     if selected.is_empty() {
         return Err(usage("no child is left to run".into()));
@@ -114,6 +130,7 @@ pub fn run(
             cwd: program.cwd,
             uid: program.uid,
             gid: program.gid,
+            groups: program.groups,
             rootfs_device: format!("/dev/vd{}", char::from(b'a' + drive as u8)),
             mounts,
             read_only_root: program.read_only_root,
@@ -176,7 +193,7 @@ mod tests {
     fn group() -> Config {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("r.tar"), b"").expect("tar");
-        let yaml = "containers:\n  base:\n    setup: [!Tar {url: ./r.tar}]\ncommands:\n  s: !Supervise\n    children:\n      db: !Command {container: base, run: [a]}\n      app: !Command {container: base, run: [b]}\n      web: !Command {container: base, run: [c]}\n";
+        let yaml = "containers:\n  base:\n    setup: [!Tar {url: ./r.tar}]\ncommands:\n  s: !Supervise\n    children:\n      db: !Command {container: base, run: [a], tags: [service]}\n      app: !Command {container: base, run: [b]}\n      web: !Command {container: base, run: [c], tags: [service, front]}\n";
         crate::config::parse(yaml, &dir.path().join("cella.yaml")).expect("parse")
     }
 
@@ -208,7 +225,16 @@ mod tests {
         );
         assert_eq!(
             names(&config, &["--only", "nope"]).expect_err("unknown"),
-            "s: no child named \"nope\" (it has: db, app, web)"
+            "s: no child or tag named \"nope\" (it has: db, app, web; tags: front, service)"
+        );
+        // vagga's tags select children too.
+        assert_eq!(
+            names(&config, &["--only", "service"]).expect("tag"),
+            ["db", "web"]
+        );
+        assert_eq!(
+            names(&config, &["--only", "service", "app", "--exclude", "front"]).expect("tags"),
+            ["db", "app"]
         );
         assert!(names(&config, &["db"])
             .expect_err("bare")

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::error::{ConfigError, Location};
-use super::model::{Config, NameRef, Volume};
+use super::model::{Config, NameRef, Volume, BUILTIN_COMMANDS};
 
 /// A container named in the config, checked once all containers are known.
 pub(super) struct Reference {
@@ -45,6 +45,34 @@ pub(super) fn check_references(config: &Config, refs: &[Reference]) -> Result<()
         }
         edges.entry(&r.from).or_default().push(&r.to);
     }
+    Ok(())
+}
+
+/// Records each command's `aliases` in `config.aliases`, checking that no
+/// alias is a command's name, one of cella's own or another alias.
+pub(super) fn check_aliases(config: &mut Config) -> Result<(), ConfigError> {
+    let mut aliases = std::collections::BTreeMap::new();
+    for (name, command) in &config.commands {
+        for alias in &command.info.aliases {
+            let taken = if BUILTIN_COMMANDS.contains(&alias.name.as_str()) {
+                Some("one of cella's own commands".to_owned())
+            } else if config.commands.contains_key(&alias.name) {
+                Some(format!("the name of the command \"{}\"", alias.name))
+            } else {
+                aliases
+                    .get(&alias.name)
+                    .map(|other| format!("already an alias of \"{other}\""))
+            };
+            if let Some(taken) = taken {
+                return Err(ConfigError::Invalid {
+                    at: alias.at.clone(),
+                    message: format!("the alias \"{}\" is {taken}", alias.name),
+                });
+            }
+            aliases.insert(alias.name.clone(), name.clone());
+        }
+    }
+    config.aliases = aliases;
     Ok(())
 }
 

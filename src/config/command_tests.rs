@@ -512,7 +512,8 @@ fn supervise_errors() {
     assert_eq!(
         load_err(&commands("  s: !Supervise\n    run: x\n")),
         "/p/cella.yaml:7:5: commands.s.run: unknown field, expected one of: description, \
-         mode, children, kill-unresponsive-after, prefix, prerequisites, cpus, memory, hostname, network, ports"
+         mode, children, kill-unresponsive-after, prefix, prerequisites, cpus, memory, hostname, network, ports, \
+         group, aliases, banner, banner-delay, epilog"
     );
     assert_eq!(
         load_err(&commands("  s: !Supervise { mode: wait-all }\n")),
@@ -560,7 +561,8 @@ fn supervise_errors() {
         )),
         "/p/cella.yaml:8:46: commands.s.children.c.colour: unknown field, \
          expected one of: description, container, run, environ, volumes, work-dir, write-mode, \
-         environ-file, user-id, group-id, hostname, prerequisites, cpus, memory, network, ports"
+         environ-file, user-id, group-id, hostname, prerequisites, cpus, memory, network, ports, \
+         tags, pid1mode, supplementary-gids"
     );
     assert_eq!(
         load_err(&with_child(
@@ -605,4 +607,89 @@ fn supervise_errors() {
         load_err(&field("description: [a]")),
         "/p/cella.yaml:7:18: commands.s.description: expected a string, found a list"
     );
+}
+
+#[test]
+fn vagga_command_info_tags_pid1mode_and_gids() {
+    let config = load_ok(&commands(
+        "  test: !Command
+    container: base
+    run: [true]
+    group: Testing
+    aliases: [t, check]
+    banner: Starting
+    banner-delay: 2
+    epilog: Done
+    tags: [ci]
+    pid1mode: wait-all-children
+    supplementary-gids: [10, 20]
+  other: !Command { container: base, run: [true] }
+",
+    ));
+    let test = &config.commands["test"];
+    assert_eq!(test.info.group.as_deref(), Some("Testing"));
+    let aliases: Vec<&str> = test.info.aliases.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(aliases, ["t", "check"]);
+    assert_eq!(
+        (test.info.banner.as_deref(), test.info.banner_delay),
+        (Some("Starting"), 2)
+    );
+    assert_eq!(test.info.epilog.as_deref(), Some("Done"));
+    assert_eq!(config.aliases["t"], "test");
+    assert_eq!(config.aliases["check"], "test");
+    let cmd = simple(&config, "test");
+    assert_eq!(cmd.tags, ["ci"]);
+    assert_eq!(cmd.pid1mode, Pid1Mode::WaitAllChildren);
+    assert_eq!(cmd.supplementary_gids, [10, 20]);
+    let other = simple(&config, "other");
+    assert_eq!(other.pid1mode, Pid1Mode::Wait);
+    assert!(
+        other.supplementary_gids.is_empty()
+            && config.commands["other"].info == CommandInfo::default()
+    );
+}
+
+#[test]
+fn vagga_command_info_errors() {
+    let one = |body: &str| {
+        load_err(&commands(&format!(
+            "  c: !Command\n    container: base\n    run: [true]\n{body}"
+        )))
+    };
+    assert_eq!(
+        one("    pid1mode: exec\n"),
+        "/p/cella.yaml:9:15: commands.c.pid1mode: pid1mode: exec cannot be: guest-init stays PID 1 \
+         of the VM, to relay signals, output and the exit status; use wait (the default) or wait-all-children"
+    );
+    assert!(one("    pid1mode: sometimes\n").contains("unknown pid1mode \"sometimes\""));
+    assert_eq!(
+        one("    symlink-name: c\n"),
+        "/p/cella.yaml:9:5: commands.c.symlink-name: cella makes no links to run commands by \
+         (vagga's symlink-name): run `cella NAME`, or a script that does"
+    );
+    let gids: Vec<String> = (0..65).map(|g| g.to_string()).collect();
+    assert!(
+        one(&format!("    supplementary-gids: [{}]\n", gids.join(", ")))
+            .contains("at most 64 group ids, found 65")
+    );
+    assert!(one("    supplementary-gids: [x]\n").contains("commands.c.supplementary-gids[0]"));
+    assert_eq!(
+        one("    aliases: [_build]\n"),
+        "/p/cella.yaml:9:15: commands.c.aliases[0]: the alias \"_build\" is one of cella's own commands"
+    );
+    assert_eq!(
+        load_err(&commands(
+            "  a: !Command { container: base, run: [true], aliases: [b] }\n  b: !Command { container: base, run: [true] }\n"
+        )),
+        "/p/cella.yaml:6:57: commands.a.aliases[0]: the alias \"b\" is the name of the command \"b\""
+    );
+    assert!(load_err(&commands(
+        "  a: !Command { container: base, run: [true], aliases: [x] }\n  b: !Command { container: base, run: [true], aliases: [x] }\n"
+    ))
+    .contains("the alias \"x\" is already an alias of \"a\""));
+    assert!(one("    aliases: [\"\\e\"]\n").contains("without control characters"));
+    assert!(load_err(&commands(
+        "  s: !Supervise\n    children:\n      c: !Command { container: base, run: [true], pid1mode: wait-all-children }\n"
+    ))
+    .contains("children end with the VM"));
 }

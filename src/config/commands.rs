@@ -5,8 +5,8 @@ use super::checks::check_references;
 use super::decode::{join, tag_list, Decoder, Fields};
 use super::error::{ConfigError, Pos};
 use super::model::{
-    Child, Command, CommandKind, Config, NameRef, Network, PortMap, Resources, SimpleCommand,
-    Supervise, SuperviseMode, WriteMode,
+    Child, Command, CommandInfo, CommandKind, Config, NameRef, Network, Pid1Mode, PortMap,
+    Resources, SimpleCommand, Supervise, SuperviseMode, WriteMode,
 };
 use super::scalars;
 use super::yaml::{Node, Value};
@@ -28,6 +28,9 @@ const COMMAND_FIELDS: &[&str] = &[
     "memory",
     "network",
     "ports",
+    "tags",
+    "pid1mode",
+    "supplementary-gids",
     "accepts-arguments",
 ];
 /// A `!Supervise` child's fields: a command's, less what only `cella
@@ -59,6 +62,11 @@ const VM_FIELDS: &[&str] = &[
     "network",
     "ports",
 ];
+/// Fields of every top-level command, as vagga has them: how it is
+/// listed, named and announced.
+const INFO_FIELDS: &[&str] = &["group", "aliases", "banner", "banner-delay", "epilog"];
+/// The most `supplementary-gids` a command may have.
+const MAX_GIDS: usize = 64;
 const WRITE_MODES: &[&str] = &["read-only", "transient-overlay"];
 const SUPERVISE_MODES: &[&str] = &["stop-on-failure", "wait-all-successful", "wait-all"];
 /// `kill-unresponsive-after` when not given, in seconds.
@@ -95,11 +103,22 @@ impl Decoder<'_> {
                 })
             }
         };
-        let fields = self.fields(node, path, allowed)?;
+        if let Some(e) = self
+            .entries(node, path)?
+            .iter()
+            .find(|e| e.key == "symlink-name")
+        {
+            return Err(self.invalid(
+                e.key_pos,
+                &join(path, "symlink-name"),
+                "cella makes no links to run commands by (vagga's symlink-name): run `cella NAME`, or a script that does".to_owned(),
+            ));
+        }
+        let fields = self.fields(node, path, &[allowed, INFO_FIELDS].concat())?;
         let description =
             self.optional_string(fields.get("description"), &fields.path_of("description"))?;
         let kind = match tag {
-            "Command" => CommandKind::Command(self.simple(config, &name, &fields)?),
+            "Command" => CommandKind::Command(Box::new(self.simple(config, &name, &fields)?)),
             _ => CommandKind::Supervise(self.supervise(config, &name, &fields)?),
         };
         Ok(Command {
@@ -107,6 +126,31 @@ impl Decoder<'_> {
             description,
             kind,
             pos,
+            info: self.info(&fields)?,
+        })
+    }
+
+    /// `group`, `aliases`, `banner`, `banner-delay` and `epilog`.
+    fn info(&self, fields: &Fields<'_>) -> Result<CommandInfo, ConfigError> {
+        let text = |name: &str| self.optional_string(fields.get(name), &fields.path_of(name));
+        let aliases = self.names(fields, "aliases", "a list of command names")?;
+        for alias in &aliases {
+            if alias.name.is_empty() || crate::text::escape(&alias.name) != alias.name.as_str() {
+                return Err(ConfigError::Invalid {
+                    at: alias.at.clone(),
+                    message: "an alias must be a non-empty name without control characters"
+                        .to_owned(),
+                });
+            }
+        }
+        Ok(CommandInfo {
+            group: text("group")?,
+            aliases,
+            banner: text("banner")?,
+            banner_delay: self
+                .optional(fields, "banner-delay", scalars::kill_after)?
+                .unwrap_or(0),
+            epilog: text("epilog")?,
         })
     }
 
@@ -181,7 +225,63 @@ impl Decoder<'_> {
             ports: self.ports(fields)?,
             shell,
             accepts_arguments,
+            tags: self
+                .names(fields, "tags", "a list of tags")?
+                .into_iter()
+                .map(|t| t.name)
+                .collect(),
+            pid1mode: self.pid1mode(fields)?,
+            supplementary_gids: self.gids(fields)?,
         })
+    }
+
+    /// `pid1mode`: `wait` (the default) or `wait-all-children`; vagga's
+    /// `exec` is refused, as guest-init stays the VM's PID 1.
+    fn pid1mode(&self, fields: &Fields<'_>) -> Result<Pid1Mode, ConfigError> {
+        let Some(node) = fields.get("pid1mode").filter(|n| n.value != Value::Null) else {
+            return Ok(Pid1Mode::Wait);
+        };
+        let path = fields.path_of("pid1mode");
+        match self.string(node, &path)?.as_str() {
+            "wait" => Ok(Pid1Mode::Wait),
+            "wait-all-children" => Ok(Pid1Mode::WaitAllChildren),
+            "exec" => Err(self.invalid(
+                node.pos,
+                &path,
+                "pid1mode: exec cannot be: guest-init stays PID 1 of the VM, to relay signals, output and the exit status; use wait (the default) or wait-all-children".to_owned(),
+            )),
+            other => Err(self.invalid(
+                node.pos,
+                &path,
+                format!("unknown pid1mode {other:?}, expected wait or wait-all-children"),
+            )),
+        }
+    }
+
+    /// `supplementary-gids`: a list of at most 64 group ids.
+    fn gids(&self, fields: &Fields<'_>) -> Result<Vec<u32>, ConfigError> {
+        let Some(node) = fields.get("supplementary-gids") else {
+            return Ok(Vec::new());
+        };
+        let path = fields.path_of("supplementary-gids");
+        self.untagged(node, &path)?;
+        let items = match &node.value {
+            Value::Null => return Ok(Vec::new()),
+            Value::Seq(items) => items,
+            _ => return Err(self.wrong_type(node, &path, "a list of group ids")),
+        };
+        if items.len() > MAX_GIDS {
+            return Err(self.invalid(
+                node.pos,
+                &path,
+                format!("at most {MAX_GIDS} group ids, found {}", items.len()),
+            ));
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| self.parsed(item, &format!("{path}[{i}]"), scalars::uint32))
+            .collect()
     }
 
     /// The body of the `!Supervise` `name`.
@@ -269,9 +369,19 @@ impl Decoder<'_> {
                     ));
                 }
             }
+            let command = self.simple(config, name, &fields)?;
+            if command.pid1mode != Pid1Mode::Wait {
+                if let Some(pos) = fields.key_pos("pid1mode") {
+                    return Err(self.invalid(
+                        pos,
+                        &fields.path_of("pid1mode"),
+                        "a !Supervise's children end with the VM: pid1mode: wait-all-children is for a !Command".to_owned(),
+                    ));
+                }
+            }
             children.push(Child {
                 name: child_name,
-                command: self.simple(config, name, &fields)?,
+                command,
                 pos: entry.key_pos,
             });
         }
@@ -281,15 +391,26 @@ impl Decoder<'_> {
     /// `prerequisites`: an untagged list of command names (null is empty),
     /// checked once all commands are known.
     fn prerequisites(&self, fields: &Fields<'_>) -> Result<Vec<NameRef>, ConfigError> {
-        let Some(node) = fields.get("prerequisites") else {
+        self.names(fields, "prerequisites", "a list of command names")
+    }
+
+    /// The field `field`: an untagged list of strings (null is empty),
+    /// each with where it is.
+    fn names(
+        &self,
+        fields: &Fields<'_>,
+        field: &str,
+        expected: &'static str,
+    ) -> Result<Vec<NameRef>, ConfigError> {
+        let Some(node) = fields.get(field) else {
             return Ok(Vec::new());
         };
-        let path = fields.path_of("prerequisites");
+        let path = fields.path_of(field);
         self.untagged(node, &path)?;
         let items = match &node.value {
             Value::Null => return Ok(Vec::new()),
             Value::Seq(items) => items,
-            _ => return Err(self.wrong_type(node, &path, "a list of command names")),
+            _ => return Err(self.wrong_type(node, &path, expected)),
         };
         items
             .iter()

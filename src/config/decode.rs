@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::checks::{check_init_commands, check_prerequisites, check_references, Reference};
+use super::checks::{
+    check_aliases, check_init_commands, check_prerequisites, check_references, Reference,
+};
 use super::error::{ConfigError, Location, Pos};
 use super::model::{Config, Container, EnvironFile, BUILTIN_COMMANDS};
 use super::scalars;
@@ -407,6 +409,7 @@ impl Decoder<'_> {
             project_dir: self.project_dir.to_path_buf(),
             containers: BTreeMap::new(),
             commands: BTreeMap::new(),
+            aliases: BTreeMap::new(),
         };
         let Some(root) = root else {
             return Ok(config);
@@ -437,6 +440,7 @@ impl Decoder<'_> {
                 config.commands.insert(name, command);
             }
         }
+        check_aliases(&mut config)?;
         check_init_commands(&config)?;
         check_prerequisites(&config)?;
         Ok(config)

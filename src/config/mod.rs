@@ -35,9 +35,9 @@ use crate::hostfs::{Dir, FsError, Kind};
 pub use error::{ConfigError, Location, Pos};
 pub use knobs::Knobs;
 pub use model::{
-    Bind, Child, Command, CommandKind, Config, Container, CopyStep, DebianStep, EnvironFile,
-    HostDir, NameRef, Network, PortMap, Resources, SetupStep, SimpleCommand, Step, Supervise,
-    SuperviseMode, Volume, WriteMode, BUILTIN_COMMANDS, DEFAULT_DEBIAN_MIRROR,
+    Bind, Child, Command, CommandInfo, CommandKind, Config, Container, CopyStep, DebianStep,
+    EnvironFile, HostDir, NameRef, Network, Pid1Mode, PortMap, Resources, SetupStep, SimpleCommand,
+    Step, Supervise, SuperviseMode, Volume, WriteMode, BUILTIN_COMMANDS, DEFAULT_DEBIAN_MIRROR,
 };
 pub use settings::{Limits, NetworkPolicy, Settings, SettingsError};
 

@@ -14,6 +14,8 @@ pub struct Config {
     pub project_dir: PathBuf,
     pub containers: BTreeMap<String, Container>,
     pub commands: BTreeMap<String, Command>,
+    /// `aliases` of the commands: each other name, and the command's.
+    pub aliases: BTreeMap<String, String>,
 }
 
 /// A container: a root filesystem built from its setup steps.
@@ -308,13 +310,42 @@ pub struct Command {
     pub kind: CommandKind,
     /// Where the command's name is in the file.
     pub pos: Pos,
+    pub info: CommandInfo,
+}
+
+/// vagga's parameters of a top-level command about how it is listed,
+/// named and announced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommandInfo {
+    /// `group`: the header `cella` lists the command under.
+    pub group: Option<String>,
+    /// `aliases`: other names `cella NAME` runs it by.
+    pub aliases: Vec<NameRef>,
+    /// `banner`: printed on stderr `banner-delay` seconds after the run
+    /// starts, unless it has ended by then.
+    pub banner: Option<String>,
+    pub banner_delay: u32,
+    /// `epilog`: printed on stderr after a run that exits with status 0.
+    pub epilog: Option<String>,
+}
+
+/// `pid1mode` of a command: what guest-init, the VM's PID 1, waits for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pid1Mode {
+    /// `wait` (the default): the run ends when the program exits; what it
+    /// left running ends with the VM.
+    #[default]
+    Wait,
+    /// `wait-all-children`: the run ends when every process has exited;
+    /// the status is the program's.
+    WaitAllChildren,
 }
 
 /// What kind of command it is; the YAML tag names the variant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommandKind {
     /// `!Command`: run one program in one container.
-    Command(SimpleCommand),
+    Command(Box<SimpleCommand>),
     /// `!Supervise`: run several commands together in one VM.
     Supervise(Supervise),
 }
@@ -460,6 +491,12 @@ pub struct SimpleCommand {
     /// `accepts-arguments`: whether `cella NAME ARGS…` may pass arguments
     /// (vagga's default: not to a shell string, which gets them as `$1…`).
     pub accepts_arguments: bool,
+    /// `tags`: what `--only`/`--exclude` select a `!Supervise` child by,
+    /// besides its name.
+    pub tags: Vec<String>,
+    pub pid1mode: Pid1Mode,
+    /// `supplementary-gids` of the program, besides `group-id`.
+    pub supplementary_gids: Vec<u32>,
 }
 
 impl SimpleCommand {
@@ -483,6 +520,9 @@ impl SimpleCommand {
             ports: Vec::new(),
             shell: false,
             accepts_arguments: true,
+            tags: Vec::new(),
+            pid1mode: Pid1Mode::Wait,
+            supplementary_gids: Vec::new(),
         }
     }
 }

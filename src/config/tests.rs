@@ -59,7 +59,7 @@ pub(super) fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 pub(super) fn simple(config: &Config, name: &str) -> SimpleCommand {
     match &config.commands[name].kind {
-        CommandKind::Command(c) => c.clone(),
+        CommandKind::Command(c) => (**c).clone(),
         other => panic!("{name} is a !{}", other.tag()),
     }
 }
@@ -337,7 +337,8 @@ fn unknown_fields() {
         )),
         "/p/cella.yaml:8:5: commands.test.colour: unknown field, \
          expected one of: description, container, run, environ, volumes, work-dir, write-mode, \
-         environ-file, user-id, group-id, hostname, prerequisites, cpus, memory, network, ports, accepts-arguments"
+         environ-file, user-id, group-id, hostname, prerequisites, cpus, memory, network, ports, \
+         tags, pid1mode, supplementary-gids, accepts-arguments, group, aliases, banner, banner-delay, epilog"
     );
     assert_eq!(
         load_err("mixins: [a.yaml]\n"),

@@ -265,6 +265,7 @@ mod tests {
             cwd: "/".into(),
             uid: 0,
             gid: 0,
+            groups: Vec::new(),
             rootfs_device: "/dev/vda".into(),
             mounts: Vec::new(),
             read_only_root: true,

@@ -1,0 +1,91 @@
+//! vagga's command parameters on real guests (issue 22): `aliases`,
+//! `banner` and `epilog` (on stderr: stdout is the command's), `-m` to
+//! run several commands in order, `pid1mode: wait-all-children`,
+//! `supplementary-gids`, and `tags` for `--only`. One VM per run; the
+//! runs restore from the shared snapshot.
+
+mod common;
+
+use common::{assets, text, Project};
+
+const COMMANDS: &str = r#"  late: !Command
+    container: base
+    description: Waits for what it started
+    group: Demo
+    aliases: [t]
+    banner: banner of late
+    epilog: epilog of late
+    pid1mode: wait-all-children
+    run: "(sleep 1; echo late) & echo early"
+  early: !Command
+    container: base
+    run: "(sleep 1; echo late) & echo early"
+  gids: !Command
+    container: base
+    user-id: 1000
+    group-id: 1000
+    supplementary-gids: [10, 20]
+    run: [id, -G]
+  fails: !Command
+    container: base
+    epilog: never shown
+    run: exit 3
+  svc: !Supervise
+    children:
+      a: !Command { container: base, run: echo from-a, tags: [x] }
+      b: !Command { container: base, run: echo from-b }
+"#;
+
+fn run(p: &Project, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = p.run(args, None);
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn aliases_banners_multiple_commands_pid1mode_gids_and_tags() {
+    let Some(a) = assets() else { return };
+    let p = Project::new(a, COMMANDS);
+
+    // The listing groups; it boots nothing.
+    let (status, stdout, _) = run(&p, &[]);
+    assert_eq!(status, Some(0));
+    assert!(
+        stdout.ends_with("\nDemo:\n    late   Waits for what it started\n"),
+        "{stdout}"
+    );
+
+    // -m runs both, in order, by an alias too; banner and epilog are on
+    // stderr; wait-all-children waits for the background job; the
+    // supplementary groups are set.
+    let (status, stdout, stderr) = run(&p, &["-m", "t", "gids"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(stdout, "early\nlate\n1000 10 20\n", "{stderr}");
+    let banner = stderr.find("banner of late\n").expect("banner");
+    let epilog = stderr.find("epilog of late\n").expect("epilog");
+    assert!(banner < epilog, "{stderr}");
+
+    // The default pid1mode: the run ends with its program.
+    let (status, stdout, stderr) = run(&p, &["early"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(stdout, "early\n", "{stderr}");
+
+    // -m stops at the first failure, with its status; no epilog for it.
+    let (status, stdout, stderr) = run(&p, &["-m", "fails", "late"]);
+    assert_eq!(status, Some(3), "{stderr}");
+    assert_eq!(stdout, "", "{stderr}");
+    assert!(!stderr.contains("never shown") && !stderr.contains("banner of late"));
+
+    // Every name is checked before anything runs.
+    let (status, stdout, stderr) = run(&p, &["-m", "late", "nope"]);
+    assert_eq!(status, Some(125), "{stderr}");
+    assert!(stderr.contains("unknown command \"nope\""), "{stderr}");
+    assert!(!stderr.contains("banner of late") && stdout.is_empty());
+
+    // A tag selects children as a name does.
+    let (status, stdout, stderr) = run(&p, &["svc", "--only", "x"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("from-a") && !stdout.contains("from-b"),
+        "{stdout}"
+    );
+}

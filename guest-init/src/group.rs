@@ -32,11 +32,6 @@ pub enum Stop {
     Host(i32),
 }
 
-/// Exit statuses of children stopped on purpose that count as a clean stop.
-fn clean(status: i32) -> bool {
-    status == 0 || status == ExitCode::Signal(libc::SIGTERM).code()
-}
-
 /// Whether the exit of a child with `status` starts stopping the others.
 pub fn stops_others(mode: SuperviseMode, status: i32) -> bool {
     match mode {
@@ -51,20 +46,12 @@ pub fn stops_others(mode: SuperviseMode, status: i32) -> bool {
 pub fn final_status(stop: Option<Stop>, exits: &[(usize, i32)]) -> i32 {
     match stop {
         Some(Stop::Host(signal)) => ExitCode::Signal(signal).code(),
-        Some(Stop::Child(first)) => {
-            let status = exits
-                .iter()
-                .find(|(child, _)| *child == first)
-                .map_or(0, |(_, s)| *s);
-            if status != 0 {
-                return status;
-            }
-            exits
-                .iter()
-                .map(|(_, s)| *s)
-                .find(|s| !clean(*s))
-                .unwrap_or(0)
-        }
+        // vagga's rule: the status of the child that ended first, however
+        // the others ended when it stopped them.
+        Some(Stop::Child(first)) => exits
+            .iter()
+            .find(|(child, _)| *child == first)
+            .map_or(0, |(_, s)| *s),
         None => exits.iter().map(|(_, s)| *s).find(|s| *s != 0).unwrap_or(0),
     }
 }
@@ -450,13 +437,12 @@ mod tests {
     fn final_statuses() {
         // The first to end failed: its status.
         assert_eq!(final_status(Some(Stop::Child(1)), &[(1, 3), (0, 143)]), 3);
-        // It ended well and the others stopped cleanly: 0.
+        // It ended well: 0, however the others were stopped (vagga's rule).
         assert_eq!(
             final_status(Some(Stop::Child(0)), &[(0, 0), (1, 143), (2, 0)]),
             0
         );
-        // ... but one needed SIGKILL: its status.
-        assert_eq!(final_status(Some(Stop::Child(0)), &[(0, 0), (1, 137)]), 137);
+        assert_eq!(final_status(Some(Stop::Child(0)), &[(0, 0), (1, 137)]), 0);
         // Nobody stopped anyone: the first failure, else 0.
         assert_eq!(final_status(None, &[(0, 0), (1, 4), (2, 5)]), 4);
         assert_eq!(final_status(None, &[(0, 0), (1, 0)]), 0);

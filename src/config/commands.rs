@@ -315,9 +315,10 @@ impl Decoder<'_> {
         let kill_unresponsive_after = self
             .optional(fields, "kill-unresponsive-after", scalars::kill_after)?
             .unwrap_or(DEFAULT_KILL_AFTER);
+        // vagga prefixes nothing; cella does unless told not to.
         let prefix = self
             .optional(fields, "prefix", scalars::boolean)?
-            .unwrap_or(true);
+            .unwrap_or(!self.is_vagga());
         let prerequisites = self.prerequisites(fields)?;
         let resources = self.resources(fields)?;
         let hostname = self.optional(fields, "hostname", scalars::hostname)?;

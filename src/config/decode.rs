@@ -78,6 +78,14 @@ impl<'n> Fields<'n> {
     }
 }
 
+impl Decoder<'_> {
+    /// Whether the file is a vagga.yaml, whose defaults are vagga's
+    /// where cella's differ (`prefix` of a `!Supervise`).
+    pub(super) fn is_vagga(&self) -> bool {
+        self.file.file_name().is_some_and(|n| n == "vagga.yaml")
+    }
+}
+
 pub(super) struct Decoder<'a> {
     pub file: &'a Path,
     pub project_dir: &'a Path,

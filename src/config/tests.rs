@@ -277,6 +277,25 @@ fn loads_vagga_yaml() {
         .unwrap()
         .containers
         .contains_key("base"));
+    // A vagga.yaml's !Supervise prefixes its children's lines only when
+    // asked, as vagga (which never does); a cella.yaml's unless told not to.
+    let group = "commands:\n  s: !Supervise\n    children:\n      c: !Command { container: base, run: [true] }\n";
+    let prefix = |file: &str, extra: &str| {
+        let (_dir, path) = project(
+            file,
+            &format!(
+                "{BASE}{}",
+                group.replace("    children", &format!("{extra}    children"))
+            ),
+        );
+        match &load(&path, 1 << 20).unwrap().commands["s"].kind {
+            CommandKind::Supervise(s) => s.prefix,
+            _ => unreachable!(),
+        }
+    };
+    assert!(!prefix("vagga.yaml", ""));
+    assert!(prefix("vagga.yaml", "    prefix: true\n"));
+    assert!(prefix("cella.yaml", ""));
 }
 
 #[test]

@@ -237,7 +237,7 @@ fn volume_errors_name_file_line_and_field() {
     let cases = [
         (
             "commands:\n  c: !Command\n    container: base\n    run: [true]\n    write-mode: sometimes\n",
-            "cella.yaml:9:17: commands.c.write-mode: unknown write mode \"sometimes\", expected read-only or transient-overlay",
+            "cella.yaml:9:17: commands.c.write-mode: unknown write mode \"sometimes\", expected read-only, transient-overlay or transient-hard-link-copy",
         ),
         (
             "commands:\n  c: !Command\n    container: base\n    run: [true]\n    volumes:\n      /v: !Persistent {name: v, init-command: nope}\n",
@@ -364,7 +364,7 @@ fn process_model_errors_name_file_line_and_field() {
         (
             "commands:\n  c: !Supervise\n    children:\n      a: !Command {container: base, run: [true]}\n",
             &["c", "--only", "b"],
-            "c: no child named \"b\" (it has: a)",
+            "c: no child or tag named \"b\" (it has: a)",
         ),
         (
             "commands:\n  c: !Command\n    container: base\n    run: [true]\n",

@@ -2,7 +2,8 @@
 //! `banner` and `epilog` (on stderr: stdout is the command's), `-m` to
 //! run several commands in order, `pid1mode: wait-all-children`,
 //! `supplementary-gids`, and `tags` for `--only`. One VM per run; the
-//! runs restore from the shared snapshot.
+//! runs restore from the shared snapshot. And `options`, a docopt text
+//! whose parse of the arguments the command gets as variables.
 
 mod common;
 
@@ -30,6 +31,16 @@ const COMMANDS: &str = r#"  late: !Command
     container: base
     epilog: never shown
     run: exit 3
+  opt: !Command
+    container: base
+    description: Options as vagga
+    options: |
+      Usage: vagga opt [options] [<files>...]
+
+      Options:
+        -p, --port <n>  A port [default: 80]
+        -v, --verbose   More
+    run: 'echo "$VAGGAOPT_PORT|$VAGGAOPT_VERBOSE|$VAGGAOPT_FILES|$VAGGACLI_FILES"'
   svc: !Supervise
     children:
       a: !Command { container: base, run: echo from-a, tags: [x] }
@@ -80,6 +91,22 @@ fn aliases_banners_multiple_commands_pid1mode_gids_and_tags() {
     assert_eq!(status, Some(125), "{stderr}");
     assert!(stderr.contains("unknown command \"nope\""), "{stderr}");
     assert!(!stderr.contains("banner of late") && stdout.is_empty());
+
+    // `options` as vagga: docopt parses the arguments into VAGGAOPT_* and
+    // VAGGACLI_* variables; --help and bad arguments run nothing.
+    let (status, stdout, stderr) = run(&p, &["opt", "-v", "--port=7", "a", "b c"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(stdout, "7|true|a b c| a 'b c'\n", "{stderr}");
+    let (status, stdout, stderr) = run(&p, &["opt", "--help"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with("Options as vagga\n\nUsage: vagga opt [options]")
+            && stdout.contains("-h, --help"),
+        "{stdout}"
+    );
+    let (status, stdout, stderr) = run(&p, &["opt", "--nope"]);
+    assert_eq!(status, Some(125), "{stderr}");
+    assert!(stderr.contains("--nope") && stdout.is_empty(), "{stderr}");
 
     // A tag selects children as a name does.
     let (status, stdout, stderr) = run(&p, &["svc", "--only", "x"]);

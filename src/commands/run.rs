@@ -16,6 +16,7 @@ use super::program::prepare;
 use super::project::Project;
 use super::supervise;
 use super::volumes;
+use crate::config::docopt::{self, Parsed};
 use crate::config::{CommandKind, Config, Pid1Mode, SimpleCommand};
 use crate::launch::{self, fs_server, LaunchOptions};
 use crate::text::escape_keeping_lines;
@@ -30,6 +31,25 @@ pub fn command(
     // vagga's `aliases`: other names of a command.
     let name = config.aliases.get(name).map_or(name, String::as_str);
     lookup(config, name)?;
+    let info = &config.commands[name].info;
+    // vagga's `options`: the arguments become variables, before anything
+    // runs (`--help` runs nothing).
+    let mut with_options;
+    let (args, run_opts) = match &info.options {
+        None => (args, opts),
+        Some(text) => match docopt::parse(text, name, args) {
+            Ok(Parsed::Help(help)) => {
+                println!("{}", escape_keeping_lines(&help));
+                return Ok(0);
+            }
+            Ok(Parsed::Vars(vars)) => {
+                with_options = opts.clone();
+                with_options.environ.set.extend(vars);
+                (&[][..], &with_options)
+            }
+            Err(e) => return Err(CommandError::Usage(format!("{name}: {e}"))),
+        },
+    };
     netcheck::command(config, name, opts)?;
     if !opts.no_prerequisites {
         for pre in prerequisites(config, name) {
@@ -42,9 +62,8 @@ pub fn command(
             }
         }
     }
-    let info = &config.commands[name].info;
     let banner = Banner::show(info.banner.as_deref(), info.banner_delay);
-    let status = run_one(config, name, args, opts);
+    let status = run_one(config, name, args, run_opts);
     banner.stop();
     if let (Ok(0), Some(epilog)) = (&status, &info.epilog) {
         eprintln!("{}", escape_keeping_lines(epilog));

@@ -513,7 +513,7 @@ fn supervise_errors() {
         load_err(&commands("  s: !Supervise\n    run: x\n")),
         "/p/cella.yaml:7:5: commands.s.run: unknown field, expected one of: description, \
          mode, children, kill-unresponsive-after, prefix, prerequisites, cpus, memory, hostname, network, ports, \
-         group, aliases, banner, banner-delay, epilog"
+         group, aliases, banner, banner-delay, epilog, options"
     );
     assert_eq!(
         load_err(&commands("  s: !Supervise { mode: wait-all }\n")),
@@ -692,4 +692,15 @@ fn vagga_command_info_errors() {
         "  s: !Supervise\n    children:\n      c: !Command { container: base, run: [true], pid1mode: wait-all-children }\n"
     ))
     .contains("children end with the VM"));
+    // `options` must be a docopt text, checked when cella.yaml loads.
+    assert!(one("    options: \"Usage: vagga c [\"\n")
+        .starts_with("/p/cella.yaml:9:14: commands.c.options: not a docopt usage text"));
+    let config = load_ok(&commands(
+        "  c: !Command\n    container: base\n    run: [true]\n    options: \"Usage: vagga c [options]\"\n",
+    ));
+    let text = config.commands["c"].info.options.clone().expect("options");
+    assert!(
+        text.starts_with("vagga c\n\nUsage: vagga c [options]\n"),
+        "{text}"
+    );
 }

@@ -3,6 +3,7 @@
 
 use super::checks::check_references;
 use super::decode::{join, tag_list, Decoder, Fields};
+use super::docopt;
 use super::error::{ConfigError, Pos};
 use super::model::{
     Child, Command, CommandInfo, CommandKind, Config, NameRef, Network, Pid1Mode, PortMap,
@@ -64,10 +65,17 @@ const VM_FIELDS: &[&str] = &[
 ];
 /// Fields of every top-level command, as vagga has them: how it is
 /// listed, named and announced.
-const INFO_FIELDS: &[&str] = &["group", "aliases", "banner", "banner-delay", "epilog"];
+const INFO_FIELDS: &[&str] = &[
+    "group",
+    "aliases",
+    "banner",
+    "banner-delay",
+    "epilog",
+    "options",
+];
 /// The most `supplementary-gids` a command may have.
 const MAX_GIDS: usize = 64;
-const WRITE_MODES: &[&str] = &["read-only", "transient-overlay"];
+const WRITE_MODES: &[&str] = &["read-only", "transient-overlay", "transient-hard-link-copy"];
 const SUPERVISE_MODES: &[&str] = &["stop-on-failure", "wait-all-successful", "wait-all"];
 /// `kill-unresponsive-after` when not given, in seconds.
 const DEFAULT_KILL_AFTER: u32 = 2;
@@ -122,16 +130,22 @@ impl Decoder<'_> {
             _ => CommandKind::Supervise(self.supervise(config, &name, &fields)?),
         };
         Ok(Command {
+            info: self.info(&fields, &name, description.as_deref())?,
             name,
             description,
             kind,
             pos,
-            info: self.info(&fields)?,
         })
     }
 
-    /// `group`, `aliases`, `banner`, `banner-delay` and `epilog`.
-    fn info(&self, fields: &Fields<'_>) -> Result<CommandInfo, ConfigError> {
+    /// `group`, `aliases`, `banner`, `banner-delay`, `epilog` and
+    /// `options` of the command `name`.
+    fn info(
+        &self,
+        fields: &Fields<'_>,
+        name: &str,
+        description: Option<&str>,
+    ) -> Result<CommandInfo, ConfigError> {
         let text = |name: &str| self.optional_string(fields.get(name), &fields.path_of(name));
         let aliases = self.names(fields, "aliases", "a list of command names")?;
         for alias in &aliases {
@@ -151,6 +165,7 @@ impl Decoder<'_> {
                 .optional(fields, "banner-delay", scalars::kill_after)?
                 .unwrap_or(0),
             epilog: text("epilog")?,
+            options: self.options(fields, name, description)?,
         })
     }
 
@@ -192,7 +207,10 @@ impl Decoder<'_> {
                 let path = fields.path_of("write-mode");
                 match self.string(node, &path)?.as_str() {
                     "read-only" => WriteMode::ReadOnly,
-                    "transient-overlay" => WriteMode::TransientOverlay,
+                    // vagga's hard-link copy lets writes through, gone
+                    // after the run (and, unlike here, into files the
+                    // copy shares with the image): our overlay does it.
+                    "transient-overlay" | "transient-hard-link-copy" => WriteMode::TransientOverlay,
                     other => {
                         return Err(self.invalid(
                             node.pos,
@@ -233,6 +251,31 @@ impl Decoder<'_> {
             pid1mode: self.pid1mode(fields)?,
             supplementary_gids: self.gids(fields)?,
         })
+    }
+
+    /// `options`: a docopt usage text, checked to parse; kept whole, with
+    /// the description and common options vagga adds.
+    fn options(
+        &self,
+        fields: &Fields<'_>,
+        name: &str,
+        description: Option<&str>,
+    ) -> Result<Option<String>, ConfigError> {
+        let path = fields.path_of("options");
+        let Some(node) = fields.get("options").filter(|n| n.value != Value::Null) else {
+            return Ok(None);
+        };
+        let options = self.string(node, &path)?;
+        if options.len() > docopt::MAX_OPTIONS {
+            return Err(self.invalid(
+                node.pos,
+                &path,
+                format!("longer than {} bytes", docopt::MAX_OPTIONS),
+            ));
+        }
+        let text = docopt::text(description, name, &options);
+        docopt::check(&text).map_err(|message| self.invalid(node.pos, &path, message))?;
+        Ok(Some(text))
     }
 
     /// `pid1mode`: `wait` (the default) or `wait-all-children`; vagga's

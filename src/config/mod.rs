@@ -9,6 +9,7 @@
 mod checks;
 mod commands;
 mod decode;
+pub mod docopt;
 mod error;
 pub mod knobs;
 mod model;

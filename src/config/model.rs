@@ -327,6 +327,9 @@ pub struct CommandInfo {
     pub banner_delay: u32,
     /// `epilog`: printed on stderr after a run that exits with status 0.
     pub epilog: Option<String>,
+    /// `options`: the whole docopt text (see `docopt::text`) that parses
+    /// the command's arguments into `VAGGAOPT_*`/`VAGGACLI_*` variables.
+    pub options: Option<String>,
 }
 
 /// `pid1mode` of a command: what guest-init, the VM's PID 1, waits for.

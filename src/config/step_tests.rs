@@ -680,7 +680,7 @@ fn bad_volumes() {
             volumes("      /t: !Tmpfs\n")
         )),
         "/p/cella.yaml:9:17: commands.c.write-mode: \
-         unknown write mode \"rw\", expected read-only or transient-overlay"
+         unknown write mode \"rw\", expected read-only, transient-overlay or transient-hard-link-copy"
     );
     assert_eq!(
         load_err(&volumes(

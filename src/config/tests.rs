@@ -357,7 +357,7 @@ fn unknown_fields() {
         "/p/cella.yaml:8:5: commands.test.colour: unknown field, \
          expected one of: description, container, run, environ, volumes, work-dir, write-mode, \
          environ-file, user-id, group-id, hostname, prerequisites, cpus, memory, network, ports, \
-         tags, pid1mode, supplementary-gids, accepts-arguments, group, aliases, banner, banner-delay, epilog"
+         tags, pid1mode, supplementary-gids, accepts-arguments, group, aliases, banner, banner-delay, epilog, options"
     );
     assert_eq!(
         load_err("mixins: [a.yaml]\n"),

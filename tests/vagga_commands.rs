@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{assets, text, Project};
+use std::io::Write;
+
+use common::{assets, text, tree, Project};
 
 const COMMANDS: &str = r#"  late: !Command
     container: base
@@ -115,4 +117,108 @@ fn aliases_banners_multiple_commands_pid1mode_gids_and_tags() {
         stdout.contains("from-a") && !stdout.contains("from-b"),
         "{stdout}"
     );
+}
+
+/// `name` holding one file, `name.txt` with `data`, as a tar archive.
+fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    b.append_data(&mut h, format!("{name}.txt"), data)
+        .expect("append");
+    b.into_inner().expect("tar")
+}
+
+/// `!Tar` takes gzip, zstd, xz and bzip2 archives, told by their bytes (a
+/// name says nothing); a compressed bomb is refused before it costs.
+#[test]
+fn compressed_tarballs_are_imported_and_bombs_refused() {
+    let Some(a) = assets() else { return };
+    let p = Project::new(a, "");
+    let rootfs = std::fs::read(p.path().join("rootfs.tar")).expect("rootfs");
+    let gz = |data: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).expect("gz");
+        e.finish().expect("gz")
+    };
+    let files = [
+        ("rootfs.tgz", gz(&rootfs)),
+        (
+            "z.tar.zst",
+            zstd::encode_all(&tar_of("z", b"zstd\n")[..], 3).expect("zstd"),
+        ),
+        ("x.tar.xz", {
+            let mut e = xz2::write::XzEncoder::new(Vec::new(), 1);
+            e.write_all(&tar_of("x", b"xz\n")).expect("xz");
+            e.finish().expect("xz")
+        }),
+        // Named as if plain: the bytes say bzip2.
+        ("b.tar", {
+            let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+            e.write_all(&tar_of("b", b"bzip2\n")).expect("bz");
+            e.finish().expect("bz")
+        }),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(p.path().join(name), bytes).expect("write");
+    }
+    // A GNU long name "of" 4 GiB, in 4 KiB of gzip.
+    let mut bomb = tar::Header::new_gnu();
+    bomb.set_path("././@LongLink").expect("path");
+    bomb.set_entry_type(tar::EntryType::GNULongName);
+    bomb.set_size(4 << 30);
+    bomb.set_cksum();
+    let mut raw = bomb.as_bytes().to_vec();
+    raw.extend(std::iter::repeat_n(b'a', 1 << 20));
+    std::fs::write(p.path().join("bomb.tgz"), gz(&raw)).expect("bomb");
+    std::fs::write(
+        p.path().join("cella.yaml"),
+        "containers:
+  packed:
+    setup:
+    - !Tar { url: ./rootfs.tgz }
+    - !Tar { url: ./z.tar.zst, path: /opt }
+    - !Tar { url: ./x.tar.xz, path: /opt }
+    - !Tar { url: ./b.tar, path: /opt }
+  bomb:
+    setup:
+    - !Tar { url: ./bomb.tgz }
+",
+    )
+    .expect("yaml");
+    let (status, stdout, stderr) = run(
+        &p,
+        &[
+            "_run",
+            "packed",
+            "cat",
+            "/opt/z.txt",
+            "/opt/x.txt",
+            "/opt/b.txt",
+        ],
+    );
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(stdout, "zstd\nxz\nbzip2\n", "{stderr}");
+
+    let before: Vec<_> = tree(p.path())
+        .into_iter()
+        .filter(|f| !f.starts_with(p.path().join(".cella")))
+        .collect();
+    let started = std::time::Instant::now();
+    let (status, _, stderr) = run(&p, &["_build", "bomb"]);
+    assert_eq!(status, Some(125), "{stderr}");
+    assert!(
+        stderr.contains("GNU long name) declares 4294967296 bytes"),
+        "{stderr}"
+    );
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+    let after: Vec<_> = tree(p.path())
+        .into_iter()
+        .filter(|f| !f.starts_with(p.path().join(".cella")))
+        .collect();
+    assert_eq!(before, after);
 }

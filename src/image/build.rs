@@ -15,6 +15,7 @@ use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
 use super::compact::{compact_with_progress, copy_subtree};
+use super::decompress::{Decoded, TarGuard};
 use super::erofs::ImageWriter;
 use super::export::apply_export;
 use super::progress::{Progress, ProgressReader};
@@ -372,15 +373,20 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             HashingReader::new(BufReader::with_capacity(256 * 1024, file)),
             &progress,
         );
+        // Compressed or not, told by its first bytes; hashed as it is.
+        let decoded = Decoded::new(BufReader::with_capacity(64 * 1024, reader))
+            .map_err(|e| StepFailure::io("read", tarball, e))?;
         let mut writer = writer(&self.work, &self.limits)?;
-        let mut rest = tar_import::import(
+        let guard = tar_import::import(
             tarball,
-            reader,
+            TarGuard::new(decoded),
             &mut self.tree,
             dest.as_bytes(),
             &mut writer,
         )
         .map_err(StepFailure::Tar)?;
+        // What follows the archive is hashed too, not decompressed.
+        let mut rest = guard.into_inner().into_inner().into_inner();
         io::copy(&mut rest, &mut io::sink()).map_err(|e| StepFailure::io("read", tarball, e))?;
         progress.finish();
         if let Some(expected) = sha256 {

@@ -14,6 +14,7 @@ mod build_error;
 mod bytes_json;
 mod compact;
 pub mod debian;
+pub mod decompress;
 mod erofs;
 mod error;
 mod export;
@@ -36,7 +37,7 @@ mod tree;
 pub mod version;
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 pub use compact::{compact, copy_subtree, CopyError};
@@ -65,14 +66,19 @@ fn open_tar(tarball: &Path) -> Result<BufReader<File>, ImageError> {
 
 /// Imports the archive read from `reader` and writes its image to `out`;
 /// returns the reader, positioned after the end-of-archive marker.
-fn tar_to_image<R: Read>(tarball: &Path, reader: R, out: &File) -> Result<R, ImageError> {
+fn tar_to_image<R: BufRead>(tarball: &Path, reader: R, out: &File) -> Result<R, ImageError> {
     let write = |source| ImageError::Write {
         tarball: tarball.to_path_buf(),
         source,
     };
     let mut writer = erofs::ImageWriter::new(out).map_err(write)?;
     let mut tree = Tree::new();
-    let reader = tar_import::import(tarball, reader, &mut tree, b"/", &mut writer)?;
+    let decoded = decompress::Decoded::new(reader).map_err(|source| ImageError::ReadTar {
+        tarball: tarball.to_path_buf(),
+        source,
+    })?;
+    let guard = decompress::TarGuard::new(decoded);
+    let guard = tar_import::import(tarball, guard, &mut tree, b"/", &mut writer)?;
     writer.finish(&tree).map_err(write)?;
-    Ok(reader)
+    Ok(guard.into_inner().into_inner())
 }

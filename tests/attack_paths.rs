@@ -157,7 +157,7 @@ fn a_shipped_cella_directory_of_links_is_refused() {
     let pr = &h.project;
     let before = h.outside();
     h.yaml(&format!(
-        "{BASE}    volumes:\n      /db: !Persistent db\ncommands:\n  t: !Command\n    container: base\n    run: [touch, /db/planted]\n"
+        "{BASE}    volumes:\n      /db: !Persistent db\ncommands:\n  t: !Command\n    container: base\n    run: [touch, /db/planted]\n  c: !Command\n    container: base\n    volumes: {{ /c: !CacheDir cc }}\n    run: [touch, /c/planted]\n"
     ));
     // .cella itself a link: nothing may be created where it points.
     symlink(h.o().join("victim"), pr.join(".cella")).expect("link");
@@ -178,7 +178,17 @@ fn a_shipped_cella_directory_of_links_is_refused() {
     symlink(h.o().join("victim"), pr.join(".cella/volumes/db")).expect("link");
     let e = h.refused(&["t"], "persistent volume \"db\"");
     assert!(e.contains("directory"), "{e}");
+    // A cache directory that is a link, or whose parent is.
+    fs::remove_file(pr.join(".cella/volumes/db")).expect("rm");
+    fs::create_dir(pr.join(".cella/cache")).expect("cache");
+    symlink(h.o().join("victim"), pr.join(".cella/cache/cc")).expect("link");
+    h.refused(&["c"], "cache directory \"cc\"");
+    fs::remove_file(pr.join(".cella/cache/cc")).expect("rm");
+    fs::remove_dir(pr.join(".cella/cache")).expect("rm");
+    symlink(h.o().join("victim"), pr.join(".cella/cache")).expect("link");
+    h.refused(&["c"], "cache directory \"cc\"");
     assert!(!h.o().join("victim/planted").exists());
+    assert!(!h.o().join("victim/cc").exists());
     assert_eq!(h.outside(), before, "outside the project changed");
     // The build left .cella private and usable.
     let mode = fs::metadata(pr.join(".cella")).expect("stat").mode() & 0o777;

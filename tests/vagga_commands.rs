@@ -1,9 +1,10 @@
 //! vagga's command parameters on real guests (issue 22): `aliases`,
 //! `banner` and `epilog` (on stderr: stdout is the command's), `-m` to
 //! run several commands in order, `pid1mode: wait-all-children`,
-//! `supplementary-gids`, and `tags` for `--only`. One VM per run; the
-//! runs restore from the shared snapshot. And `options`, a docopt text
-//! whose parse of the arguments the command gets as variables.
+//! `supplementary-gids`, `tags` for `--only`, `!CacheDir` volumes and
+//! `options`, a docopt text whose parse of the arguments the command gets
+//! as variables. One VM per run; the runs restore from the shared
+//! snapshot.
 
 mod common;
 
@@ -43,6 +44,14 @@ const COMMANDS: &str = r#"  late: !Command
         -p, --port <n>  A port [default: 80]
         -v, --verbose   More
     run: 'echo "$VAGGAOPT_PORT|$VAGGAOPT_VERBOSE|$VAGGAOPT_FILES|$VAGGACLI_FILES"'
+  fill: !Command
+    container: base
+    volumes: { /c: !CacheDir shared }
+    run: "echo cached > /c/x"
+  show: !Command
+    container: base
+    volumes: { /c: !CacheDir shared }
+    run: [cat, /c/x]
   svc: !Supervise
     children:
       a: !Command { container: base, run: echo from-a, tags: [x] }
@@ -109,6 +118,14 @@ fn aliases_banners_multiple_commands_pid1mode_gids_and_tags() {
     let (status, stdout, stderr) = run(&p, &["opt", "--nope"]);
     assert_eq!(status, Some(125), "{stderr}");
     assert!(stderr.contains("--nope") && stdout.is_empty(), "{stderr}");
+
+    // A !CacheDir keeps what one command wrote for the next, in the
+    // project's .cella/cache/.
+    let (status, stdout, stderr) = run(&p, &["-m", "fill", "show"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(stdout, "cached\n", "{stderr}");
+    let kept = std::fs::read_to_string(p.path().join(".cella/cache/shared/x")).expect("cache");
+    assert_eq!(kept, "cached\n");
 
     // A tag selects children as a name does.
     let (status, stdout, stderr) = run(&p, &["svc", "--only", "x"]);

@@ -45,6 +45,12 @@ pub enum VolumeError {
     },
     #[error("volume {target}: !Snapshot of another container (`container: {container}`) is not supported yet")]
     SnapshotContainer { target: String, container: String },
+    #[error("cache directory \"{name}\"")]
+    CacheDir {
+        name: String,
+        #[source]
+        source: Box<FsError>,
+    },
     #[error("persistent volume \"{name}\"")]
     Persistent {
         name: String,
@@ -180,6 +186,22 @@ pub fn plan(
                     read_only: false,
                 }
             }
+            Volume::CacheDir(name) => {
+                let fail = |source| VolumeError::CacheDir {
+                    name: name.clone(),
+                    source: Box::new(source),
+                };
+                let caches = project.store.subdir(CACHES).map_err(|e| fail(e.0))?;
+                caches.mkdir(Path::new(name), 0o700).map_err(fail)?;
+                let dir = caches.open_dir(Path::new(name)).map_err(fail)?;
+                dir.check_owner().map_err(fail)?;
+                let share = plan.share(dir, false).map_err(fail)?;
+                Mount::Share {
+                    target: target.clone(),
+                    share,
+                    read_only: false,
+                }
+            }
             Volume::Snapshot {
                 size,
                 owner_uid,
@@ -247,6 +269,8 @@ fn is_persistent(volume: &Volume, wanted: &str) -> bool {
 
 /// The directory of a persistent volume in `.cella/`.
 const VOLUMES: &str = "volumes";
+/// Where `!CacheDir` volumes live in `.cella/`.
+const CACHES: &str = "cache";
 
 /// The host directory of a bind, opened: in the project, or under a
 /// directory the user allowed, reached beneath it without following any

@@ -254,6 +254,9 @@ pub enum Volume {
         /// volume when it is created.
         init_command: Option<NameRef>,
     },
+    /// `!CacheDir NAME`: a directory of the project's `.cella/cache/`,
+    /// writable, kept between runs and shared by every command naming it.
+    CacheDir(String),
     /// `!Snapshot {size?, owner-uid?, owner-gid?, container?}`.
     Snapshot {
         size: Option<u64>,
@@ -297,6 +300,7 @@ impl Volume {
         "BindRO",
         "Empty",
         "Persistent",
+        "CacheDir",
         "Snapshot",
     ];
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::tests::{env, input_err, load_err, project, simple, BASE};
+use super::tests::{env, input_err, load_err, load_ok, project, simple, BASE};
 use super::*;
 
 /// A config whose container `base` has the setup steps `steps` (lines
@@ -644,12 +644,12 @@ fn bad_volumes() {
     assert_eq!(
         load_err(&volumes("      /tmp: !Tmp {}\n")),
         "/p/cella.yaml:4:13: containers.base.volumes./tmp: unknown tag !Tmp, \
-         expected one of !Tmpfs, !BindRW, !BindRO, !Empty, !Persistent, !Snapshot"
+         expected one of !Tmpfs, !BindRW, !BindRO, !Empty, !Persistent, !CacheDir, !Snapshot"
     );
     assert_eq!(
         load_err(&volumes("      /tmp: { size: 1 }\n")),
         "/p/cella.yaml:4:13: containers.base.volumes./tmp: missing tag, \
-         expected one of !Tmpfs, !BindRW, !BindRO, !Empty, !Persistent, !Snapshot"
+         expected one of !Tmpfs, !BindRW, !BindRO, !Empty, !Persistent, !CacheDir, !Snapshot"
     );
     assert_eq!(
         load_err(&volumes("      /e: !Empty x\n")),
@@ -692,4 +692,17 @@ fn bad_volumes() {
         load_err("containers:\n  base:\n    volumes: !Tmpfs {}\n"),
         "/p/cella.yaml:3:14: containers.base.volumes: unexpected tag !Tmpfs"
     );
+}
+
+#[test]
+fn cache_dirs_are_named_volumes() {
+    let config = load_ok(&volumes("      /root/.cache: !CacheDir pip\n"));
+    assert_eq!(
+        config.containers["base"].volumes["/root/.cache"],
+        Volume::CacheDir("pip".into())
+    );
+    assert!(
+        load_err(&volumes("      /c: !CacheDir ../up\n")).contains("containers.base.volumes./c")
+    );
+    assert!(load_err(&volumes("      /c: !CacheDir {name: x}\n")).contains("expected a string"));
 }

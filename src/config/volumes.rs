@@ -60,6 +60,12 @@ impl Decoder<'_> {
                 _ => return Err(self.wrong_type(node, path, "nothing")),
             },
             "Persistent" => self.persistent(node, path)?,
+            "CacheDir" => {
+                let name = self.tagged_string(node, path)?;
+                scalars::volume_name(&name)
+                    .map_err(|message| self.invalid(node.pos, path, message))?;
+                Volume::CacheDir(name)
+            }
             "Snapshot" => {
                 let fields = self.fields(node, path, SNAPSHOT_FIELDS)?;
                 let container = match fields.get("container") {

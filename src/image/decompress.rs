@@ -115,7 +115,8 @@ enum At {
 }
 
 /// Passes a tar stream through unchanged, following its blocks as the tar
-/// crate does (a PAX `size` record included), and fails it at the first
+/// crate does (a PAX `size` record included; a unit test holds the two
+/// in step), and fails it at the first
 /// metadata entry (long name, long link, PAX header) larger than
 /// [`MAX_TAR_METADATA`].
 pub struct TarGuard<R> {
@@ -192,6 +193,14 @@ impl<R: Read> TarGuard<R> {
         }
         let mut size = entry_size(&b[124..136])?;
         let kind = b[156];
+        // As the tar crate (0.4.46): a PAX header's size replaces the
+        // header's in the next entry that is not itself an extension
+        // header (long name or link, PAX local or global).
+        if !matches!(kind, b'L' | b'K' | b'x' | b'g') {
+            if let Some(pax) = self.pax_size.take() {
+                size = pax;
+            }
+        }
         let metadata = matches!(kind, b'L' | b'K' | b'x' | b'g' | b'X');
         if metadata && size > MAX_TAR_METADATA {
             return Err(io::Error::new(
@@ -217,14 +226,6 @@ impl<R: Read> TarGuard<R> {
                 },
             });
         }
-        // As the tar crate: the next entry that is not a long name or link
-        // takes a PAX header's size in place of its header's zero.
-        if !matches!(kind, b'L' | b'K') {
-            let pax = self.pax_size.take();
-            if size == 0 {
-                size = pax.unwrap_or(0);
-            }
-        }
         // An old-style GNU sparse file: extension blocks before its data.
         if kind == b'S' && b[482] != 0 {
             return Ok(At::Extension {
@@ -249,24 +250,29 @@ fn data_of(size: u64) -> At {
     }
 }
 
-/// The `size` record of PAX header data (`LEN size=N\n` records).
+/// The `size` record of PAX header data, read as the tar crate (0.4.46)
+/// reads it: `LEN key=value` lines, the first `size` wins, and a
+/// malformed line or value before it means none.
 fn pax_size(data: &[u8]) -> Option<u64> {
-    let mut size = None;
-    let mut rest = data;
-    while !rest.is_empty() {
-        let space = rest.iter().position(|&b| b == b' ')?;
-        let len: usize = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
-        if len <= space || len > rest.len() {
-            return size;
+    for line in data.split(|&b| b == b'\n') {
+        if line.is_empty() {
+            return None;
         }
-        let record = &rest[space + 1..len];
-        if let Some(value) = record.strip_prefix(b"size=") {
-            let value = value.strip_suffix(b"\n").unwrap_or(value);
-            size = std::str::from_utf8(value).ok()?.parse().ok();
+        let space = line.iter().position(|&b| b == b' ')?;
+        let len: usize = std::str::from_utf8(&line[..space]).ok()?.parse().ok()?;
+        if line.len() + 1 != len {
+            return None;
         }
-        rest = &rest[len..];
+        let record = &line[space + 1..];
+        let equals = record.iter().position(|&b| b == b'=')?;
+        if &record[..equals] == b"size" {
+            return std::str::from_utf8(&record[equals + 1..])
+                .ok()?
+                .parse()
+                .ok();
+        }
     }
-    size
+    None
 }
 
 /// A header's size field: octal digits, or GNU's base-256 for big ones.

@@ -108,26 +108,50 @@ fn huge_metadata_entries_are_refused_before_they_are_read() {
     assert_eq!(guarded(&ok).unwrap(), ok);
 }
 
-#[test]
-fn a_pax_size_moves_the_next_header_as_the_tar_crate_does() {
-    // A PAX size of 1024 for a file whose header says 0: its data holds
-    // what looks like a huge long name, which is data, not a header.
-    let record = b"13 size=1024\n";
+/// A PAX header with `record`, padded.
+fn pax(record: &[u8]) -> Vec<u8> {
     let mut tar = header("p", b'x', record.len() as u64);
     tar.extend_from_slice(record);
     tar.resize(1024, 0);
-    tar.extend(header("file", b'0', 0));
+    tar
+}
+
+/// 1024 bytes of data that look like a huge long name's header.
+fn decoy() -> Vec<u8> {
     let mut data = header("fake", b'L', 1 << 40);
     data.resize(1024, 0);
-    tar.extend(&data);
+    data
+}
+
+#[test]
+fn a_pax_size_moves_the_next_header_as_the_tar_crate_does() {
+    // A PAX size of 1024 for a file whose header says 0, or 512: its data
+    // holds what looks like a huge long name, which is data, not a header;
+    // the real huge long name after it is refused.
+    for header_size in [0, 512] {
+        let mut tar = pax(b"13 size=1024\n");
+        tar.extend(header("file", b'0', header_size));
+        tar.extend(decoy());
+        tar.extend(header("real", b'L', 2 << 20));
+        let e = guarded(&tar).unwrap_err();
+        assert!(e.to_string().contains("declares 2097152 bytes"), "{e}");
+        // The tar crate agrees: the file has the 1024 bytes.
+        let mut archive = tar::Archive::new(&tar[..2560]);
+        let mut entries = archive.entries().unwrap();
+        let entry = entries.next().unwrap().unwrap();
+        assert_eq!(entry.size(), 1024, "header size {header_size}");
+    }
+    // A long name between takes no PAX size (the file after it does).
+    let mut tar = pax(b"13 size=1024\n");
+    tar.extend(header("././@LongLink", b'L', 0));
+    tar.extend(header("file", b'0', 0));
+    tar.extend(decoy());
     tar.extend(header("real", b'L', 2 << 20));
-    let e = guarded(&tar).unwrap_err();
-    assert!(e.to_string().contains("declares 2097152 bytes"), "{e}");
-    // The tar crate reads the file's 1024 bytes as its data.
-    let mut archive = tar::Archive::new(&tar[..2560]);
-    let mut entries = archive.entries().unwrap();
-    let entry = entries.next().unwrap().unwrap();
-    assert_eq!(entry.size(), 1024);
+    assert!(guarded(&tar).unwrap_err().to_string().contains("2097152"));
+    // The first size counts; a malformed line before it means none.
+    assert_eq!(pax_size(b"13 size=1024\n12 size=512\n"), Some(1024));
+    assert_eq!(pax_size(b"9 bad=1\n13 size=1024\n"), None);
+    assert_eq!(pax_size(b"11 a=12345\n13 size=1024\n"), Some(1024));
 }
 
 #[test]

@@ -161,12 +161,11 @@ struct Tools<'o> {
 
 impl Tools<'_> {
     fn get(&mut self) -> Result<&BuiltWith, CommandError> {
-        if self.now.is_none() {
-            self.now = Some(crate::launch::built_with(&self.opts.launch())?);
-        }
-        self.now
-            .as_ref()
-            .ok_or_else(|| CommandError::Locked("no build tools".into()))
+        let now = match self.now.take() {
+            Some(now) => now,
+            None => crate::launch::built_with(&self.opts.launch())?,
+        };
+        Ok(self.now.insert(now))
     }
 }
 

@@ -172,36 +172,18 @@ pub fn plan(
                     Some(init) if &init.name == name => init.dir.clone(),
                     _ => name.clone(),
                 };
-                let fail = |source| VolumeError::Persistent {
-                    name: name.clone(),
-                    source: Box::new(source),
-                };
-                let volumes = project.store.subdir(VOLUMES).map_err(|e| fail(e.0))?;
-                let dir = volumes.open_dir(Path::new(&dir_name)).map_err(fail)?;
-                dir.check_owner().map_err(fail)?;
-                let share = plan.share(dir, false).map_err(fail)?;
-                Mount::Share {
-                    target: target.clone(),
-                    share,
-                    read_only: false,
-                }
+                store_share(project, &mut plan, VOLUMES, &dir_name, false, target).map_err(
+                    |source| VolumeError::Persistent {
+                        name: name.clone(),
+                        source: Box::new(source),
+                    },
+                )?
             }
-            Volume::CacheDir(name) => {
-                let fail = |source| VolumeError::CacheDir {
-                    name: name.clone(),
-                    source: Box::new(source),
-                };
-                let caches = project.store.subdir(CACHES).map_err(|e| fail(e.0))?;
-                caches.mkdir(Path::new(name), 0o700).map_err(fail)?;
-                let dir = caches.open_dir(Path::new(name)).map_err(fail)?;
-                dir.check_owner().map_err(fail)?;
-                let share = plan.share(dir, false).map_err(fail)?;
-                Mount::Share {
-                    target: target.clone(),
-                    share,
-                    read_only: false,
-                }
-            }
+            Volume::CacheDir(name) => store_share(project, &mut plan, CACHES, name, true, target)
+                .map_err(|source| VolumeError::CacheDir {
+                name: name.clone(),
+                source: Box::new(source),
+            })?,
             Volume::Snapshot {
                 size,
                 owner_uid,
@@ -268,6 +250,29 @@ fn is_persistent(volume: &Volume, wanted: &str) -> bool {
 }
 
 /// The directory of a persistent volume in `.cella/`.
+/// A writable share of the directory `name` in `.cella/SUBDIR/` (made
+/// first if `create`), checked to be the user's, mounted at `target`.
+fn store_share(
+    project: &Project,
+    plan: &mut Plan,
+    subdir: &str,
+    name: &str,
+    create: bool,
+    target: &str,
+) -> Result<Mount, FsError> {
+    let parent = project.store.subdir(subdir).map_err(|e| e.0)?;
+    if create {
+        parent.mkdir(Path::new(name), 0o700)?;
+    }
+    let dir = parent.open_dir(Path::new(name))?;
+    dir.check_owner()?;
+    Ok(Mount::Share {
+        target: target.to_owned(),
+        share: plan.share(dir, false)?,
+        read_only: false,
+    })
+}
+
 const VOLUMES: &str = "volumes";
 /// Where `!CacheDir` volumes live in `.cella/`.
 const CACHES: &str = "cache";

@@ -44,7 +44,12 @@ if [[ ${CELLA_GUEST_INIT_REPRO:-} == 1 ]]; then
     other=$(mktemp -d)
     trap 'rm -rf "$other"' EXIT
     mkdir "$other/src" "$other/cargo"
-    git ls-files -z | xargs -0 cp --parents -t "$other/src"
+    # The tracked sources; outside a git checkout, the tree less target/.
+    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        git ls-files -z | xargs -0 cp --parents -t "$other/src"
+    else
+        tar --exclude=./target -cf - . | tar -xf - -C "$other/src"
+    fi
     ln -s "$cargo_home/registry" "$other/cargo/registry"
     echo "building guest-init again in $other to compare" >&2
     CARGO_NET_OFFLINE=true build_guest_init "$other/src" "$other/target" "$other/cargo"

@@ -31,10 +31,12 @@ pub fn commands(config: &Config) -> String {
             .push((name, cmd));
     }
     for (group, commands) in groups {
+        if !out.is_empty() {
+            out.push('\n');
+        }
         match group {
             None => out.push_str("Available commands:\n"),
-            Some(group) if out.is_empty() => out.push_str(&format!("{}:\n", escape(group))),
-            Some(group) => out.push_str(&format!("\n{}:\n", escape(group))),
+            Some(group) => out.push_str(&format!("{}:\n", escape(group))),
         }
         for (name, cmd) in commands {
             // The project's words: no control character reaches the terminal.

@@ -15,7 +15,6 @@ use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
 use super::compact::{compact_with_progress, copy_subtree};
-use super::decompress::{Decoded, TarGuard};
 use super::erofs::ImageWriter;
 use super::export::apply_export;
 use super::progress::{Progress, ProgressReader};
@@ -373,20 +372,18 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             HashingReader::new(BufReader::with_capacity(256 * 1024, file)),
             &progress,
         );
-        // Compressed or not, told by its first bytes; hashed as it is.
-        let decoded = Decoded::new(BufReader::with_capacity(64 * 1024, reader))
-            .map_err(|e| StepFailure::io("read", tarball, e))?;
         let mut writer = writer(&self.work, &self.limits)?;
-        let guard = tar_import::import(
+        // Compressed or not, told by its first bytes; hashed as it is.
+        let rest = tar_import::import(
             tarball,
-            TarGuard::new(decoded),
+            BufReader::with_capacity(64 * 1024, reader),
             &mut self.tree,
             dest.as_bytes(),
             &mut writer,
         )
         .map_err(StepFailure::Tar)?;
         // What follows the archive is hashed too, not decompressed.
-        let mut rest = guard.into_inner().into_inner().into_inner();
+        let mut rest = rest.into_inner();
         io::copy(&mut rest, &mut io::sink()).map_err(|e| StepFailure::io("read", tarball, e))?;
         progress.finish();
         if let Some(expected) = sha256 {

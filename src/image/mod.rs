@@ -73,12 +73,7 @@ fn tar_to_image<R: BufRead>(tarball: &Path, reader: R, out: &File) -> Result<R, 
     };
     let mut writer = erofs::ImageWriter::new(out).map_err(write)?;
     let mut tree = Tree::new();
-    let decoded = decompress::Decoded::new(reader).map_err(|source| ImageError::ReadTar {
-        tarball: tarball.to_path_buf(),
-        source,
-    })?;
-    let guard = decompress::TarGuard::new(decoded);
-    let guard = tar_import::import(tarball, guard, &mut tree, b"/", &mut writer)?;
+    let reader = tar_import::import(tarball, reader, &mut tree, b"/", &mut writer)?;
     writer.finish(&tree).map_err(write)?;
-    Ok(guard.into_inner().into_inner())
+    Ok(reader)
 }

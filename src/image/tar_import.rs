@@ -15,19 +15,22 @@
 //! at a regular file already in the tree (earlier in the archive, usually).
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
+use super::decompress::{Decoded, TarGuard};
 use super::erofs::{self, ImageWriter};
 use super::error::ImageError;
 use super::tree::{self, lossy, Inode, Kind, Meta, Tree, TreeError, TreeErrorKind, Xattr};
 
 const PAX_XATTR: &str = "SCHILY.xattr.";
 
-/// Reads the whole archive from `reader` into `tree` under `dest`, writing
-/// file data through `writer`. Returns the reader, positioned after the
-/// end-of-archive marker.
-pub(super) fn import<R: Read>(
+/// Reads the whole archive from `reader`, compressed or not (told by its
+/// first bytes) and followed by a [`TarGuard`], into `tree` under `dest`,
+/// writing file data through `writer`. Returns the compressed stream,
+/// positioned after what the decoder read (for a plain archive: after
+/// the end-of-archive marker).
+pub(super) fn import<R: BufRead>(
     tarball: &Path,
     reader: R,
     tree: &mut Tree,
@@ -42,16 +45,17 @@ pub(super) fn import<R: Read>(
     let dest = tree::components(dest).map_err(dest_err)?;
     tree.ensure_dir(&tree::join(&dest), &Meta::implicit_dir())
         .map_err(dest_err)?;
-    let mut archive = tar::Archive::new(reader);
     let read_err = |source| ImageError::ReadTar {
         tarball: tarball.to_path_buf(),
         source,
     };
+    let decoded = Decoded::new(reader).map_err(read_err)?;
+    let mut archive = tar::Archive::new(TarGuard::new(decoded));
     for entry in archive.entries().map_err(read_err)? {
         let entry = entry.map_err(read_err)?;
         add(tree, &dest, tarball, entry, writer)?;
     }
-    Ok(archive.into_inner())
+    Ok(archive.into_inner().into_inner().into_inner())
 }
 
 /// An entry being imported, for error messages.

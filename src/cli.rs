@@ -84,7 +84,7 @@ fn seconds(text: &str) -> Result<std::time::Duration, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum Sub {
-    /// Run any program in a container: `cella _run CONTAINER PROG [ARGS...]`.
+    /// Run any program in a container: `cella _run CONTAINER [PROG [ARGS...]]`.
     #[command(name = "_run")]
     Run {
         container: String,
@@ -92,9 +92,34 @@ pub enum Sub {
         /// (`write-mode: transient-overlay`).
         #[arg(short = 'W', long)]
         writable: bool,
-        /// The program and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        /// The program and its arguments; none: the Entrypoint and Cmd of
+        /// the image an `!Image` step brought, as `podman run IMAGE`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         argv: Vec<String>,
+    },
+    /// Export a container's image (built first if needed): its root as a
+    /// tarball, as vagga does, or an OCI or docker archive for podman.
+    #[command(name = "_pack_image")]
+    PackImage {
+        container: String,
+        /// Write to FILE instead of stdout.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<std::path::PathBuf>,
+        /// Compress the tarball with gzip.
+        #[arg(short = 'z', long = "gzip", group = "compress")]
+        gzip: bool,
+        /// Compress the tarball with bzip2.
+        #[arg(short = 'j', long = "bzip2", group = "compress")]
+        bzip2: bool,
+        /// Compress the tarball with xz.
+        #[arg(short = 'J', long = "xz", group = "compress")]
+        xz: bool,
+        /// tar (the root), oci-archive or docker-archive.
+        #[arg(long, default_value = "tar", value_parser = ["tar", "oci-archive", "docker-archive"])]
+        format: String,
+        /// The image's name in an archive (default localhost/CONTAINER:latest).
+        #[arg(long, value_name = "NAME:TAG")]
+        tag: Option<String>,
     },
     /// List the containers and commands of cella.yaml.
     #[command(name = "_list")]

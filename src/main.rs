@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cella::commands::environ::CliEnviron;
-use cella::commands::{self, build, cache, list, lock, run, CommandError};
+use cella::commands::{self, build, cache, list, lock, pack, run, CommandError};
 use cella::config::{Knobs, Resources, SimpleCommand, WriteMode};
 use cli::{Cli, Sub};
 
@@ -123,6 +123,36 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
             };
             let command = SimpleCommand::adhoc(container, argv, write_mode);
             run::simple_command(&config, &command, &[], &opts)
+        }
+        Some(Sub::PackImage {
+            container,
+            file,
+            gzip,
+            bzip2,
+            xz,
+            format,
+            tag,
+        }) => {
+            use cella::image::pack::{Compression, PackFormat};
+            let format = match format.as_str() {
+                "oci-archive" => PackFormat::OciArchive,
+                "docker-archive" => PackFormat::DockerArchive,
+                _ => PackFormat::Tar,
+            };
+            let compression = match (gzip, bzip2, xz) {
+                (true, _, _) => Compression::Gzip,
+                (_, true, _) => Compression::Bzip2,
+                (_, _, true) => Compression::Xz,
+                _ => Compression::None,
+            };
+            let req = pack::PackRequest {
+                container: &container,
+                file: file.as_deref(),
+                format,
+                compression,
+                tag: tag.as_deref(),
+            };
+            pack::pack_image(&config, &req, &opts)
         }
         Some(Sub::External(args)) => {
             let (name, rest) = args

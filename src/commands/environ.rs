@@ -1,6 +1,6 @@
 //! The environment of a program in the guest, from lowest to highest
 //! precedence (as vagga): cella's defaults (PATH, HOME, the host's TERM),
-//! the container's `environ-file` then `environ`, the command's
+//! the `Env` of the image an `!Image` step brought, the container's `environ-file` then `environ`, the command's
 //! `environ-file` then `environ`, the host's `CELLAENV_NAME` (or vagga's
 //! `VAGGAENV_NAME`) variables as NAME, `-e NAME` (the host's value), and
 //! `-E NAME=VALUE`.
@@ -111,6 +111,7 @@ pub fn environment(
     project: &Dir,
     container: &Container,
     command: &SimpleCommand,
+    image: &[String],
     cli: &CliEnviron,
     host: &[(String, String)],
 ) -> Result<Vec<(String, String)>, EnvironError> {
@@ -123,6 +124,13 @@ pub fn environment(
     if let Some((name, value)) = crate::vmm::emulated_host_env() {
         env.insert(name.into(), value.into());
     }
+    env.extend(
+        image
+            .iter()
+            .filter_map(|v| v.split_once('='))
+            .filter(|(name, _)| valid_name(name))
+            .map(|(name, value)| (name.to_owned(), value.to_owned())),
+    );
     if let Some(file) = &container.environ_file {
         env.extend(read_file(project, file)?);
     }
@@ -207,7 +215,7 @@ mod tests {
             set: vec![("V7".into(), "cli".into())],
         };
         let project = Dir::open(dir.path()).expect("project");
-        let env: BTreeMap<_, _> = environment(&project, container, cmd, &cli, &host)
+        let env: BTreeMap<_, _> = environment(&project, container, cmd, &[], &cli, &host)
             .expect("environment")
             .into_iter()
             .collect();
@@ -225,7 +233,7 @@ mod tests {
         assert_eq!(get("UNSET"), None);
 
         std::fs::write(dir.path().join("m.env"), "ok=1\nbad line\n").expect("m.env");
-        let err = environment(&project, container, cmd, &cli, &host).expect_err("bad file");
+        let err = environment(&project, container, cmd, &[], &cli, &host).expect_err("bad file");
         assert!(
             err.to_string().ends_with(
                 ": commands.t.environ-file: m.env:2: expected NAME=VALUE, found a line without `=`"
@@ -235,7 +243,7 @@ mod tests {
         // A link to a host file is refused, never read.
         std::fs::remove_file(dir.path().join("m.env")).expect("rm");
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("m.env")).expect("link");
-        let err = environment(&project, container, cmd, &cli, &host).expect_err("link");
+        let err = environment(&project, container, cmd, &[], &cli, &host).expect_err("link");
         let chain = format!(
             "{err}: {}",
             std::error::Error::source(&err).expect("source")

@@ -9,6 +9,7 @@ use crate::config::{ConfigError, Location, SettingsError};
 use crate::hostfs::FsError;
 use crate::image::build::BuildError;
 use crate::image::lock::LockError;
+use crate::image::pack::PackError;
 use crate::launch::LaunchError;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,14 @@ pub enum CommandError {
     Usage(String),
     #[error(transparent)]
     Environ(#[from] EnvironError),
+    #[error(transparent)]
+    Pack(Box<PackError>),
+    #[error("cannot write {}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Host(#[from] FsError),
     #[error(

@@ -14,6 +14,7 @@ pub mod list;
 pub mod lock;
 pub mod netcheck;
 mod options;
+pub mod pack;
 mod program;
 mod project;
 pub mod run;

@@ -47,24 +47,56 @@ pub fn prepare(
     let cont = container(config, &command.container)?;
     let volumes = volumes::merged(&cont.volumes, Some(&command.volumes));
     let plan = volumes::plan(project, &volumes, opts)?;
-    let cwd = volumes::guest_cwd(config, project, command.work_dir.as_deref())?;
+    let image = image_for_run(config, project, &command.container, opts)?;
+    let image_config = image.info.config.clone().unwrap_or_default();
     let env = environ::environment(
         &project.dir,
         cont,
         command,
+        &image_config.env,
         &opts.environ,
         &environ::host_environment(),
     )?;
-    let image = image_for_run(config, project, &command.container, opts)?;
+    // A command without `run` runs the image's program as `podman run
+    // IMAGE [ARGS…]` would: its Entrypoint with the arguments or else its
+    // Cmd, in its WorkingDir, as its User; what the command sets wins.
+    let own = !command.run.is_empty();
     let mut argv = command.run.clone();
-    argv.extend_from_slice(args);
+    if own {
+        argv.extend_from_slice(args);
+    } else {
+        argv.extend(image_config.entrypoint.iter().flatten().cloned());
+        match args.is_empty() {
+            true => argv.extend(image_config.cmd.iter().flatten().cloned()),
+            false => argv.extend_from_slice(args),
+        }
+        if argv.is_empty() {
+            return Err(CommandError::Usage(format!(
+                "container \"{}\" has no Entrypoint or Cmd from an !Image to run: \
+                 give the command a `run` (or `cella _run` a program)",
+                command.container
+            )));
+        }
+    }
+    let cwd = match (&command.work_dir, &image_config.working_dir) {
+        (None, Some(dir)) if !own => dir.clone(),
+        (work_dir, _) => volumes::guest_cwd(config, project, work_dir.as_deref())?,
+    };
+    let (uid, gid) = match command.user_id {
+        Some(uid) => (uid, command.group_id.unwrap_or(0)),
+        None if !own => (
+            image_config.uid.unwrap_or(0),
+            command.group_id.or(image_config.gid).unwrap_or(0),
+        ),
+        None => (0, command.group_id.unwrap_or(0)),
+    };
     Ok(Program {
         image,
         argv,
         env,
         cwd,
-        uid: command.user_id.unwrap_or(0),
-        gid: command.group_id.unwrap_or(0),
+        uid,
+        gid,
         groups: command.supplementary_gids.clone(),
         hostname: command
             .hostname

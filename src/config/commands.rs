@@ -7,7 +7,7 @@ use super::docopt;
 use super::error::{ConfigError, Pos};
 use super::model::{
     Child, Command, CommandInfo, CommandKind, Config, NameRef, Network, Pid1Mode, PortMap,
-    Resources, SimpleCommand, Supervise, SuperviseMode, WriteMode,
+    Resources, SimpleCommand, Step, Supervise, SuperviseMode, WriteMode,
 };
 use super::scalars;
 use super::yaml::{Node, Value};
@@ -185,9 +185,19 @@ impl Decoder<'_> {
                 name: container,
             });
         }
-        let run_node = self.required(fields, "run")?;
-        let run = self.run(run_node, &join(&fields.path, "run"))?;
-        let shell = matches!(run_node.value, Value::Scalar { .. });
+        // Without `run`, the image's Entrypoint and Cmd run: only for a
+        // container that starts from an `!Image`.
+        let (run, shell) = match fields.get("run") {
+            Some(run_node) => (
+                self.run(run_node, &join(&fields.path, "run"))?,
+                matches!(run_node.value, Value::Scalar { .. }),
+            ),
+            None if from_image(config, &container) => (Vec::new(), false),
+            None => {
+                self.required(fields, "run")?;
+                (Vec::new(), false)
+            }
+        };
         // vagga's default: a shell string takes no arguments, a list does.
         let accepts_arguments = self
             .optional(fields, "accepts-arguments", scalars::boolean)?
@@ -535,4 +545,21 @@ impl Decoder<'_> {
             Value::Map(_) => Err(self.wrong_type(node, path, "a list or a string")),
         }
     }
+}
+
+/// Whether `container` starts from an `!Image`, itself or through the
+/// `!Container` steps it starts with.
+fn from_image(config: &Config, container: &str) -> bool {
+    let mut name = container;
+    for _ in 0..=config.containers.len() {
+        match config.containers.get(name).and_then(|c| c.setup.first()) {
+            Some(step) => match &step.step {
+                Step::Image(_) => return true,
+                Step::Container(parent) => name = parent,
+                _ => return false,
+            },
+            None => return false,
+        }
+    }
+    false
 }

@@ -37,8 +37,9 @@ pub use error::{ConfigError, Location, Pos};
 pub use knobs::Knobs;
 pub use model::{
     Bind, Child, Command, CommandInfo, CommandKind, Config, Container, CopyStep, DebianStep,
-    EnvironFile, HostDir, NameRef, Network, Pid1Mode, PortMap, Resources, SetupStep, SimpleCommand,
-    Step, Supervise, SuperviseMode, Volume, WriteMode, BUILTIN_COMMANDS, DEFAULT_DEBIAN_MIRROR,
+    EnvironFile, HostDir, ImageSource, ImageStep, NameRef, Network, Pid1Mode, PortMap, Resources,
+    SetupStep, SimpleCommand, Step, Supervise, SuperviseMode, Volume, WriteMode, BUILTIN_COMMANDS,
+    DEFAULT_DEBIAN_MIRROR,
 };
 pub use settings::{Limits, NetworkPolicy, Settings, SettingsError};
 

@@ -1,7 +1,7 @@
 //! The typed config model: plain data, no YAML types.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, Location, Pos};
 
@@ -91,6 +91,9 @@ pub enum Step {
         /// The expected sha256 of the file, lowercase hex (checked: 64 hex digits).
         sha256: Option<String>,
     },
+    /// `!Image REF` or `!Image {ref, digest?}`: start from an OCI image.
+    /// Only as the first step (checked).
+    Image(ImageStep),
     /// `!Container NAME`: start from another container's image. Only as
     /// the first step (checked); the container exists and no cycle (checked).
     Container(String),
@@ -150,12 +153,46 @@ pub const BUILTIN_COMMANDS: &[&str] = &[
     "_cache",
     "_clean",
     "_list",
+    "_pack_image",
     "_run",
     "_verify",
     "_version_hash",
 ];
 
 pub const DEFAULT_DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
+
+/// The body of `!Image`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageStep {
+    /// `ref` as written (skopeo's spelling), for messages.
+    pub reference: String,
+    pub source: ImageSource,
+    /// `digest`: `sha256:HEX` (checked) that the image's manifest must
+    /// have (for a docker-archive, which has none: its config).
+    pub digest: Option<String>,
+}
+
+/// Where an `!Image` comes from. Paths are project files, as for `!Tar`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageSource {
+    /// `oci:DIR[:TAG]`: an OCI image layout directory.
+    Layout { rel: PathBuf, tag: Option<String> },
+    /// `oci-archive:FILE[:TAG]`: an OCI image layout in a tarball.
+    OciArchive { rel: PathBuf, tag: Option<String> },
+    /// `docker-archive:FILE`: what `docker save` writes (its first image).
+    DockerArchive { rel: PathBuf },
+}
+
+impl ImageSource {
+    /// The project file or directory it reads.
+    pub fn rel(&self) -> &Path {
+        match self {
+            ImageSource::Layout { rel, .. }
+            | ImageSource::OciArchive { rel, .. }
+            | ImageSource::DockerArchive { rel } => rel,
+        }
+    }
+}
 
 /// The body of `!Copy`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,6 +219,7 @@ impl Step {
     /// The YAML tags of all setup steps, for messages.
     pub const TAGS: &'static [&'static str] = &[
         "Tar",
+        "Image",
         "Container",
         "Sh",
         "Cmd",
@@ -200,6 +238,7 @@ impl Step {
     pub fn tag(&self) -> &'static str {
         match self {
             Step::Tar { .. } => "Tar",
+            Step::Image(_) => "Image",
             Step::Container(_) => "Container",
             Step::Sh(_) => "Sh",
             Step::Cmd(_) => "Cmd",

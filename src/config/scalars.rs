@@ -140,6 +140,35 @@ pub(super) fn sha256(text: &str) -> Result<String, String> {
     }
 }
 
+/// An OCI digest as `!Image`'s `digest` takes it: `sha256:` and 64 hex
+/// digits (lowercased).
+pub(super) fn oci_digest(text: &str) -> Result<String, String> {
+    match text.strip_prefix("sha256:").map(sha256) {
+        Some(Ok(hex)) => Ok(format!("sha256:{hex}")),
+        _ => Err(format!(
+            "expected a digest: sha256: and 64 hex digits, found {text:?}"
+        )),
+    }
+}
+
+/// An image's name in an OCI layout, as its ref-name annotation holds it
+/// (a tag, `1.0`, or a whole name, `localhost/app:1.0`): 1 to 255 of
+/// `[A-Za-z0-9_.-/:@]`, starting with a letter or digit.
+pub(super) fn image_tag(text: &str) -> Result<String, String> {
+    let ok = text.len() <= 255
+        && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && text.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/' | b':' | b'@')
+        });
+    match ok {
+        true => Ok(text.to_owned()),
+        false => Err(format!(
+            "expected a tag: 1 to 255 letters, digits, '_', '.', '-', '/', ':' or '@', \
+             starting with a letter or digit, found {text:?}"
+        )),
+    }
+}
+
 /// A decimal integer that fits a u32 (uids and gids).
 pub(super) fn uint32(text: &str) -> Result<u32, String> {
     decimal(text)

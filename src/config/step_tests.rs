@@ -706,3 +706,79 @@ fn cache_dirs_are_named_volumes() {
     );
     assert!(load_err(&volumes("      /c: !CacheDir {name: x}\n")).contains("expected a string"));
 }
+
+#[test]
+fn image_steps() {
+    let config = load_ok(
+        "containers:\n  a:\n    setup:\n    - !Image oci:src:1.0\n  \
+         b:\n    setup:\n    - !Image { ref: 'oci-archive:images/busybox.tar:localhost/x:1', \
+         digest: 'sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789ABCDEF' }\n  \
+         c:\n    setup:\n    - !Image docker-archive:./images/busybox.tar\n  \
+         d:\n    setup:\n    - !Container c\n\
+         commands:\n  run-image: !Command { container: d }\n  \
+         own: !Command { container: a, run: [x] }\n",
+    );
+    let image = |name: &str| match &config.containers[name].setup[0].step {
+        Step::Image(i) => i.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        image("a").source,
+        ImageSource::Layout {
+            rel: "src".into(),
+            tag: Some("1.0".into())
+        }
+    );
+    let b = image("b");
+    assert_eq!(
+        b.source,
+        ImageSource::OciArchive {
+            rel: "images/busybox.tar".into(),
+            tag: Some("localhost/x:1".into())
+        }
+    );
+    assert_eq!(
+        b.digest.as_deref(),
+        Some("sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+    );
+    assert_eq!(
+        image("c").source,
+        ImageSource::DockerArchive {
+            rel: "images/busybox.tar".into()
+        }
+    );
+    // Without `run`, the image's program runs; a list's arguments pass.
+    let CommandKind::Command(cmd) = &config.commands["run-image"].kind else {
+        panic!("not a command");
+    };
+    assert!(cmd.run.is_empty() && cmd.accepts_arguments && !cmd.shell);
+}
+
+#[test]
+fn bad_image_steps() {
+    assert_eq!(
+        load_err(&steps("    - !Sh 'true'\n    - !Image oci:src\n")),
+        "/p/cella.yaml:5:7: containers.base.setup[1]: !Image must be the first step"
+    );
+    assert_eq!(
+        load_err(&steps("    - !Image docker://registry.example/x:1\n")),
+        "/p/cella.yaml:4:7: containers.base.setup[0]: \"docker://registry.example/x:1\": \
+         pulling from a registry is not supported yet; copy the image into the project with \
+         `skopeo copy docker://registry.example/x:1 oci:DIR:TAG` and use `!Image oci:DIR:TAG`"
+    );
+    assert!(load_err(&steps("    - !Image src\n")).contains("expected oci:DIR[:TAG]"));
+    assert!(load_err(&steps("    - !Image oci:../x\n")).contains("setup[0]"));
+    assert!(load_err(&steps("    - !Image 'oci:src:-x'\n")).contains("expected a tag"));
+    assert!(
+        load_err(&steps("    - !Image { ref: 'oci:src', digest: abc }\n"))
+            .contains("setup[0].digest: expected a digest")
+    );
+    assert!(load_err(&steps("    - !Image docker-archive:src:x\n")).contains("without a tag"));
+    // A command without `run` needs an image to take its program from.
+    assert_eq!(
+        load_err(&format!(
+            "{BASE}commands:\n  x: !Command {{ container: base }}\n"
+        )),
+        "/p/cella.yaml:6:6: commands.x.run: missing required field"
+    );
+}

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use super::checks::Reference;
 use super::decode::{join, Decoder};
 use super::error::{ConfigError, Pos};
-use super::model::{CopyStep, DebianStep, InputProblem, SetupStep, Step};
+use super::model::{CopyStep, DebianStep, ImageSource, ImageStep, InputProblem, SetupStep, Step};
 use super::scalars;
 use super::yaml::{Node, Value};
 use crate::hostfs::{FsError, Kind as HostKind, Shown};
 
 const TAR_FIELDS: &[&str] = &["url", "path", "sha256"];
+const IMAGE_FIELDS: &[&str] = &["ref", "digest"];
 const COPY_FIELDS: &[&str] = &[
     "source",
     "path",
@@ -72,6 +73,16 @@ impl Decoder<'_> {
     ) -> Result<SetupStep, ConfigError> {
         let step = match self.variant(node, path, Step::TAGS)? {
             "Tar" => self.tar(node, path)?,
+            "Image" => {
+                if index != 0 {
+                    return Err(self.invalid(
+                        node.pos,
+                        path,
+                        "!Image must be the first step".to_owned(),
+                    ));
+                }
+                Step::Image(self.image(node, path)?)
+            }
             "Container" => {
                 if index != 0 {
                     return Err(self.invalid(
@@ -164,6 +175,74 @@ impl Decoder<'_> {
                 .optional(&fields, "path", scalars::container_path)?
                 .unwrap_or_else(|| "/".to_owned()),
             sha256: self.optional(&fields, "sha256", scalars::sha256)?,
+        })
+    }
+
+    /// `!Image REF` or `!Image {ref, digest?}`.
+    fn image(&self, node: &Node, path: &str) -> Result<ImageStep, ConfigError> {
+        let (ref_node, ref_path, digest, reference) = match &node.value {
+            Value::Scalar { .. } => (node, path.to_owned(), None, self.tagged_string(node, path)?),
+            _ => {
+                let fields = self.fields(node, path, IMAGE_FIELDS)?;
+                let digest = self.optional(&fields, "digest", scalars::oci_digest)?;
+                let (ref_node, ref_path) = (self.required(&fields, "ref")?, fields.path_of("ref"));
+                let reference = self.string(ref_node, &ref_path)?;
+                (ref_node, ref_path, digest, reference)
+            }
+        };
+        let invalid = |message| self.invalid(ref_node.pos, &ref_path, message);
+        let (transport, rest) = reference.split_once(':').unwrap_or(("", &reference));
+        // skopeo's spellings: the path ends at the first ':', a tag may follow.
+        let (file, tag) = match rest.split_once(':') {
+            Some((file, tag)) => (file, Some(tag)),
+            None => (rest, None),
+        };
+        let tag = tag
+            .map(|t| scalars::image_tag(t).map_err(invalid))
+            .transpose()?;
+        let project_file = |kind| -> Result<PathBuf, ConfigError> {
+            if file.is_empty() {
+                return Err(invalid(format!("\"{reference}\" names no path")));
+            }
+            let rel = self.project_path(ref_node.pos, &ref_path, file)?;
+            self.exists(ref_node.pos, &ref_path, &rel, kind)?;
+            Ok(rel)
+        };
+        let source = match transport {
+            "oci" => ImageSource::Layout {
+                rel: project_file(Kind::FileOrDirectory)?,
+                tag,
+            },
+            "oci-archive" => ImageSource::OciArchive {
+                rel: project_file(Kind::File)?,
+                tag,
+            },
+            "docker-archive" if tag.is_none() => ImageSource::DockerArchive {
+                rel: project_file(Kind::File)?,
+            },
+            "docker-archive" => {
+                return Err(invalid(format!(
+                    "\"{reference}\": a docker-archive is read whole, without a tag"
+                )))
+            }
+            "docker" => {
+                return Err(invalid(format!(
+                    "\"{reference}\": pulling from a registry is not supported yet; \
+                     copy the image into the project with `skopeo copy {reference} oci:DIR:TAG` \
+                     and use `!Image oci:DIR:TAG`"
+                )))
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "expected oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE, \
+                     found \"{reference}\""
+                )))
+            }
+        };
+        Ok(ImageStep {
+            reference,
+            source,
+            digest,
         })
     }
 

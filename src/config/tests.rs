@@ -64,7 +64,7 @@ pub(super) fn simple(config: &Config, name: &str) -> SimpleCommand {
     }
 }
 
-const STEP_TAGS: &str = "one of !Tar, !Container, !Sh, !Cmd, !Text, !Copy, \
+const STEP_TAGS: &str = "one of !Tar, !Image, !Container, !Sh, !Cmd, !Text, !Copy, \
                          !EnsureDir, !Remove, !Env, !Depends, !Build, !Debian, !Install";
 
 pub(super) const BASE: &str = "\

@@ -361,6 +361,13 @@ pub fn dpkg_status(tree: &Tree, work: &File) -> Result<Option<Vec<u8>>, AptError
     Image { tree, work }.read("/var/lib/dpkg/status", MAX_STATUS)
 }
 
+/// The text of the regular file at `path` in an image being built (found
+/// as the guest would, links followed inside the image), invalid UTF-8
+/// replaced; `None` if there is none.
+pub fn text_file(tree: &Tree, work: &File, path: &str) -> Result<Option<String>, AptError> {
+    Image { tree, work }.text(path)
+}
+
 /// What dpkg does in the build VM, in apt's order: `apt-get install
 /// --simulate`'s `Inst`, `Conf` and `Remv` lines, consecutive ones of a
 /// kind together.

@@ -6,26 +6,26 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use guest_init::{Build, BuildStep};
 use ipnet::Ipv4Net;
-use sha2::{Digest, Sha256};
 
 use super::compact::{compact_with_progress, copy_subtree};
 use super::erofs::ImageWriter;
 use super::export::apply_export;
+pub use super::fileio::HashingReader;
 use super::progress::{Progress, ProgressReader};
 use super::shell::shell_words;
-use super::store::{BuildDir, BuiltWith, Image, ImageInfo, Store, ROOTFS, TREE};
+use super::store::{BuildDir, BuiltWith, Image, ImageConfig, ImageInfo, Store, ROOTFS, TREE};
 use super::tar_import;
 use super::tree::{Inode, Kind, Meta, Tree};
 use super::version::Versions;
-use super::{apt, debian};
+use super::{apt, debian, oci};
 use crate::config::netpolicy::AddressGuard;
-use crate::config::{Config, Container, CopyStep, DebianStep, Limits, Network, Step};
+use crate::config::{Config, Container, CopyStep, DebianStep, ImageStep, Limits, Network, Step};
 use crate::hostfs::{walk, EntryKind, Filter};
 
 pub use super::build_error::{BuildError, StepError, StepFailure};
@@ -137,6 +137,7 @@ impl BuildCtx<'_, '_> {
                     size: packed.size,
                     built_with: packed.built_with,
                     packages: packed.packages,
+                    config: packed.config,
                 },
                 packed.size,
             ),
@@ -177,6 +178,8 @@ struct Builder<'a, 'c, 'v> {
     limits: Limits,
     /// What the build VMs ran on, once one ran.
     built_with: Option<BuiltWith>,
+    /// The OCI config of an `!Image` base (or of the `!Container` it starts from).
+    config: Option<ImageConfig>,
 }
 
 /// A packed image: what image.json records of it.
@@ -185,6 +188,7 @@ struct Packed {
     size: u64,
     built_with: Option<BuiltWith>,
     packages: Vec<String>,
+    config: Option<ImageConfig>,
 }
 
 impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
@@ -211,6 +215,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             epoch,
             limits,
             built_with: None,
+            config: None,
         }
     }
 
@@ -252,6 +257,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         let summary = match step {
             Step::Tar { url, path, .. } if path == "/" => url.clone(),
             Step::Tar { url, path, .. } => format!("{url} at {path}"),
+            Step::Image(image) => image.reference.clone(),
             Step::Container(name) => name.clone(),
             Step::Sh(script) => script.clone(),
             Step::Cmd(argv) => argv.join(" "),
@@ -318,6 +324,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 self.tar(file, &project.display(rel), path, sha256.as_deref())
             }
             Step::Container(name) => self.start_from(name),
+            Step::Image(image) => self.image(image),
             Step::Text(files) => {
                 let (meta, parents) = (self.meta(0o644, 0, 0), self.meta(0o755, 0, 0));
                 let mut writer = writer(&self.work, &self.limits)?;
@@ -399,6 +406,19 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         Ok(())
     }
 
+    /// `!Image`: the image's layers over an empty tree, its config kept.
+    fn image(&mut self, step: &ImageStep) -> Result<(), StepFailure> {
+        let project = self.ctx.versions.project();
+        let mut writer = writer(&self.work, &self.limits)?;
+        let oci_err = |e: oci::OciError| StepFailure::Other(e.into());
+        let mut config =
+            oci::import(project, step, &mut self.tree, &mut writer).map_err(oci_err)?;
+        drop(writer);
+        oci::resolve_user(&mut config, &self.tree, &self.work).map_err(oci_err)?;
+        self.config = Some(config);
+        Ok(())
+    }
+
     /// `!Debian`: mmdebstrap's tarball, imported as `!Tar` would.
     fn debian(&mut self, step: &DebianStep) -> Result<(), StepFailure> {
         let rel = Path::new("debian.tar");
@@ -433,6 +453,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         io::copy(&mut from, &mut &self.work).map_err(|e| StepFailure::io("copy", &work_path, e))?;
         self.tree = load_tree(&image)?;
         self.tree.set_max_inodes(max_inodes(&self.limits));
+        self.config = image.info.config.clone();
         Ok(())
     }
 
@@ -668,6 +689,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 size,
                 built_with: self.built_with.clone(),
                 packages,
+                config: self.config.clone(),
             })
         };
         run().map_err(|e| self.step_error(last, e))
@@ -727,33 +749,6 @@ impl<W: Write> Write for Bounded<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
-    }
-}
-
-/// Hashes what passes through it.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-        }
-    }
-
-    pub fn finish(self) -> String {
-        hex::encode(self.hasher.finalize())
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
     }
 }
 

@@ -32,25 +32,25 @@ pub fn limit_text(limit: u64) -> String {
 /// What failed while turning a tarball into an image.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("cannot open rootfs tarball {}", .tarball.display())]
+    #[error("cannot open tarball {}", .tarball.display())]
     OpenTar {
         tarball: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("cannot read rootfs tarball {}", .tarball.display())]
+    #[error("cannot read tarball {}", .tarball.display())]
     ReadTar {
         tarball: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("rootfs tarball {}: entry {entry:?}: {reason}", .tarball.display())]
+    #[error("tarball {}: entry {entry:?}: {reason}", .tarball.display())]
     BadEntry {
         tarball: PathBuf,
         entry: String,
         reason: String,
     },
-    #[error("rootfs tarball {}: entry {entry:?}: cannot copy its data into the image", .tarball.display())]
+    #[error("tarball {}: entry {entry:?}: cannot copy its data into the image", .tarball.display())]
     FileData {
         tarball: PathBuf,
         entry: String,

@@ -1,10 +1,13 @@
 //! File I/O shared by the image writer and the copies between images:
-//! copying a byte range from one image file into another.
+//! copying a byte range from one image file into another; a reader that
+//! hashes what passes through it.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+
+use sha2::{Digest, Sha256};
 
 use super::error::ErofsError;
 
@@ -84,4 +87,31 @@ fn short_source() -> io::Error {
         io::ErrorKind::UnexpectedEof,
         "the source image ends inside a file's data",
     )
+}
+
+/// Hashes what passes through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    pub fn finish(self) -> String {
+        hex::encode(self.hasher.finalize())
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }

@@ -19,6 +19,7 @@ fn info(digest: &str) -> ImageInfo {
         size: 1,
         built_with: None,
         packages: vec!["a=1".into()],
+        config: None,
     }
 }
 

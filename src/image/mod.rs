@@ -21,6 +21,10 @@ mod export;
 mod fileio;
 pub mod host;
 pub mod lock;
+pub mod oci;
+pub mod pack;
+#[cfg(test)]
+mod pack_tests;
 mod progress;
 mod shell;
 pub mod store;

@@ -63,6 +63,37 @@ pub struct ImageInfo {
     /// `${binary:Package}=${Version}`), sorted; empty without a dpkg status.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<String>,
+    /// The OCI image config its `!Image` base came with (inherited through
+    /// `!Container`): the container's defaults for what a command leaves out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ImageConfig>,
+}
+
+/// What cella keeps of an OCI image's config (`config` in the image
+/// config JSON): the defaults of a run in the image, as `podman run` takes
+/// them. Values are as the image gave them; `user` is resolved against the
+/// image's /etc/passwd and /etc/group when the image is built.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ImageConfig {
+    /// `NAME=VALUE`, in the image's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    /// Absolute, or none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// `User` as the image wrote it (`name`, `uid`, `uid:gid`, `name:group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `user` resolved to numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
 }
 
 /// The programs a build VM ran on: what `cella.lock` records beside an
@@ -474,6 +505,7 @@ mod tests {
             size: 1,
             built_with: None,
             packages: Vec::new(),
+            config: None,
         }
     }
 

@@ -14,7 +14,7 @@
 //! lexically from the link's own directory) is rejected. Hard links must point
 //! at a regular file already in the tree (earlier in the archive, usually).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Read};
 use std::path::Path;
 
@@ -37,6 +37,34 @@ pub(super) fn import<R: BufRead>(
     dest: &[u8],
     writer: &mut ImageWriter<'_>,
 ) -> Result<R, ImageError> {
+    import_with(tarball, reader, tree, dest, writer, None)
+}
+
+/// [`import`] of an OCI image layer over the layers before it, at "/":
+/// `.wh.NAME` entries delete NAME and `.wh..wh..opq` empties its
+/// directory, of what the earlier layers put there only (the image
+/// spec's rule: a whiteout never hides an entry of its own layer).
+pub(super) fn import_layer<R: BufRead>(
+    tarball: &Path,
+    reader: R,
+    tree: &mut Tree,
+    writer: &mut ImageWriter<'_>,
+) -> Result<R, ImageError> {
+    let mut added = HashSet::new();
+    import_with(tarball, reader, tree, b"/", writer, Some(&mut added))
+}
+
+/// The paths a layer put in the tree so far (joined by "/").
+type Added = HashSet<Vec<u8>>;
+
+fn import_with<R: BufRead>(
+    tarball: &Path,
+    reader: R,
+    tree: &mut Tree,
+    dest: &[u8],
+    writer: &mut ImageWriter<'_>,
+    mut layer: Option<&mut Added>,
+) -> Result<R, ImageError> {
     let dest_err = |e: TreeError| ImageError::BadEntry {
         tarball: tarball.to_path_buf(),
         entry: e.path.clone(),
@@ -53,7 +81,7 @@ pub(super) fn import<R: BufRead>(
     let mut archive = tar::Archive::new(TarGuard::new(decoded));
     for entry in archive.entries().map_err(read_err)? {
         let entry = entry.map_err(read_err)?;
-        add(tree, &dest, tarball, entry, writer)?;
+        add(tree, &dest, tarball, entry, writer, layer.as_deref_mut())?;
     }
     Ok(archive.into_inner().into_inner().into_inner())
 }
@@ -88,6 +116,7 @@ fn add<R: Read>(
     tarball: &Path,
     mut entry: tar::Entry<'_, R>,
     writer: &mut ImageWriter<'_>,
+    layer: Option<&mut Added>,
 ) -> Result<(), ImageError> {
     let raw_path = entry.path_bytes().into_owned();
     let cx = Ctx {
@@ -102,6 +131,14 @@ fn add<R: Read>(
     let mut path = dest.to_vec();
     path.extend(tree::components(&raw_path).map_err(|e| cx.tree(e))?);
     tree::check_names(&path).map_err(|kind| cx.reject(kind.to_string()))?;
+    if let Some(added) = layer {
+        if let Some((name, dir)) = path.split_last() {
+            if let Some(hidden) = name.strip_prefix(b".wh.") {
+                return whiteout(tree, added, dir, hidden).map_err(|e| cx.tree(e));
+            }
+        }
+        added.insert(tree::join(&path));
+    }
     let meta = entry_meta(&cx, &mut entry)?;
     let link_name = entry
         .link_name_bytes()
@@ -164,6 +201,39 @@ fn add<R: Read>(
         &Meta::implicit_dir(),
     )
     .map_err(|e| cx.tree(e))?;
+    Ok(())
+}
+
+/// The whiteout `.wh.HIDDEN` in directory `dir`: HIDDEN goes, or with
+/// `.wh..opq` everything in `dir`, unless this layer (`added`) put it
+/// there. Other `.wh..wh.` names (aufs's bookkeeping) mean nothing here.
+fn whiteout(tree: &mut Tree, added: &Added, dir: &[&[u8]], hidden: &[u8]) -> Result<(), TreeError> {
+    let prefix = |name: &[u8]| {
+        let mut path = dir.to_vec();
+        path.push(name);
+        tree::join(&path)
+    };
+    if hidden == b".wh..opq" {
+        let dir_path = tree::join(dir);
+        let Some(names) = tree
+            .lookup(&dir_path)
+            .and_then(|id| tree.entries(id))
+            .map(|e| e.keys().cloned().collect::<Vec<_>>())
+        else {
+            return Ok(());
+        };
+        for name in names {
+            let path = prefix(&name);
+            if !added.contains(&path) {
+                tree.remove(&path)?;
+            }
+        }
+    } else if !hidden.is_empty() && !hidden.starts_with(b".wh.") {
+        let path = prefix(hidden);
+        if !added.contains(&path) {
+            tree.remove(&path)?;
+        }
+    }
     Ok(())
 }
 

@@ -369,7 +369,7 @@ fn errors_name_the_tarball() {
         write_erofs_from_tar(Path::new("/nonexistent/rootfs.tar"), &mut out).expect_err("missing");
     assert_eq!(
         err.to_string(),
-        "cannot open rootfs tarball /nonexistent/rootfs.tar"
+        "cannot open tarball /nonexistent/rootfs.tar"
     );
 }
 

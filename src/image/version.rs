@@ -163,6 +163,13 @@ impl<'a> Versions<'a> {
                 };
                 json!({"Tar": {"url": url, "path": path, "content": content}})
             }
+            // The manifest's digest names everything in the image: the
+            // build checks each blob against the digests it leads to.
+            Step::Image(image) => {
+                let resolved =
+                    super::oci::resolve(self.project, image).map_err(|e| at(e.into()))?;
+                json!({"Image": {"manifest": resolved.digest}})
+            }
             Step::Container(name) => json!({"Container": self.id(name)?}),
             Step::Sh(script) => json!({ "Sh": script }),
             Step::Cmd(argv) => json!({ "Cmd": argv }),

@@ -110,6 +110,15 @@ impl Tree {
     }
 }
 
+/// erofs's xattr name prefixes (EROFS_XATTR_INDEX_*) and their indexes.
+const XATTR_PREFIXES: [(&[u8], u8); 5] = [
+    (b"user.", 1),
+    (b"system.posix_acl_access", 2),
+    (b"system.posix_acl_default", 3),
+    (b"trusted.", 4),
+    (b"security.", 6),
+];
+
 /// One extended attribute, its name split into erofs's prefix index and suffix.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Xattr {
@@ -124,14 +133,7 @@ impl Xattr {
     /// Maps a full name ("security.capability") to erofs's encoding; `None`
     /// for namespaces erofs can't store or names and values that are too long.
     pub fn new(name: &[u8], value: &[u8]) -> Option<Xattr> {
-        const PREFIXES: [(&[u8], u8); 5] = [
-            (b"user.", 1),
-            (b"system.posix_acl_access", 2),
-            (b"system.posix_acl_default", 3),
-            (b"trusted.", 4),
-            (b"security.", 6),
-        ];
-        let (prefix, index) = PREFIXES.iter().find(|(p, _)| name.starts_with(p))?;
+        let (prefix, index) = XATTR_PREFIXES.iter().find(|(p, _)| name.starts_with(p))?;
         let suffix = &name[prefix.len()..];
         let acl = *index == 2 || *index == 3;
         if (acl && !suffix.is_empty()) || (!acl && suffix.is_empty()) {
@@ -145,6 +147,16 @@ impl Xattr {
             suffix: suffix.to_vec(),
             value: value.to_vec(),
         })
+    }
+
+    /// The full name ("security.capability"), as `new` took it; an index
+    /// erofs does not know (none of ours) gives the suffix alone.
+    pub(super) fn name(&self) -> Vec<u8> {
+        let prefix = XATTR_PREFIXES
+            .iter()
+            .find(|(_, i)| *i == self.index)
+            .map_or(&b""[..], |(p, _)| p);
+        [prefix, &self.suffix[..]].concat()
     }
 }
 

@@ -1,0 +1,106 @@
+//! `cella _pack_image [-f FILE] [-z|-j|-J] [--format F] [--tag REF]
+//! CONTAINER`: vagga's export of a container's root as a tarball, or an
+//! OCI or docker archive that podman, docker and skopeo load, the
+//! container built first if its setup changed.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use super::build::{container, image_for_run};
+use super::error::CommandError;
+use super::options::RunOptions;
+use super::project::Project;
+use crate::config::Config;
+use crate::image::pack::{self, Compression, PackFormat, PackOptions};
+use crate::image::version;
+
+/// What `_pack_image` was asked for.
+pub struct PackRequest<'a> {
+    pub container: &'a str,
+    /// Where to write; stdout when none.
+    pub file: Option<&'a Path>,
+    pub format: PackFormat,
+    pub compression: Compression,
+    /// The image's name in an archive; `localhost/CONTAINER:latest` when none.
+    pub tag: Option<&'a str>,
+}
+
+pub fn pack_image(
+    config: &Config,
+    req: &PackRequest<'_>,
+    opts: &RunOptions,
+) -> Result<i32, CommandError> {
+    let cont = container(config, req.container)?;
+    if req.file.is_none() && io::stdout().is_terminal() {
+        return Err(CommandError::Usage(
+            "refusing to write an archive to a terminal: redirect stdout or give -f FILE".into(),
+        ));
+    }
+    let project = Project::open(config)?;
+    let image = image_for_run(config, &project, req.container, opts)?;
+    // The archive's config: the image's own (from an `!Image`), with the
+    // container's `environ` over its Env, as a cella run would see them.
+    let mut image_config = image.info.config.clone().unwrap_or_default();
+    for (name, value) in &cont.environ {
+        let prefix = format!("{name}=");
+        image_config.env.retain(|v| !v.starts_with(&prefix));
+        image_config.env.push(format!("{name}={value}"));
+    }
+    let reference = match req.tag {
+        Some(tag) => tag.to_owned(),
+        None => format!("localhost/{}:latest", req.container),
+    };
+    let epoch =
+        version::epoch(opts.knobs.source_date_epoch.as_deref()).map_err(CommandError::Epoch)?;
+    let pack_opts = PackOptions {
+        format: req.format,
+        compression: req.compression,
+        reference: &reference,
+        config: &image_config,
+        epoch,
+    };
+    let failed = |e: pack::PackError| CommandError::Pack(Box::new(e));
+    match req.file {
+        None => {
+            let stdout = io::stdout();
+            let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+            pack::pack(&image, &mut out, &pack_opts).map_err(failed)?;
+            out.flush()
+                .map_err(|e| write_error(Path::new("stdout"), e))?;
+        }
+        Some(path) => {
+            // Written beside it and renamed over it whole: an export that
+            // fails leaves neither a partial file nor a lost old one.
+            let tmp = temp_path(path);
+            let result = (|| {
+                let file = File::create(&tmp).map_err(|e| write_error(&tmp, e))?;
+                let mut out = BufWriter::with_capacity(1 << 20, file);
+                pack::pack(&image, &mut out, &pack_opts).map_err(failed)?;
+                let file = out
+                    .into_inner()
+                    .map_err(|e| write_error(&tmp, e.into_error()))?;
+                file.sync_all().map_err(|e| write_error(&tmp, e))?;
+                std::fs::rename(&tmp, path).map_err(|e| write_error(path, e))
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            result?;
+        }
+    }
+    Ok(0)
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".cella-{}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+fn write_error(path: &Path, source: io::Error) -> CommandError {
+    CommandError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}

@@ -139,6 +139,11 @@ pub enum Sub {
         /// Print the image's sha256 on stdout.
         #[arg(long)]
         print_digest: bool,
+        /// Ask the registries again what the tags of `!Image docker://…`
+        /// name (else the digest a tag was first resolved to stays), and
+        /// rebuild what changed.
+        #[arg(long, conflicts_with = "locked")]
+        pull: bool,
     },
     /// Rebuild from scratch, in a store of its own, the container (every
     /// container of cella.lock without one) and what it builds on, and

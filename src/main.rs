@@ -60,6 +60,8 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
         publish_address: cli.publish_address,
         network_policy: Default::default(),
         limits: Default::default(),
+        registries: Default::default(),
+        pull: matches!(cli.command, Some(Sub::Build { pull: true, .. })),
         knobs: Knobs::from_env(),
     };
     let settings = cella::config::settings::load()?;
@@ -69,6 +71,7 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
         .allow_addresses
         .extend(cli.allow_address.iter().copied());
     opts.limits = settings.limits;
+    opts.registries = settings.registries;
     // The user's cache is no project's: no cella.yaml needed.
     if let Some(Sub::Cache { drop }) = cli.command {
         return cache::cache(drop, &opts);
@@ -106,6 +109,7 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
             force,
             locked,
             print_digest,
+            ..
         }) => build::build(&config, &container, force, locked, print_digest, &opts),
         Some(Sub::Verify { container }) => lock::verify(&config, container.as_deref(), &opts),
         Some(Sub::VersionHash { container }) => build::version_hash(&config, &container, &opts),

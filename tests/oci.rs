@@ -126,6 +126,9 @@ fn run(p: &Project, args: &[&str]) -> (Option<i32>, String, String) {
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
+/// The image's users: root and `app`, its User.
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n";
+
 const YAML: &str = r#"containers:
   layout:
     setup:
@@ -158,7 +161,7 @@ fn images_in_and_out() {
     let Some(a) = assets() else { return };
     let p = Project::new(a, "");
     let busybox = fs::read(p.path().join("rootfs.tar")).expect("rootfs");
-    let passwd = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n";
+    let passwd = PASSWD;
     let layer2 = tar_of(&[
         ("bin/.wh.ed", tar::EntryType::Regular, 0o644, b""),
         (
@@ -437,4 +440,273 @@ fn hostile_images_change_nothing_outside() {
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "no build left: {left:?}");
+}
+
+/// `docker-registry` on 127.0.0.1, stopped (by pid) when dropped.
+struct LocalRegistry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRegistry {
+    fn start() -> LocalRegistry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage: {{filesystem: {{rootdirectory: {}}}}}\n\
+                 http: {{addr: 127.0.0.1:{port}}}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (scripts/build.sh installs it)");
+        let registry = LocalRegistry {
+            child,
+            port,
+            _dir: dir,
+        };
+        let start = std::time::Instant::now();
+        while http_status(port, "/v2/") != Some(200) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "registry did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        registry
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// The status of `GET path` on 127.0.0.1:port, if it answers.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Runs cella in `p` with the settings file `settings` and the cache
+/// directory `cache` (no VM is booted: `!Image` builds on the host).
+fn cella_with(
+    p: &Project,
+    settings: &Path,
+    cache: &Path,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let child = p
+        .cella()
+        .env("CELLA_SETTINGS", settings)
+        .env("CELLA_CACHE_DIR", cache)
+        .args(args)
+        .spawn()
+        .expect("cella");
+    let out = wait_output(child, Duration::from_secs(300));
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// A registry that lies: its manifest names a 1 KiB layer, and the blob
+/// it sends is endless.
+fn lying_registry(manifest: Vec<u8>, config: Vec<u8>, config_digest: String) -> u16 {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { continue };
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+            let (ctype, body): (&str, Option<&[u8]>) = if path.contains("/manifests/") {
+                (MANIFEST, Some(&manifest))
+            } else if path.ends_with(&config_digest) {
+                (CONFIG, Some(&config))
+            } else {
+                ("application/octet-stream", None)
+            };
+            match body {
+                Some(body) => {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(body);
+                }
+                None => {
+                    let _ = write!(stream, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                    let chunk = vec![0u8; 64 << 10];
+                    for _ in 0..320 {
+                        if stream.write_all(&chunk).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn pulls_from_a_local_registry() {
+    let Some(a) = assets() else { return };
+    let p = Project::new(a, "");
+    let cache = tempfile::tempdir().expect("cache");
+    let busybox = fs::read(p.path().join("rootfs.tar")).expect("rootfs");
+    let layer2 = tar_of(&[
+        ("bin/.wh.ed", tar::EntryType::Regular, 0o644, b""),
+        (
+            "etc/motd",
+            tar::EntryType::Regular,
+            0o644,
+            b"from layer 2\n",
+        ),
+        (
+            "etc/passwd",
+            tar::EntryType::Regular,
+            0o644,
+            PASSWD.as_bytes(),
+        ),
+    ]);
+    let cfg = config(&[&busybox, &layer2]);
+    layout(
+        &p.path().join("img"),
+        &[(LAYER_GZ, gzip(&busybox)), (LAYER, layer2)],
+        &cfg,
+        "1.0",
+    );
+    let registry = LocalRegistry::start();
+    let port = registry.port;
+    let at = |name: &str| p.path().join(name).display().to_string();
+    tool(&[
+        "skopeo",
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:1.0", at("img")),
+        &format!("docker://127.0.0.1:{port}/test/img:1.0"),
+    ]);
+    let evil_config = serde_json::to_vec(&config(&[b"x"])).expect("json");
+    let evil_manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": MANIFEST,
+        "config": {"mediaType": CONFIG, "digest": sha(&evil_config), "size": evil_config.len()},
+        "layers": [{"mediaType": LAYER, "digest": sha(b"x"), "size": 1024}],
+    }))
+    .expect("json");
+    let evil = lying_registry(evil_manifest, evil_config.clone(), sha(&evil_config));
+    fs::write(
+        p.path().join("cella.yaml"),
+        format!(
+            "containers:\n  local: {{ setup: [!Image 'oci:img:1.0'] }}\n  \
+             pulled: {{ setup: [!Image 'docker://127.0.0.1:{port}/test/img:1.0'] }}\n  \
+             evil: {{ setup: [!Image 'docker://127.0.0.1:{evil}/evil:1'] }}\n"
+        ),
+    )
+    .expect("yaml");
+    let closed = p.path().join("closed.yaml");
+    fs::write(
+        &closed,
+        format!("registries: {{insecure: ['127.0.0.1:{port}']}}\n"),
+    )
+    .expect("settings");
+    let open = p.path().join("open.yaml");
+    fs::write(
+        &open,
+        format!(
+            "network: {{allow-addresses: [127.0.0.1/32]}}\n\
+             registries: {{insecure: ['127.0.0.1:{port}', '127.0.0.1:{evil}']}}\n"
+        ),
+    )
+    .expect("settings");
+
+    // A loopback registry needs the user's leave.
+    let (status, _, err) = cella_with(&p, &closed, cache.path(), &["_build", "pulled"]);
+    assert_eq!(status, Some(125), "{err}");
+    assert!(
+        err.contains("127.0.0.1 is a loopback address; cella fetches"),
+        "{err}"
+    );
+
+    // Pulled, it is the same image as the layout it was pushed from.
+    let digest = |settings: &Path, args: &[&str]| {
+        let (status, out, err) = cella_with(&p, settings, cache.path(), args);
+        assert_eq!(status, Some(0), "{args:?}: {err}");
+        out.trim().to_owned()
+    };
+    let local = digest(&open, &["_build", "--print-digest", "local"]);
+    assert_eq!(
+        digest(&open, &["_build", "--print-digest", "pulled"]),
+        local
+    );
+    let tags = fs::read_to_string(p.path().join(".cella/tags.json")).expect("tags.json");
+    assert!(
+        tags.contains(&format!("127.0.0.1:{port}/test/img:1.0\": \"sha256:")),
+        "{tags}"
+    );
+
+    // The tag stays resolved and the blobs cached: with the registry
+    // gone, a rebuild downloads nothing; only --pull asks again.
+    drop(registry);
+    assert_eq!(
+        digest(&open, &["_build", "--force", "--print-digest", "pulled"]),
+        local
+    );
+    let (status, _, err) = cella_with(&p, &open, cache.path(), &["_build", "--pull", "pulled"]);
+    assert_eq!(status, Some(125), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}/test/img:1.0")),
+        "{err}"
+    );
+
+    // A registry that sends more than the manifest declares: refused,
+    // nothing kept in the blob cache.
+    let (status, _, err) = cella_with(&p, &open, cache.path(), &["_build", "evil"]);
+    assert_eq!(status, Some(125), "{err}");
+    assert!(err.contains("sent more than 1024 bytes"), "{err}");
+    let blobs = cache.path().join("oci/blobs/sha256");
+    let names: Vec<String> = fs::read_dir(&blobs)
+        .expect("blobs")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let x = sha(b"x").trim_start_matches("sha256:").to_owned();
+    assert!(
+        !names.iter().any(|n| n.contains(&x) || n.ends_with(".tmp")),
+        "{names:?}"
+    );
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::environ::CliEnviron;
-use crate::config::{Knobs, Limits, Network, NetworkPolicy, PortMap, Resources};
+use crate::config::{Knobs, Limits, Network, NetworkPolicy, PortMap, Registries, Resources};
 use crate::launch::passt::NetPlan;
 use crate::launch::{LaunchOptions, Machine};
 
@@ -40,6 +40,10 @@ pub struct RunOptions {
     pub network_policy: NetworkPolicy,
     /// The settings file's `limits`.
     pub limits: Limits,
+    /// The settings file's `registries`.
+    pub registries: Registries,
+    /// `_build --pull`: resolve registry tags again.
+    pub pull: bool,
     /// The environment's `CELLA_*` knobs, read once at start.
     pub knobs: Knobs,
 }

@@ -37,11 +37,11 @@ pub use error::{ConfigError, Location, Pos};
 pub use knobs::Knobs;
 pub use model::{
     Bind, Child, Command, CommandInfo, CommandKind, Config, Container, CopyStep, DebianStep,
-    EnvironFile, HostDir, ImageSource, ImageStep, NameRef, Network, Pid1Mode, PortMap, Resources,
-    SetupStep, SimpleCommand, Step, Supervise, SuperviseMode, Volume, WriteMode, BUILTIN_COMMANDS,
-    DEFAULT_DEBIAN_MIRROR,
+    EnvironFile, HostDir, ImageSource, ImageStep, NameRef, Network, Pid1Mode, PortMap, RegistryRef,
+    Resources, SetupStep, SimpleCommand, Step, Supervise, SuperviseMode, Volume, WriteMode,
+    BUILTIN_COMMANDS, DEFAULT_DEBIAN_MIRROR,
 };
-pub use settings::{Limits, NetworkPolicy, Settings, SettingsError};
+pub use settings::{Limits, NetworkPolicy, Registries, Settings, SettingsError};
 
 /// `--network` on the command line: as `network` in cella.yaml.
 pub fn parse_network(text: &str) -> Result<Network, String> {

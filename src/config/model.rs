@@ -181,15 +181,29 @@ pub enum ImageSource {
     OciArchive { rel: PathBuf, tag: Option<String> },
     /// `docker-archive:FILE`: what `docker save` writes (its first image).
     DockerArchive { rel: PathBuf },
+    /// `docker://[HOST[:PORT]/]NAME[:TAG][@DIGEST]`: from a registry.
+    Registry(RegistryRef),
+}
+
+/// An image in a registry, as `docker://` names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryRef {
+    /// `HOST[:PORT]`, lowercase; none: the settings' default registry.
+    pub registry: Option<String>,
+    /// The repository path (`library/debian`, `team/app`), checked.
+    pub repository: String,
+    /// The tag; `latest` when neither a tag nor a digest is given.
+    pub tag: String,
 }
 
 impl ImageSource {
-    /// The project file or directory it reads.
-    pub fn rel(&self) -> &Path {
+    /// The project file or directory it reads, if it reads one.
+    pub fn rel(&self) -> Option<&Path> {
         match self {
             ImageSource::Layout { rel, .. }
             | ImageSource::OciArchive { rel, .. }
-            | ImageSource::DockerArchive { rel } => rel,
+            | ImageSource::DockerArchive { rel } => Some(rel),
+            ImageSource::Registry(_) => None,
         }
     }
 }

@@ -13,6 +13,9 @@
 //! network:
 //!   allow: false                     # CI: refuse `network: user`, `ports`, `build-network`
 //!   allow-addresses: [127.0.0.1/32]  # beyond the public internet (default: none)
+//! registries:
+//!   default: docker.io               # where `!Image docker://NAME:TAG` pulls from
+//!   insecure: [127.0.0.1:5000]       # registries reached over plain http
 //! limits:
 //!   write: 16Gi                      # bytes a run may add to /work and volumes
 //!   image: 16Gi                      # an image, and a build VM's export stream
@@ -36,7 +39,27 @@ pub struct Settings {
     /// `!BindRW`/`!BindRO` volumes may name.
     pub allow_host_paths: Vec<PathBuf>,
     pub network: NetworkPolicy,
+    pub registries: Registries,
     pub limits: Limits,
+}
+
+/// Where `!Image docker://…` pulls from, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registries {
+    /// The registry of a reference without a host (`docker://debian:12`),
+    /// `HOST[:PORT]`; default `docker.io`.
+    pub default: String,
+    /// Registries (`HOST[:PORT]`) reached over plain http instead of https.
+    pub insecure: Vec<String>,
+}
+
+impl Default for Registries {
+    fn default() -> Self {
+        Registries {
+            default: "docker.io".to_owned(),
+            insecure: Vec::new(),
+        }
+    }
 }
 
 /// Who may have a network, and where to.
@@ -176,6 +199,8 @@ struct File {
     allow_host_paths: Vec<PathBuf>,
     allow: Option<bool>,
     allow_addresses: Vec<String>,
+    default_registry: Option<String>,
+    insecure: Vec<String>,
     /// (key, text) of each limit given.
     limits: Vec<(String, String)>,
 }
@@ -274,7 +299,8 @@ fn read(text_in: &str) -> Result<File, String> {
     let Some(root) = root else {
         return Ok(file);
     };
-    for (key, value) in entries(&root, "", &["allow-host-paths", "network", "limits"])? {
+    let known = ["allow-host-paths", "network", "registries", "limits"];
+    for (key, value) in entries(&root, "", &known)? {
         match key {
             "allow-host-paths" => {
                 let paths = texts(value, key)?;
@@ -290,6 +316,21 @@ fn read(text_in: &str) -> Result<File, String> {
                     } else {
                         let list = texts(v, &field)?;
                         file.allow_addresses = list.into_iter().map(str::to_owned).collect();
+                    }
+                }
+            }
+            "registries" => {
+                for (k, v) in entries(value, "registries", &["default", "insecure"])? {
+                    let field = format!("registries.{k}");
+                    let check = |t: &str| {
+                        super::scalars::registry_host(t).map_err(|e| at(v, format!("{field}: {e}")))
+                    };
+                    if k == "default" {
+                        file.default_registry = Some(check(text(v, &field)?)?);
+                    } else {
+                        for t in texts(v, &field)? {
+                            file.insecure.push(check(t)?);
+                        }
                     }
                 }
             }
@@ -342,6 +383,13 @@ fn parse(text: &str) -> Result<Settings, String> {
             allow: file.allow.unwrap_or(true),
             allow_addresses,
         },
+        registries: Registries {
+            default: file
+                .default_registry
+                .clone()
+                .unwrap_or_else(|| Registries::default().default),
+            insecure: file.insecure.clone(),
+        },
         limits: Limits {
             write: size("write", defaults.write)?,
             image: size("image", defaults.image)?,
@@ -371,6 +419,12 @@ mod tests {
         assert!(e.starts_with("1:1: "), "{e}");
         let e = parse("allow-host-paths: [data]\n").unwrap_err();
         assert!(e.contains("not an absolute path"), "{e}");
+        let s = parse("registries: {default: 'reg.example:5000', insecure: [127.0.0.1:5000]}\n")
+            .unwrap();
+        assert_eq!(s.registries.default, "reg.example:5000");
+        assert_eq!(s.registries.insecure, ["127.0.0.1:5000"]);
+        let e = parse("registries: {insecure: ['http://x']}\n").unwrap_err();
+        assert!(e.contains("registries.insecure: expected"), "{e}");
     }
 
     #[test]

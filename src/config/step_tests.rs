@@ -714,7 +714,10 @@ fn image_steps() {
          b:\n    setup:\n    - !Image { ref: 'oci-archive:images/busybox.tar:localhost/x:1', \
          digest: 'sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789ABCDEF' }\n  \
          c:\n    setup:\n    - !Image docker-archive:./images/busybox.tar\n  \
-         d:\n    setup:\n    - !Container c\n\
+         d:\n    setup:\n    - !Container c\n  \
+         e:\n    setup:\n    - !Image docker://127.0.0.1:5000/team/app:1.0\n  \
+         f:\n    setup:\n    - !Image docker://debian\n  \
+         g:\n    setup:\n    - !Image docker://localhost/x@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n\
          commands:\n  run-image: !Command { container: d }\n  \
          own: !Command { container: a, run: [x] }\n",
     );
@@ -747,6 +750,23 @@ fn image_steps() {
             rel: "images/busybox.tar".into()
         }
     );
+    let registry = |name: &str| match image(name).source {
+        ImageSource::Registry(r) => (r, image(name).digest),
+        other => panic!("{other:?}"),
+    };
+    let (e, _) = registry("e");
+    assert_eq!(
+        (e.registry.as_deref(), e.repository.as_str(), e.tag.as_str()),
+        (Some("127.0.0.1:5000"), "team/app", "1.0")
+    );
+    let (f, _) = registry("f");
+    assert_eq!(
+        (f.registry, f.repository.as_str(), f.tag.as_str()),
+        (None, "debian", "latest")
+    );
+    let (g, digest) = registry("g");
+    assert_eq!(g.registry.as_deref(), Some("localhost"));
+    assert!(digest.is_some_and(|d| d.starts_with("sha256:0123")));
     // Without `run`, the image's program runs; a list's arguments pass.
     let CommandKind::Command(cmd) = &config.commands["run-image"].kind else {
         panic!("not a command");
@@ -760,12 +780,15 @@ fn bad_image_steps() {
         load_err(&steps("    - !Sh 'true'\n    - !Image oci:src\n")),
         "/p/cella.yaml:5:7: containers.base.setup[1]: !Image must be the first step"
     );
-    assert_eq!(
-        load_err(&steps("    - !Image docker://registry.example/x:1\n")),
-        "/p/cella.yaml:4:7: containers.base.setup[0]: \"docker://registry.example/x:1\": \
-         pulling from a registry is not supported yet; copy the image into the project with \
-         `skopeo copy docker://registry.example/x:1 oci:DIR:TAG` and use `!Image oci:DIR:TAG`"
-    );
+    assert!(load_err(&steps("    - !Image docker://Upper/x\n")).contains("lowercase image name"));
+    assert!(load_err(&steps("    - !Image docker:x\n")).contains("expected docker://"));
+    assert!(load_err(&steps("    - !Image 'docker://x:-1'\n")).contains("expected a tag"));
+    assert!(load_err(&steps(&format!(
+        "    - !Image {{ ref: 'docker://x@sha256:{}', digest: 'sha256:{}' }}\n",
+        "a".repeat(64),
+        "b".repeat(64)
+    )))
+    .contains("`digest` sha256:bbbb"));
     assert!(load_err(&steps("    - !Image src\n")).contains("expected oci:DIR[:TAG]"));
     assert!(load_err(&steps("    - !Image oci:../x\n")).contains("setup[0]"));
     assert!(load_err(&steps("    - !Image 'oci:src:-x'\n")).contains("expected a tag"));

@@ -192,6 +192,26 @@ impl Decoder<'_> {
         };
         let invalid = |message| self.invalid(ref_node.pos, &ref_path, message);
         let (transport, rest) = reference.split_once(':').unwrap_or(("", &reference));
+        if transport == "docker" {
+            let Some(rest) = rest.strip_prefix("//") else {
+                return Err(invalid(format!(
+                    "expected docker://[HOST[:PORT]/]NAME[:TAG][@DIGEST], found \"{reference}\""
+                )));
+            };
+            let (registry, pinned) = scalars::registry_ref(rest).map_err(invalid)?;
+            if let (Some(pinned), Some(digest)) = (&pinned, &digest) {
+                if pinned != digest {
+                    return Err(invalid(format!(
+                        "\"{reference}\" names {pinned}, `digest` {digest}"
+                    )));
+                }
+            }
+            return Ok(ImageStep {
+                reference,
+                source: ImageSource::Registry(registry),
+                digest: digest.or(pinned),
+            });
+        }
         // skopeo's spellings: the path ends at the first ':', a tag may follow.
         let (file, tag) = match rest.split_once(':') {
             Some((file, tag)) => (file, Some(tag)),
@@ -225,17 +245,10 @@ impl Decoder<'_> {
                     "\"{reference}\": a docker-archive is read whole, without a tag"
                 )))
             }
-            "docker" => {
-                return Err(invalid(format!(
-                    "\"{reference}\": pulling from a registry is not supported yet; \
-                     copy the image into the project with `skopeo copy {reference} oci:DIR:TAG` \
-                     and use `!Image oci:DIR:TAG`"
-                )))
-            }
             _ => {
                 return Err(invalid(format!(
-                    "expected oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE, \
-                     found \"{reference}\""
+                    "expected oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE \
+                     or docker://[HOST[:PORT]/]NAME[:TAG][@DIGEST], found \"{reference}\""
                 )))
             }
         };

@@ -408,11 +408,11 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
 
     /// `!Image`: the image's layers over an empty tree, its config kept.
     fn image(&mut self, step: &ImageStep) -> Result<(), StepFailure> {
-        let project = self.ctx.versions.project();
+        let source = self.ctx.versions.image_source(step);
         let mut writer = writer(&self.work, &self.limits)?;
         let oci_err = |e: oci::OciError| StepFailure::Other(e.into());
         let mut config =
-            oci::import(project, step, &mut self.tree, &mut writer).map_err(oci_err)?;
+            oci::import(&source, step, &mut self.tree, &mut writer).map_err(oci_err)?;
         drop(writer);
         oci::resolve_user(&mut config, &self.tree, &self.work).map_err(oci_err)?;
         self.config = Some(config);

@@ -9,6 +9,9 @@ const REDRAW: Duration = Duration::from_millis(200);
 
 pub struct Progress {
     label: &'static str,
+    /// What is being worked on, after the label ("layer 2/3").
+    item: String,
+    started: Instant,
     total: u64,
     done: Cell<u64>,
     tty: bool,
@@ -19,8 +22,15 @@ pub struct Progress {
 impl Progress {
     /// `total` bytes of work (0 when unknown: a byte count is shown).
     pub fn new(label: &'static str, total: u64) -> Progress {
+        Progress::item(label, total, String::new())
+    }
+
+    /// A progress line naming the `item` worked on.
+    pub fn item(label: &'static str, total: u64, item: String) -> Progress {
         Progress {
             label,
+            item,
+            started: Instant::now(),
             total,
             done: Cell::new(0),
             tty: io::stderr().is_terminal(),
@@ -44,13 +54,19 @@ impl Progress {
             Some(_) => self.last.set(Some(now)),
         }
         let mib = self.done.get() as f64 / (1024.0 * 1024.0);
+        let secs = now.duration_since(self.started).as_secs_f64().max(0.001);
+        let rate = format!("{:.1} MiB/s", mib / secs);
+        let label = match self.item.is_empty() {
+            true => self.label.to_owned(),
+            false => format!("{} {}", self.label, self.item),
+        };
         let line = match (self.done.get() * 100).checked_div(self.total) {
             Some(pct) => format!(
-                "\r       {}: {:3}% ({mib:.0} MiB)\x1b[K",
-                self.label,
-                pct.min(100)
+                "\r       {label}: {:3}% ({mib:.0} of {:.0} MiB, {rate})\x1b[K",
+                pct.min(100),
+                self.total as f64 / (1024.0 * 1024.0)
             ),
-            None => format!("\r       {}: {mib:.0} MiB\x1b[K", self.label),
+            None => format!("\r       {label}: {mib:.0} MiB, {rate}\x1b[K"),
         };
         let _ = io::stderr().write_all(line.as_bytes());
         self.shown.set(true);

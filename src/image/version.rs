@@ -13,8 +13,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::host::{self, DigestCache, HostError};
+use super::oci::{self, RegistryCtx};
 use super::FORMAT_VERSION;
-use crate::config::{Config, Container, Network, Step};
+use crate::config::{Config, Container, ImageSource, ImageStep, Network, Step};
 
 /// Bump when the meaning of a step changes, so old images are rebuilt.
 const STEPS_VERSION: &str = "cella-steps-1";
@@ -47,7 +48,20 @@ pub struct Versions<'a> {
     /// The normalised steps behind each id in `ids`.
     setups: BTreeMap<String, Vec<Value>>,
     epoch: i64,
+    /// Where `!Image docker://…` pulls from.
+    registry: RegistryCtx,
+    /// Registry tags and the manifest digests they were resolved to,
+    /// kept in `.cella/tags.json`: a tag is asked for once, and its
+    /// image changes only when `pull` asks again.
+    tags: BTreeMap<String, String>,
+    tags_changed: bool,
+    pull: bool,
 }
+
+/// Where the resolved registry tags are kept, in `.cella/`.
+const TAGS_FILE: &str = "tags.json";
+/// The largest tags.json read.
+const MAX_TAGS: u64 = 1 << 20;
 
 /// What a container's id is the hash of, as cella.lock records it.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +87,47 @@ impl<'a> Versions<'a> {
             ids: BTreeMap::new(),
             setups: BTreeMap::new(),
             epoch,
+            registry: RegistryCtx::default(),
+            tags: state
+                .and_then(|s| s.read(Path::new(TAGS_FILE), MAX_TAGS).ok())
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
+            tags_changed: false,
+            pull: false,
+        }
+    }
+
+    /// Pulls `!Image docker://…` as `registry` says; with `pull`, every
+    /// tag is resolved again (a newer image is taken, the ids change).
+    pub fn with_registry(mut self, registry: RegistryCtx, pull: bool) -> Self {
+        self.registry = registry;
+        self.pull = pull;
+        self
+    }
+
+    /// Where an image step's blobs come from, with the manifest digest a
+    /// registry tag was resolved to.
+    pub fn image_source<'s>(&'s self, step: &ImageStep) -> oci::Source<'s> {
+        oci::Source {
+            project: self.project,
+            registry: &self.registry,
+            pinned: self
+                .tag_key(step)
+                .and_then(|k| self.tags.get(&k))
+                .map(String::as_str),
+        }
+    }
+
+    /// `HOST/REPOSITORY:TAG` of a registry image named by its tag.
+    fn tag_key(&self, step: &ImageStep) -> Option<String> {
+        match (&step.source, &step.digest) {
+            (ImageSource::Registry(r), None) => Some(format!(
+                "{}/{}:{}",
+                r.registry.as_deref().unwrap_or(&self.registry.default),
+                r.repository,
+                r.tag
+            )),
+            _ => None,
         }
     }
 
@@ -129,6 +184,11 @@ impl<'a> Versions<'a> {
     pub fn save_cache(&self) {
         if let Some(state) = self.state {
             let _ = self.cache.save(state);
+            if self.tags_changed {
+                if let Ok(json) = serde_json::to_vec_pretty(&self.tags) {
+                    let _ = super::host::write_replace(state, Path::new(TAGS_FILE), &json);
+                }
+            }
         }
     }
 
@@ -166,8 +226,20 @@ impl<'a> Versions<'a> {
             // The manifest's digest names everything in the image: the
             // build checks each blob against the digests it leads to.
             Step::Image(image) => {
+                let key = self.tag_key(image);
+                if self.pull {
+                    if let Some(key) = &key {
+                        self.tags.remove(key);
+                    }
+                }
                 let resolved =
-                    super::oci::resolve(self.project, image).map_err(|e| at(e.into()))?;
+                    oci::resolve(&self.image_source(image), image).map_err(|e| at(e.into()))?;
+                if let Some(key) = key {
+                    if self.tags.get(&key) != Some(&resolved.digest) {
+                        self.tags.insert(key, resolved.digest.clone());
+                        self.tags_changed = true;
+                    }
+                }
                 json!({"Image": {"manifest": resolved.digest}})
             }
             Step::Container(name) => json!({"Container": self.id(name)?}),

@@ -11,12 +11,16 @@
 //! are oci-spec's; the choice of manifest and the whiteouts are ours.
 
 mod error;
+mod registry;
 mod select;
 mod source;
 #[cfg(test)]
 mod tests;
 
 use std::io::{self, BufReader, Read};
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
 
 use oci_spec::image::ImageConfiguration;
 
@@ -26,37 +30,83 @@ use super::progress::{Progress, ProgressReader};
 use super::store::ImageConfig;
 use super::tar_import;
 use super::tree::Tree;
+use crate::config::netpolicy::AddressGuard;
 use crate::config::{ImageSource, ImageStep};
 use crate::hostfs::Dir;
 pub use error::OciError;
+use registry::Client;
 use select::Layer;
 pub use select::Resolved;
-use source::Blobs;
+use source::{Blobs, Endpoint};
 
-/// Opens the step's image source in `project`.
-fn open(project: &Dir, step: &ImageStep) -> Result<Blobs, OciError> {
+/// What pulling from a registry needs: the user's settings and cache.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryCtx {
+    /// The registry of a reference without a host (settings).
+    pub default: String,
+    /// Registries reached over plain http (settings).
+    pub insecure: Vec<String>,
+    /// Non-public addresses the user allows (settings, --allow-address).
+    pub allow: Vec<Ipv4Net>,
+    /// The user's cache directory: blobs go to `oci/blobs/sha256/`.
+    pub cache: Option<PathBuf>,
+}
+
+/// Where a step's image is read from.
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    /// The project: layouts and archives are its files.
+    pub project: &'a Dir,
+    pub registry: &'a RegistryCtx,
+    /// For a registry: the manifest digest its tag was resolved to
+    /// before (none: ask the registry now).
+    pub pinned: Option<&'a str>,
+}
+
+/// Opens the step's image source.
+fn open(src: &Source<'_>, step: &ImageStep) -> Result<Blobs, OciError> {
     match &step.source {
-        ImageSource::Layout { rel, .. } => Blobs::dir(project, rel),
+        ImageSource::Layout { rel, .. } => Blobs::dir(src.project, rel),
         ImageSource::OciArchive { rel, .. } | ImageSource::DockerArchive { rel } => {
-            Blobs::archive(project, rel)
+            Blobs::archive(src.project, rel)
+        }
+        ImageSource::Registry(r) => {
+            let ctx = src.registry;
+            let registry = r.registry.as_deref().unwrap_or(&ctx.default);
+            let client = Client::new(
+                registry,
+                &r.repository,
+                &ctx.insecure,
+                AddressGuard::new(&ctx.allow),
+            );
+            let cache = ctx.cache.as_deref().ok_or_else(|| OciError::Bad {
+                path: PathBuf::from(&step.reference),
+                message: "there is no cache directory to pull into: set CELLA_CACHE_DIR or HOME"
+                    .to_owned(),
+            })?;
+            Blobs::registry(cache, client)
         }
     }
 }
 
 /// The image the step names: which manifest (its digest names the image
 /// in the container's version), config and layers. Reads only the small
-/// JSON files, each verified.
-pub fn resolve(project: &Dir, step: &ImageStep) -> Result<Resolved, OciError> {
-    let blobs = open(project, step)?;
-    resolve_in(&blobs, step)
+/// JSON files, each verified (from a registry: fetched into the cache).
+pub fn resolve(src: &Source<'_>, step: &ImageStep) -> Result<Resolved, OciError> {
+    let blobs = open(src, step)?;
+    resolve_in(&blobs, src, step)
 }
 
-fn resolve_in(blobs: &Blobs, step: &ImageStep) -> Result<Resolved, OciError> {
+fn resolve_in(blobs: &Blobs, src: &Source<'_>, step: &ImageStep) -> Result<Resolved, OciError> {
     let resolved = match &step.source {
         ImageSource::Layout { tag, .. } | ImageSource::OciArchive { tag, .. } => {
             select::oci(blobs, tag.as_deref())?
         }
         ImageSource::DockerArchive { .. } => select::docker(blobs)?,
+        ImageSource::Registry(r) => {
+            let pinned = step.digest.as_deref().or(src.pinned);
+            select::registry(blobs, pinned, &r.tag)?
+        }
     };
     if let Some(digest) = &step.digest {
         if *digest != resolved.digest {
@@ -75,22 +125,27 @@ fn resolve_in(blobs: &Blobs, step: &ImageStep) -> Result<Resolved, OciError> {
 /// Applies the step's image to `tree` (layers in order, whiteouts
 /// honoured), writing file data through `writer`; returns its config.
 pub fn import(
-    project: &Dir,
+    src: &Source<'_>,
     step: &ImageStep,
     tree: &mut Tree,
     writer: &mut ImageWriter<'_>,
 ) -> Result<ImageConfig, OciError> {
-    let blobs = open(project, step)?;
-    let resolved = resolve_in(&blobs, step)?;
+    let blobs = open(src, step)?;
+    let resolved = resolve_in(&blobs, src, step)?;
     let total = resolved.layers.len();
     for (i, layer) in resolved.layers.iter().enumerate() {
-        apply_layer(&blobs, layer, tree, writer).map_err(|e| OciError::Layer {
+        let item = format!("layer {}/{total}", i + 1);
+        let layer_err = |e| OciError::Layer {
             path: blobs.shown().to_path_buf(),
             number: i + 1,
             total,
             digest: layer.digest.clone(),
             source: Box::new(e),
-        })?;
+        };
+        blobs
+            .ensure(&layer.verify, layer.size, u64::MAX, Endpoint::Blobs, &item)
+            .map_err(layer_err)?;
+        apply_layer(&blobs, layer, tree, writer, &item).map_err(layer_err)?;
     }
     Ok(config_of(&resolved.config))
 }
@@ -102,6 +157,7 @@ fn apply_layer(
     layer: &Layer,
     tree: &mut Tree,
     writer: &mut ImageWriter<'_>,
+    item: &str,
 ) -> Result<(), OciError> {
     let name = &layer.path;
     let shown = blobs.shown().join(name);
@@ -120,7 +176,7 @@ fn apply_layer(
             )));
         }
     }
-    let progress = Progress::new("importing", size);
+    let progress = Progress::item("importing", size, item.to_owned());
     let hashing = HashingReader::new(reader.take(size));
     let reader = ProgressReader::new(hashing, &progress);
     let rest = tar_import::import_layer(

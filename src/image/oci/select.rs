@@ -10,7 +10,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::error::OciError;
-use super::source::Blobs;
+use super::source::{Blobs, Endpoint};
 
 /// The largest index, manifest or docker-archive manifest.json read.
 const MAX_MANIFEST: u64 = 4 << 20;
@@ -82,8 +82,14 @@ fn blob_path(desc: &Descriptor) -> Result<String, String> {
     Ok(format!("blobs/sha256/{hex}"))
 }
 
-/// The JSON blob `desc` names, checked against its size and digest.
-fn read_blob(blobs: &Blobs, desc: &Descriptor, max: u64) -> Result<Vec<u8>, OciError> {
+/// The JSON blob `desc` names (from a registry: at `endpoint`), checked
+/// against its size and digest.
+fn read_blob(
+    blobs: &Blobs,
+    desc: &Descriptor,
+    max: u64,
+    endpoint: Endpoint,
+) -> Result<Vec<u8>, OciError> {
     let digest = desc.digest().to_string();
     let bad = |message: String| OciError::Blob {
         path: blobs.shown().to_path_buf(),
@@ -97,6 +103,7 @@ fn read_blob(blobs: &Blobs, desc: &Descriptor, max: u64) -> Result<Vec<u8>, OciE
             desc.size()
         )));
     }
+    blobs.ensure(&digest, Some(desc.size()), max, endpoint, "")?;
     let bytes = blobs.read_small(&path, max)?;
     if bytes.len() as u64 != desc.size() {
         return Err(bad(format!(
@@ -238,7 +245,7 @@ fn manifest(blobs: &Blobs, desc: &Descriptor, depth: usize) -> Result<Resolved, 
         )));
     }
     let kind = media_type(desc);
-    let bytes = read_blob(blobs, desc, MAX_MANIFEST)?;
+    let bytes = read_blob(blobs, desc, MAX_MANIFEST, Endpoint::Manifests)?;
     if INDEX_TYPES.contains(&kind.as_str()) {
         if depth >= MAX_DEPTH {
             return Err(bad(format!("indexes nest more than {MAX_DEPTH} deep")));
@@ -268,7 +275,7 @@ fn manifest(blobs: &Blobs, desc: &Descriptor, depth: usize) -> Result<Resolved, 
             ),
         });
     }
-    let config_bytes = read_blob(blobs, config_desc, MAX_CONFIG)?;
+    let config_bytes = read_blob(blobs, config_desc, MAX_CONFIG, Endpoint::Blobs)?;
     let config: ImageConfiguration = json(
         blobs,
         config_desc.digest().as_ref(),
@@ -317,6 +324,45 @@ fn check_platform(blobs: &Blobs, config: &ImageConfiguration) -> Result<(), OciE
         });
     }
     Ok(())
+}
+
+/// A registry's image: the manifest `pinned` names, else the one `tag`
+/// names now (an index followed to its linux/amd64 manifest).
+pub(super) fn registry(
+    blobs: &Blobs,
+    pinned: Option<&str>,
+    tag: &str,
+) -> Result<Resolved, OciError> {
+    let digest = match pinned {
+        Some(digest) => digest.to_owned(),
+        None => blobs.tag_digest(tag, MAX_MANIFEST)?,
+    };
+    let bad = |message: String| OciError::Blob {
+        path: blobs.shown().to_path_buf(),
+        digest: digest.clone(),
+        message,
+    };
+    blobs.ensure(&digest, None, MAX_MANIFEST, Endpoint::Manifests, "")?;
+    let hex = digest.trim_start_matches("sha256:");
+    let bytes = blobs.read_small(&format!("blobs/sha256/{hex}"), MAX_MANIFEST)?;
+    // What the registry serves it as is in the manifest itself (both
+    // OCI's and Docker's say so; an OCI one may leave it out).
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Shape {
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    let shape: Shape = json(blobs, &digest, "the manifest", &bytes)?;
+    let media_type = match (shape.media_type, shape.manifests) {
+        (Some(t), _) => t,
+        (None, Some(_)) => INDEX_TYPES[0].to_owned(),
+        (None, None) => MANIFEST_TYPES[0].to_owned(),
+    };
+    let parsed: oci_spec::image::Digest =
+        digest.parse().map_err(|_| bad("not a digest".to_owned()))?;
+    let desc = Descriptor::new(media_type.as_str().into(), bytes.len() as u64, parsed);
+    manifest(blobs, &desc, 0)
 }
 
 /// One image of a docker-archive's manifest.json.

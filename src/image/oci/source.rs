@@ -1,7 +1,9 @@
 //! Where an image's blobs are read from: an OCI layout directory of the
-//! project, reached beneath its fd without following links, or a tarball
+//! project, reached beneath its fd without following links; a tarball
 //! (an OCI archive or a docker-archive) indexed once and read in place by
-//! offset, never unpacked.
+//! offset, never unpacked; or a registry, through the user's blob cache
+//! (`<cache>/oci/blobs/sha256/HEX`, shared by every project), which a
+//! blob enters only whole and verified.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -9,8 +11,12 @@ use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use super::error::OciError;
+use super::registry::Client;
 use crate::hostfs::{Dir, Kind};
+use crate::image::progress::{Progress, ProgressReader};
 
 /// The most entries an image archive may hold: an image with hundreds of
 /// layers has a few thousand.
@@ -21,8 +27,24 @@ pub(super) type Opened<'a> = (u64, Box<dyn Read + 'a>);
 
 /// A layout directory or an indexed archive.
 pub(super) enum Blobs {
-    Dir { dir: Dir, shown: PathBuf },
+    Dir {
+        dir: Dir,
+        shown: PathBuf,
+    },
     Archive(Archive),
+    /// The blob cache, filled from the registry on a miss.
+    Registry {
+        cache: Dir,
+        client: Client,
+        shown: PathBuf,
+    },
+}
+
+/// Which registry endpoint serves a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Endpoint {
+    Manifests,
+    Blobs,
 }
 
 pub(super) struct Archive {
@@ -59,12 +81,197 @@ impl Blobs {
         }))
     }
 
+    /// The registry `client` talks to, through the blob cache in
+    /// `cache_dir` (the user's cache directory).
+    pub(super) fn registry(cache_dir: &Path, client: Client) -> Result<Blobs, OciError> {
+        let root = cache_dir.join("oci");
+        let shown = PathBuf::from(format!("docker://{}", client.shown()));
+        let create = |path: &Path| {
+            std::fs::create_dir_all(path).map_err(|source| OciError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        create(&root.join("blobs/sha256"))?;
+        let cache = Dir::open(&root).map_err(|e| OciError::source(&root, e))?;
+        Ok(Blobs::Registry {
+            cache,
+            client,
+            shown,
+        })
+    }
+
     /// The file or directory the blobs are in, for messages.
     pub(super) fn shown(&self) -> &Path {
         match self {
-            Blobs::Dir { shown, .. } => shown,
+            Blobs::Dir { shown, .. } | Blobs::Registry { shown, .. } => shown,
             Blobs::Archive(a) => &a.shown,
         }
+    }
+
+    /// Makes sure the blob `digest` (`sha256:HEX`) is there to be read:
+    /// for a registry, fetched into the cache on a miss, read no further
+    /// than `size` (when declared) or `max`, and kept only when it hashes
+    /// to its digest. Layouts and archives have what they have.
+    pub(super) fn ensure(
+        &self,
+        digest: &str,
+        size: Option<u64>,
+        max: u64,
+        endpoint: Endpoint,
+        item: &str,
+    ) -> Result<(), OciError> {
+        let Blobs::Registry { cache, client, .. } = self else {
+            return Ok(());
+        };
+        let bad = move |message: String| OciError::Blob {
+            path: self.shown().to_path_buf(),
+            digest: digest.to_owned(),
+            message,
+        };
+        let hex = digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| bad("only sha256 digests are supported".into()))?;
+        let name = format!("blobs/sha256/{hex}");
+        if let Ok(Some(meta)) = cache.lstat(Path::new(&name)) {
+            if meta.kind == Kind::File && size.is_none_or(|s| s == meta.size) {
+                return Ok(());
+            }
+        }
+        let limit = size.unwrap_or(max);
+        if limit > max {
+            return Err(bad(format!(
+                "its descriptor says {limit} bytes, more than the {max} cella reads"
+            )));
+        }
+        let (kind, accept) = match endpoint {
+            Endpoint::Manifests => ("manifests", super::registry::MANIFEST_ACCEPT),
+            Endpoint::Blobs => ("blobs", "*/*"),
+        };
+        let fetched = client
+            .get(kind, digest, accept)
+            .map_err(|e| bad(crate::text::error_chain(&e, ": ")))?;
+        let progress = Progress::item("pulling", size.unwrap_or(0), item.to_owned());
+        let result = self.store(hex, fetched.reader, size, limit, &progress, &bad);
+        progress.finish();
+        result
+    }
+
+    /// What a tag of the registry's repository names now: its manifest,
+    /// kept in the cache; returns the manifest's digest.
+    pub(super) fn tag_digest(&self, tag: &str, max: u64) -> Result<String, OciError> {
+        let Blobs::Registry { client, .. } = self else {
+            return Err(OciError::Bad {
+                path: self.shown().to_path_buf(),
+                message: "tags are resolved only in registries".to_owned(),
+            });
+        };
+        let bad = |message: String| OciError::Bad {
+            path: PathBuf::from(format!("{}:{tag}", self.shown().display())),
+            message,
+        };
+        let fetched = client
+            .get("manifests", tag, super::registry::MANIFEST_ACCEPT)
+            .map_err(|e| bad(crate::text::error_chain(&e, ": ")))?;
+        let mut bytes = Vec::new();
+        fetched
+            .reader
+            .take(max + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| bad(format!("the download failed: {e}")))?;
+        if bytes.len() as u64 > max {
+            return Err(bad(format!(
+                "its manifest is more than the {max} bytes cella reads"
+            )));
+        }
+        let hex = hex::encode(Sha256::digest(&bytes));
+        let digest = format!("sha256:{hex}");
+        let progress = Progress::new("pulling", 0);
+        let blob_bad = |message: String| OciError::Blob {
+            path: self.shown().to_path_buf(),
+            digest: digest.clone(),
+            message,
+        };
+        self.store(
+            &hex,
+            Box::new(io::Cursor::new(bytes)),
+            None,
+            max,
+            &progress,
+            &blob_bad,
+        )?;
+        Ok(digest)
+    }
+
+    /// Streams `reader` into the cache as blob `hex`: at most `limit`
+    /// bytes (exactly `size` when declared), hashed, renamed into place
+    /// only when it is what its name says.
+    fn store(
+        &self,
+        hex: &str,
+        reader: Box<dyn Read + Send>,
+        size: Option<u64>,
+        limit: u64,
+        progress: &Progress,
+        bad: &dyn Fn(String) -> OciError,
+    ) -> Result<(), OciError> {
+        let Blobs::Registry { cache, .. } = self else {
+            return Ok(());
+        };
+        let digest = format!("sha256:{hex}");
+        let name = format!("blobs/sha256/{hex}");
+        let tmp = format!("blobs/sha256/.{hex}.{}.tmp", std::process::id());
+        let tmp_path = Path::new(&tmp);
+        let _ = cache.remove_file(tmp_path);
+        let mut file = cache
+            .create_new(tmp_path, 0o644)
+            .map_err(|e| OciError::source(&cache.display(tmp_path), e))?;
+        let result = (|| {
+            let mut hasher = Sha256::new();
+            let mut reader = ProgressReader::new(reader.take(limit + 1), progress);
+            let mut buf = vec![0u8; 256 << 10];
+            let mut total = 0u64;
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(bad(format!("the download failed: {e}"))),
+                };
+                total += n as u64;
+                if total > limit {
+                    return Err(bad(format!("the registry sent more than {limit} bytes")));
+                }
+                hasher.update(&buf[..n]);
+                io::Write::write_all(&mut file, &buf[..n]).map_err(|source| OciError::Read {
+                    path: cache.display(tmp_path),
+                    source,
+                })?;
+            }
+            if let Some(size) = size {
+                if total != size {
+                    return Err(bad(format!(
+                        "the registry sent {total} bytes, its descriptor says {size}"
+                    )));
+                }
+            }
+            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+            if actual != digest {
+                return Err(bad(format!("what the registry sent hashes to {actual}")));
+            }
+            file.sync_all().map_err(|source| OciError::Read {
+                path: cache.display(tmp_path),
+                source,
+            })?;
+            cache
+                .rename(tmp_path, cache, Path::new(&name))
+                .map_err(|e| OciError::source(&cache.display(Path::new(&name)), e))
+        })();
+        if result.is_err() {
+            let _ = cache.remove_file(tmp_path);
+        }
+        result
     }
 
     /// The file `name` (`blobs/sha256/HEX`, `index.json`), its size, and
@@ -75,7 +282,10 @@ impl Blobs {
             source,
         };
         match self {
-            Blobs::Dir { dir, shown } => {
+            Blobs::Dir { dir, shown }
+            | Blobs::Registry {
+                cache: dir, shown, ..
+            } => {
                 let rel = Path::new(name);
                 match dir.lstat(rel) {
                     Ok(Some(meta)) if meta.kind == Kind::File => {}

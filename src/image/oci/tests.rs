@@ -13,7 +13,7 @@ use super::super::erofs::ImageWriter;
 use super::super::test_reader::read_file;
 use super::super::tests::Tar;
 use super::super::tree::Tree;
-use super::{import, resolve, resolve_user};
+use super::{import, resolve, resolve_user, RegistryCtx, Source};
 use crate::config::{ImageSource, ImageStep};
 use crate::hostfs::Dir;
 
@@ -155,6 +155,21 @@ fn layout_step(rel: &str, tag: Option<&str>) -> ImageStep {
     })
 }
 
+static NO_REGISTRY: RegistryCtx = RegistryCtx {
+    default: String::new(),
+    insecure: Vec::new(),
+    allow: Vec::new(),
+    cache: None,
+};
+
+fn src(project: &Dir) -> Source<'_> {
+    Source {
+        project,
+        registry: &NO_REGISTRY,
+        pinned: None,
+    }
+}
+
 fn rw(path: &Path) -> File {
     OpenOptions::new()
         .read(true)
@@ -171,8 +186,8 @@ fn build(project: &Path, step: &ImageStep, out: &Path) -> Result<super::ImageCon
     let file = rw(out);
     let mut tree = Tree::new();
     let mut w = ImageWriter::new(&file).expect("writer");
-    let mut config =
-        import(&dir, step, &mut tree, &mut w).map_err(|e| crate::text::error_chain(&e, ": "))?;
+    let mut config = import(&src(&dir), step, &mut tree, &mut w)
+        .map_err(|e| crate::text::error_chain(&e, ": "))?;
     w.finish(&tree).expect("finish");
     resolve_user(&mut config, &tree, &file).map_err(|e| e.to_string())?;
     Ok(config)
@@ -210,16 +225,16 @@ fn a_layout_applies_its_layers_whiteouts_and_config() {
 
     // The only image needs no tag; a digest pins it.
     let project = Dir::open(dir.path()).expect("project");
-    let resolved = resolve(&project, &layout_step("img", None)).expect("untagged");
+    let resolved = resolve(&src(&project), &layout_step("img", None)).expect("untagged");
     let mut pinned = layout_step("img", None);
     pinned.digest = Some(resolved.digest.clone());
-    resolve(&project, &pinned).expect("pinned");
+    resolve(&src(&project), &pinned).expect("pinned");
     pinned.digest = Some(format!("sha256:{}", "0".repeat(64)));
-    let err = resolve(&project, &pinned)
+    let err = resolve(&src(&project), &pinned)
         .expect_err("wrong pin")
         .to_string();
     assert!(err.contains("not the sha256:0000"), "{err}");
-    let err = resolve(&project, &layout_step("img", Some("2.0")))
+    let err = resolve(&src(&project), &layout_step("img", Some("2.0")))
         .expect_err("no such tag")
         .to_string();
     assert!(err.contains("no image tagged \"2.0\" (tags: 1.0)"), "{err}");

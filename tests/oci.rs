@@ -523,63 +523,12 @@ fn cella_with(
         .cella()
         .env("CELLA_SETTINGS", settings)
         .env("CELLA_CACHE_DIR", cache)
+        .env("REGISTRY_AUTH_FILE", p.path().join("auth.json"))
         .args(args)
         .spawn()
         .expect("cella");
     let out = wait_output(child, Duration::from_secs(300));
     (out.status.code(), text(&out.stdout), text(&out.stderr))
-}
-
-/// A registry that lies: its manifest names a 1 KiB layer, and the blob
-/// it sends is endless.
-fn lying_registry(manifest: Vec<u8>, config: Vec<u8>, config_digest: String) -> u16 {
-    use std::io::{BufRead, BufReader};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(16) {
-            let Ok(mut stream) = stream else { continue };
-            let mut line = String::new();
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
-                    break;
-                }
-            }
-            let path = line.split(' ').nth(1).unwrap_or("").to_owned();
-            let (ctype, body): (&str, Option<&[u8]>) = if path.contains("/manifests/") {
-                (MANIFEST, Some(&manifest))
-            } else if path.ends_with(&config_digest) {
-                (CONFIG, Some(&config))
-            } else {
-                ("application/octet-stream", None)
-            };
-            match body {
-                Some(body) => {
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = stream.write_all(body);
-                }
-                None => {
-                    let _ = write!(stream, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
-                    let chunk = vec![0u8; 64 << 10];
-                    for _ in 0..320 {
-                        if stream.write_all(&chunk).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-    });
-    port
 }
 
 #[test]
@@ -621,20 +570,11 @@ fn pulls_from_a_local_registry() {
         &format!("oci:{}:1.0", at("img")),
         &format!("docker://127.0.0.1:{port}/test/img:1.0"),
     ]);
-    let evil_config = serde_json::to_vec(&config(&[b"x"])).expect("json");
-    let evil_manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": MANIFEST,
-        "config": {"mediaType": CONFIG, "digest": sha(&evil_config), "size": evil_config.len()},
-        "layers": [{"mediaType": LAYER, "digest": sha(b"x"), "size": 1024}],
-    }))
-    .expect("json");
-    let evil = lying_registry(evil_manifest, evil_config.clone(), sha(&evil_config));
     fs::write(
         p.path().join("cella.yaml"),
         format!(
             "containers:\n  local: {{ setup: [!Image 'oci:img:1.0'] }}\n  \
-             pulled: {{ setup: [!Image 'docker://127.0.0.1:{port}/test/img:1.0'] }}\n  \
-             evil: {{ setup: [!Image 'docker://127.0.0.1:{evil}/evil:1'] }}\n"
+             pulled: {{ setup: [!Image 'docker://127.0.0.1:{port}/test/img:1.0'] }}\n"
         ),
     )
     .expect("yaml");
@@ -649,7 +589,7 @@ fn pulls_from_a_local_registry() {
         &open,
         format!(
             "network: {{allow-addresses: [127.0.0.1/32]}}\n\
-             registries: {{insecure: ['127.0.0.1:{port}', '127.0.0.1:{evil}']}}\n"
+             registries: {{insecure: ['127.0.0.1:{port}']}}\n"
         ),
     )
     .expect("settings");
@@ -692,14 +632,204 @@ fn pulls_from_a_local_registry() {
         err.contains(&format!("127.0.0.1:{port}/test/img:1.0")),
         "{err}"
     );
+}
 
-    // A registry that sends more than the manifest declares: refused,
-    // nothing kept in the blob cache.
-    let (status, _, err) = cella_with(&p, &open, cache.path(), &["_build", "evil"]);
+/// What a fake server answers: status, headers, and a body (`None`: an
+/// endless one).
+type Answer = (u16, Vec<(String, String)>, Option<Vec<u8>>);
+/// Each request's path and Authorization header.
+type Log = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
+/// An HTTP server on 127.0.0.1 that answers by `handler` and logs what it
+/// was asked; it serves until the test process ends.
+fn fake_server(handler: impl Fn(&str, Option<&str>) -> Answer + Send + 'static) -> (u16, Log) {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let log = Log::default();
+    let seen = log.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut auth = None;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("authorization") {
+                        auth = Some(v.trim().to_owned());
+                    }
+                }
+            }
+            let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+            seen.lock().expect("log").push((path.clone(), auth.clone()));
+            let (status, headers, body) = handler(&path, auth.as_deref());
+            let mut head = format!("HTTP/1.1 {status} X\r\nConnection: close\r\n");
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            match body {
+                Some(body) => {
+                    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+                    let _ = stream.write_all(head.as_bytes());
+                    let _ = stream.write_all(&body);
+                }
+                None => {
+                    head.push_str("\r\n");
+                    let _ = stream.write_all(head.as_bytes());
+                    let chunk = vec![0u8; 64 << 10];
+                    for _ in 0..320 {
+                        if stream.write_all(&chunk).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    (port, log)
+}
+
+static REG_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+static STORE_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+/// A registry behind a token server whose blobs redirect to another host:
+/// the user's credentials go to the token realm only, the token to the
+/// registry only, nothing to the blob host. And a registry that sends
+/// more than its manifest declares: refused, nothing cached.
+#[test]
+fn registry_tokens_redirects_and_lies() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Some(a) = assets() else { return };
+    let p = Project::new(a, "");
+    let cache = tempfile::tempdir().expect("cache");
+    let layer = tar_of(&[("hello", tar::EntryType::Regular, 0o644, b"hi\n")]);
+    let cfg = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/hello"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha(&layer)]},
+    }))
+    .expect("json");
+    let manifest_of = |layer_digest: String, size: usize| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": MANIFEST,
+            "config": {"mediaType": CONFIG, "digest": sha(&cfg), "size": cfg.len()},
+            "layers": [{"mediaType": LAYER, "digest": layer_digest, "size": size}],
+        }))
+        .expect("json")
+    };
+    let manifest = manifest_of(sha(&layer), layer.len());
+    let evil_manifest = manifest_of(sha(b"x"), 1024);
+    let blobs: Vec<(String, Vec<u8>)> = vec![(sha(&cfg), cfg.clone()), (sha(&layer), layer)];
+    let (store, store_log) =
+        fake_server(
+            move |path, _| match blobs.iter().find(|(d, _)| path.ends_with(d.as_str())) {
+                Some((_, b)) => (200, vec![], Some(b.clone())),
+                None => (404, vec![], Some(Vec::new())),
+            },
+        );
+    let typed = |body: &Vec<u8>| -> Answer {
+        (
+            200,
+            vec![("Content-Type".into(), MANIFEST.into())],
+            Some(body.clone()),
+        )
+    };
+    let (reg, reg_log) = fake_server(move |path, auth| {
+        if path.starts_with("/token") {
+            return match auth {
+                Some("Basic dXNlcjpwYXNz") => (200, vec![], Some(br#"{"token":"T0K"}"#.to_vec())),
+                _ => (401, vec![], Some(Vec::new())),
+            };
+        }
+        if path.starts_with("/v2/evil/") {
+            return match path {
+                _ if path.contains("/manifests/") => typed(&evil_manifest),
+                _ if path.ends_with(&sha(&cfg)) => (200, vec![], Some(cfg.clone())),
+                _ => (200, vec![], None),
+            };
+        }
+        if auth != Some("Bearer T0K") {
+            let challenge = format!(
+                "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"fake\",scope=\"repository:app:pull\"",
+                REG_PORT.load(SeqCst)
+            );
+            return (
+                401,
+                vec![("WWW-Authenticate".into(), challenge)],
+                Some(Vec::new()),
+            );
+        }
+        if path.contains("/manifests/") {
+            return typed(&manifest);
+        }
+        let digest = path.rsplit('/').next().unwrap_or("");
+        let location = format!(
+            "http://127.0.0.1:{}/store/{digest}",
+            STORE_PORT.load(SeqCst)
+        );
+        (307, vec![("Location".into(), location)], Some(Vec::new()))
+    });
+    REG_PORT.store(reg, SeqCst);
+    STORE_PORT.store(store, SeqCst);
+    fs::write(
+        p.path().join("auth.json"),
+        format!(r#"{{"auths": {{"127.0.0.1:{reg}": {{"auth": "dXNlcjpwYXNz"}}}}}}"#),
+    )
+    .expect("auth");
+    let settings = p.path().join("settings.yaml");
+    fs::write(
+        &settings,
+        format!(
+            "network: {{allow-addresses: [127.0.0.1/32]}}\n\
+             registries: {{insecure: ['127.0.0.1:{reg}', '127.0.0.1:{store}']}}\n"
+        ),
+    )
+    .expect("settings");
+    fs::write(
+        p.path().join("cella.yaml"),
+        format!(
+            "containers:\n  app: {{ setup: [!Image 'docker://127.0.0.1:{reg}/app:1'] }}\n  \
+             evil: {{ setup: [!Image 'docker://127.0.0.1:{reg}/evil:1'] }}\n"
+        ),
+    )
+    .expect("yaml");
+    let (status, _, err) = cella_with(&p, &settings, cache.path(), &["_build", "app"]);
+    assert_eq!(status, Some(0), "{err}");
+    let reg_log = reg_log.lock().expect("log").clone();
+    assert!(
+        reg_log.iter().any(|(path, auth)| path.starts_with("/token")
+            && path.contains("scope=repository%3Aapp%3Apull")
+            && auth.as_deref() == Some("Basic dXNlcjpwYXNz")),
+        "{reg_log:?}"
+    );
+    // The registry itself gets the credentials or the token it sold.
+    assert!(
+        reg_log
+            .iter()
+            .any(|(path, auth)| path.starts_with("/v2/app/blobs/")
+                && auth.as_deref() == Some("Bearer T0K")),
+        "{reg_log:?}"
+    );
+    let store_log = store_log.lock().expect("log").clone();
+    assert_eq!(store_log.len(), 2, "{store_log:?}");
+    assert!(
+        store_log.iter().all(|(_, auth)| auth.is_none()),
+        "{store_log:?}"
+    );
+
+    // More than the manifest declares: refused, nothing kept.
+    let (status, _, err) = cella_with(&p, &settings, cache.path(), &["_build", "evil"]);
     assert_eq!(status, Some(125), "{err}");
     assert!(err.contains("sent more than 1024 bytes"), "{err}");
-    let blobs = cache.path().join("oci/blobs/sha256");
-    let names: Vec<String> = fs::read_dir(&blobs)
+    let names: Vec<String> = fs::read_dir(cache.path().join("oci/blobs/sha256"))
         .expect("blobs")
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -110,6 +110,8 @@ pub(super) struct Client {
     basic: Option<String>,
     /// A bearer token, once a challenge asked for one.
     token: std::cell::RefCell<Option<String>>,
+    /// `HOST[:PORT]`s the user lets cella reach over plain http.
+    insecure: Vec<String>,
 }
 
 /// What a GET gave: the final response's body.
@@ -159,6 +161,7 @@ impl Client {
             repository,
             basic: credentials(registry),
             token: std::cell::RefCell::new(None),
+            insecure: insecure.to_vec(),
         }
     }
 
@@ -219,15 +222,17 @@ impl Client {
             })?;
             let authority = uri.authority().map(|a| a.as_str().to_owned());
             let own = authority.as_deref() == Some(self.authority.as_str());
+            let insecure = authority
+                .as_deref()
+                .is_some_and(|a| self.insecure.iter().any(|h| h == a));
             match uri.scheme_str() {
                 Some("https") => {}
-                Some("http") if own && self.base.starts_with("http:") => {}
+                Some("http") if insecure => {}
                 _ => {
                     return Err(RegistryError::Refused {
                         url: url.clone(),
-                        message: "cella follows the registry only to https URLs (plain http \
-                                  only to the registry itself, when the settings list it \
-                                  under registries.insecure)"
+                        message: "cella follows a registry only to https URLs (plain http \
+                                  only to hosts the settings list under registries.insecure)"
                             .to_owned(),
                     })
                 }
@@ -298,8 +303,9 @@ impl Client {
         let realm_uri: Uri = realm
             .parse()
             .map_err(|_| refused(format!("a token realm {:?} that is not a URL", realm)))?;
-        let realm_own = realm_uri.authority().map(|a| a.as_str()) == Some(self.authority.as_str());
-        let plain_ok = realm_own && self.base.starts_with("http:");
+        let plain_ok = realm_uri
+            .authority()
+            .is_some_and(|a| self.insecure.iter().any(|h| h == a.as_str()));
         if realm_uri.scheme_str() != Some("https") && !plain_ok {
             return Err(refused(format!("a token realm {realm} that is not https")));
         }

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{assets, text, tree, wait_output, Project};
+use common::{assets, fake_server, text, tree, wait_output, Answer, Project};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -626,76 +626,30 @@ fn pulls_from_a_local_registry() {
         digest(&open, &["_build", "--force", "--print-digest", "pulled"]),
         local
     );
+    // The blob cache is shared, but a manifest is another repository's
+    // only once that repository served it: no image crosses over unasked.
+    let tags: serde_json::Value = serde_json::from_str(&tags).expect("tags.json");
+    let top = tags[format!("127.0.0.1:{port}/test/img:1.0")]
+        .as_str()
+        .expect("tag")
+        .to_owned();
+    let yaml = fs::read_to_string(p.path().join("cella.yaml")).expect("yaml");
+    fs::write(
+        p.path().join("cella.yaml"),
+        format!(
+            "{yaml}  other: {{ setup: [!Image 'docker://127.0.0.1:{port}/other/img@{top}'] }}\n"
+        ),
+    )
+    .expect("yaml");
+    let (status, _, err) = cella_with(&p, &open, cache.path(), &["_build", "other"]);
+    assert_eq!(status, Some(125), "{err}");
+    assert!(err.contains("/v2/other/img/manifests/sha256:"), "{err}");
     let (status, _, err) = cella_with(&p, &open, cache.path(), &["_build", "--pull", "pulled"]);
     assert_eq!(status, Some(125), "{err}");
     assert!(
         err.contains(&format!("127.0.0.1:{port}/test/img:1.0")),
         "{err}"
     );
-}
-
-/// What a fake server answers: status, headers, and a body (`None`: an
-/// endless one).
-type Answer = (u16, Vec<(String, String)>, Option<Vec<u8>>);
-/// Each request's path and Authorization header.
-type Log = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
-
-/// An HTTP server on 127.0.0.1 that answers by `handler` and logs what it
-/// was asked; it serves until the test process ends.
-fn fake_server(handler: impl Fn(&str, Option<&str>) -> Answer + Send + 'static) -> (u16, Log) {
-    use std::io::{BufRead, BufReader};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let log = Log::default();
-    let seen = log.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let mut auth = None;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':') {
-                    if k.eq_ignore_ascii_case("authorization") {
-                        auth = Some(v.trim().to_owned());
-                    }
-                }
-            }
-            let path = line.split(' ').nth(1).unwrap_or("").to_owned();
-            seen.lock().expect("log").push((path.clone(), auth.clone()));
-            let (status, headers, body) = handler(&path, auth.as_deref());
-            let mut head = format!("HTTP/1.1 {status} X\r\nConnection: close\r\n");
-            for (k, v) in headers {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            match body {
-                Some(body) => {
-                    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-                    let _ = stream.write_all(head.as_bytes());
-                    let _ = stream.write_all(&body);
-                }
-                None => {
-                    head.push_str("\r\n");
-                    let _ = stream.write_all(head.as_bytes());
-                    let chunk = vec![0u8; 64 << 10];
-                    for _ in 0..320 {
-                        if stream.write_all(&chunk).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-    });
-    (port, log)
 }
 
 static REG_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);

@@ -15,7 +15,7 @@ use crate::config::{Config, Container, Network};
 use crate::devices::virtio::fs::server::ShareSpec;
 use crate::hostfs::Dir;
 use crate::image::build::{BatchNeeds, BatchOutcome, BuildCtx, BuildError, ProgramRunner};
-use crate::image::oci::RegistryCtx;
+use crate::image::oci::FetchCtx;
 use crate::image::store::{BuiltWith, Image, Store};
 use crate::image::version::{self, Versions};
 use crate::image::{apt, debian};
@@ -181,11 +181,12 @@ pub fn versions<'c>(
     let epoch =
         version::epoch(opts.knobs.source_date_epoch.as_deref()).map_err(CommandError::Epoch)?;
     let state = cached.then(|| project.store.root());
-    let registry = RegistryCtx {
+    let registry = FetchCtx {
         default: opts.registries.default.clone(),
         insecure: opts.registries.insecure.clone(),
         allow: opts.network_policy.allow_addresses.clone(),
         cache: opts.knobs.cache_dir.clone(),
+        max_download: opts.limits.image,
     };
     Ok(Versions::new(config, &project.dir, state, epoch).with_registry(registry, opts.pull))
 }

@@ -3,8 +3,9 @@
 //! OCI or docker archive that podman, docker and skopeo load, the
 //! container built first if its setup changed.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::build::{container, image_for_run};
@@ -72,9 +73,8 @@ pub fn pack_image(
         Some(path) => {
             // Written beside it and renamed over it whole: an export that
             // fails leaves neither a partial file nor a lost old one.
-            let tmp = temp_path(path);
+            let (file, tmp) = create_temp(path)?;
             let result = (|| {
-                let file = File::create(&tmp).map_err(|e| write_error(&tmp, e))?;
                 let mut out = BufWriter::with_capacity(1 << 20, file);
                 pack::pack(&image, &mut out, &pack_opts).map_err(failed)?;
                 let file = out
@@ -92,10 +92,28 @@ pub fn pack_image(
     Ok(0)
 }
 
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".cella-{}.tmp", std::process::id()));
-    path.with_file_name(name)
+/// A new file beside `path` to write the export into: created with
+/// O_EXCL, so a link a project planted under that name (the target is
+/// often in the checkout) is never followed.
+fn create_temp(path: &Path) -> Result<(File, PathBuf), CommandError> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut last = None;
+    for n in 0..100u32 {
+        let tmp = path.with_file_name(format!(".{name}.cella-{}-{n}.tmp", std::process::id()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((file, tmp)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((tmp, e)),
+            Err(e) => return Err(write_error(&tmp, e)),
+        }
+    }
+    let (tmp, e) =
+        last.unwrap_or_else(|| (path.to_path_buf(), io::ErrorKind::AlreadyExists.into()));
+    Err(write_error(&tmp, e))
 }
 
 fn write_error(path: &Path, source: io::Error) -> CommandError {

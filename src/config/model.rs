@@ -80,15 +80,31 @@ pub struct SetupStep {
 /// the project directory without following any symlink.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// `!Tar {url, path?, sha256?}`: unpack a local tarball at `path` (default `/`).
+    /// `!Tar {url, path?, sha256?, subdir?}`: unpack a tarball (a project
+    /// file, or an http(s) URL downloaded once into the user's cache) at
+    /// `path` (default `/`).
     Tar {
         /// The `url` as written.
         url: String,
-        /// `url` relative to the project directory; a regular file when loaded.
-        rel: PathBuf,
+        /// A project file: `url` relative to the project directory (a
+        /// regular file when loaded); none for an http(s) URL.
+        rel: Option<PathBuf>,
         /// Where to unpack, absolute, default `/`.
         path: String,
         /// The expected sha256 of the file, lowercase hex (checked: 64 hex digits).
+        sha256: Option<String>,
+        /// Only this directory of the archive, unpacked as its root
+        /// (relative, normalised, no `..`); none: the whole archive.
+        subdir: Option<String>,
+    },
+    /// `!Download {url, path, mode?, sha256?}`: an http(s) file, downloaded
+    /// once into the user's cache, put at `path`.
+    Download {
+        url: String,
+        /// Absolute, the file's own path.
+        path: String,
+        /// Default 0o644.
+        mode: u32,
         sha256: Option<String>,
     },
     /// `!Image REF` or `!Image {ref, digest?}`: start from an OCI image.
@@ -233,6 +249,7 @@ impl Step {
     /// The YAML tags of all setup steps, for messages.
     pub const TAGS: &'static [&'static str] = &[
         "Tar",
+        "Download",
         "Image",
         "Container",
         "Sh",
@@ -252,6 +269,7 @@ impl Step {
     pub fn tag(&self) -> &'static str {
         match self {
             Step::Tar { .. } => "Tar",
+            Step::Download { .. } => "Download",
             Step::Image(_) => "Image",
             Step::Container(_) => "Container",
             Step::Sh(_) => "Sh",

@@ -260,6 +260,29 @@ pub(super) fn registry_ref(
     ))
 }
 
+/// A directory inside an archive (`!Tar`'s `subdir`): relative, without
+/// `..`, normalised; `.` (the whole archive) is none.
+pub(super) fn archive_dir(text: &str) -> Result<Option<String>, String> {
+    let mut parts = Vec::new();
+    for c in text.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                return Err(format!(
+                    "expected a directory inside the archive, found {text:?}"
+                ))
+            }
+            c => parts.push(c),
+        }
+    }
+    if text.starts_with('/') {
+        return Err(format!(
+            "expected a directory relative to the archive's root, found {text:?}"
+        ));
+    }
+    Ok((!parts.is_empty()).then(|| parts.join("/")))
+}
+
 /// A decimal integer that fits a u32 (uids and gids).
 pub(super) fn uint32(text: &str) -> Result<u32, String> {
     decimal(text)

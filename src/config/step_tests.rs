@@ -98,11 +98,12 @@ commands:
         step(
             Step::Tar {
                 url: "images/busybox.tar".into(),
-                rel: PathBuf::from("images/busybox.tar"),
+                rel: Some(PathBuf::from("images/busybox.tar")),
                 path: "/opt/rootfs".into(),
                 sha256: Some(
                     "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
                 ),
+                subdir: None,
             },
             4,
         ),
@@ -804,4 +805,76 @@ fn bad_image_steps() {
         )),
         "/p/cella.yaml:6:6: commands.x.run: missing required field"
     );
+}
+
+#[test]
+fn urls_subdirs_and_downloads() {
+    let sum = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let config = load_ok(&steps(&format!(
+        "    - !Tar {{ url: 'https://example.com/a-1.0.tar.gz', subdir: ./a-1.0/, path: /opt }}\n    \
+         - !Tar {{ url: 'http://example.com/b.tar', sha256: {sum}, subdir: . }}\n    \
+         - !Download {{ url: 'https://example.com/tool', path: /usr/bin/tool, mode: 0o755 }}\n"
+    )));
+    let setup = &config.containers["base"].setup;
+    assert_eq!(
+        setup[0].step,
+        Step::Tar {
+            url: "https://example.com/a-1.0.tar.gz".into(),
+            rel: None,
+            path: "/opt".into(),
+            sha256: None,
+            subdir: Some("a-1.0".into()),
+        }
+    );
+    assert!(matches!(
+        &setup[1].step,
+        Step::Tar {
+            subdir: None,
+            sha256: Some(_),
+            ..
+        }
+    ));
+    assert_eq!(
+        setup[2].step,
+        Step::Download {
+            url: "https://example.com/tool".into(),
+            path: "/usr/bin/tool".into(),
+            mode: 0o755,
+            sha256: None,
+        }
+    );
+    let err = load_err(&steps("    - !Tar { url: 'http://example.com/b.tar' }\n"));
+    assert!(
+        err.contains("is plain http: give its `sha256`, or use https"),
+        "{err}"
+    );
+    let err = load_err(&steps("    - !Tar { url: 'ftp://example.com/b.tar' }\n"));
+    assert!(err.contains("only http(s) URLs and project paths"), "{err}");
+    let err = load_err(&steps(
+        "    - !Tar { url: images/busybox.tar, subdir: ../x }\n",
+    ));
+    assert!(
+        err.contains("setup[0].subdir: expected a directory inside the archive"),
+        "{err}"
+    );
+    let err = load_err(&steps(
+        "    - !Download { url: images/busybox.tar, path: /x }\n",
+    ));
+    assert!(err.contains("a project file goes in with !Copy"), "{err}");
+    let err = load_err(&steps(
+        "    - !Download { url: 'https://example.com/x', path: / }\n",
+    ));
+    assert!(err.contains("expected the path of a file"), "{err}");
+}
+
+#[test]
+fn vagga_steps_cella_lacks_say_what_to_use() {
+    assert_eq!(
+        load_err(&steps("    - !Alpine v3.2\n")),
+        "/p/cella.yaml:4:7: containers.base.setup[0]: !Alpine is a vagga step cella does not \
+         have: start from `!Image docker://alpine:3.20` (its apk runs in `!Sh` steps with \
+         `build-network: user`)"
+    );
+    assert!(load_err(&steps("    - !Ubuntu trusty\n")).contains("!Image docker://ubuntu:24.04"));
+    assert!(load_err(&steps("    - !Py3Install [flask]\n")).contains("package manager"));
 }

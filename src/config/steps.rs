@@ -11,7 +11,8 @@ use super::scalars;
 use super::yaml::{Node, Value};
 use crate::hostfs::{FsError, Kind as HostKind, Shown};
 
-const TAR_FIELDS: &[&str] = &["url", "path", "sha256"];
+const TAR_FIELDS: &[&str] = &["url", "path", "sha256", "subdir"];
+const DOWNLOAD_FIELDS: &[&str] = &["url", "path", "mode", "sha256"];
 const IMAGE_FIELDS: &[&str] = &["ref", "digest"];
 const COPY_FIELDS: &[&str] = &[
     "source",
@@ -71,8 +72,18 @@ impl Decoder<'_> {
         container: &str,
         refs: &mut Vec<Reference>,
     ) -> Result<SetupStep, ConfigError> {
+        if let Some(tag) = node.tag.as_deref() {
+            if let Some(advice) = vagga_advice(tag) {
+                return Err(self.invalid(
+                    node.pos,
+                    path,
+                    format!("!{tag} is a vagga step cella does not have: {advice}"),
+                ));
+            }
+        }
         let step = match self.variant(node, path, Step::TAGS)? {
             "Tar" => self.tar(node, path)?,
+            "Download" => self.download(node, path)?,
             "Image" => {
                 if index != 0 {
                     return Err(self.invalid(
@@ -141,7 +152,7 @@ impl Decoder<'_> {
                     at: self.at(node.pos, path),
                     tag: tag.to_owned(),
                     expected: super::decode::tag_list(Step::TAGS),
-                })
+                });
             }
         };
         Ok(SetupStep {
@@ -155,27 +166,95 @@ impl Decoder<'_> {
         let url_node = self.required(&fields, "url")?;
         let url_path = fields.path_of("url");
         let url = self.string(url_node, &url_path)?;
-        let invalid = |message| self.invalid(url_node.pos, &url_path, message);
-        if url.is_empty() {
-            return Err(invalid("must not be empty".to_owned()));
-        }
-        if url.contains("://") {
-            return Err(invalid(format!(
-                "only local paths are supported, not \"{url}\""
-            )));
-        }
-        // Inside the project, as every host path cella.yaml names: an
-        // untrusted project must not pull other host files into an image.
-        let rel = self.project_path(url_node.pos, &url_path, &url)?;
-        self.exists(url_node.pos, &url_path, &rel, Kind::File)?;
+        let sha256 = self.optional(&fields, "sha256", scalars::sha256)?;
+        let rel = match self.url_or_file(url_node, &url_path, &url, sha256.is_some())? {
+            Some(rel) => {
+                self.exists(url_node.pos, &url_path, &rel, Kind::File)?;
+                Some(rel)
+            }
+            None => None,
+        };
         Ok(Step::Tar {
             url,
             rel,
             path: self
                 .optional(&fields, "path", scalars::container_path)?
                 .unwrap_or_else(|| "/".to_owned()),
-            sha256: self.optional(&fields, "sha256", scalars::sha256)?,
+            sha256,
+            subdir: self
+                .optional(&fields, "subdir", scalars::archive_dir)?
+                .flatten(),
         })
+    }
+
+    /// `!Download {url, path, mode?, sha256?}`.
+    fn download(&self, node: &Node, path: &str) -> Result<Step, ConfigError> {
+        let fields = self.fields(node, path, DOWNLOAD_FIELDS)?;
+        let url_node = self.required(&fields, "url")?;
+        let url_path = fields.path_of("url");
+        let url = self.string(url_node, &url_path)?;
+        let sha256 = self.optional(&fields, "sha256", scalars::sha256)?;
+        if self
+            .url_or_file(url_node, &url_path, &url, sha256.is_some())?
+            .is_some()
+        {
+            return Err(self.invalid(
+                url_node.pos,
+                &url_path,
+                format!("expected an http:// or https:// URL, found {url:?} (a project file goes in with !Copy)"),
+            ));
+        }
+        let dest = self.required(&fields, "path")?;
+        let dest_path = fields.path_of("path");
+        let file = self.parsed(dest, &dest_path, scalars::container_path)?;
+        if file == "/" {
+            return Err(self.invalid(
+                dest.pos,
+                &dest_path,
+                "expected the path of a file, found \"/\"".to_owned(),
+            ));
+        }
+        Ok(Step::Download {
+            url,
+            path: file,
+            mode: self
+                .optional(&fields, "mode", scalars::mode)?
+                .unwrap_or(0o644),
+            sha256,
+        })
+    }
+
+    /// A `url` of `!Tar` or `!Download`: an http(s) URL (`None`; plain
+    /// http only with a `sha256`, which pins what may come), or a
+    /// project file (its path relative to the project).
+    fn url_or_file(
+        &self,
+        node: &Node,
+        path: &str,
+        url: &str,
+        pinned: bool,
+    ) -> Result<Option<PathBuf>, ConfigError> {
+        let invalid = |message| self.invalid(node.pos, path, message);
+        if url.is_empty() {
+            return Err(invalid("must not be empty".to_owned()));
+        }
+        if url.starts_with("http://") || url.starts_with("https://") {
+            crate::config::netpolicy::HttpUrl::parse(url).map_err(invalid)?;
+            if url.starts_with("http://") && !pinned {
+                return Err(invalid(format!(
+                    "\"{url}\" is plain http: give its `sha256`, or use https"
+                )));
+            }
+            return Ok(None);
+        }
+        if url.contains("://") {
+            return Err(invalid(format!(
+                "only http(s) URLs and project paths are supported, not \"{url}\""
+            )));
+        }
+        // Inside the project, as every host path cella.yaml names: an
+        // untrusted project must not pull other host files into an image.
+        self.project_path(node.pos, path, url).map(Some)
     }
 
     /// `!Image REF` or `!Image {ref, digest?}`.
@@ -191,6 +270,11 @@ impl Decoder<'_> {
             }
         };
         let invalid = |message| self.invalid(ref_node.pos, &ref_path, message);
+        if reference.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "expected an image reference, found {reference:?}"
+            )));
+        }
         let (transport, rest) = reference.split_once(':').unwrap_or(("", &reference));
         if transport == "docker" {
             let Some(rest) = rest.strip_prefix("//") else {
@@ -445,4 +529,48 @@ impl Decoder<'_> {
             Err(e) => Err(self.invalid(pos, path, e.to_string())),
         }
     }
+}
+
+/// What to write instead of a vagga step cella does not have.
+fn vagga_advice(tag: &str) -> Option<&'static str> {
+    const PACKAGES: &str = "run the package manager in a `!Sh` step with `build-network: user` \
+        (with `!Depends` on its requirements file, so that the file joins the image id)";
+    Some(match tag {
+        "Alpine" | "AlpineRepo" => {
+            "start from `!Image docker://alpine:3.20` (its apk runs in `!Sh` steps with \
+             `build-network: user`)"
+        }
+        "Ubuntu" | "UbuntuRelease" => {
+            "start from `!Image docker://ubuntu:24.04`, or from `!Debian { suite: bookworm }`"
+        }
+        "UbuntuRepo" | "UbuntuPPA" | "UbuntuUniverse" | "AptTrust" => {
+            "add the repository in a `!Sh` step (with `build-network: user`), then `!Install`"
+        }
+        "SubConfig" => "copy the other config's container into this cella.yaml",
+        "Git" | "GitInstall" => {
+            "clone in a `!Sh` step of a container that has git, with `build-network: user`"
+        }
+        "TarInstall" => "`!Tar` the archive into a directory, then `!Sh` its install script there",
+        "BuildDeps" => "`!Install` the packages, and remove them in a `!Sh` step at the end",
+        "RunAs" => "a `!Sh` step that runs `su` or `setpriv` for the user",
+        "Unzip" => "`!Download` the archive, then `!Sh unzip` it in a container that has unzip",
+        "EmptyDir" => "`!Remove` the directory, then `!EnsureDir` it",
+        "CacheDirs" => "build caches are not kept between builds yet",
+        "Py2Install"
+        | "Py3Install"
+        | "Py2Requirements"
+        | "Py3Requirements"
+        | "PipConfig"
+        | "NpmInstall"
+        | "NpmDependencies"
+        | "NpmConfig"
+        | "YarnDependencies"
+        | "GemInstall"
+        | "GemBundle"
+        | "GemConfig"
+        | "ComposerInstall"
+        | "ComposerDependencies"
+        | "ComposerConfig" => PACKAGES,
+        _ => return None,
+    })
 }

@@ -64,7 +64,7 @@ pub(super) fn simple(config: &Config, name: &str) -> SimpleCommand {
     }
 }
 
-const STEP_TAGS: &str = "one of !Tar, !Image, !Container, !Sh, !Cmd, !Text, !Copy, \
+const STEP_TAGS: &str = "one of !Tar, !Download, !Image, !Container, !Sh, !Cmd, !Text, !Copy, \
                          !EnsureDir, !Remove, !Env, !Depends, !Build, !Debian, !Install";
 
 pub(super) const BASE: &str = "\
@@ -108,9 +108,10 @@ commands:
         vec![SetupStep {
             step: Step::Tar {
                 url: "./images/busybox.tar".into(),
-                rel: PathBuf::from("images/busybox.tar"),
+                rel: Some(PathBuf::from("images/busybox.tar")),
                 path: "/".into(),
                 sha256: None,
+                subdir: None,
             },
             pos: Pos { line: 5, column: 7 },
         }]
@@ -367,7 +368,7 @@ fn unknown_fields() {
     assert_eq!(
         load_err("containers:\n  base:\n    setup:\n    - !Tar { url: x, sha: abc }\n"),
         "/p/cella.yaml:4:22: containers.base.setup[0].sha: unknown field, \
-         expected one of: url, path, sha256"
+         expected one of: url, path, sha256, subdir"
     );
     assert_eq!(
         load_err("containers:\n  base:\n    volume: {}\n"),
@@ -481,7 +482,7 @@ fn tarball_must_exist() {
     assert_eq!(
         load_err("containers:\n  base:\n    setup:\n    - !Tar { url: 'http://x/y.tar' }\n"),
         "/p/cella.yaml:4:19: containers.base.setup[0].url: \
-         only local paths are supported, not \"http://x/y.tar\""
+         \"http://x/y.tar\" is plain http: give its `sha256`, or use https"
     );
 }
 
@@ -495,7 +496,7 @@ fn tarball_paths_stay_in_the_project() {
         panic!("{:?}", config.containers["base"].setup);
     };
     // load_ok checked that it exists (its project is gone by now).
-    assert_eq!(rel, Path::new("images/busybox.tar"));
+    assert_eq!(rel.as_deref(), Some(Path::new("images/busybox.tar")));
 }
 
 #[test]

@@ -257,6 +257,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         let summary = match step {
             Step::Tar { url, path, .. } if path == "/" => url.clone(),
             Step::Tar { url, path, .. } => format!("{url} at {path}"),
+            Step::Download { url, path, .. } => format!("{url} to {path}"),
             Step::Image(image) => image.reference.clone(),
             Step::Container(name) => name.clone(),
             Step::Sh(script) => script.clone(),
@@ -317,11 +318,55 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         let step = &self.container.setup[i].step;
         match step {
             Step::Tar {
-                rel, path, sha256, ..
+                url,
+                rel,
+                path,
+                sha256,
+                subdir,
             } => {
-                let project = self.ctx.versions.project();
-                let file = project.open_file(rel)?;
-                self.tar(file, &project.display(rel), path, sha256.as_deref())
+                let (file, shown) = match rel {
+                    Some(rel) => {
+                        let project = self.ctx.versions.project();
+                        (project.open_file(rel)?, project.display(rel))
+                    }
+                    None => {
+                        let fetched = self
+                            .ctx
+                            .versions
+                            .fetch_ctx()
+                            .fetcher()
+                            .fetch(url, sha256.as_deref())
+                            .map_err(|e| StepFailure::Other(e.into()))?;
+                        (fetched.file, PathBuf::from(url))
+                    }
+                };
+                self.tar(file, &shown, path, sha256.as_deref(), subdir.as_deref())
+            }
+            Step::Download {
+                url,
+                path,
+                mode,
+                sha256,
+            } => {
+                let fetched = self
+                    .ctx
+                    .versions
+                    .fetch_ctx()
+                    .fetcher()
+                    .fetch(url, sha256.as_deref())
+                    .map_err(|e| StepFailure::Other(e.into()))?;
+                let (meta, parents) = (self.meta(*mode as u16, 0, 0), self.meta(0o755, 0, 0));
+                let mut writer = writer(&self.work, &self.limits)?;
+                let mut reader = BufReader::with_capacity(256 * 1024, fetched.file);
+                let data = writer
+                    .write_file_data(&mut reader)
+                    .map_err(StepFailure::Image)?;
+                let inode = Inode {
+                    meta,
+                    kind: Kind::File(data),
+                };
+                self.tree.insert(path.as_bytes(), inode, &parents)?;
+                Ok(())
             }
             Step::Container(name) => self.start_from(name),
             Step::Image(image) => self.image(image),
@@ -372,6 +417,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         tarball: &Path,
         dest: &str,
         sha256: Option<&str>,
+        subdir: Option<&str>,
     ) -> Result<(), StepFailure> {
         let total = file.metadata().map(|m| m.len()).unwrap_or(0);
         let progress = Progress::new("importing", total);
@@ -381,11 +427,12 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         );
         let mut writer = writer(&self.work, &self.limits)?;
         // Compressed or not, told by its first bytes; hashed as it is.
-        let rest = tar_import::import(
+        let rest = tar_import::import_subdir(
             tarball,
             BufReader::with_capacity(64 * 1024, reader),
             &mut self.tree,
             dest.as_bytes(),
+            subdir.map(str::as_bytes),
             &mut writer,
         )
         .map_err(StepFailure::Tar)?;
@@ -437,7 +484,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             .dir
             .open_file(rel)
             .map_err(StepFailure::from)
-            .and_then(|file| self.tar(file, &tarball, "/", None));
+            .and_then(|file| self.tar(file, &tarball, "/", None, None));
         let _ = self.build.dir.remove_file(rel);
         result
     }

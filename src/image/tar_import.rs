@@ -37,7 +37,21 @@ pub(super) fn import<R: BufRead>(
     dest: &[u8],
     writer: &mut ImageWriter<'_>,
 ) -> Result<R, ImageError> {
-    import_with(tarball, reader, tree, dest, writer, None)
+    import_with(tarball, reader, tree, dest, None, writer, None)
+}
+
+/// [`import`] of only the directory `subdir` of the archive (vagga's
+/// `!Tar {subdir}`), its content unpacked at `dest`; entries elsewhere are
+/// skipped, and a hard link into them refused.
+pub(super) fn import_subdir<R: BufRead>(
+    tarball: &Path,
+    reader: R,
+    tree: &mut Tree,
+    dest: &[u8],
+    subdir: Option<&[u8]>,
+    writer: &mut ImageWriter<'_>,
+) -> Result<R, ImageError> {
+    import_with(tarball, reader, tree, dest, subdir, writer, None)
 }
 
 /// [`import`] of an OCI image layer over the layers before it, at "/":
@@ -51,7 +65,7 @@ pub(super) fn import_layer<R: BufRead>(
     writer: &mut ImageWriter<'_>,
 ) -> Result<R, ImageError> {
     let mut added = HashSet::new();
-    import_with(tarball, reader, tree, b"/", writer, Some(&mut added))
+    import_with(tarball, reader, tree, b"/", None, writer, Some(&mut added))
 }
 
 /// The paths a layer put in the tree so far (joined by "/").
@@ -62,6 +76,7 @@ fn import_with<R: BufRead>(
     reader: R,
     tree: &mut Tree,
     dest: &[u8],
+    subdir: Option<&[u8]>,
     writer: &mut ImageWriter<'_>,
     mut layer: Option<&mut Added>,
 ) -> Result<R, ImageError> {
@@ -71,6 +86,10 @@ fn import_with<R: BufRead>(
         reason: format!("cannot unpack into it: {}", e.kind),
     };
     let dest = tree::components(dest).map_err(dest_err)?;
+    let strip = match subdir {
+        Some(subdir) => tree::components(subdir).map_err(dest_err)?,
+        None => Vec::new(),
+    };
     tree.ensure_dir(&tree::join(&dest), &Meta::implicit_dir())
         .map_err(dest_err)?;
     let read_err = |source| ImageError::ReadTar {
@@ -81,7 +100,11 @@ fn import_with<R: BufRead>(
     let mut archive = tar::Archive::new(TarGuard::new(decoded));
     for entry in archive.entries().map_err(read_err)? {
         let entry = entry.map_err(read_err)?;
-        add(tree, &dest, tarball, entry, writer, layer.as_deref_mut())?;
+        let at = Where {
+            dest: &dest,
+            strip: &strip,
+        };
+        add(tree, &at, tarball, entry, writer, layer.as_deref_mut())?;
     }
     Ok(archive.into_inner().into_inner().into_inner())
 }
@@ -110,9 +133,30 @@ impl Ctx<'_> {
     }
 }
 
+/// Where an archive's entries land: `dest`, without the leading `strip`
+/// components (`!Tar`'s `subdir`) their paths must have.
+struct Where<'a> {
+    dest: &'a [&'a [u8]],
+    strip: &'a [&'a [u8]],
+}
+
+impl Where<'_> {
+    /// An archive path's place in the tree; `None` when it is not under
+    /// `strip`.
+    fn place<'p>(&self, comps: Vec<&'p [u8]>) -> Option<Vec<&'p [u8]>>
+    where
+        Self: 'p,
+    {
+        let rest = comps.strip_prefix(self.strip)?;
+        let mut path: Vec<&[u8]> = self.dest.to_vec();
+        path.extend_from_slice(rest);
+        Some(path)
+    }
+}
+
 fn add<R: Read>(
     tree: &mut Tree,
-    dest: &[&[u8]],
+    at: &Where<'_>,
     tarball: &Path,
     mut entry: tar::Entry<'_, R>,
     writer: &mut ImageWriter<'_>,
@@ -128,16 +172,25 @@ fn add<R: Read>(
         // Global PAX headers (e.g. git archive's comment) describe no file.
         return Ok(());
     }
-    let mut path = dest.to_vec();
-    path.extend(tree::components(&raw_path).map_err(|e| cx.tree(e))?);
+    let comps = tree::components(&raw_path).map_err(|e| cx.tree(e))?;
+    let Some(path) = at.place(comps) else {
+        return Ok(());
+    };
     tree::check_names(&path).map_err(|kind| cx.reject(kind.to_string()))?;
     if let Some(added) = layer {
         if let Some((name, dir)) = path.split_last() {
             if let Some(hidden) = name.strip_prefix(b".wh.") {
+                if hidden == b"." || hidden == b".." {
+                    return Err(cx.reject("a whiteout of \".\" or \"..\""));
+                }
                 return whiteout(tree, added, dir, hidden).map_err(|e| cx.tree(e));
             }
         }
-        added.insert(tree::join(&path));
+        // The directories on the way are this layer's too: an opaque
+        // marker after `a/b/c` keeps `a/b`.
+        for end in 1..=path.len() {
+            added.insert(tree::join(&path[..end]));
+        }
     }
     let meta = entry_meta(&cx, &mut entry)?;
     let link_name = entry
@@ -186,7 +239,7 @@ fn add<R: Read>(
             }
         }
         T::Fifo => Kind::Fifo,
-        T::Link => return add_hard_link(tree, &cx, dest, &path, &link_name),
+        T::Link => return add_hard_link(tree, &cx, at, &path, &link_name),
         other => {
             return Err(cx.reject(format!(
                 "unsupported entry type {:?} ({:?})",
@@ -214,20 +267,7 @@ fn whiteout(tree: &mut Tree, added: &Added, dir: &[&[u8]], hidden: &[u8]) -> Res
         tree::join(&path)
     };
     if hidden == b".wh..opq" {
-        let dir_path = tree::join(dir);
-        let Some(names) = tree
-            .lookup(&dir_path)
-            .and_then(|id| tree.entries(id))
-            .map(|e| e.keys().cloned().collect::<Vec<_>>())
-        else {
-            return Ok(());
-        };
-        for name in names {
-            let path = prefix(&name);
-            if !added.contains(&path) {
-                tree.remove(&path)?;
-            }
-        }
+        hide_lower(tree, added, tree::join(dir))?;
     } else if !hidden.is_empty() && !hidden.starts_with(b".wh.") {
         let path = prefix(hidden);
         if !added.contains(&path) {
@@ -237,18 +277,50 @@ fn whiteout(tree: &mut Tree, added: &Added, dir: &[&[u8]], hidden: &[u8]) -> Res
     Ok(())
 }
 
+/// Removes from directory `dir` (joined path) everything this layer did
+/// not put there, through its own subdirectories too: an opaque
+/// directory shows only the layer's entries.
+fn hide_lower(tree: &mut Tree, added: &Added, dir: Vec<u8>) -> Result<(), TreeError> {
+    let mut pending = vec![dir];
+    while let Some(dir) = pending.pop() {
+        let Some(names) = tree
+            .lookup(&dir)
+            .and_then(|id| tree.entries(id))
+            .map(|e| e.keys().cloned().collect::<Vec<_>>())
+        else {
+            continue;
+        };
+        for name in names {
+            let path = match dir.is_empty() {
+                true => name,
+                false => [&dir[..], b"/", &name[..]].concat(),
+            };
+            if !added.contains(&path) {
+                tree.remove(&path)?;
+            } else if tree.lookup(&path).and_then(|id| tree.entries(id)).is_some() {
+                pending.push(path);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn add_hard_link(
     tree: &mut Tree,
     cx: &Ctx<'_>,
-    dest: &[&[u8]],
+    at: &Where<'_>,
     path: &[&[u8]],
     target: &[u8],
 ) -> Result<(), ImageError> {
-    let mut target_path = dest.to_vec();
-    target_path.extend(
-        tree::components(target)
-            .map_err(|e| cx.reject(format!("hard link target {:?}: {}", e.path, e.kind)))?,
-    );
+    let dest = at.dest;
+    let comps = tree::components(target)
+        .map_err(|e| cx.reject(format!("hard link target {:?}: {}", e.path, e.kind)))?;
+    let target_path = at.place(comps).ok_or_else(|| {
+        cx.reject(format!(
+            "hard link target {:?} is outside the subdir unpacked",
+            tree::shown(target)
+        ))
+    })?;
     let not_file = || {
         cx.reject(format!(
             "hard link target {:?} is not a regular file earlier in the archive",

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::host::{self, DigestCache, HostError};
-use super::oci::{self, RegistryCtx};
+use super::oci::{self, FetchCtx};
 use super::FORMAT_VERSION;
 use crate::config::{Config, Container, ImageSource, ImageStep, Network, Step};
 
@@ -49,13 +49,16 @@ pub struct Versions<'a> {
     setups: BTreeMap<String, Vec<Value>>,
     epoch: i64,
     /// Where `!Image docker://…` pulls from.
-    registry: RegistryCtx,
+    registry: FetchCtx,
     /// Registry tags and the manifest digests they were resolved to,
     /// kept in `.cella/tags.json`: a tag is asked for once, and its
     /// image changes only when `pull` asks again.
     tags: BTreeMap<String, String>,
     tags_changed: bool,
     pull: bool,
+    /// What each `!Image` reference resolved to (`Resolved::top`) for
+    /// the ids: the build must import that very image.
+    resolved: BTreeMap<String, String>,
 }
 
 /// Where the resolved registry tags are kept, in `.cella/`.
@@ -87,34 +90,42 @@ impl<'a> Versions<'a> {
             ids: BTreeMap::new(),
             setups: BTreeMap::new(),
             epoch,
-            registry: RegistryCtx::default(),
+            registry: FetchCtx::default(),
             tags: state
                 .and_then(|s| s.read(Path::new(TAGS_FILE), MAX_TAGS).ok())
-                .and_then(|b| serde_json::from_slice(&b).ok())
+                .and_then(|b| serde_json::from_slice::<BTreeMap<String, String>>(&b).ok())
+                .map(|tags| tags.into_iter().filter(|(_, d)| is_digest(d)).collect())
                 .unwrap_or_default(),
             tags_changed: false,
             pull: false,
+            resolved: BTreeMap::new(),
         }
     }
 
     /// Pulls `!Image docker://…` as `registry` says; with `pull`, every
     /// tag is resolved again (a newer image is taken, the ids change).
-    pub fn with_registry(mut self, registry: RegistryCtx, pull: bool) -> Self {
+    pub fn with_registry(mut self, registry: FetchCtx, pull: bool) -> Self {
         self.registry = registry;
         self.pull = pull;
         self
     }
 
-    /// Where an image step's blobs come from, with the manifest digest a
-    /// registry tag was resolved to.
+    /// What cella's fetches for the project need.
+    pub fn fetch_ctx(&self) -> &FetchCtx {
+        &self.registry
+    }
+
+    /// Where an image step's blobs come from, with what it was resolved
+    /// to when the id was computed (or, for a registry tag, before).
     pub fn image_source<'s>(&'s self, step: &ImageStep) -> oci::Source<'s> {
+        let pinned = self
+            .resolved
+            .get(&step.reference)
+            .or_else(|| self.tag_key(step).and_then(|k| self.tags.get(&k)));
         oci::Source {
             project: self.project,
             registry: &self.registry,
-            pinned: self
-                .tag_key(step)
-                .and_then(|k| self.tags.get(&k))
-                .map(String::as_str),
+            pinned: pinned.map(String::as_str),
         }
     }
 
@@ -215,13 +226,44 @@ impl<'a> Versions<'a> {
                 rel,
                 path,
                 sha256,
+                subdir,
+            } => {
+                let content = match (sha256, rel) {
+                    (Some(sum), _) => sum.clone(),
+                    (None, Some(rel)) => host::file_digest_hex(self.project, rel, &mut self.cache)
+                        .map_err(|e| at(e.into()))?,
+                    (None, None) => {
+                        self.registry
+                            .fetcher()
+                            .fetch(url, None)
+                            .map_err(|e| at(e.into()))?
+                            .sha256
+                    }
+                };
+                let mut value = json!({"Tar": {"url": url, "path": path, "content": content}});
+                // Only when set, so that the ids of images built before it stay.
+                if let Some(subdir) = subdir {
+                    value["Tar"]["subdir"] = json!(subdir);
+                }
+                value
+            }
+            Step::Download {
+                url,
+                path,
+                mode,
+                sha256,
             } => {
                 let content = match sha256 {
                     Some(sum) => sum.clone(),
-                    None => host::file_digest_hex(self.project, rel, &mut self.cache)
-                        .map_err(|e| at(e.into()))?,
+                    None => {
+                        self.registry
+                            .fetcher()
+                            .fetch(url, None)
+                            .map_err(|e| at(e.into()))?
+                            .sha256
+                    }
                 };
-                json!({"Tar": {"url": url, "path": path, "content": content}})
+                json!({"Download": {"url": url, "path": path, "mode": mode, "content": content}})
             }
             // The manifest's digest names everything in the image: the
             // build checks each blob against the digests it leads to.
@@ -235,11 +277,13 @@ impl<'a> Versions<'a> {
                 let resolved =
                     oci::resolve(&self.image_source(image), image).map_err(|e| at(e.into()))?;
                 if let Some(key) = key {
-                    if self.tags.get(&key) != Some(&resolved.digest) {
-                        self.tags.insert(key, resolved.digest.clone());
+                    if self.tags.get(&key) != Some(&resolved.top) {
+                        self.tags.insert(key, resolved.top.clone());
                         self.tags_changed = true;
                     }
                 }
+                self.resolved
+                    .insert(image.reference.clone(), resolved.top.clone());
                 json!({"Image": {"manifest": resolved.digest}})
             }
             Step::Container(name) => json!({"Container": self.id(name)?}),
@@ -287,6 +331,16 @@ impl<'a> Versions<'a> {
         let digest = host::tree_digest(self.project, rel, &entries, &mut self.cache)?;
         Ok(hex::encode(digest))
     }
+}
+
+/// `sha256:` and 64 lowercase hex digits: what tags.json (a project's
+/// file) may pin a tag to.
+fn is_digest(text: &str) -> bool {
+    text.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// Feeds a length-prefixed field, so no two sequences of fields collide.

@@ -24,6 +24,7 @@ use ipnet::Ipv4Net;
 
 use oci_spec::image::ImageConfiguration;
 
+use super::download::Fetcher;
 use super::erofs::ImageWriter;
 use super::fileio::HashingReader;
 use super::progress::{Progress, ProgressReader};
@@ -39,17 +40,32 @@ use select::Layer;
 pub use select::Resolved;
 use source::{Blobs, Endpoint};
 
-/// What pulling from a registry needs: the user's settings and cache.
+/// What cella's fetches for a project (registries, `!Tar` and
+/// `!Download` URLs) need: the user's settings and cache.
 #[derive(Debug, Clone, Default)]
-pub struct RegistryCtx {
+pub struct FetchCtx {
     /// The registry of a reference without a host (settings).
     pub default: String,
     /// Registries reached over plain http (settings).
     pub insecure: Vec<String>,
     /// Non-public addresses the user allows (settings, --allow-address).
     pub allow: Vec<Ipv4Net>,
-    /// The user's cache directory: blobs go to `oci/blobs/sha256/`.
+    /// The user's cache directory: blobs go to `oci/blobs/sha256/`,
+    /// downloads to `downloads/`.
     pub cache: Option<PathBuf>,
+    /// The most bytes one download may have (limits.image).
+    pub max_download: u64,
+}
+
+impl FetchCtx {
+    /// The fetcher of `!Tar` and `!Download` URLs.
+    pub fn fetcher(&self) -> Fetcher<'_> {
+        Fetcher {
+            cache: self.cache.as_deref(),
+            guard: AddressGuard::new(&self.allow),
+            max: self.max_download,
+        }
+    }
 }
 
 /// Where a step's image is read from.
@@ -57,9 +73,10 @@ pub struct RegistryCtx {
 pub struct Source<'a> {
     /// The project: layouts and archives are its files.
     pub project: &'a Dir,
-    pub registry: &'a RegistryCtx,
-    /// For a registry: the manifest digest its tag was resolved to
-    /// before (none: ask the registry now).
+    pub registry: &'a FetchCtx,
+    /// What the reference was resolved to when the container's id was
+    /// computed (`Resolved::top`): a registry tag is not asked again, and
+    /// a layout or archive that changed since is refused.
     pub pinned: Option<&'a str>,
 }
 
@@ -104,17 +121,28 @@ fn resolve_in(blobs: &Blobs, src: &Source<'_>, step: &ImageStep) -> Result<Resol
         }
         ImageSource::DockerArchive { .. } => select::docker(blobs)?,
         ImageSource::Registry(r) => {
-            let pinned = step.digest.as_deref().or(src.pinned);
+            let pinned = src.pinned.or(step.digest.as_deref());
             select::registry(blobs, pinned, &r.tag)?
         }
     };
     if let Some(digest) = &step.digest {
-        if *digest != resolved.digest {
+        if *digest != resolved.top && *digest != resolved.digest {
             return Err(OciError::Bad {
                 path: blobs.shown().to_path_buf(),
                 message: format!(
                     "the image is {}, not the {digest} that `digest` asks for",
-                    resolved.digest
+                    resolved.top
+                ),
+            });
+        }
+    }
+    if let Some(pinned) = src.pinned {
+        if pinned != resolved.top {
+            return Err(OciError::Bad {
+                path: blobs.shown().to_path_buf(),
+                message: format!(
+                    "it changed while cella read it: it was {pinned}, it is {}",
+                    resolved.top
                 ),
             });
         }
@@ -143,7 +171,13 @@ pub fn import(
             source: Box::new(e),
         };
         blobs
-            .ensure(&layer.verify, layer.size, u64::MAX, Endpoint::Blobs, &item)
+            .ensure(
+                &layer.verify,
+                layer.size,
+                src.registry.max_download,
+                Endpoint::Blobs,
+                &item,
+            )
             .map_err(layer_err)?;
         apply_layer(&blobs, layer, tree, writer, &item).map_err(layer_err)?;
     }

@@ -15,12 +15,9 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Read};
-use std::time::Duration;
 
 use base64::Engine;
 use ureq::http::Uri;
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
 
 use crate::config::netpolicy::AddressGuard;
@@ -58,43 +55,6 @@ pub enum RegistryError {
         #[source]
         source: io::Error,
     },
-}
-
-/// An address guard as ureq's resolver: a connection goes only to
-/// addresses the user allows, checked on the addresses it connects to.
-#[derive(Debug)]
-struct Guarded {
-    guard: AddressGuard,
-    inner: DefaultResolver,
-}
-
-impl Resolver for Guarded {
-    fn resolve(
-        &self,
-        uri: &Uri,
-        config: &ureq::config::Config,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let addrs = self.inner.resolve(uri, config, timeout)?;
-        for addr in addrs.iter() {
-            if let Err(kind) = self.guard.check(addr.ip()) {
-                let host = uri.host().unwrap_or_default();
-                let what = match host == addr.ip().to_string() {
-                    true => format!("{host} is {kind}"),
-                    false => format!("{host} resolves to {}, which is {kind}", addr.ip()),
-                };
-                return Err(ureq::Error::Io(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!(
-                        "{what}; cella fetches from such addresses for a project only if \
-                         the user allows them (--allow-address, or network.allow-addresses \
-                         in the settings file)"
-                    ),
-                )));
-            }
-        }
-        Ok(addrs)
-    }
 }
 
 /// One repository of one registry.
@@ -141,21 +101,8 @@ impl Client {
             true => "http",
             false => "https",
         };
-        let config = Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .proxy(None)
-            .user_agent(concat!("cella/", env!("CARGO_PKG_VERSION")))
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
-            .timeout_per_read(Some(Duration::from_secs(120)))
-            .build();
-        let resolver = Guarded {
-            guard,
-            inner: DefaultResolver::default(),
-        };
         Client {
-            agent: Agent::with_parts(config, DefaultConnector::new(), resolver),
+            agent: super::super::http::agent(guard),
             base: format!("{scheme}://{authority}"),
             authority,
             repository,
@@ -176,8 +123,17 @@ impl Client {
         let url = format!("{}/v2/{}/{kind}/{reference}", self.base, self.repository);
         let mut challenged = false;
         loop {
-            let response = self.follow(&url, accept)?;
+            let (response, own) = self.follow(&url, accept)?;
             let status = response.status().as_u16();
+            if status == 401 && !own {
+                // Only the registry may ask for the user's credentials,
+                // not a host it redirected to.
+                return Err(RegistryError::Status {
+                    url,
+                    status,
+                    detail: " from a host the registry redirected to".to_owned(),
+                });
+            }
             if status == 401 && !challenged {
                 challenged = true;
                 let challenge = header(&response, "www-authenticate");
@@ -213,7 +169,7 @@ impl Client {
         &self,
         url: &str,
         accept: &str,
-    ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
+    ) -> Result<(ureq::http::Response<ureq::Body>, bool), RegistryError> {
         let mut url = url.to_owned();
         for _ in 0..=MAX_REDIRECTS {
             let uri: Uri = url.parse().map_err(|_| RegistryError::Refused {
@@ -248,12 +204,12 @@ impl Client {
                 source,
             })?;
             if !response.status().is_redirection() {
-                return Ok(response);
+                return Ok((response, own));
             }
             let location = header(&response, "location");
             url = resolve_location(&uri, &location).ok_or_else(|| RegistryError::Refused {
                 url: url.clone(),
-                message: format!("a redirect to {:?}", crate::text::escape(&location)),
+                message: format!("a redirect to {:?}", location),
             })?;
         }
         Err(RegistryError::Refused {

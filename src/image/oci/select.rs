@@ -51,6 +51,9 @@ const LAYER_TYPES: &[&str] = &[
 pub struct Resolved {
     /// `sha256:…` of its manifest (of a docker-archive: of its config).
     pub digest: String,
+    /// `sha256:…` of what the reference names first: the manifest, or the
+    /// index it was picked from (what a `digest` pin and a tag name).
+    pub top: String,
     pub config: ImageConfiguration,
     pub(super) layers: Vec<Layer>,
 }
@@ -117,6 +120,12 @@ fn read_blob(
         return Err(bad(format!("its content hashes to {actual}")));
     }
     Ok(bytes)
+}
+
+/// `sha256:` and 64 hex digits.
+fn is_sha256(text: &str) -> bool {
+    text.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -202,7 +211,9 @@ pub(super) fn oci(blobs: &Blobs, tag: Option<&str>) -> Result<Resolved, OciError
             }
         },
     };
-    manifest(blobs, &desc, 0)
+    let mut resolved = manifest(blobs, &desc, 0)?;
+    resolved.top = desc.digest().to_string();
+    Ok(resolved)
 }
 
 /// "(tags: a, b)" for a message.
@@ -238,10 +249,12 @@ fn manifest(blobs: &Blobs, desc: &Descriptor, depth: usize) -> Result<Resolved, 
     };
     if is_linux_amd64(desc) == Some(false) {
         let p = desc.platform().as_ref();
+        let os = p.map(|p| p.os().to_string()).unwrap_or_default();
+        let arch = p.map(|p| p.architecture().to_string()).unwrap_or_default();
         return Err(bad(format!(
             "it is for {}/{}, cella runs linux/amd64",
-            p.map(|p| p.os().to_string()).unwrap_or_default(),
-            p.map(|p| p.architecture().to_string()).unwrap_or_default()
+            crate::text::escape(&os),
+            crate::text::escape(&arch)
         )));
     }
     let kind = media_type(desc);
@@ -309,6 +322,7 @@ fn manifest(blobs: &Blobs, desc: &Descriptor, depth: usize) -> Result<Resolved, 
         });
     }
     Ok(Resolved {
+        top: digest.clone(),
         digest,
         config,
         layers,
@@ -317,6 +331,7 @@ fn manifest(blobs: &Blobs, desc: &Descriptor, depth: usize) -> Result<Resolved, 
 
 fn check_platform(blobs: &Blobs, config: &ImageConfiguration) -> Result<(), OciError> {
     let (os, arch) = (config.os().to_string(), config.architecture().to_string());
+    let (os, arch) = (crate::text::escape(&os), crate::text::escape(&arch));
     if os != "linux" || arch != "amd64" {
         return Err(OciError::Bad {
             path: blobs.shown().to_path_buf(),
@@ -362,7 +377,9 @@ pub(super) fn registry(
     let parsed: oci_spec::image::Digest =
         digest.parse().map_err(|_| bad("not a digest".to_owned()))?;
     let desc = Descriptor::new(media_type.as_str().into(), bytes.len() as u64, parsed);
-    manifest(blobs, &desc, 0)
+    let mut resolved = manifest(blobs, &desc, 0)?;
+    resolved.top = digest;
+    Ok(resolved)
 }
 
 /// One image of a docker-archive's manifest.json.
@@ -398,11 +415,24 @@ pub(super) fn docker(blobs: &Blobs) -> Result<Resolved, OciError> {
             })
         }
     };
+    let names = std::iter::once(&image.config).chain(&image.layers);
+    if let Some(name) = names.into_iter().find(|n| n.chars().any(char::is_control)) {
+        return Err(OciError::Bad {
+            path: shown(),
+            message: format!("its manifest.json names a file {name:?}"),
+        });
+    }
     let config_bytes = blobs.read_small(&image.config, MAX_CONFIG)?;
     let digest = sha256(&config_bytes);
     let config: ImageConfiguration = json(blobs, &image.config, "the image config", &config_bytes)?;
     check_platform(blobs, &config)?;
     let diff_ids = config.rootfs().diff_ids();
+    if let Some(id) = diff_ids.iter().find(|d| !is_sha256(d)) {
+        return Err(OciError::Bad {
+            path: shown(),
+            message: format!("its config has a diff_id {id:?} that is not a sha256 digest"),
+        });
+    }
     if diff_ids.len() != image.layers.len() {
         return Err(OciError::Bad {
             path: shown(),
@@ -431,6 +461,7 @@ pub(super) fn docker(blobs: &Blobs) -> Result<Resolved, OciError> {
         })
         .collect();
     Ok(Resolved {
+        top: digest.clone(),
         digest,
         config,
         layers,

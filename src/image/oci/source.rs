@@ -37,6 +37,9 @@ pub(super) enum Blobs {
         cache: Dir,
         client: Client,
         shown: PathBuf,
+        /// sha256 of `HOST/REPOSITORY`: `repos/<repo>/<manifest hex>`
+        /// marks the manifests this repository served.
+        repo: String,
     },
 }
 
@@ -86,18 +89,19 @@ impl Blobs {
     pub(super) fn registry(cache_dir: &Path, client: Client) -> Result<Blobs, OciError> {
         let root = cache_dir.join("oci");
         let shown = PathBuf::from(format!("docker://{}", client.shown()));
-        let create = |path: &Path| {
-            std::fs::create_dir_all(path).map_err(|source| OciError::Read {
-                path: path.to_path_buf(),
-                source,
-            })
-        };
-        create(&root.join("blobs/sha256"))?;
-        let cache = Dir::open(&root).map_err(|e| OciError::source(&root, e))?;
+        let repo = hex::encode(Sha256::digest(client.shown().as_bytes()));
+        // Private: layers of images pulled with the user's credentials.
+        let cache = Dir::create_private(&root).map_err(|e| OciError::source(&root, e))?;
+        for sub in ["blobs/sha256", "repos"] {
+            cache
+                .ensure_dir(Path::new(sub), 0o700)
+                .map_err(|e| OciError::source(&root.join(sub), e))?;
+        }
         Ok(Blobs::Registry {
             cache,
             client,
             shown,
+            repo,
         })
     }
 
@@ -121,7 +125,13 @@ impl Blobs {
         endpoint: Endpoint,
         item: &str,
     ) -> Result<(), OciError> {
-        let Blobs::Registry { cache, client, .. } = self else {
+        let Blobs::Registry {
+            cache,
+            client,
+            repo,
+            ..
+        } = self
+        else {
             return Ok(());
         };
         let bad = move |message: String| OciError::Blob {
@@ -134,8 +144,15 @@ impl Blobs {
             .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
             .ok_or_else(|| bad("only sha256 digests are supported".into()))?;
         let name = format!("blobs/sha256/{hex}");
+        // The cache is shared by every project: a manifest another
+        // repository served (perhaps a private one, with the user's
+        // credentials) is taken only once this repository served it too.
+        // What a verified manifest names (configs, layers) is shared.
+        let marker = format!("repos/{repo}/{hex}");
+        let marked = endpoint == Endpoint::Blobs
+            || matches!(cache.lstat(Path::new(&marker)), Ok(Some(m)) if m.kind == Kind::File);
         if let Ok(Some(meta)) = cache.lstat(Path::new(&name)) {
-            if meta.kind == Kind::File && size.is_none_or(|s| s == meta.size) {
+            if marked && meta.kind == Kind::File && size.is_none_or(|s| s == meta.size) {
                 return Ok(());
             }
         }
@@ -155,7 +172,22 @@ impl Blobs {
         let progress = Progress::item("pulling", size.unwrap_or(0), item.to_owned());
         let result = self.store(hex, fetched.reader, size, limit, &progress, &bad);
         progress.finish();
-        result
+        result?;
+        if endpoint == Endpoint::Manifests {
+            self.mark(hex);
+        }
+        Ok(())
+    }
+
+    /// Notes that this repository served manifest `hex` (a failure only
+    /// costs asking the registry again next time).
+    fn mark(&self, hex: &str) {
+        if let Blobs::Registry { cache, repo, .. } = self {
+            if let Ok(dir) = cache.ensure_dir(&Path::new("repos").join(repo), 0o700) {
+                let _ = dir.remove_file(Path::new(hex));
+                let _ = dir.create_new(Path::new(hex), 0o600);
+            }
+        }
     }
 
     /// What a tag of the registry's repository names now: its manifest,
@@ -201,6 +233,7 @@ impl Blobs {
             &progress,
             &blob_bad,
         )?;
+        self.mark(&hex);
         Ok(digest)
     }
 
@@ -225,11 +258,11 @@ impl Blobs {
         let tmp_path = Path::new(&tmp);
         let _ = cache.remove_file(tmp_path);
         let mut file = cache
-            .create_new(tmp_path, 0o644)
+            .create_new(tmp_path, 0o600)
             .map_err(|e| OciError::source(&cache.display(tmp_path), e))?;
         let result = (|| {
             let mut hasher = Sha256::new();
-            let mut reader = ProgressReader::new(reader.take(limit + 1), progress);
+            let mut reader = ProgressReader::new(reader.take(limit.saturating_add(1)), progress);
             let mut buf = vec![0u8; 256 << 10];
             let mut total = 0u64;
             loop {

@@ -13,7 +13,7 @@ use super::super::erofs::ImageWriter;
 use super::super::test_reader::read_file;
 use super::super::tests::Tar;
 use super::super::tree::Tree;
-use super::{import, resolve, resolve_user, RegistryCtx, Source};
+use super::{import, resolve, resolve_user, FetchCtx, Source};
 use crate::config::{ImageSource, ImageStep};
 use crate::hostfs::Dir;
 
@@ -155,11 +155,12 @@ fn layout_step(rel: &str, tag: Option<&str>) -> ImageStep {
     })
 }
 
-static NO_REGISTRY: RegistryCtx = RegistryCtx {
+static NO_REGISTRY: FetchCtx = FetchCtx {
     default: String::new(),
     insecure: Vec::new(),
     allow: Vec::new(),
     cache: None,
+    max_download: 0,
 };
 
 fn src(project: &Dir) -> Source<'_> {
@@ -417,4 +418,80 @@ fn bad_images_are_refused_by_name() {
         None,
         "the index is not valid",
     );
+}
+
+#[test]
+fn pins_name_the_index_and_a_changed_layout_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = sample(&dir.path().join("img"));
+    let project = Dir::open(dir.path()).expect("project");
+    let resolved = resolve(&src(&project), &layout_step("img", Some("1.0"))).expect("resolve");
+    // The tag names the nested index; its digest pins the image too.
+    assert_ne!(resolved.top, resolved.digest);
+    let mut pinned = layout_step("img", Some("1.0"));
+    pinned.digest = Some(resolved.top.clone());
+    resolve(&src(&project), &pinned).expect("pinned by the index");
+    // A layout that changes after the id was computed.
+    let other = l.json_blob(INDEX, &json!({"schemaVersion": 2, "manifests": []}));
+    let mut tagged = other;
+    tagged["annotations"] = json!({"org.opencontainers.image.ref.name": "1.0"});
+    l.index(vec![tagged]);
+    let source = Source {
+        project: &project,
+        registry: &NO_REGISTRY,
+        pinned: Some(&resolved.top),
+    };
+    let err = resolve(&source, &layout_step("img", Some("1.0")))
+        .expect_err("changed")
+        .to_string();
+    assert!(
+        err.contains("no linux/amd64 image") || err.contains("changed while cella read it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn opaque_markers_keep_the_layers_own_directories() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Layout::new(&dir.path().join("img"));
+    let mut lower = Tar::new();
+    lower.file("a/x", 0o644, b"lower");
+    lower.file("a/b/old", 0o644, b"lower");
+    let mut upper = Tar::new();
+    upper.file("a/b/c", 0o644, b"upper");
+    upper.file("a/.wh..wh..opq", 0o644, b"");
+    let layers = vec![
+        l.blob(LAYER, &lower.0.into_inner().expect("tar")),
+        l.blob(LAYER, &upper.0.into_inner().expect("tar")),
+    ];
+    let mut cfg = config();
+    cfg["config"] = json!({});
+    let manifest = l.json_blob(
+        MANIFEST,
+        &json!({"schemaVersion": 2, "mediaType": MANIFEST,
+                "config": l.json_blob(CONFIG, &cfg), "layers": layers}),
+    );
+    l.index(vec![manifest]);
+    let out = dir.path().join("out.erofs");
+    build(dir.path(), &layout_step("img", None), &out).expect("import");
+    let img = read_file(&out);
+    assert_eq!(img["/a/b/c"].data, b"upper");
+    assert!(
+        !img.contains_key("/a/x"),
+        "the lower layer's file is hidden"
+    );
+    assert!(!img.contains_key("/a/b/old"), "so is what was under a/b");
+
+    // A whiteout of "." is refused.
+    let mut bad = Tar::new();
+    bad.file("a/.wh..", 0o644, b"");
+    let layers = vec![l.blob(LAYER, &bad.0.into_inner().expect("tar"))];
+    let manifest = l.json_blob(
+        MANIFEST,
+        &json!({"schemaVersion": 2, "mediaType": MANIFEST,
+                "config": l.json_blob(CONFIG, &cfg), "layers": layers}),
+    );
+    l.index(vec![manifest]);
+    let err = build(dir.path(), &layout_step("img", None), &out).expect_err("dot");
+    assert!(err.contains("a whiteout of"), "{err}");
 }

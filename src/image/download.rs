@@ -1,0 +1,303 @@
+//! `!Tar` and `!Download` URLs, as vagga has them: fetched once into the
+//! user's cache and reused (a new version of a file is expected to have a
+//! new URL), through the guarded client of `http`.
+//!
+//! `<cache>/downloads/<sha256 of the URL>` holds the file and
+//! `….sha256` its digest, both renamed into place only once the whole
+//! file is in (and, when the step gives a `sha256`, matches it), so a
+//! killed download leaves nothing that passes for one. A download is
+//! bounded by `limits.image`; redirects are followed by hand (https
+//! only, or http when the step pins the content with a `sha256`).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::http;
+use super::progress::{Progress, ProgressReader};
+use crate::config::netpolicy::AddressGuard;
+use crate::hostfs::{Dir, FsError, Kind};
+
+/// Redirects followed.
+const MAX_REDIRECTS: usize = 5;
+
+/// What fetching a URL needs: the user's cache and allowed addresses.
+pub struct Fetcher<'a> {
+    /// The user's cache directory.
+    pub cache: Option<&'a Path>,
+    pub guard: AddressGuard,
+    /// The most bytes a download may have.
+    pub max: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("there is no cache directory to download {url} into: set CELLA_CACHE_DIR or HOME")]
+    NoCache { url: String },
+    #[error("cannot use the download cache")]
+    Cache(#[source] FsError),
+    #[error("GET {url}")]
+    Http {
+        url: String,
+        #[source]
+        source: ureq::Error,
+    },
+    #[error("GET {url}: {message}")]
+    Refused { url: String, message: String },
+    #[error("GET {url}: reading the body")]
+    Body {
+        url: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing {}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A downloaded file, opened, and its sha256 (hex).
+pub struct Downloaded {
+    pub file: File,
+    pub sha256: String,
+    /// Where it is in the cache, for messages.
+    pub path: PathBuf,
+}
+
+impl Fetcher<'_> {
+    /// The file at `url`, from the cache or downloaded into it; with
+    /// `sha256`, a download must have that digest.
+    pub fn fetch(&self, url: &str, sha256: Option<&str>) -> Result<Downloaded, DownloadError> {
+        let cache = self.cache.ok_or_else(|| DownloadError::NoCache {
+            url: url.to_owned(),
+        })?;
+        let root = cache.join("downloads");
+        let dir = Dir::create_private(&root).map_err(DownloadError::Cache)?;
+        let key = hex::encode(Sha256::digest(url.as_bytes()));
+        let (data, sum) = (PathBuf::from(&key), PathBuf::from(format!("{key}.sha256")));
+        if let Some(found) = self.cached(&dir, &data, &sum, sha256)? {
+            return Ok(found);
+        }
+        let digest = self.download(url, &dir, &data, sha256)?;
+        let tmp = PathBuf::from(format!(".{key}.sha256.{}.tmp", std::process::id()));
+        let write = || -> Result<(), FsError> {
+            let _ = dir.remove_file(&tmp);
+            let mut f = dir.create_new(&tmp, 0o600)?;
+            f.write_all(digest.as_bytes())
+                .map_err(|source| FsError::Io {
+                    what: "write",
+                    path: dir.display(&tmp),
+                    source,
+                })?;
+            dir.rename(&tmp, &dir, &sum)
+        };
+        write().map_err(DownloadError::Cache)?;
+        let file = dir.open_file(&data).map_err(DownloadError::Cache)?;
+        Ok(Downloaded {
+            file,
+            sha256: digest,
+            path: dir.display(&data),
+        })
+    }
+
+    /// The cached download, if it is whole (its digest file is written
+    /// last) and, with `sha256`, the one asked for.
+    fn cached(
+        &self,
+        dir: &Dir,
+        data: &Path,
+        sum: &Path,
+        sha256: Option<&str>,
+    ) -> Result<Option<Downloaded>, DownloadError> {
+        let Ok(text) = dir.read(sum, 128) else {
+            return Ok(None);
+        };
+        let digest = String::from_utf8_lossy(&text).trim().to_owned();
+        if sha256.is_some_and(|want| want != digest) {
+            return Ok(None);
+        }
+        match dir.lstat(data) {
+            Ok(Some(meta)) if meta.kind == Kind::File => {}
+            _ => return Ok(None),
+        }
+        let file = dir.open_file(data).map_err(DownloadError::Cache)?;
+        Ok(Some(Downloaded {
+            file,
+            sha256: digest,
+            path: dir.display(data),
+        }))
+    }
+
+    /// GETs `url` into `data` in `dir` (through a temporary file);
+    /// returns its sha256.
+    fn download(
+        &self,
+        url: &str,
+        dir: &Dir,
+        data: &Path,
+        sha256: Option<&str>,
+    ) -> Result<String, DownloadError> {
+        let agent = http::agent(self.guard.clone());
+        let mut at = url.to_owned();
+        let mut response = None;
+        for _ in 0..=MAX_REDIRECTS {
+            let refused = |message: String| DownloadError::Refused {
+                url: at.clone(),
+                message,
+            };
+            match at.split_once("://").map(|(scheme, _)| scheme) {
+                Some("https") => {}
+                Some("http") if sha256.is_some() => {}
+                Some("http") => {
+                    return Err(refused(
+                        "plain http needs the step's `sha256`, which pins what may come".into(),
+                    ))
+                }
+                _ => return Err(refused("only http and https URLs are fetched".into())),
+            }
+            let r = agent
+                .get(&at)
+                .call()
+                .map_err(|source| DownloadError::Http {
+                    url: at.clone(),
+                    source,
+                })?;
+            let status = r.status().as_u16();
+            if r.status().is_redirection() {
+                let location = r
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                at = absolute(&at, &location).ok_or_else(|| {
+                    refused(format!(
+                        "a redirect to {:?}",
+                        crate::text::escape(&location)
+                    ))
+                })?;
+                continue;
+            }
+            if status != 200 {
+                return Err(refused(format!("the server answered {status}")));
+            }
+            response = Some(r);
+            break;
+        }
+        let Some(response) = response else {
+            return Err(DownloadError::Refused {
+                url: at,
+                message: format!("more than {MAX_REDIRECTS} redirects"),
+            });
+        };
+        let total = response
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if total > self.max {
+            return Err(DownloadError::Refused {
+                url: at,
+                message: format!(
+                    "it is {total} bytes, more than the {} allowed (limits.image)",
+                    self.max
+                ),
+            });
+        }
+        let tmp = PathBuf::from(format!(".{}.{}.tmp", data.display(), std::process::id()));
+        let _ = dir.remove_file(&tmp);
+        let mut file = dir.create_new(&tmp, 0o600).map_err(DownloadError::Cache)?;
+        let progress = Progress::new("downloading", total);
+        let result = (|| {
+            let body = response.into_body().into_reader();
+            let mut reader = ProgressReader::new(body.take(self.max.saturating_add(1)), &progress);
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 256 << 10];
+            let mut done = 0u64;
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(source) => {
+                        return Err(DownloadError::Body {
+                            url: at.clone(),
+                            source,
+                        })
+                    }
+                };
+                done += n as u64;
+                if done > self.max {
+                    return Err(DownloadError::Refused {
+                        url: at.clone(),
+                        message: format!(
+                            "it is more than the {} bytes allowed (limits.image)",
+                            self.max
+                        ),
+                    });
+                }
+                hasher.update(&buf[..n]);
+                file.write_all(&buf[..n])
+                    .map_err(|source| DownloadError::Write {
+                        path: dir.display(&tmp),
+                        source,
+                    })?;
+            }
+            let digest = hex::encode(hasher.finalize());
+            if let Some(want) = sha256 {
+                if want != digest {
+                    return Err(DownloadError::Refused {
+                        url: at.clone(),
+                        message: format!("its sha256 is {digest}, not the {want} the step gives"),
+                    });
+                }
+            }
+            file.sync_all().map_err(|source| DownloadError::Write {
+                path: dir.display(&tmp),
+                source,
+            })?;
+            dir.rename(&tmp, dir, data).map_err(DownloadError::Cache)?;
+            Ok(digest)
+        })();
+        progress.finish();
+        if result.is_err() {
+            let _ = dir.remove_file(&tmp);
+        }
+        result
+    }
+}
+
+/// A redirect's Location made absolute against the URL that gave it.
+fn absolute(from: &str, location: &str) -> Option<String> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return Some(location.to_owned());
+    }
+    if location.starts_with('/') && !location.starts_with("//") {
+        let (scheme, rest) = from.split_once("://")?;
+        let host = rest.split('/').next()?;
+        return Some(format!("{scheme}://{host}{location}"));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_resolve_against_the_url() {
+        assert_eq!(
+            absolute("https://a.example/x/y", "/z").as_deref(),
+            Some("https://a.example/z")
+        );
+        assert_eq!(absolute("https://a.example/x", "//evil/z"), None);
+        assert_eq!(
+            absolute("https://a.example/x", "http://b.example/").as_deref(),
+            Some("http://b.example/")
+        );
+    }
+}

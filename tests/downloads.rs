@@ -1,0 +1,177 @@
+//! `!Tar` and `!Download` URLs (vagga's): fetched once into the user's
+//! cache through the guarded client, checked against their `sha256`,
+//! `subdir` unpacked alone. Attacked: a loopback server without the
+//! user's leave, a wrong checksum, a file larger than limits.image; the
+//! cache keeps nothing of a failed download. No VM is booted: the image
+//! is read back through `_pack_image`.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{assets, fake_server, text, wait_output, Project};
+use sha2::{Digest, Sha256};
+
+fn hex_sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn app_tarball() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in [
+        ("app-1.0/bin/app", &b"#!/bin/sh\necho app\n"[..]),
+        ("app-1.0/README", &b"readme\n"[..]),
+        ("other/x", &b"not unpacked\n"[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(path).expect("path");
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, data).expect("append");
+    }
+    let tar = b.into_inner().expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+fn cella(
+    p: &Project,
+    settings: &Path,
+    cache: &Path,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let child = p
+        .cella()
+        .env("CELLA_SETTINGS", settings)
+        .env("CELLA_CACHE_DIR", cache)
+        .args(args)
+        .spawn()
+        .expect("cella");
+    let out = wait_output(child, Duration::from_secs(300));
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn tar_and_download_urls() {
+    let Some(a) = assets() else { return };
+    let p = Project::new(a, "");
+    let cache = tempfile::tempdir().expect("cache");
+    let tarball = app_tarball();
+    let tool = b"#!/bin/sh\necho tool\n".to_vec();
+    let (tar_sum, tool_sum) = (hex_sha(&tarball), hex_sha(&tool));
+    let served = (tarball.clone(), tool.clone());
+    let (port, log) = fake_server(move |path, _| match path {
+        "/app-1.0.tar.gz" => (200, vec![], Some(served.0.clone())),
+        "/tool" => (200, vec![], Some(served.1.clone())),
+        "/moved" => (
+            302,
+            vec![("Location".into(), "/tool".into())],
+            Some(Vec::new()),
+        ),
+        "/endless" => (200, vec![], None),
+        _ => (404, vec![], Some(Vec::new())),
+    });
+    let url = |name: &str| format!("http://127.0.0.1:{port}/{name}");
+    fs::write(
+        p.path().join("cella.yaml"),
+        format!(
+            "containers:\n  base:\n    setup:\n    - !Tar {{ url: ./rootfs.tar }}\n    \
+             - !Tar {{ url: '{}', sha256: {tar_sum}, subdir: app-1.0, path: /opt/app }}\n    \
+             - !Download {{ url: '{}', sha256: {tool_sum}, path: /usr/bin/tool, mode: 0o755 }}\n  \
+             lie:\n    setup:\n    - !Download {{ url: '{}', sha256: {}, path: /x }}\n  \
+             huge:\n    setup:\n    - !Download {{ url: '{}', sha256: {}, path: /x }}\n",
+            url("app-1.0.tar.gz"),
+            url("moved"),
+            url("tool"),
+            "0".repeat(64),
+            url("endless"),
+            "1".repeat(64),
+        ),
+    )
+    .expect("yaml");
+    let closed = p.path().join("closed.yaml");
+    fs::write(&closed, "").expect("settings");
+    let open = p.path().join("open.yaml");
+    fs::write(
+        &open,
+        "network: {allow-addresses: [127.0.0.1/32]}\nlimits: {image: 16Mi}\n",
+    )
+    .expect("settings");
+
+    // A loopback server needs the user's leave.
+    let (status, _, err) = cella(&p, &closed, cache.path(), &["_build", "base"]);
+    assert_eq!(status, Some(125), "{err}");
+    assert!(err.contains("127.0.0.1 is a loopback address"), "{err}");
+    assert!(log.lock().expect("log").is_empty(), "nothing was asked");
+
+    let (status, _, err) = cella(&p, &open, cache.path(), &["_build", "base"]);
+    assert_eq!(status, Some(0), "{err}");
+    let root = p.path().join("root.tar");
+    let (status, _, err) = cella(
+        &p,
+        &open,
+        cache.path(),
+        &["_pack_image", "-f", root.to_str().expect("utf-8"), "base"],
+    );
+    assert_eq!(status, Some(0), "{err}");
+    let listing = Command::new("tar")
+        .args(["-tvf", root.to_str().expect("utf-8")])
+        .output()
+        .expect("tar");
+    let listing = text(&listing.stdout);
+    assert!(listing.contains("opt/app/bin/app"), "{listing}");
+    assert!(listing.contains("opt/app/README"), "{listing}");
+    assert!(
+        !listing.contains("other/x") && !listing.contains("app-1.0"),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with("usr/bin/tool")),
+        "{listing}"
+    );
+
+    // Downloaded once: a rebuild asks the server nothing.
+    let asked = log.lock().expect("log").len();
+    let (status, _, err) = cella(&p, &open, cache.path(), &["_build", "--force", "base"]);
+    assert_eq!(status, Some(0), "{err}");
+    assert_eq!(
+        log.lock().expect("log").len(),
+        asked,
+        "served from the cache"
+    );
+
+    // A wrong checksum, an endless body: refused, nothing cached.
+    let before: Vec<_> = fs::read_dir(cache.path().join("downloads"))
+        .expect("downloads")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let (status, _, err) = cella(&p, &open, cache.path(), &["_build", "lie"]);
+    assert_eq!(status, Some(125), "{err}");
+    assert!(
+        err.contains(&format!("its sha256 is {tool_sum}, not the 0000")),
+        "{err}"
+    );
+    let (status, _, err) = cella(&p, &open, cache.path(), &["_build", "huge"]);
+    assert_eq!(status, Some(125), "{err}");
+    assert!(
+        err.contains("more than the 16777216 bytes allowed (limits.image)"),
+        "{err}"
+    );
+    let after: Vec<_> = fs::read_dir(cache.path().join("downloads"))
+        .expect("downloads")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(after.len(), before.len(), "{after:?}");
+}

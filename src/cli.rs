@@ -121,6 +121,14 @@ pub enum Sub {
         #[arg(long, value_name = "NAME:TAG")]
         tag: Option<String>,
     },
+    /// Push a container's image (built first if needed) to a registry:
+    /// `cella _push_image CONTAINER docker://HOST[:PORT]/NAME:TAG`.
+    #[command(name = "_push_image")]
+    PushImage {
+        container: String,
+        /// Where to: docker://[HOST[:PORT]/]NAME[:TAG].
+        destination: String,
+    },
     /// List the containers and commands of cella.yaml.
     #[command(name = "_list")]
     List,

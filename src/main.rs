@@ -158,6 +158,14 @@ fn dispatch(cli: Cli) -> Result<i32, CommandError> {
             };
             pack::pack_image(&config, &req, &opts)
         }
+        Some(Sub::PushImage {
+            container,
+            destination,
+        }) => {
+            let dest =
+                cella::config::parse_registry_ref(&destination).map_err(CommandError::Usage)?;
+            pack::push_image(&config, &container, &dest, &destination, &opts)
+        }
         Some(Sub::External(args)) => {
             let (name, rest) = args
                 .split_first()

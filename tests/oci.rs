@@ -619,6 +619,49 @@ fn pulls_from_a_local_registry() {
         "{tags}"
     );
 
+    // Pushed back under another name, the image comes back the same.
+    let (status, out, err) = cella_with(
+        &p,
+        &open,
+        cache.path(),
+        &[
+            "_push_image",
+            "local",
+            &format!("docker://127.0.0.1:{port}/pushed/img:2"),
+        ],
+    );
+    assert_eq!(status, Some(0), "{err}");
+    assert!(
+        out.starts_with(&format!("docker://127.0.0.1:{port}/pushed/img:2@sha256:")),
+        "{out}"
+    );
+    tool(&[
+        "skopeo",
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://127.0.0.1:{port}/pushed/img:2"),
+    ]);
+    let yaml = fs::read_to_string(p.path().join("cella.yaml")).expect("yaml");
+    fs::write(
+        p.path().join("cella.yaml"),
+        format!(
+            "{yaml}  repulled: {{ setup: [!Image 'docker://127.0.0.1:{port}/pushed/img:2'] }}\n"
+        ),
+    )
+    .expect("yaml");
+    assert_eq!(
+        digest(&open, &["_build", "--print-digest", "repulled"]),
+        local
+    );
+    assert!(
+        !p.path()
+            .join(".cella/tmp")
+            .read_dir()
+            .expect("tmp")
+            .any(|e| e.is_ok()),
+        "the push's archive is gone"
+    );
+
     // The tag stays resolved and the blobs cached: with the registry
     // gone, a rebuild downloads nothing; only --pull asks again.
     drop(registry);

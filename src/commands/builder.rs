@@ -181,12 +181,17 @@ pub fn versions<'c>(
     let epoch =
         version::epoch(opts.knobs.source_date_epoch.as_deref()).map_err(CommandError::Epoch)?;
     let state = cached.then(|| project.store.root());
-    let registry = FetchCtx {
+    Ok(Versions::new(config, &project.dir, state, epoch).with_registry(fetch_ctx(opts), opts.pull))
+}
+
+/// What cella's fetches (and pushes) for a project may do, from the
+/// settings, the command line and the environment.
+pub fn fetch_ctx(opts: &RunOptions) -> FetchCtx {
+    FetchCtx {
         default: opts.registries.default.clone(),
         insecure: opts.registries.insecure.clone(),
         allow: opts.network_policy.allow_addresses.clone(),
         cache: opts.knobs.cache_dir.clone(),
         max_download: opts.limits.image,
-    };
-    Ok(Versions::new(config, &project.dir, state, epoch).with_registry(registry, opts.pull))
+    }
 }

@@ -49,6 +49,8 @@ pub enum CommandError {
     Environ(#[from] EnvironError),
     #[error(transparent)]
     Pack(Box<PackError>),
+    #[error("cannot push the image")]
+    Push(#[source] Box<crate::image::oci::OciError>),
     #[error("cannot write {}", .path.display())]
     Write {
         path: PathBuf,

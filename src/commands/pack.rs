@@ -9,10 +9,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::build::{container, image_for_run};
+use super::builder::fetch_ctx;
 use super::error::CommandError;
 use super::options::RunOptions;
 use super::project::Project;
-use crate::config::Config;
+use crate::config::{Config, RegistryRef};
+use crate::image::oci::push;
 use crate::image::pack::{self, Compression, PackFormat, PackOptions};
 use crate::image::version;
 
@@ -121,4 +123,54 @@ fn write_error(path: &Path, source: io::Error) -> CommandError {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// `cella _push_image CONTAINER docker://HOST/NAME:TAG`: the image as an
+/// OCI archive (in `.cella/tmp/`, removed after), pushed to a registry.
+pub fn push_image(
+    config: &Config,
+    name: &str,
+    dest: &RegistryRef,
+    dest_text: &str,
+    opts: &RunOptions,
+) -> Result<i32, CommandError> {
+    let cont = container(config, name)?;
+    let project = Project::open(config)?;
+    let image = image_for_run(config, &project, name, opts)?;
+    let mut image_config = image.info.config.clone().unwrap_or_default();
+    for (var, value) in &cont.environ {
+        let prefix = format!("{var}=");
+        image_config.env.retain(|v| !v.starts_with(&prefix));
+        image_config.env.push(format!("{var}={value}"));
+    }
+    let epoch =
+        version::epoch(opts.knobs.source_date_epoch.as_deref()).map_err(CommandError::Epoch)?;
+    let reference = format!("{}:{}", dest.repository, dest.tag);
+    let pack_opts = PackOptions {
+        format: PackFormat::OciArchive,
+        compression: Compression::None,
+        reference: &reference,
+        config: &image_config,
+        epoch,
+    };
+    let tmp_dir = project
+        .store
+        .subdir("tmp")
+        .map_err(|e| CommandError::Host(e.0))?;
+    let rel = PathBuf::from(format!("push.{}.tar", std::process::id()));
+    let _ = tmp_dir.remove_file(&rel);
+    let file = tmp_dir.create_new(&rel, 0o600)?;
+    let result = (|| {
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        pack::pack(&image, &mut out, &pack_opts).map_err(|e| CommandError::Pack(Box::new(e)))?;
+        out.flush()
+            .map_err(|e| write_error(&tmp_dir.display(&rel), e))?;
+        drop(out);
+        push::push(&tmp_dir, &rel, dest, &fetch_ctx(opts))
+            .map_err(|e| CommandError::Push(Box::new(e)))
+    })();
+    let _ = tmp_dir.remove_file(&rel);
+    let digest = result?;
+    println!("{dest_text}@{digest}");
+    Ok(0)
 }

@@ -43,6 +43,18 @@ pub use model::{
 };
 pub use settings::{Limits, NetworkPolicy, Registries, Settings, SettingsError};
 
+/// A `docker://[HOST[:PORT]/]NAME[:TAG]` reference given on the command
+/// line (`_push_image`'s destination), as `!Image` takes one.
+pub fn parse_registry_ref(text: &str) -> Result<RegistryRef, String> {
+    let rest = text
+        .strip_prefix("docker://")
+        .ok_or_else(|| format!("expected docker://[HOST[:PORT]/]NAME[:TAG], found {text:?}"))?;
+    match scalars::registry_ref(rest)? {
+        (r, None) => Ok(r),
+        (_, Some(_)) => Err(format!("a push names a tag, not a digest: {text:?}")),
+    }
+}
+
 /// `--network` on the command line: as `network` in cella.yaml.
 pub fn parse_network(text: &str) -> Result<Network, String> {
     scalars::network(text)

@@ -170,6 +170,7 @@ pub const BUILTIN_COMMANDS: &[&str] = &[
     "_clean",
     "_list",
     "_pack_image",
+    "_push_image",
     "_run",
     "_verify",
     "_version_hash",

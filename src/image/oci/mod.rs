@@ -11,6 +11,7 @@
 //! are oci-spec's; the choice of manifest and the whiteouts are ours.
 
 mod error;
+pub mod push;
 mod registry;
 mod select;
 mod source;

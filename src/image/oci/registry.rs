@@ -57,6 +57,14 @@ pub enum RegistryError {
     },
 }
 
+/// The methods of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verb {
+    Head,
+    Post,
+    Put,
+}
+
 /// One repository of one registry.
 pub(super) struct Client {
     agent: Agent,
@@ -316,6 +324,96 @@ impl Client {
             .ok_or_else(|| refused("the token server gave no token".into()))?;
         *self.token.borrow_mut() = Some(token);
         Ok(())
+    }
+
+    /// One HEAD, POST or PUT of `path` (below `/v2/<repository>/`, or a
+    /// URL of the registry itself, as an upload's Location is), answering
+    /// an auth challenge once (before a body is sent); no redirects. The
+    /// status and the Location header of the answer.
+    pub(super) fn send(
+        &self,
+        method: Verb,
+        path: &str,
+        content_type: &str,
+        mut body: Option<(&mut dyn Read, u64)>,
+    ) -> Result<(u16, String), RegistryError> {
+        let url = match path.starts_with("http://") || path.starts_with("https://") {
+            true => path.to_owned(),
+            false if path.starts_with('/') => format!("{}{path}", self.base),
+            false => format!("{}/v2/{}/{path}", self.base, self.repository),
+        };
+        let uri: Uri = url.parse().map_err(|_| RegistryError::Refused {
+            url: url.clone(),
+            message: "not a valid URL".to_owned(),
+        })?;
+        if uri.authority().map(|a| a.as_str()) != Some(self.authority.as_str()) {
+            return Err(RegistryError::Refused {
+                url,
+                message: "an upload goes only to the registry itself".to_owned(),
+            });
+        }
+        let mut challenged = false;
+        loop {
+            let call = |auth: Option<String>, body: Option<(&mut dyn Read, u64)>| {
+                let result = match method {
+                    Verb::Head => {
+                        let mut r = self.agent.head(&url);
+                        if let Some(a) = auth {
+                            r = r.header("Authorization", a);
+                        }
+                        r.call()
+                    }
+                    Verb::Post | Verb::Put => {
+                        let mut r = match method {
+                            Verb::Post => self.agent.post(&url),
+                            _ => self.agent.put(&url),
+                        };
+                        if let Some(a) = auth {
+                            r = r.header("Authorization", a);
+                        }
+                        match body {
+                            Some((reader, len)) => r
+                                .header("Content-Type", content_type)
+                                .header("Content-Length", len.to_string())
+                                .send(ureq::SendBody::from_reader(reader)),
+                            None => r.send_empty(),
+                        }
+                    }
+                };
+                result.map_err(|source| RegistryError::Http {
+                    url: url.clone(),
+                    source,
+                })
+            };
+            let sending = body.is_some();
+            let response = call(self.authorization(), body.take())?;
+            let status = response.status().as_u16();
+            if status == 401 && !challenged && !sending {
+                challenged = true;
+                let challenge = header(&response, "www-authenticate");
+                self.authenticate(&url, &challenge)?;
+                continue;
+            }
+            let location = header(&response, "location");
+            let mut detail = String::new();
+            let _ = response
+                .into_body()
+                .into_reader()
+                .take(4096)
+                .read_to_string(&mut detail);
+            if status >= 300 && !(method == Verb::Head && status == 404) {
+                let detail = match detail.trim() {
+                    "" => String::new(),
+                    text => format!(": {}", crate::text::escape(text)),
+                };
+                return Err(RegistryError::Status {
+                    url,
+                    status,
+                    detail,
+                });
+            }
+            return Ok((status, location));
+        }
     }
 
     /// `HOST[:PORT]/REPOSITORY`, for messages.

@@ -137,7 +137,7 @@ fn matching<'l>(
             let at = match (d.step, config.containers.get(name)) {
                 (Some(i), Some(c)) => format!(
                     "containers.{name}.setup[{i}] ({}:{})",
-                    config.path.display(),
+                    c.file.display(),
                     c.setup
                         .get(i)
                         .map(|s| s.pos.to_string())

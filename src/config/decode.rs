@@ -12,7 +12,7 @@ use super::model::{Config, Container, EnvironFile, BUILTIN_COMMANDS};
 use super::scalars;
 use super::yaml::{Node, Value};
 
-const TOP_FIELDS: &[&str] = &["containers", "commands", "minimum-vagga"];
+const TOP_FIELDS: &[&str] = &["containers", "commands", "minimum-vagga", "mixins"];
 const CONTAINER_FIELDS: &[&str] = &[
     "setup",
     "environ",
@@ -82,7 +82,7 @@ impl Decoder<'_> {
     /// Whether the file is a vagga.yaml, whose defaults are vagga's
     /// where cella's differ (`prefix` of a `!Supervise`).
     pub(super) fn is_vagga(&self) -> bool {
-        self.file.file_name().is_some_and(|n| n == "vagga.yaml")
+        self.vagga
     }
 }
 
@@ -94,6 +94,10 @@ pub(super) struct Decoder<'a> {
     pub project: Result<crate::hostfs::Dir, crate::hostfs::FsError>,
     /// The first unusable project file of the container being decoded.
     pub deferred: std::cell::RefCell<Option<super::model::InputProblem>>,
+    /// The project's config is a vagga.yaml (its mixins too).
+    pub vagga: bool,
+    /// What a config file may hold (limits.config).
+    pub max_bytes: u64,
 }
 
 impl Decoder<'_> {
@@ -410,7 +414,21 @@ impl Decoder<'_> {
         Ok(environ)
     }
 
+    /// A decoder of the mixin at `path`: the same project, its own file.
+    fn for_mixin<'m>(&'m self, path: &'m Path) -> Decoder<'m> {
+        Decoder {
+            file: path,
+            project_dir: self.project_dir,
+            project: crate::hostfs::Dir::open(self.project_dir),
+            deferred: Default::default(),
+            vagga: self.vagga,
+            max_bytes: self.max_bytes,
+        }
+    }
+
     /// The whole document; `None` (an empty file) is an empty config.
+    /// Its mixins join it (see `mixins`): the main file's entries first,
+    /// then each mixin's, a name already taken never replaced.
     pub fn config(&self, root: Option<&Node>, path: PathBuf) -> Result<Config, ConfigError> {
         let mut config = Config {
             path,
@@ -419,39 +437,108 @@ impl Decoder<'_> {
             commands: BTreeMap::new(),
             aliases: BTreeMap::new(),
         };
-        let Some(root) = root else {
-            return Ok(config);
-        };
-        self.untagged(root, "")?;
-        let top = self.fields(root, "", TOP_FIELDS)?;
-        if let Some(node) = top.get("containers") {
-            self.untagged(node, "containers")?;
-            // Containers may name containers defined later: check the
-            // names once all are known.
-            let mut refs = Vec::new();
-            for entry in self.entries(node, "containers")? {
-                let path = join("containers", &entry.key);
-                let name = self.name(&entry, &path)?;
-                let container =
-                    self.container(name.clone(), entry.key_pos, entry.value, &path, &mut refs)?;
-                config.containers.insert(name, container);
-            }
-            check_references(&config, &refs)?;
+        if let Some(root) = root {
+            self.untagged(root, "")?;
+            self.fields(root, "", TOP_FIELDS)?;
         }
-        if let Some(node) = top.get("commands") {
-            self.untagged(node, "commands")?;
-            for entry in self.entries(node, "commands")? {
-                let path = join("commands", &entry.key);
-                let name = self.command_name(&entry, &path)?;
-                let command =
-                    self.command(&config, name.clone(), entry.key_pos, entry.value, &path)?;
-                config.commands.insert(name, command);
+        let main = super::mixins::Main {
+            file: self.file,
+            project_dir: self.project_dir,
+            project: &self.project,
+            vagga: self.vagga,
+            max_bytes: self.max_bytes,
+        };
+        let mixins = super::mixins::collect(&main, root);
+        let decoders: Vec<Decoder<'_>> = mixins.iter().map(|m| self.for_mixin(&m.path)).collect();
+        // The documents in the order their names are taken; a mixin that
+        // fails to decode is dropped whole, with a warning.
+        let mut docs: Vec<(&Decoder<'_>, &Node, bool)> = Vec::new();
+        if let Some(root) = root {
+            docs.push((self, root, true));
+        }
+        docs.extend(
+            decoders
+                .iter()
+                .zip(&mixins)
+                .map(|(d, m)| (d, &m.root, false)),
+        );
+        // Containers may name containers defined later, or in another
+        // file: check the names once all are known.
+        let mut refs = Vec::new();
+        let mut usable = Vec::new();
+        for (decoder, root, main) in docs {
+            let mut doc_refs = Vec::new();
+            match decoder.containers(root, &mut doc_refs) {
+                Ok(containers) => {
+                    for (name, container) in containers {
+                        config.containers.entry(name).or_insert(container);
+                    }
+                    refs.extend(doc_refs);
+                    usable.push((decoder, root, main));
+                }
+                Err(e) if main => return Err(e),
+                Err(e) => super::mixins::warn(decoder.file, &e.to_string()),
+            }
+        }
+        check_references(&config, &refs)?;
+        for (decoder, root, main) in usable {
+            match decoder.commands(&config, root) {
+                Ok(commands) => {
+                    for (name, command) in commands {
+                        config.commands.entry(name).or_insert(command);
+                    }
+                }
+                Err(e) if main => return Err(e),
+                Err(e) => super::mixins::warn(decoder.file, &e.to_string()),
             }
         }
         check_aliases(&mut config)?;
         check_init_commands(&config)?;
         check_prerequisites(&config)?;
         Ok(config)
+    }
+
+    /// The containers of a document (its top-level fields checked).
+    fn containers(
+        &self,
+        root: &Node,
+        refs: &mut Vec<Reference>,
+    ) -> Result<Vec<(String, Container)>, ConfigError> {
+        self.untagged(root, "")?;
+        let top = self.fields(root, "", TOP_FIELDS)?;
+        let mut out = Vec::new();
+        if let Some(node) = top.get("containers") {
+            self.untagged(node, "containers")?;
+            for entry in self.entries(node, "containers")? {
+                let path = join("containers", &entry.key);
+                let name = self.name(&entry, &path)?;
+                let container =
+                    self.container(name.clone(), entry.key_pos, entry.value, &path, refs)?;
+                out.push((name, container));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The commands of a document, their containers looked up in `config`.
+    fn commands(
+        &self,
+        config: &Config,
+        root: &Node,
+    ) -> Result<Vec<(String, super::model::Command)>, ConfigError> {
+        let top = self.fields(root, "", TOP_FIELDS)?;
+        let mut out = Vec::new();
+        if let Some(node) = top.get("commands") {
+            self.untagged(node, "commands")?;
+            for entry in self.entries(node, "commands")? {
+                let path = join("commands", &entry.key);
+                let name = self.command_name(&entry, &path)?;
+                let command =
+                    self.command(config, name.clone(), entry.key_pos, entry.value, &path)?;
+                out.push((name, command));
+            }
+        }
+        Ok(out)
     }
 
     fn container(
@@ -475,6 +562,7 @@ impl Decoder<'_> {
             refs,
         )?;
         Ok(Container {
+            file: self.file.to_path_buf(),
             name,
             setup,
             environ,

@@ -12,8 +12,12 @@ mod decode;
 pub mod docopt;
 mod error;
 pub mod knobs;
+#[cfg(test)]
+mod mixin_tests;
+mod mixins;
 mod model;
 pub mod netpolicy;
+mod refs;
 mod scalars;
 pub mod settings;
 mod steps;
@@ -49,7 +53,7 @@ pub fn parse_registry_ref(text: &str) -> Result<RegistryRef, String> {
     let rest = text
         .strip_prefix("docker://")
         .ok_or_else(|| format!("expected docker://[HOST[:PORT]/]NAME[:TAG], found {text:?}"))?;
-    match scalars::registry_ref(rest)? {
+    match refs::registry_ref(rest)? {
         (r, None) => Ok(r),
         (_, Some(_)) => Err(format!("a push names a tag, not a digest: {text:?}")),
     }
@@ -184,6 +188,8 @@ pub fn parse_limited(text: &str, path: &Path, max_bytes: u64) -> Result<Config, 
         project_dir: &project_dir,
         project: Dir::open(&project_dir),
         deferred: Default::default(),
+        vagga: path.file_name().is_some_and(|n| n == "vagga.yaml"),
+        max_bytes,
     };
     decoder.config(root.as_ref(), path.to_path_buf())
 }

@@ -37,6 +37,8 @@ pub struct Container {
     /// Where `build-network` is written, if it is.
     pub build_network_at: Option<Location>,
     /// Where the container's name is in the file.
+    /// The config file that defines it: cella.yaml, or a mixin.
+    pub file: PathBuf,
     pub pos: Pos,
     /// The first project file its setup names that is missing or not
     /// usable: reported when the container is built or versioned, not

@@ -323,7 +323,7 @@ fn read(text_in: &str) -> Result<File, String> {
                 for (k, v) in entries(value, "registries", &["default", "insecure"])? {
                     let field = format!("registries.{k}");
                     let check = |t: &str| {
-                        super::scalars::registry_host(t).map_err(|e| at(v, format!("{field}: {e}")))
+                        super::refs::registry_host(t).map_err(|e| at(v, format!("{field}: {e}")))
                     };
                     if k == "default" {
                         file.default_registry = Some(check(text(v, &field)?)?);

@@ -7,6 +7,7 @@ use super::checks::Reference;
 use super::decode::{join, Decoder};
 use super::error::{ConfigError, Pos};
 use super::model::{CopyStep, DebianStep, ImageSource, ImageStep, InputProblem, SetupStep, Step};
+use super::refs;
 use super::scalars;
 use super::yaml::{Node, Value};
 use crate::hostfs::{FsError, Kind as HostKind, Shown};
@@ -182,7 +183,7 @@ impl Decoder<'_> {
                 .unwrap_or_else(|| "/".to_owned()),
             sha256,
             subdir: self
-                .optional(&fields, "subdir", scalars::archive_dir)?
+                .optional(&fields, "subdir", refs::archive_dir)?
                 .flatten(),
         })
     }
@@ -263,7 +264,7 @@ impl Decoder<'_> {
             Value::Scalar { .. } => (node, path.to_owned(), None, self.tagged_string(node, path)?),
             _ => {
                 let fields = self.fields(node, path, IMAGE_FIELDS)?;
-                let digest = self.optional(&fields, "digest", scalars::oci_digest)?;
+                let digest = self.optional(&fields, "digest", refs::oci_digest)?;
                 let (ref_node, ref_path) = (self.required(&fields, "ref")?, fields.path_of("ref"));
                 let reference = self.string(ref_node, &ref_path)?;
                 (ref_node, ref_path, digest, reference)
@@ -282,7 +283,7 @@ impl Decoder<'_> {
                     "expected docker://[HOST[:PORT]/]NAME[:TAG][@DIGEST], found \"{reference}\""
                 )));
             };
-            let (registry, pinned) = scalars::registry_ref(rest).map_err(invalid)?;
+            let (registry, pinned) = refs::registry_ref(rest).map_err(invalid)?;
             if let (Some(pinned), Some(digest)) = (&pinned, &digest) {
                 if pinned != digest {
                     return Err(invalid(format!(
@@ -302,7 +303,7 @@ impl Decoder<'_> {
             None => (rest, None),
         };
         let tag = tag
-            .map(|t| scalars::image_tag(t).map_err(invalid))
+            .map(|t| refs::image_tag(t).map_err(invalid))
             .transpose()?;
         let project_file = |kind| -> Result<PathBuf, ConfigError> {
             if file.is_empty() {

@@ -361,11 +361,6 @@ fn unknown_fields() {
          tags, pid1mode, supplementary-gids, accepts-arguments, group, aliases, banner, banner-delay, epilog, options"
     );
     assert_eq!(
-        load_err("mixins: [a.yaml]\n"),
-        "/p/cella.yaml:1:1: mixins: unknown field, \
-         expected one of: containers, commands, minimum-vagga"
-    );
-    assert_eq!(
         load_err("containers:\n  base:\n    setup:\n    - !Tar { url: x, sha: abc }\n"),
         "/p/cella.yaml:4:22: containers.base.setup[0].sha: unknown field, \
          expected one of: url, path, sha256, subdir"

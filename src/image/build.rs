@@ -17,15 +17,16 @@ use super::compact::{compact_with_progress, copy_subtree};
 use super::erofs::ImageWriter;
 use super::export::apply_export;
 pub use super::fileio::HashingReader;
-use super::progress::{Progress, ProgressReader};
+
+mod fetch;
+use super::progress::Progress;
 use super::shell::shell_words;
 use super::store::{BuildDir, BuiltWith, Image, ImageConfig, ImageInfo, Store, ROOTFS, TREE};
-use super::tar_import;
 use super::tree::{Inode, Kind, Meta, Tree};
 use super::version::Versions;
-use super::{apt, debian, oci};
+use super::{apt, debian};
 use crate::config::netpolicy::AddressGuard;
-use crate::config::{Config, Container, CopyStep, DebianStep, ImageStep, Limits, Network, Step};
+use crate::config::{Config, Container, CopyStep, DebianStep, Limits, Network, Step};
 use crate::hostfs::{walk, EntryKind, Filter};
 
 pub use super::build_error::{BuildError, StepError, StepFailure};
@@ -299,7 +300,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             number: i + 1,
             total: self.container.setup.len(),
             tag: step.step.tag(),
-            at: format!("{}:{}", self.ctx.config.path.display(), step.pos),
+            at: format!("{}:{}", self.container.file.display(), step.pos),
             source,
         }))
     }
@@ -323,51 +324,19 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 path,
                 sha256,
                 subdir,
-            } => {
-                let (file, shown) = match rel {
-                    Some(rel) => {
-                        let project = self.ctx.versions.project();
-                        (project.open_file(rel)?, project.display(rel))
-                    }
-                    None => {
-                        let fetched = self
-                            .ctx
-                            .versions
-                            .fetch_ctx()
-                            .fetcher()
-                            .fetch(url, sha256.as_deref())
-                            .map_err(|e| StepFailure::Other(e.into()))?;
-                        (fetched.file, PathBuf::from(url))
-                    }
-                };
-                self.tar(file, &shown, path, sha256.as_deref(), subdir.as_deref())
-            }
+            } => self.tar_step(
+                url,
+                rel.as_deref(),
+                path,
+                sha256.as_deref(),
+                subdir.as_deref(),
+            ),
             Step::Download {
                 url,
                 path,
                 mode,
                 sha256,
-            } => {
-                let fetched = self
-                    .ctx
-                    .versions
-                    .fetch_ctx()
-                    .fetcher()
-                    .fetch(url, sha256.as_deref())
-                    .map_err(|e| StepFailure::Other(e.into()))?;
-                let (meta, parents) = (self.meta(*mode as u16, 0, 0), self.meta(0o755, 0, 0));
-                let mut writer = writer(&self.work, &self.limits)?;
-                let mut reader = BufReader::with_capacity(256 * 1024, fetched.file);
-                let data = writer
-                    .write_file_data(&mut reader)
-                    .map_err(StepFailure::Image)?;
-                let inode = Inode {
-                    meta,
-                    kind: Kind::File(data),
-                };
-                self.tree.insert(path.as_bytes(), inode, &parents)?;
-                Ok(())
-            }
+            } => self.download(url, path, *mode, sha256.as_deref()),
             Step::Container(name) => self.start_from(name),
             Step::Image(image) => self.image(image),
             Step::Text(files) => {
@@ -408,62 +377,6 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             Step::Debian(debian) => self.debian(debian),
             Step::Sh(_) | Step::Cmd(_) | Step::Install(_) => Ok(()),
         }
-    }
-
-    /// Imports the tarball `file` (shown as `tarball` in messages) at `dest`.
-    fn tar(
-        &mut self,
-        file: File,
-        tarball: &Path,
-        dest: &str,
-        sha256: Option<&str>,
-        subdir: Option<&str>,
-    ) -> Result<(), StepFailure> {
-        let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let progress = Progress::new("importing", total);
-        let reader = ProgressReader::new(
-            HashingReader::new(BufReader::with_capacity(256 * 1024, file)),
-            &progress,
-        );
-        let mut writer = writer(&self.work, &self.limits)?;
-        // Compressed or not, told by its first bytes; hashed as it is.
-        let rest = tar_import::import_subdir(
-            tarball,
-            BufReader::with_capacity(64 * 1024, reader),
-            &mut self.tree,
-            dest.as_bytes(),
-            subdir.map(str::as_bytes),
-            &mut writer,
-        )
-        .map_err(StepFailure::Tar)?;
-        // What follows the archive is hashed too, not decompressed.
-        let mut rest = rest.into_inner();
-        io::copy(&mut rest, &mut io::sink()).map_err(|e| StepFailure::io("read", tarball, e))?;
-        progress.finish();
-        if let Some(expected) = sha256 {
-            let actual = rest.into_inner().finish();
-            if actual != expected {
-                return Err(StepFailure::Checksum {
-                    path: tarball.to_path_buf(),
-                    expected: expected.to_owned(),
-                    actual,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// `!Image`: the image's layers over an empty tree, its config kept.
-    fn image(&mut self, step: &ImageStep) -> Result<(), StepFailure> {
-        let source = self.ctx.versions.image_source(step);
-        let mut writer = writer(&self.work, &self.limits)?;
-        let oci_err = |e: oci::OciError| StepFailure::Other(e.into());
-        let mut config =
-            oci::import(&source, step, &mut self.tree, &mut writer).map_err(oci_err)?;
-        drop(writer);
-        oci::resolve_user(&mut config, &self.tree, &self.work).map_err(oci_err)?;
-        self.config = Some(config);
-        Ok(())
     }
 
     /// `!Debian`: mmdebstrap's tarball, imported as `!Tar` would.

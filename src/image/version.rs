@@ -210,11 +210,10 @@ impl<'a> Versions<'a> {
 
     /// A step as plain JSON, with its inputs' digests in place of paths' content.
     fn normalised(&mut self, c: &Container, i: usize, step: &Step) -> Result<Value, VersionError> {
-        let config = self.config;
         let at = |source: Box<dyn std::error::Error + Send + Sync>| VersionError {
             at: format!(
                 "{}:{}: containers.{}.setup[{i}]",
-                config.path.display(),
+                c.file.display(),
                 c.setup[i].pos,
                 c.name
             ),

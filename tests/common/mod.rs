@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod oci;
 pub mod pty;
 
 use std::io::Write;

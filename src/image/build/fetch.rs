@@ -1,0 +1,133 @@
+//! The build steps that bring files in from outside the project's tree:
+//! `!Tar` (a project file or a downloaded URL), `!Download` and
+//! `!Image`, each streamed straight into the image being built.
+
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::{Path, PathBuf};
+
+use super::{writer, Builder, HashingReader, StepFailure};
+use crate::config::ImageStep;
+use crate::image::oci;
+use crate::image::progress::{Progress, ProgressReader};
+use crate::image::tar_import;
+use crate::image::tree::{Inode, Kind};
+
+impl Builder<'_, '_, '_> {
+    /// `!Tar`: the project file `rel`, or `url` (downloaded once).
+    pub(super) fn tar_step(
+        &mut self,
+        url: &str,
+        rel: Option<&Path>,
+        path: &str,
+        sha256: Option<&str>,
+        subdir: Option<&str>,
+    ) -> Result<(), StepFailure> {
+        let (file, shown) = match rel {
+            Some(rel) => {
+                let project = self.ctx.versions.project();
+                (project.open_file(rel)?, project.display(rel))
+            }
+            None => {
+                let fetched = self
+                    .ctx
+                    .versions
+                    .fetch_ctx()
+                    .fetcher()
+                    .fetch(url, sha256)
+                    .map_err(|e| StepFailure::Other(e.into()))?;
+                (fetched.file, PathBuf::from(url))
+            }
+        };
+        self.tar(file, &shown, path, sha256, subdir)
+    }
+
+    /// `!Download`: `url`'s file (downloaded once) at `path`, root's,
+    /// with `mode`.
+    pub(super) fn download(
+        &mut self,
+        url: &str,
+        path: &str,
+        mode: u32,
+        sha256: Option<&str>,
+    ) -> Result<(), StepFailure> {
+        let fetched = self
+            .ctx
+            .versions
+            .fetch_ctx()
+            .fetcher()
+            .fetch(url, sha256)
+            .map_err(|e| StepFailure::Other(e.into()))?;
+        let (meta, parents) = (
+            self.meta((mode & 0o7777) as u16, 0, 0),
+            self.meta(0o755, 0, 0),
+        );
+        let mut writer = writer(&self.work, &self.limits)?;
+        let mut reader = BufReader::with_capacity(256 * 1024, fetched.file);
+        let data = writer
+            .write_file_data(&mut reader)
+            .map_err(StepFailure::Image)?;
+        let inode = Inode {
+            meta,
+            kind: Kind::File(data),
+        };
+        self.tree.insert(path.as_bytes(), inode, &parents)?;
+        Ok(())
+    }
+
+    /// Imports the tarball `file` (shown as `tarball` in messages) at `dest`.
+    pub(super) fn tar(
+        &mut self,
+        file: File,
+        tarball: &Path,
+        dest: &str,
+        sha256: Option<&str>,
+        subdir: Option<&str>,
+    ) -> Result<(), StepFailure> {
+        let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let progress = Progress::new("importing", total);
+        let reader = ProgressReader::new(
+            HashingReader::new(BufReader::with_capacity(256 * 1024, file)),
+            &progress,
+        );
+        let mut writer = writer(&self.work, &self.limits)?;
+        // Compressed or not, told by its first bytes; hashed as it is.
+        let rest = tar_import::import_subdir(
+            tarball,
+            BufReader::with_capacity(64 * 1024, reader),
+            &mut self.tree,
+            dest.as_bytes(),
+            subdir.map(str::as_bytes),
+            &mut writer,
+        )
+        .map_err(StepFailure::Tar)?;
+        // What follows the archive is hashed too, not decompressed.
+        let mut rest = rest.into_inner();
+        io::copy(&mut rest, &mut io::sink()).map_err(|e| StepFailure::io("read", tarball, e))?;
+        progress.finish();
+        if let Some(expected) = sha256 {
+            let actual = rest.into_inner().finish();
+            if actual != expected {
+                return Err(StepFailure::Checksum {
+                    path: tarball.to_path_buf(),
+                    expected: expected.to_owned(),
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `!Image`: the image's layers over an empty tree, its config kept.
+    pub(super) fn image(&mut self, step: &ImageStep) -> Result<(), StepFailure> {
+        let source = self.ctx.versions.image_source(step);
+        let mut writer = writer(&self.work, &self.limits)?;
+        let oci_err = |e: oci::OciError| StepFailure::Other(e.into());
+        let mut config =
+            oci::import(&source, step, &mut self.tree, &mut writer).map_err(oci_err)?;
+        drop(writer);
+        oci::resolve_user(&mut config, &self.tree, &self.work).map_err(oci_err)?;
+        self.config = Some(config);
+        Ok(())
+    }
+}

@@ -85,7 +85,8 @@ fn tar_and_download_urls() {
         format!(
             "containers:\n  base:\n    setup:\n    - !Tar {{ url: ./rootfs.tar }}\n    \
              - !Tar {{ url: '{}', sha256: {tar_sum}, subdir: app-1.0, path: /opt/app }}\n    \
-             - !Download {{ url: '{}', sha256: {tool_sum}, path: /usr/bin/tool, mode: 0o755 }}\n  \
+             - !Download {{ url: '{}', sha256: {tool_sum}, path: /usr/bin/tool, mode: 0o755 }}\n    \
+             - !EmptyDir /sbin\n    - !EmptyDir /opt/new\n  \
              lie:\n    setup:\n    - !Download {{ url: '{}', sha256: {}, path: /x }}\n  \
              huge:\n    setup:\n    - !Download {{ url: '{}', sha256: {}, path: /x }}\n",
             url("app-1.0.tar.gz"),
@@ -137,6 +138,18 @@ fn tar_and_download_urls() {
         listing
             .lines()
             .any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with("usr/bin/tool")),
+        "{listing}"
+    );
+    // !EmptyDir: emptied, or made.
+    assert!(listing.lines().any(|l| l.ends_with(" sbin/")), "{listing}");
+    assert!(
+        !listing
+            .lines()
+            .any(|l| l.contains(" sbin/") && !l.ends_with(" sbin/")),
+        "{listing}"
+    );
+    assert!(
+        listing.lines().any(|l| l.ends_with(" opt/new/")),
         "{listing}"
     );
 

@@ -123,6 +123,8 @@ pub enum Step {
     Text(BTreeMap<String, String>),
     /// `!Copy {...}`: copy from the project directory.
     Copy(CopyStep),
+    /// `!EmptyDir /path`: the directory emptied (made if missing), as vagga.
+    EmptyDir(String),
     /// `!EnsureDir path`: make the directory and its parents (mode 0755).
     EnsureDir(String),
     /// `!Remove path`: remove a file or a tree, if present.
@@ -260,6 +262,7 @@ impl Step {
         "Text",
         "Copy",
         "EnsureDir",
+        "EmptyDir",
         "Remove",
         "Env",
         "Depends",
@@ -280,6 +283,7 @@ impl Step {
             Step::Text(_) => "Text",
             Step::Copy(_) => "Copy",
             Step::EnsureDir(_) => "EnsureDir",
+            Step::EmptyDir(_) => "EmptyDir",
             Step::Remove(_) => "Remove",
             Step::Env(_) => "Env",
             Step::Depends { .. } => "Depends",

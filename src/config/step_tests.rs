@@ -350,7 +350,7 @@ fn unknown_fields_in_steps_and_volumes() {
             "    - !Copy { source: images, path: /x, dest: /y }\n"
         )),
         "/p/cella.yaml:4:41: containers.base.setup[0].dest: unknown field, expected one of: \
-         source, path, include-regex, exclude-regex, owner-uid, owner-gid, umask"
+         source, path, include-regex, exclude-regex, ignore-regex, owner-uid, owner-gid, umask"
     );
     assert_eq!(
         load_err(&steps("    - !Build { container: base, from: / }\n")),
@@ -877,4 +877,37 @@ fn vagga_steps_cella_lacks_say_what_to_use() {
     );
     assert!(load_err(&steps("    - !Ubuntu trusty\n")).contains("!Image docker://ubuntu:24.04"));
     assert!(load_err(&steps("    - !Py3Install [flask]\n")).contains("package manager"));
+}
+
+#[test]
+fn vagga_copy_spellings_and_empty_dirs() {
+    let (_dir, path) = project(
+        "vagga.yaml",
+        "containers:\n  base:\n    setup:\n    - !Copy { source: src, path: /src }\n    \
+         - !Copy { source: src, path: /s2, ignore-regex: '\\.o$' }\n    - !EmptyDir /var/cache\n",
+    );
+    let config = load(&path, 1 << 20).unwrap();
+    let setup = &config.containers["base"].setup;
+    let Step::Copy(first) = &setup[0].step else {
+        panic!("{setup:?}")
+    };
+    assert!(first
+        .exclude_regex
+        .as_deref()
+        .is_some_and(|r| r.contains("git|hg|svn")));
+    let Step::Copy(second) = &setup[1].step else {
+        panic!("{setup:?}")
+    };
+    assert_eq!(second.exclude_regex.as_deref(), Some("\\.o$"));
+    assert_eq!(setup[2].step, Step::EmptyDir("/var/cache".into()));
+    // A cella.yaml skips nothing unless told.
+    let config = load_ok(&steps("    - !Copy { source: src, path: /src }\n"));
+    let Step::Copy(copy) = &config.containers["base"].setup[0].step else {
+        panic!()
+    };
+    assert_eq!(copy.exclude_regex, None);
+    let err = load_err(&steps(
+        "    - !Copy { source: src, path: /s, ignore-regex: a, exclude-regex: b }\n",
+    ));
+    assert!(err.contains("not both"), "{err}");
 }

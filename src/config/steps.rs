@@ -20,6 +20,7 @@ const COPY_FIELDS: &[&str] = &[
     "path",
     "include-regex",
     "exclude-regex",
+    "ignore-regex",
     "owner-uid",
     "owner-gid",
     "umask",
@@ -29,6 +30,9 @@ const DEBIAN_FIELDS: &[&str] = &["suite", "variant", "mirror"];
 
 /// The umask of `!Copy` when none is given, as in vagga.
 const DEFAULT_UMASK: u32 = 0o002;
+/// What a vagga.yaml's `!Copy` skips when it names no `ignore-regex`:
+/// vagga's default (version control directories, editor backups).
+const VAGGA_IGNORE: &str = r"(^|/)\.(git|hg|svn|vagga)($|/)|~$|\.bak$|\.orig$|^#.*#$";
 
 /// What a project path must be for a step.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -128,6 +132,7 @@ impl Decoder<'_> {
             "Text" => Step::Text(self.text(node, path)?),
             "Copy" => Step::Copy(self.copy(node, path)?),
             "EnsureDir" => Step::EnsureDir(self.tagged_container_path(node, path)?),
+            "EmptyDir" => Step::EmptyDir(self.tagged_container_path(node, path)?),
             "Remove" => Step::Remove(self.tagged_container_path(node, path)?),
             "Env" => Step::Env(self.variables(node, path)?),
             "Depends" => {
@@ -422,12 +427,27 @@ impl Decoder<'_> {
         self.exists(source_node.pos, &source_path, &rel, Kind::FileOrDirectory)?;
         let dest = self.required(&fields, "path")?;
         let regex = |text: &str| scalars::regex(text).map(|()| text.to_owned());
+        // vagga spells it `ignore-regex`; in a vagga.yaml it has vagga's
+        // default, in a cella.yaml none.
+        let exclude = match (fields.get("exclude-regex"), fields.get("ignore-regex")) {
+            (Some(node), Some(_)) => {
+                return Err(self.invalid(
+                    node.pos,
+                    &fields.path_of("exclude-regex"),
+                    "give `exclude-regex` or vagga's `ignore-regex`, not both".to_owned(),
+                ))
+            }
+            (_, Some(_)) => self.optional(&fields, "ignore-regex", regex)?,
+            (Some(_), None) => self.optional(&fields, "exclude-regex", regex)?,
+            (None, None) if self.is_vagga() => Some(VAGGA_IGNORE.to_owned()),
+            (None, None) => None,
+        };
         Ok(CopyStep {
             source,
             rel,
             path: self.parsed(dest, &fields.path_of("path"), scalars::container_path)?,
             include_regex: self.optional(&fields, "include-regex", regex)?,
-            exclude_regex: self.optional(&fields, "exclude-regex", regex)?,
+            exclude_regex: exclude,
             owner_uid: self.optional(&fields, "owner-uid", scalars::uint32)?,
             owner_gid: self.optional(&fields, "owner-gid", scalars::uint32)?,
             umask: self
@@ -555,7 +575,6 @@ fn vagga_advice(tag: &str) -> Option<&'static str> {
         "BuildDeps" => "`!Install` the packages, and remove them in a `!Sh` step at the end",
         "RunAs" => "a `!Sh` step that runs `su` or `setpriv` for the user",
         "Unzip" => "`!Download` the archive, then `!Sh unzip` it in a container that has unzip",
-        "EmptyDir" => "`!Remove` the directory, then `!EnsureDir` it",
         "CacheDirs" => "build caches are not kept between builds yet",
         "Py2Install"
         | "Py3Install"

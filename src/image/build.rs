@@ -265,7 +265,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             Step::Cmd(argv) => argv.join(" "),
             Step::Text(files) => files.keys().cloned().collect::<Vec<_>>().join(" "),
             Step::Copy(c) => format!("{} to {}", c.source, c.path),
-            Step::EnsureDir(p) | Step::Remove(p) => p.clone(),
+            Step::EnsureDir(p) | Step::EmptyDir(p) | Step::Remove(p) => p.clone(),
             Step::Env(vars) => vars.keys().cloned().collect::<Vec<_>>().join(" "),
             Step::Depends { path, .. } => path.clone(),
             Step::Build {
@@ -358,6 +358,22 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             Step::EnsureDir(path) => {
                 let meta = self.meta(0o755, 0, 0);
                 self.tree.ensure_dir(path.as_bytes(), &meta)?;
+                Ok(())
+            }
+            Step::EmptyDir(path) => {
+                let meta = self.meta(0o755, 0, 0);
+                let id = self.tree.ensure_dir(path.as_bytes(), &meta)?;
+                let names: Vec<Vec<u8>> = self
+                    .tree
+                    .entries(id)
+                    .map(|e| e.keys().cloned().collect())
+                    .unwrap_or_default();
+                for name in names {
+                    let mut child = path.as_bytes().to_vec();
+                    child.push(b'/');
+                    child.extend_from_slice(&name);
+                    self.tree.remove(&child)?;
+                }
                 Ok(())
             }
             Step::Remove(path) => {

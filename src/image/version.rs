@@ -304,6 +304,7 @@ impl<'a> Versions<'a> {
                 }})
             }
             Step::EnsureDir(path) => json!({ "EnsureDir": path }),
+            Step::EmptyDir(path) => json!({ "EmptyDir": path }),
             Step::Remove(path) => json!({ "Remove": path }),
             Step::Env(vars) => json!({ "Env": vars }),
             Step::Depends { path, rel } => {

@@ -87,6 +87,8 @@ fn tar_and_download_urls() {
              - !Tar {{ url: '{}', sha256: {tar_sum}, subdir: app-1.0, path: /opt/app }}\n    \
              - !Download {{ url: '{}', sha256: {tool_sum}, path: /usr/bin/tool, mode: 0o755 }}\n    \
              - !EmptyDir /sbin\n    - !EmptyDir /opt/new\n  \
+             mounted:\n    setup:\n    - !Tar {{ url: ./rootfs.tar }}\n    \
+             - !Build {{ container: base, source: /opt/app, temporary-mount: /mnt/app }}\n  \
              lie:\n    setup:\n    - !Download {{ url: '{}', sha256: {}, path: /x }}\n  \
              huge:\n    setup:\n    - !Download {{ url: '{}', sha256: {}, path: /x }}\n",
             url("app-1.0.tar.gz"),
@@ -152,6 +154,31 @@ fn tar_and_download_urls() {
         listing.lines().any(|l| l.ends_with(" opt/new/")),
         "{listing}"
     );
+
+    // A temporary mount is gone from the finished image.
+    let (status, _, err) = cella(
+        &p,
+        &open,
+        cache.path(),
+        &[
+            "_pack_image",
+            "-f",
+            root.to_str().expect("utf-8"),
+            "mounted",
+        ],
+    );
+    assert_eq!(status, Some(0), "{err}");
+    assert!(
+        err.contains("!Build base:/opt/app at /mnt/app, for the build"),
+        "{err}"
+    );
+    let listing = Command::new("tar")
+        .args(["-tf", root.to_str().expect("utf-8")])
+        .output()
+        .expect("tar");
+    let listing = text(&listing.stdout);
+    assert!(listing.lines().any(|l| l == "bin/busybox"), "{listing}");
+    assert!(!listing.contains("mnt/app"), "{listing}");
 
     // Downloaded once: a rebuild asks the server nothing.
     let asked = log.lock().expect("log").len();

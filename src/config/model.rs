@@ -144,12 +144,16 @@ pub enum Step {
     /// `!Install [packages]`: apt-get install in a build VM with a NIC,
     /// the .debs cached in the user's cache directory; never empty.
     Install(Vec<String>),
-    /// `!Build {container, source?, path?}`: copy `source` (default `/`)
-    /// out of another container's image to `path` (default: `source`).
+    /// `!Build {container, source?, path? | temporary-mount?}`: copy
+    /// `source` (default `/`) out of another container's image to `path`
+    /// (default: `source`); with `temporary-mount`, there only until the
+    /// end of this container's build (vagga's read-only mount).
     Build {
         container: String,
         source: String,
         path: String,
+        /// `temporary-mount`: gone from the finished image.
+        temporary: bool,
     },
 }
 

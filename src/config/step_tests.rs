@@ -305,6 +305,7 @@ commands:
                     container: "tools".into(),
                     source: "/usr/bin/tool".into(),
                     path: "/usr/bin/tool".into(),
+                    temporary: false,
                 },
                 47,
             ),
@@ -313,6 +314,7 @@ commands:
                     container: "tools".into(),
                     source: "/opt".into(),
                     path: "/usr/local".into(),
+                    temporary: false,
                 },
                 48,
             ),
@@ -355,7 +357,7 @@ fn unknown_fields_in_steps_and_volumes() {
     assert_eq!(
         load_err(&steps("    - !Build { container: base, from: / }\n")),
         "/p/cella.yaml:4:33: containers.base.setup[0].from: unknown field, \
-         expected one of: container, source, path"
+         expected one of: container, source, path, temporary-mount"
     );
     assert_eq!(
         load_err(&volumes("      /tmp: !Tmpfs { sizes: 1 }\n")),
@@ -908,6 +910,26 @@ fn vagga_copy_spellings_and_empty_dirs() {
     assert_eq!(copy.exclude_regex, None);
     let err = load_err(&steps(
         "    - !Copy { source: src, path: /s, ignore-regex: a, exclude-regex: b }\n",
+    ));
+    assert!(err.contains("not both"), "{err}");
+}
+
+#[test]
+fn build_temporary_mounts() {
+    let config = load_ok(&format!(
+        "{BASE}  app:\n    setup:\n    - !Build {{ container: base, source: /opt, temporary-mount: /tmp/x }}\n"
+    ));
+    assert_eq!(
+        config.containers["app"].setup[0].step,
+        Step::Build {
+            container: "base".into(),
+            source: "/opt".into(),
+            path: "/tmp/x".into(),
+            temporary: true,
+        }
+    );
+    let err = load_err(&format!(
+        "{BASE}  app:\n    setup:\n    - !Build {{ container: base, path: /a, temporary-mount: /b }}\n"
     ));
     assert!(err.contains("not both"), "{err}");
 }

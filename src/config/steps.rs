@@ -25,7 +25,7 @@ const COPY_FIELDS: &[&str] = &[
     "owner-gid",
     "umask",
 ];
-const BUILD_FIELDS: &[&str] = &["container", "source", "path"];
+const BUILD_FIELDS: &[&str] = &["container", "source", "path", "temporary-mount"];
 const DEBIAN_FIELDS: &[&str] = &["suite", "variant", "mirror"];
 
 /// The umask of `!Copy` when none is given, as in vagga.
@@ -471,6 +471,21 @@ impl Decoder<'_> {
             .optional(&fields, "source", scalars::container_path)?
             .unwrap_or_else(|| "/".to_owned());
         let dest = self.optional(&fields, "path", scalars::container_path)?;
+        let mount = self.optional(&fields, "temporary-mount", scalars::container_path)?;
+        if let (Some(_), Some(node)) = (&dest, fields.get("temporary-mount")) {
+            return Err(self.invalid(
+                node.pos,
+                &fields.path_of("temporary-mount"),
+                "give `path` or `temporary-mount`, not both".to_owned(),
+            ));
+        }
+        if mount.as_deref() == Some("/") {
+            return Err(self.invalid(
+                node.pos,
+                &fields.path_of("temporary-mount"),
+                "a temporary mount over the root would take the whole image away".to_owned(),
+            ));
+        }
         refs.push(Reference {
             from: container.to_owned(),
             to: name.clone(),
@@ -479,7 +494,8 @@ impl Decoder<'_> {
         });
         Ok(Step::Build {
             container: name,
-            path: dest.unwrap_or_else(|| source.clone()),
+            temporary: mount.is_some(),
+            path: mount.or(dest).unwrap_or_else(|| source.clone()),
             source,
         })
     }

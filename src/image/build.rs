@@ -181,6 +181,8 @@ struct Builder<'a, 'c, 'v> {
     built_with: Option<BuiltWith>,
     /// The OCI config of an `!Image` base (or of the `!Container` it starts from).
     config: Option<ImageConfig>,
+    /// `!Build`'s temporary mounts: where, and whether it was there before.
+    temporary: Vec<(String, bool)>,
 }
 
 /// A packed image: what image.json records of it.
@@ -217,6 +219,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             limits,
             built_with: None,
             config: None,
+            temporary: Vec::new(),
         }
     }
 
@@ -249,6 +252,23 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 .prune()
                 .map_err(|e| self.step_error(i - 1, StepFailure::Image(e)))?;
         }
+        // `!Build`'s temporary mounts end with the build: what they
+        // brought goes (a directory that was there before stays, empty).
+        let last = setup.len().saturating_sub(1);
+        for (path, existed) in std::mem::take(&mut self.temporary) {
+            let meta = self.meta(0o755, 0, 0);
+            let result = self
+                .tree
+                .remove(path.as_bytes())
+                .and_then(|_| match existed {
+                    true => self.tree.ensure_dir(path.as_bytes(), &meta).map(drop),
+                    false => Ok(()),
+                });
+            result.map_err(|e| self.step_error(last, StepFailure::Tree(e)))?;
+        }
+        self.tree
+            .prune()
+            .map_err(|e| self.step_error(setup.len().saturating_sub(1), StepFailure::Image(e)))?;
         Ok(())
     }
 
@@ -272,7 +292,11 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 container,
                 source,
                 path,
-            } => format!("{container}:{source} to {path}"),
+                temporary,
+            } => match temporary {
+                true => format!("{container}:{source} at {path}, for the build"),
+                false => format!("{container}:{source} to {path}"),
+            },
             Step::Debian(d) => format!("{} {}", d.suite, d.variant),
             Step::Install(packages) => packages.join(" "),
         };
@@ -389,7 +413,14 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 container,
                 source,
                 path,
-            } => self.build_from(container, source, path),
+                temporary,
+            } => {
+                if *temporary {
+                    let existed = self.tree.lookup(path.as_bytes()).is_some();
+                    self.temporary.push((path.clone(), existed));
+                }
+                self.build_from(container, source, path)
+            }
             Step::Debian(debian) => self.debian(debian),
             Step::Sh(_) | Step::Cmd(_) | Step::Install(_) => Ok(()),
         }

@@ -317,7 +317,15 @@ impl<'a> Versions<'a> {
                 container,
                 source,
                 path,
-            } => json!({"Build": {"image": self.id(container)?, "source": source, "path": path}}),
+                temporary,
+            } => {
+                let mut value = json!({"Build": {"image": self.id(container)?, "source": source, "path": path}});
+                // Only when set, so that the ids of images built before it stay.
+                if *temporary {
+                    value["Build"]["temporary"] = json!(true);
+                }
+                value
+            }
             Step::Debian(d) => json!({"Debian": {
                 "suite": d.suite, "variant": d.variant,
                 "mirror": d.mirror.as_deref().unwrap_or(crate::config::DEFAULT_DEBIAN_MIRROR),

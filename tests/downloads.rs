@@ -9,11 +9,9 @@ mod common;
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use common::{assets, fake_server, text, wait_output, Project};
+use common::{assets, cella_with, fake_server, text, Project};
 use sha2::{Digest, Sha256};
 
 fn hex_sha(bytes: &[u8]) -> String {
@@ -40,23 +38,6 @@ fn app_tarball() -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tar).expect("gzip");
     gz.finish().expect("gzip")
-}
-
-fn cella(
-    p: &Project,
-    settings: &Path,
-    cache: &Path,
-    args: &[&str],
-) -> (Option<i32>, String, String) {
-    let child = p
-        .cella()
-        .env("CELLA_SETTINGS", settings)
-        .env("CELLA_CACHE_DIR", cache)
-        .args(args)
-        .spawn()
-        .expect("cella");
-    let out = wait_output(child, Duration::from_secs(300));
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
 #[test]
@@ -89,6 +70,8 @@ fn tar_and_download_urls() {
              - !EmptyDir /sbin\n    - !EmptyDir /opt/new\n  \
              mounted:\n    setup:\n    - !Tar {{ url: ./rootfs.tar }}\n    \
              - !Build {{ container: base, source: /opt/app, temporary-mount: /mnt/app }}\n  \
+             overmount:\n    setup:\n    - !Tar {{ url: ./rootfs.tar }}\n    \
+             - !Build {{ container: base, source: /opt/app, temporary-mount: /bin }}\n  \
              lie:\n    setup:\n    - !Download {{ url: '{}', sha256: {}, path: /x }}\n  \
              huge:\n    setup:\n    - !Download {{ url: '{}', sha256: {}, path: /x }}\n",
             url("app-1.0.tar.gz"),
@@ -110,15 +93,15 @@ fn tar_and_download_urls() {
     .expect("settings");
 
     // A loopback server needs the user's leave.
-    let (status, _, err) = cella(&p, &closed, cache.path(), &["_build", "base"]);
+    let (status, _, err) = cella_with(&p, &closed, cache.path(), &["_build", "base"]);
     assert_eq!(status, Some(125), "{err}");
     assert!(err.contains("127.0.0.1 is a loopback address"), "{err}");
     assert!(log.lock().expect("log").is_empty(), "nothing was asked");
 
-    let (status, _, err) = cella(&p, &open, cache.path(), &["_build", "base"]);
+    let (status, _, err) = cella_with(&p, &open, cache.path(), &["_build", "base"]);
     assert_eq!(status, Some(0), "{err}");
     let root = p.path().join("root.tar");
-    let (status, _, err) = cella(
+    let (status, _, err) = cella_with(
         &p,
         &open,
         cache.path(),
@@ -156,7 +139,7 @@ fn tar_and_download_urls() {
     );
 
     // A temporary mount is gone from the finished image.
-    let (status, _, err) = cella(
+    let (status, _, err) = cella_with(
         &p,
         &open,
         cache.path(),
@@ -180,9 +163,17 @@ fn tar_and_download_urls() {
     assert!(listing.lines().any(|l| l == "bin/busybox"), "{listing}");
     assert!(!listing.contains("mnt/app"), "{listing}");
 
+    // A temporary mount never takes away what is there.
+    let (status, _, err) = cella_with(&p, &open, cache.path(), &["_build", "overmount"]);
+    assert_eq!(status, Some(125), "{err}");
+    assert!(
+        err.contains("temporary-mount /bin: it is there already"),
+        "{err}"
+    );
+
     // Downloaded once: a rebuild asks the server nothing.
     let asked = log.lock().expect("log").len();
-    let (status, _, err) = cella(&p, &open, cache.path(), &["_build", "--force", "base"]);
+    let (status, _, err) = cella_with(&p, &open, cache.path(), &["_build", "--force", "base"]);
     assert_eq!(status, Some(0), "{err}");
     assert_eq!(
         log.lock().expect("log").len(),
@@ -190,25 +181,39 @@ fn tar_and_download_urls() {
         "served from the cache"
     );
 
+    // `_cache` accounts for them.
+    let (status, listing, err) = cella_with(&p, &open, cache.path(), &["_cache"]);
+    assert_eq!(status, Some(0), "{err}");
+    assert!(
+        listing.lines().any(|l| l.starts_with("downloads: ")),
+        "{listing}"
+    );
+    let kept = fs::read_dir(cache.path().join("downloads/sha256"))
+        .expect("downloads")
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .count();
+    assert_eq!(kept, 2, "the tarball and the tool, by content");
+
     // A wrong checksum, an endless body: refused, nothing cached.
-    let before: Vec<_> = fs::read_dir(cache.path().join("downloads"))
+    let before: Vec<_> = fs::read_dir(cache.path().join("downloads/sha256"))
         .expect("downloads")
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    let (status, _, err) = cella(&p, &open, cache.path(), &["_build", "lie"]);
+    let (status, _, err) = cella_with(&p, &open, cache.path(), &["_build", "lie"]);
     assert_eq!(status, Some(125), "{err}");
     assert!(
         err.contains(&format!("its sha256 is {tool_sum}, not the 0000")),
         "{err}"
     );
-    let (status, _, err) = cella(&p, &open, cache.path(), &["_build", "huge"]);
+    let (status, _, err) = cella_with(&p, &open, cache.path(), &["_build", "huge"]);
     assert_eq!(status, Some(125), "{err}");
     assert!(
         err.contains("more than the 16777216 bytes allowed (limits.image)"),
         "{err}"
     );
-    let after: Vec<_> = fs::read_dir(cache.path().join("downloads"))
+    let after: Vec<_> = fs::read_dir(cache.path().join("downloads/sha256"))
         .expect("downloads")
         .flatten()
         .map(|e| e.file_name())

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::oci::*;
-use common::{assets, fake_server, text, wait_output, Answer, Project};
+use common::{assets, cella_with, fake_server, Answer, Project};
 use serde_json::json;
 
 /// `docker-registry` on 127.0.0.1, stopped (by pid) when dropped.
@@ -85,26 +85,6 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut head = [0u8; 12];
     s.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
-/// Runs cella in `p` with the settings file `settings` and the cache
-/// directory `cache` (no VM is booted: `!Image` builds on the host).
-fn cella_with(
-    p: &Project,
-    settings: &Path,
-    cache: &Path,
-    args: &[&str],
-) -> (Option<i32>, String, String) {
-    let child = p
-        .cella()
-        .env("CELLA_SETTINGS", settings)
-        .env("CELLA_CACHE_DIR", cache)
-        .env("REGISTRY_AUTH_FILE", p.path().join("auth.json"))
-        .args(args)
-        .spawn()
-        .expect("cella");
-    let out = wait_output(child, Duration::from_secs(300));
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! `cella _cache`: what the user's cache holds (snapshots, warm snapshots,
-//! the apt cache, guest kernels), how much disk each takes, and the way
+//! the apt cache, registry blobs, downloads, guest kernels), how much disk each takes, and the way
 //! to drop what cella rebuilds by itself (`--drop`: the snapshots).
 
 use std::os::unix::fs::MetadataExt;
@@ -61,12 +61,18 @@ pub fn cache(drop: bool, opts: &RunOptions) -> Result<i32, CommandError> {
     }
     for (name, what) in [
         ("apt", "Debian packages downloaded by builds"),
+        ("oci", "image blobs pulled from registries, by digest"),
+        ("downloads", "files of !Tar and !Download URLs"),
         ("kernel", "guest kernels built by scripts/build.sh"),
     ] {
         let bytes = du(&dir.join(name));
         out.push_str(&format!("{name}: {} ({what})\n", mib(bytes)));
     }
     out.push_str("drop the snapshots: cella _cache --drop (runs make them again as needed)\n");
+    out.push_str(&format!(
+        "apt, oci and downloads are fetched again when missing: remove them from {} to free the space\n",
+        dir.display()
+    ));
     print!("{out}");
     Ok(0)
 }

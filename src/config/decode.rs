@@ -419,7 +419,10 @@ impl Decoder<'_> {
         Decoder {
             file: path,
             project_dir: self.project_dir,
-            project: crate::hostfs::Dir::open(self.project_dir),
+            project: match &self.project {
+                Ok(dir) => dir.try_clone(),
+                Err(_) => crate::hostfs::Dir::open(self.project_dir),
+            },
             deferred: Default::default(),
             vagga: self.vagga,
             max_bytes: self.max_bytes,
@@ -470,10 +473,17 @@ impl Decoder<'_> {
             let mut doc_refs = Vec::new();
             match decoder.containers(root, &mut doc_refs) {
                 Ok(containers) => {
+                    let mut taken = Vec::new();
                     for (name, container) in containers {
-                        config.containers.entry(name).or_insert(container);
+                        if let std::collections::btree_map::Entry::Vacant(slot) =
+                            config.containers.entry(name)
+                        {
+                            taken.push(slot.key().clone());
+                            slot.insert(container);
+                        }
                     }
-                    refs.extend(doc_refs);
+                    // Only the references of the definitions that count.
+                    refs.extend(doc_refs.into_iter().filter(|r| taken.contains(&r.from)));
                     usable.push((decoder, root, main));
                 }
                 Err(e) if main => return Err(e),

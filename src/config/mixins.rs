@@ -47,9 +47,13 @@ pub(super) struct Mixin {
 /// The mixins of the main file (whose root is `main`), in the order
 /// their entries are taken (first wins, after the main file's).
 pub(super) fn collect(decoder: &Main<'_>, main: Option<&Node>) -> Vec<Mixin> {
-    let max_bytes = decoder.max_bytes;
-    let mut out = Vec::new();
-    let mut seen: Vec<PathBuf> = vec![rel_of(decoder)];
+    let mut state = State {
+        seen: vec![rel_of(decoder)],
+        out: Vec::new(),
+        // All the mixins together may hold what one config file may.
+        budget: decoder.max_bytes,
+        warned: false,
+    };
     let local = match decoder.vagga {
         true => VAGGA_LOCAL,
         false => CELLA_LOCAL,
@@ -62,15 +66,15 @@ pub(super) fn collect(decoder: &Main<'_>, main: Option<&Node>) -> Vec<Mixin> {
             .as_ref()
             .is_ok_and(|p| matches!(p.lstat(&rel), Ok(Some(_))));
         if exists {
-            add(decoder, rel, &mut seen, &mut out, max_bytes, 0);
+            add(decoder, rel, &mut state, 0);
         }
     }
     if let Some(main) = main {
         for rel in listed(decoder, main, Path::new("")) {
-            add(decoder, rel, &mut seen, &mut out, max_bytes, 0);
+            add(decoder, rel, &mut state, 0);
         }
     }
-    out
+    state.out
 }
 
 /// The main file's path relative to the project directory.
@@ -113,29 +117,39 @@ fn listed(decoder: &Main<'_>, root: &Node, base: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Reads mixin `rel` (then its own mixins) into `out`, unless it was
-/// read already, the limit is reached, or it cannot be read.
-fn add(
-    decoder: &Main<'_>,
-    rel: PathBuf,
-    seen: &mut Vec<PathBuf>,
-    out: &mut Vec<Mixin>,
-    max_bytes: u64,
-    depth: usize,
-) {
-    if seen.contains(&rel) {
+/// What collecting has gathered so far.
+struct State {
+    /// The files read or skipped (relative to the project).
+    seen: Vec<PathBuf>,
+    out: Vec<Mixin>,
+    /// Bytes the mixins still may hold together (limits.config).
+    budget: u64,
+    /// The "too many" warning was given.
+    warned: bool,
+}
+
+/// Reads mixin `rel` (then its own mixins) into `state`, unless it was
+/// read already, a limit is reached, or it cannot be read.
+fn add(decoder: &Main<'_>, rel: PathBuf, state: &mut State, depth: usize) {
+    if state.seen.contains(&rel) {
         return;
     }
     let path = decoder.project_dir.join(&rel);
-    if seen.len() > MAX_MIXINS || depth > 8 {
-        warn(
-            &path,
-            &format!("skipped: more than {MAX_MIXINS} mixins, or nested 8 deep"),
-        );
+    if state.seen.len() > MAX_MIXINS || depth > 8 || state.budget == 0 {
+        if !state.warned {
+            state.warned = true;
+            warn(
+                &path,
+                &format!(
+                    "skipped, with any after it: more than {MAX_MIXINS} mixins, nested 8 \
+                     deep, or more text in all than limits.config"
+                ),
+            );
+        }
         return;
     }
-    seen.push(rel.clone());
-    let root = match read(decoder, &rel, &path, max_bytes) {
+    state.seen.push(rel.clone());
+    let root = match read(decoder, &rel, &path, &mut state.budget) {
         Ok(Some(root)) => root,
         Ok(None) => return,
         Err(e) => {
@@ -145,9 +159,9 @@ fn add(
     };
     let base = rel.parent().map(Path::to_path_buf).unwrap_or_default();
     let nested = listed(decoder, &root, &base);
-    out.push(Mixin { path, root });
+    state.out.push(Mixin { path, root });
     for rel in nested {
-        add(decoder, rel, seen, out, max_bytes, depth + 1);
+        add(decoder, rel, state, depth + 1);
     }
 }
 
@@ -155,15 +169,17 @@ fn read(
     decoder: &Main<'_>,
     rel: &Path,
     path: &Path,
-    max_bytes: u64,
+    budget: &mut u64,
 ) -> Result<Option<Node>, String> {
     let project = decoder
         .project
         .as_ref()
         .map_err(|e| format!("cannot open the project directory: {e}"))?;
     let bytes = project
-        .read(rel, max_bytes)
+        .read(rel, *budget)
         .map_err(|e| crate::text::error_chain(&e, ": "))?;
+    let max_bytes = *budget;
+    *budget = budget.saturating_sub(bytes.len() as u64);
     let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
     yaml::parse(&text, max_bytes).map_err(|e| {
         ConfigError::Syntax {

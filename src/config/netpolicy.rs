@@ -93,6 +93,11 @@ impl AddressGuard {
         }
     }
 
+    /// The non-public networks the user allowed.
+    pub fn allowed(&self) -> &[Ipv4Net] {
+        &self.allow
+    }
+
     /// Ok if `ip` may be reached; else what kind of address it is.
     pub fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
         let ip = match ip {
@@ -308,7 +313,7 @@ impl HttpUrl {
     }
 }
 
-fn host_name(name: &str) -> Option<UrlHost> {
+pub(super) fn host_name(name: &str) -> Option<UrlHost> {
     if let Ok(v4) = name.parse::<Ipv4Addr>() {
         return Some(UrlHost::V4(v4));
     }

@@ -49,14 +49,8 @@ pub fn registry_host(text: &str) -> Result<String, String> {
             return Err(bad());
         }
     }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
-    if host.len() > 253 || !host.split('.').all(label_ok) {
+    // A name or address as the strict URL parser takes hosts.
+    if super::netpolicy::host_name(host).is_none() {
         return Err(bad());
     }
     Ok(text.to_ascii_lowercase())

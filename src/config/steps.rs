@@ -248,14 +248,14 @@ impl Decoder<'_> {
             crate::config::netpolicy::HttpUrl::parse(url).map_err(invalid)?;
             if url.starts_with("http://") && !pinned {
                 return Err(invalid(format!(
-                    "\"{url}\" is plain http: give its `sha256`, or use https"
+                    "{url:?} is plain http: give its `sha256`, or use https"
                 )));
             }
             return Ok(None);
         }
         if url.contains("://") {
             return Err(invalid(format!(
-                "only http(s) URLs and project paths are supported, not \"{url}\""
+                "only http(s) URLs and project paths are supported, not {url:?}"
             )));
         }
         // Inside the project, as every host path cella.yaml names: an

@@ -181,8 +181,9 @@ struct Builder<'a, 'c, 'v> {
     built_with: Option<BuiltWith>,
     /// The OCI config of an `!Image` base (or of the `!Container` it starts from).
     config: Option<ImageConfig>,
-    /// `!Build`'s temporary mounts: where, and whether it was there before.
-    temporary: Vec<(String, bool)>,
+    /// `!Build`'s temporary mounts: where, and the empty directory's
+    /// metadata when one was there before.
+    temporary: Vec<(String, Option<Meta>)>,
 }
 
 /// A packed image: what image.json records of it.
@@ -253,16 +254,19 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 .map_err(|e| self.step_error(i - 1, StepFailure::Image(e)))?;
         }
         // `!Build`'s temporary mounts end with the build: what they
-        // brought goes (a directory that was there before stays, empty).
+        // brought goes (an empty directory that was there before stays).
         let last = setup.len().saturating_sub(1);
-        for (path, existed) in std::mem::take(&mut self.temporary) {
-            let meta = self.meta(0o755, 0, 0);
+        for (path, before) in std::mem::take(&mut self.temporary) {
+            let parents = self.meta(0o755, 0, 0);
             let result = self
                 .tree
                 .remove(path.as_bytes())
-                .and_then(|_| match existed {
-                    true => self.tree.ensure_dir(path.as_bytes(), &meta).map(drop),
-                    false => Ok(()),
+                .and_then(|_| match before {
+                    Some(meta) => self
+                        .tree
+                        .insert(path.as_bytes(), Inode::empty_dir(meta), &parents)
+                        .map(drop),
+                    None => Ok(()),
                 });
             result.map_err(|e| self.step_error(last, StepFailure::Tree(e)))?;
         }
@@ -416,8 +420,24 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 temporary,
             } => {
                 if *temporary {
-                    let existed = self.tree.lookup(path.as_bytes()).is_some();
-                    self.temporary.push((path.clone(), existed));
+                    // Like vagga's mount, it must not take away what is
+                    // there: only a new or an empty directory.
+                    let before = match self.tree.lookup(path.as_bytes()) {
+                        None => None,
+                        Some(id) if self.tree.entries(id).is_some_and(|e| e.is_empty()) => {
+                            Some(self.tree.inodes[id].meta.clone())
+                        }
+                        Some(_) => {
+                            return Err(StepFailure::Other(
+                                format!(
+                                    "temporary-mount {path}: it is there already and not an \
+                                     empty directory; mount on a new directory"
+                                )
+                                .into(),
+                            ))
+                        }
+                    };
+                    self.temporary.push((path.clone(), before));
                 }
                 self.build_from(container, source, path)
             }

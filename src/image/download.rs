@@ -71,74 +71,74 @@ pub struct Downloaded {
 impl Fetcher<'_> {
     /// The file at `url`, from the cache or downloaded into it; with
     /// `sha256`, a download must have that digest.
+    ///
+    /// Files are kept by content (`downloads/sha256/HEX`, renamed into
+    /// place once hashed), and `downloads/urls/KEY` names the content a
+    /// URL gave; KEY hashes the URL with the addresses the user allowed,
+    /// so what one run fetched from a private address is not served to
+    /// a run without that leave.
     pub fn fetch(&self, url: &str, sha256: Option<&str>) -> Result<Downloaded, DownloadError> {
         let cache = self.cache.ok_or_else(|| DownloadError::NoCache {
             url: url.to_owned(),
         })?;
         let root = cache.join("downloads");
         let dir = Dir::create_private(&root).map_err(DownloadError::Cache)?;
-        let key = hex::encode(Sha256::digest(url.as_bytes()));
-        let (data, sum) = (PathBuf::from(&key), PathBuf::from(format!("{key}.sha256")));
-        if let Some(found) = self.cached(&dir, &data, &sum, sha256)? {
-            return Ok(found);
+        let blobs = dir
+            .ensure_dir(Path::new("sha256"), 0o700)
+            .map_err(DownloadError::Cache)?;
+        let urls = dir
+            .ensure_dir(Path::new("urls"), 0o700)
+            .map_err(DownloadError::Cache)?;
+        let mut hasher = Sha256::new();
+        hasher.update(url.as_bytes());
+        hasher.update(format!("\n{:?}", self.guard.allowed()).as_bytes());
+        let key = PathBuf::from(hex::encode(hasher.finalize()));
+        let recorded = urls
+            .read(&key, 128)
+            .ok()
+            .map(|t| String::from_utf8_lossy(&t).trim().to_owned())
+            .filter(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+            .filter(|d| sha256.is_none_or(|want| want == d));
+        if let Some(digest) = recorded {
+            let data = PathBuf::from(&digest);
+            if matches!(blobs.lstat(&data), Ok(Some(m)) if m.kind == Kind::File) {
+                let file = blobs.open_file(&data).map_err(DownloadError::Cache)?;
+                return Ok(Downloaded {
+                    file,
+                    sha256: digest,
+                    path: blobs.display(&data),
+                });
+            }
         }
-        let digest = self.download(url, &dir, &data, sha256)?;
-        let tmp = PathBuf::from(format!(".{key}.sha256.{}.tmp", std::process::id()));
+        let digest = self.download(url, &blobs, sha256)?;
+        let tmp = PathBuf::from(format!(".{}.{}.tmp", key.display(), std::process::id()));
         let write = || -> Result<(), FsError> {
-            let _ = dir.remove_file(&tmp);
-            let mut f = dir.create_new(&tmp, 0o600)?;
+            let _ = urls.remove_file(&tmp);
+            let mut f = urls.create_new(&tmp, 0o600)?;
             f.write_all(digest.as_bytes())
                 .map_err(|source| FsError::Io {
                     what: "write",
-                    path: dir.display(&tmp),
+                    path: urls.display(&tmp),
                     source,
                 })?;
-            dir.rename(&tmp, &dir, &sum)
+            urls.rename(&tmp, &urls, &key)
         };
         write().map_err(DownloadError::Cache)?;
-        let file = dir.open_file(&data).map_err(DownloadError::Cache)?;
+        let data = PathBuf::from(&digest);
+        let file = blobs.open_file(&data).map_err(DownloadError::Cache)?;
         Ok(Downloaded {
             file,
             sha256: digest,
-            path: dir.display(&data),
+            path: blobs.display(&data),
         })
     }
 
-    /// The cached download, if it is whole (its digest file is written
-    /// last) and, with `sha256`, the one asked for.
-    fn cached(
-        &self,
-        dir: &Dir,
-        data: &Path,
-        sum: &Path,
-        sha256: Option<&str>,
-    ) -> Result<Option<Downloaded>, DownloadError> {
-        let Ok(text) = dir.read(sum, 128) else {
-            return Ok(None);
-        };
-        let digest = String::from_utf8_lossy(&text).trim().to_owned();
-        if sha256.is_some_and(|want| want != digest) {
-            return Ok(None);
-        }
-        match dir.lstat(data) {
-            Ok(Some(meta)) if meta.kind == Kind::File => {}
-            _ => return Ok(None),
-        }
-        let file = dir.open_file(data).map_err(DownloadError::Cache)?;
-        Ok(Some(Downloaded {
-            file,
-            sha256: digest,
-            path: dir.display(data),
-        }))
-    }
-
-    /// GETs `url` into `data` in `dir` (through a temporary file);
-    /// returns its sha256.
+    /// GETs `url` into `dir` (through a temporary file), named by its
+    /// sha256, which it returns.
     fn download(
         &self,
         url: &str,
         dir: &Dir,
-        data: &Path,
         sha256: Option<&str>,
     ) -> Result<String, DownloadError> {
         let agent = http::agent(self.guard.clone());
@@ -208,7 +208,7 @@ impl Fetcher<'_> {
                 ),
             });
         }
-        let tmp = PathBuf::from(format!(".{}.{}.tmp", data.display(), std::process::id()));
+        let tmp = PathBuf::from(format!(".download.{}.tmp", std::process::id()));
         let _ = dir.remove_file(&tmp);
         let mut file = dir.create_new(&tmp, 0o600).map_err(DownloadError::Cache)?;
         let progress = Progress::new("downloading", total);
@@ -260,7 +260,8 @@ impl Fetcher<'_> {
                 path: dir.display(&tmp),
                 source,
             })?;
-            dir.rename(&tmp, dir, data).map_err(DownloadError::Cache)?;
+            dir.rename(&tmp, dir, Path::new(&digest))
+                .map_err(DownloadError::Cache)?;
             Ok(digest)
         })();
         progress.finish();

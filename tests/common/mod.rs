@@ -285,3 +285,24 @@ pub fn fake_server(handler: impl Fn(&str, Option<&str>) -> Answer + Send + 'stat
     });
     (port, log)
 }
+
+/// Runs cella in `p` with the settings file `settings` and the cache
+/// directory `cache` (and `auth.json` in the project as the registry
+/// auth file), bounded.
+pub fn cella_with(
+    p: &Project,
+    settings: &Path,
+    cache: &Path,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let child = p
+        .cella()
+        .env("CELLA_SETTINGS", settings)
+        .env("CELLA_CACHE_DIR", cache)
+        .env("REGISTRY_AUTH_FILE", p.path().join("auth.json"))
+        .args(args)
+        .spawn()
+        .expect("cella");
+    let out = wait_output(child, Duration::from_secs(300));
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}

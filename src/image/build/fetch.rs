@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::{writer, Builder, HashingReader, StepFailure};
 use crate::config::ImageStep;
+use crate::image::download::Downloaded;
 use crate::image::oci;
 use crate::image::progress::{Progress, ProgressReader};
 use crate::image::tar_import;
@@ -28,18 +29,19 @@ impl Builder<'_, '_, '_> {
                 let project = self.ctx.versions.project();
                 (project.open_file(rel)?, project.display(rel))
             }
-            None => {
-                let fetched = self
-                    .ctx
-                    .versions
-                    .fetch_ctx()
-                    .fetcher()
-                    .fetch(url, sha256)
-                    .map_err(|e| StepFailure::Other(e.into()))?;
-                (fetched.file, PathBuf::from(url))
-            }
+            None => (self.fetch(url, sha256)?.file, PathBuf::from(url)),
         };
         self.tar(file, &shown, path, sha256, subdir)
+    }
+
+    /// `url`'s file, from the user's download cache or downloaded into it.
+    fn fetch(&self, url: &str, sha256: Option<&str>) -> Result<Downloaded, StepFailure> {
+        self.ctx
+            .versions
+            .fetch_ctx()
+            .fetcher()
+            .fetch(url, sha256)
+            .map_err(|e| StepFailure::Other(e.into()))
     }
 
     /// `!Download`: `url`'s file (downloaded once) at `path`, root's,
@@ -51,13 +53,7 @@ impl Builder<'_, '_, '_> {
         mode: u32,
         sha256: Option<&str>,
     ) -> Result<(), StepFailure> {
-        let fetched = self
-            .ctx
-            .versions
-            .fetch_ctx()
-            .fetcher()
-            .fetch(url, sha256)
-            .map_err(|e| StepFailure::Other(e.into()))?;
+        let fetched = self.fetch(url, sha256)?;
         let (meta, parents) = (
             self.meta((mode & 0o7777) as u16, 0, 0),
             self.meta(0o755, 0, 0),

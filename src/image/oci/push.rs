@@ -33,12 +33,13 @@ pub fn push(dir: &Dir, rel: &Path, dest: &RegistryRef, ctx: &FetchCtx) -> Result
             source,
         })?;
     let registry = dest.registry.as_deref().unwrap_or(&ctx.default);
-    let client = Client::new(
+    let mut client = Client::new(
         registry,
         &dest.repository,
         &ctx.insecure,
         AddressGuard::new(&ctx.allow),
     );
+    client.push = true;
     let failed = |what: String, e: super::registry::RegistryError| OciError::Bad {
         path: format!("docker://{}", client.shown()).into(),
         message: format!("{what}: {}", crate::text::error_chain(&e, ": ")),

@@ -80,6 +80,8 @@ pub(super) struct Client {
     token: std::cell::RefCell<Option<String>>,
     /// `HOST[:PORT]`s the user lets cella reach over plain http.
     insecure: Vec<String>,
+    /// The client pushes: its tokens ask for `push` too.
+    pub(super) push: bool,
 }
 
 /// What a GET gave: the final response's body.
@@ -117,6 +119,7 @@ impl Client {
             basic: credentials(registry),
             token: std::cell::RefCell::new(None),
             insecure: insecure.to_vec(),
+            push: false,
         }
     }
 
@@ -149,16 +152,7 @@ impl Client {
                 continue;
             }
             if status != 200 {
-                let mut body = String::new();
-                let _ = response
-                    .into_body()
-                    .into_reader()
-                    .take(4096)
-                    .read_to_string(&mut body);
-                let detail = match body.trim() {
-                    "" => String::new(),
-                    text => format!(": {}", crate::text::escape(text)),
-                };
+                let detail = error_detail(response);
                 return Err(RegistryError::Status {
                     url,
                     status,
@@ -275,8 +269,19 @@ impl Client {
         }
         let mut token_url = realm.to_owned();
         let mut sep = if realm.contains('?') { '&' } else { '?' };
-        for key in ["service", "scope"] {
-            if let Some(v) = get(key) {
+        // A push needs the right to push, which a challenge to a HEAD or
+        // a pull does not ask for.
+        let scope = get("scope").map(|s| match self.push {
+            true => s
+                .replace(":pull", ":pull,push")
+                .replace(":pull,push,push", ":pull,push"),
+            false => s.to_owned(),
+        });
+        for (key, value) in [
+            ("service", get("service").map(str::to_owned)),
+            ("scope", scope),
+        ] {
+            if let Some(v) = value.as_deref() {
                 token_url.push(sep);
                 token_url.push_str(key);
                 token_url.push('=');
@@ -346,10 +351,13 @@ impl Client {
             url: url.clone(),
             message: "not a valid URL".to_owned(),
         })?;
-        if uri.authority().map(|a| a.as_str()) != Some(self.authority.as_str()) {
+        let scheme = self.base.split("://").next().unwrap_or("https");
+        if uri.authority().map(|a| a.as_str()) != Some(self.authority.as_str())
+            || uri.scheme_str() != Some(scheme)
+        {
             return Err(RegistryError::Refused {
                 url,
-                message: "an upload goes only to the registry itself".to_owned(),
+                message: format!("an upload goes only to the registry itself, over {scheme}"),
             });
         }
         let mut challenged = false;
@@ -395,17 +403,12 @@ impl Client {
                 continue;
             }
             let location = header(&response, "location");
-            let mut detail = String::new();
-            let _ = response
-                .into_body()
-                .into_reader()
-                .take(4096)
-                .read_to_string(&mut detail);
+            let detail = error_detail(response);
+            // A HEAD that redirects (to the blob's storage) found the blob.
+            if method == Verb::Head && (300..400).contains(&status) {
+                return Ok((200, location));
+            }
             if status >= 300 && !(method == Verb::Head && status == 404) {
-                let detail = match detail.trim() {
-                    "" => String::new(),
-                    text => format!(": {}", crate::text::escape(text)),
-                };
                 return Err(RegistryError::Status {
                     url,
                     status,
@@ -419,6 +422,20 @@ impl Client {
     /// `HOST[:PORT]/REPOSITORY`, for messages.
     pub(super) fn shown(&self) -> String {
         format!("{}/{}", self.authority, self.repository)
+    }
+}
+
+/// `: TEXT` of an answer's body (its first 4 KiB, escaped), or nothing.
+fn error_detail(response: ureq::http::Response<ureq::Body>) -> String {
+    let mut body = String::new();
+    let _ = response
+        .into_body()
+        .into_reader()
+        .take(4096)
+        .read_to_string(&mut body);
+    match body.trim() {
+        "" => String::new(),
+        text => format!(": {}", crate::text::escape(text)),
     }
 }
 

@@ -35,7 +35,7 @@ pub(super) enum Blobs {
     /// The blob cache, filled from the registry on a miss.
     Registry {
         cache: Dir,
-        client: Client,
+        client: Box<Client>,
         shown: PathBuf,
         /// sha256 of `HOST/REPOSITORY`: `repos/<repo>/<manifest hex>`
         /// marks the manifests this repository served.
@@ -99,7 +99,7 @@ impl Blobs {
         }
         Ok(Blobs::Registry {
             cache,
-            client,
+            client: Box::new(client),
             shown,
             repo,
         })

@@ -1,7 +1,7 @@
 //! OCI images in and out (issue 21) on real guests: `!Image` from an OCI
 //! layout made here (three layers: gzip, plain, zstd; a whiteout and an
-//! opaque directory), from the oci-archive and docker-archive skopeo
-//! makes of it; a command without `run` runs the image's Entrypoint and
+//! opaque directory), from the oci-archive, docker-archive and OCI
+//! layout skopeo makes of it; a command without `run` runs the image's Entrypoint and
 //! Cmd as its User in its WorkingDir; `_pack_image` archives that
 //! podman loads and runs with runc, printing what cella printed; and a
 //! project whose image lies, escapes or links out of the project gets an
@@ -31,6 +31,9 @@ const YAML: &str = r#"containers:
   docker:
     setup:
     - !Image docker-archive:img-docker.tar
+  skopeo-layout:
+    setup:
+    - !Image oci:img-skopeo:2.0
   ontop:
     environ: { FROM_YAML: "yes" }
     setup:
@@ -117,8 +120,15 @@ fn images_in_and_out() {
         &format!("oci:{}:1.0", at("img-gz")),
         &format!("docker-archive:{}:localhost/img:1.0", at("img-docker.tar")),
     ]);
+    tool(&[
+        "skopeo",
+        "copy",
+        "-q",
+        &format!("oci:{}:1.0", at("img-gz")),
+        &format!("oci:{}:2.0", at("img-skopeo")),
+    ]);
 
-    // The three sources give the same tree, byte for byte.
+    // The four sources give the same tree, byte for byte.
     let digest = |name: &str| {
         let (status, out, err) = run(&p, &["_build", "--print-digest", name]);
         assert_eq!(status, Some(0), "{name}: {err}");
@@ -128,6 +138,7 @@ fn images_in_and_out() {
     assert_eq!(d.len(), 64, "{d}");
     assert_eq!(digest("archive"), d);
     assert_eq!(digest("docker"), d);
+    assert_eq!(digest("skopeo-layout"), d);
 
     // No `run`: the image's Entrypoint and Cmd, as its User, in its
     // WorkingDir, with its Env; arguments replace Cmd.

@@ -175,6 +175,23 @@ fn pulls_from_a_local_registry() {
         "{tags}"
     );
 
+    // Built on with !Sh, and run: the pulled image is the container's
+    // base (through the shared snapshot cache: a restored VM).
+    let yaml = fs::read_to_string(p.path().join("cella.yaml")).expect("yaml");
+    fs::write(
+        p.path().join("cella.yaml"),
+        format!(
+            "{yaml}  ontop:\n    setup:\n    - !Container pulled\n    \
+             - !Sh \"echo built > /etc/built\"\n"
+        ),
+    )
+    .expect("yaml");
+    let shared = p.cache.clone();
+    let script = "cat /etc/motd /etc/built; test -e /bin/ed || echo no-ed";
+    let (status, out, err) = cella_with(&p, &open, &shared, &["_run", "ontop", "sh", "-c", script]);
+    assert_eq!(status, Some(0), "{err}");
+    assert_eq!(out, "from layer 2\nbuilt\nno-ed\n", "{err}");
+
     // Pushed back under another name, the image comes back the same.
     let (status, out, err) = cella_with(
         &p,

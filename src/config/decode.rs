@@ -125,6 +125,15 @@ impl Decoder<'_> {
     pub(super) fn untagged(&self, node: &Node, path: &str) -> Result<(), ConfigError> {
         match &node.tag {
             None => Ok(()),
+            // rust-quire's includes, as vagga reads them.
+            Some(tag) if tag.starts_with("*Include") => Err(self.invalid(
+                node.pos,
+                path,
+                format!(
+                    "vagga's !{tag} is not supported yet: put the included text in this \
+                     file, or move whole containers and commands to a file named in `mixins`"
+                ),
+            )),
             Some(tag) => Err(ConfigError::UnexpectedTag {
                 at: self.at(node.pos, path),
                 tag: tag.clone(),

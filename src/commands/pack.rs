@@ -13,9 +13,10 @@ use super::builder::fetch_ctx;
 use super::error::CommandError;
 use super::options::RunOptions;
 use super::project::Project;
-use crate::config::{Config, RegistryRef};
+use crate::config::{Config, Container, RegistryRef};
 use crate::image::oci::push;
 use crate::image::pack::{self, Compression, PackFormat, PackOptions};
+use crate::image::store::{Image, ImageConfig};
 use crate::image::version;
 
 /// What `_pack_image` was asked for.
@@ -42,14 +43,7 @@ pub fn pack_image(
     }
     let project = Project::open(config)?;
     let image = image_for_run(config, &project, req.container, opts)?;
-    // The archive's config: the image's own (from an `!Image`), with the
-    // container's `environ` over its Env, as a cella run would see them.
-    let mut image_config = image.info.config.clone().unwrap_or_default();
-    for (name, value) in &cont.environ {
-        let prefix = format!("{name}=");
-        image_config.env.retain(|v| !v.starts_with(&prefix));
-        image_config.env.push(format!("{name}={value}"));
-    }
+    let image_config = archive_config(&image, cont);
     let reference = match req.tag {
         Some(tag) => tag.to_owned(),
         None => format!("localhost/{}:latest", req.container),
@@ -92,6 +86,18 @@ pub fn pack_image(
         }
     }
     Ok(0)
+}
+
+/// An archive's image config: the image's own (from an `!Image`), with
+/// the container's `environ` over its Env, as a cella run sees them.
+fn archive_config(image: &Image, cont: &Container) -> ImageConfig {
+    let mut config = image.info.config.clone().unwrap_or_default();
+    for (name, value) in &cont.environ {
+        let prefix = format!("{name}=");
+        config.env.retain(|v| !v.starts_with(&prefix));
+        config.env.push(format!("{name}={value}"));
+    }
+    config
 }
 
 /// A new file beside `path` to write the export into: created with
@@ -137,12 +143,7 @@ pub fn push_image(
     let cont = container(config, name)?;
     let project = Project::open(config)?;
     let image = image_for_run(config, &project, name, opts)?;
-    let mut image_config = image.info.config.clone().unwrap_or_default();
-    for (var, value) in &cont.environ {
-        let prefix = format!("{var}=");
-        image_config.env.retain(|v| !v.starts_with(&prefix));
-        image_config.env.push(format!("{var}={value}"));
-    }
+    let image_config = archive_config(&image, cont);
     let epoch =
         version::epoch(opts.knobs.source_date_epoch.as_deref()).map_err(CommandError::Epoch)?;
     let reference = format!("{}:{}", dest.repository, dest.tag);

@@ -1,7 +1,7 @@
 //! The typed config model: plain data, no YAML types.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::error::{ConfigError, Location, Pos};
 
@@ -219,18 +219,6 @@ pub struct RegistryRef {
     pub repository: String,
     /// The tag; `latest` when neither a tag nor a digest is given.
     pub tag: String,
-}
-
-impl ImageSource {
-    /// The project file or directory it reads, if it reads one.
-    pub fn rel(&self) -> Option<&Path> {
-        match self {
-            ImageSource::Layout { rel, .. }
-            | ImageSource::OciArchive { rel, .. }
-            | ImageSource::DockerArchive { rel } => Some(rel),
-            ImageSource::Registry(_) => None,
-        }
-    }
 }
 
 /// The body of `!Copy`.

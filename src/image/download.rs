@@ -10,11 +10,12 @@
 //! only, or http when the step pins the content with a `sha256`).
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::fileio::{copy_hashed, HashedCopyError};
 use super::http;
 use super::progress::{Progress, ProgressReader};
 use crate::config::netpolicy::AddressGuard;
@@ -64,8 +65,6 @@ pub enum DownloadError {
 pub struct Downloaded {
     pub file: File,
     pub sha256: String,
-    /// Where it is in the cache, for messages.
-    pub path: PathBuf,
 }
 
 impl Fetcher<'_> {
@@ -106,7 +105,6 @@ impl Fetcher<'_> {
                 return Ok(Downloaded {
                     file,
                     sha256: digest,
-                    path: blobs.display(&data),
                 });
             }
         }
@@ -129,7 +127,6 @@ impl Fetcher<'_> {
         Ok(Downloaded {
             file,
             sha256: digest,
-            path: blobs.display(&data),
         })
     }
 
@@ -214,40 +211,24 @@ impl Fetcher<'_> {
         let progress = Progress::new("downloading", total);
         let result = (|| {
             let body = response.into_body().into_reader();
-            let mut reader = ProgressReader::new(body.take(self.max.saturating_add(1)), &progress);
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 256 << 10];
-            let mut done = 0u64;
-            loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(source) => {
-                        return Err(DownloadError::Body {
-                            url: at.clone(),
-                            source,
-                        })
-                    }
-                };
-                done += n as u64;
-                if done > self.max {
-                    return Err(DownloadError::Refused {
-                        url: at.clone(),
-                        message: format!(
-                            "it is more than the {} bytes allowed (limits.image)",
-                            self.max
-                        ),
-                    });
-                }
-                hasher.update(&buf[..n]);
-                file.write_all(&buf[..n])
-                    .map_err(|source| DownloadError::Write {
-                        path: dir.display(&tmp),
-                        source,
-                    })?;
-            }
-            let digest = hex::encode(hasher.finalize());
+            let reader = ProgressReader::new(body, &progress);
+            let (_, digest) = copy_hashed(reader, &mut file, self.max).map_err(|e| match e {
+                HashedCopyError::TooLong => DownloadError::Refused {
+                    url: at.clone(),
+                    message: format!(
+                        "it is more than the {} bytes allowed (limits.image)",
+                        self.max
+                    ),
+                },
+                HashedCopyError::Read(source) => DownloadError::Body {
+                    url: at.clone(),
+                    source,
+                },
+                HashedCopyError::Write(source) => DownloadError::Write {
+                    path: dir.display(&tmp),
+                    source,
+                },
+            })?;
             if let Some(want) = sha256 {
                 if want != digest {
                     return Err(DownloadError::Refused {

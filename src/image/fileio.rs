@@ -115,3 +115,41 @@ impl<R: Read> Read for HashingReader<R> {
         Ok(n)
     }
 }
+
+/// Why [`copy_hashed`] stopped.
+#[derive(Debug)]
+pub(super) enum HashedCopyError {
+    /// More than the limit came.
+    TooLong,
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies `reader` into `out`, refused past `limit` bytes (reading no
+/// more than one byte beyond), hashing what passes: the bytes copied and
+/// their sha256 (hex). Downloads use it before renaming into a cache.
+pub(super) fn copy_hashed(
+    reader: impl Read,
+    out: &mut impl io::Write,
+    limit: u64,
+) -> Result<(u64, String), HashedCopyError> {
+    let mut reader = reader.take(limit.saturating_add(1));
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(HashedCopyError::Read(e)),
+        };
+        total += n as u64;
+        if total > limit {
+            return Err(HashedCopyError::TooLong);
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(HashedCopyError::Write)?;
+    }
+    Ok((total, hex::encode(hasher.finalize())))
+}

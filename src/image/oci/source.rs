@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::error::OciError;
 use super::registry::Client;
 use crate::hostfs::{Dir, Kind};
+use crate::image::fileio::{copy_hashed, HashedCopyError};
 use crate::image::progress::{Progress, ProgressReader};
 
 /// The most entries an image archive may hold: an image with hundreds of
@@ -261,27 +262,17 @@ impl Blobs {
             .create_new(tmp_path, 0o600)
             .map_err(|e| OciError::source(&cache.display(tmp_path), e))?;
         let result = (|| {
-            let mut hasher = Sha256::new();
-            let mut reader = ProgressReader::new(reader.take(limit.saturating_add(1)), progress);
-            let mut buf = vec![0u8; 256 << 10];
-            let mut total = 0u64;
-            loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(bad(format!("the download failed: {e}"))),
-                };
-                total += n as u64;
-                if total > limit {
-                    return Err(bad(format!("the registry sent more than {limit} bytes")));
+            let reader = ProgressReader::new(reader, progress);
+            let (total, actual) = copy_hashed(reader, &mut file, limit).map_err(|e| match e {
+                HashedCopyError::TooLong => {
+                    bad(format!("the registry sent more than {limit} bytes"))
                 }
-                hasher.update(&buf[..n]);
-                io::Write::write_all(&mut file, &buf[..n]).map_err(|source| OciError::Read {
+                HashedCopyError::Read(e) => bad(format!("the download failed: {e}")),
+                HashedCopyError::Write(source) => OciError::Read {
                     path: cache.display(tmp_path),
                     source,
-                })?;
-            }
+                },
+            })?;
             if let Some(size) = size {
                 if total != size {
                     return Err(bad(format!(
@@ -289,7 +280,7 @@ impl Blobs {
                     )));
                 }
             }
-            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+            let actual = format!("sha256:{actual}");
             if actual != digest {
                 return Err(bad(format!("what the registry sent hashes to {actual}")));
             }

@@ -12,7 +12,7 @@ mod exit_code;
 pub use exit_code::ExitCode;
 
 /// Bumped on every incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Port ids on the multiport virtio-console, in the order the host adds them.
 pub const PORT_CONTROL: u32 = 0;
@@ -119,6 +119,71 @@ impl RunSpec {
             wait_all_children: false,
         }
     }
+}
+
+impl RunSpec {
+    /// The spec without what each run brings fresh (the clock, the
+    /// entropy, `stats`): what a warm snapshot that holds the run's
+    /// program ready was readied for, and is keyed by.
+    pub fn fresh(&self) -> RunSpec {
+        RunSpec {
+            realtime_ns: 0,
+            entropy: Vec::new(),
+            stats: false,
+            ..self.clone()
+        }
+    }
+
+    /// Whether a warm snapshot may hold this run's program ready: a plain
+    /// run with no terminal and no network, whose program, search path,
+    /// working directory and other mounts do not lie inside a host share
+    /// (only a share's top directory keeps its identity across restores:
+    /// anything the guest looked up beneath it would be stale, and the
+    /// program found then might not be the one the share holds now).
+    pub fn can_fork_ahead(&self) -> bool {
+        if self.build.is_some()
+            || self.supervise.is_some()
+            || self.tty.is_some()
+            || self.network.is_some()
+        {
+            return false;
+        }
+        let shares: Vec<&str> = self
+            .mounts
+            .iter()
+            .filter_map(|m| match m {
+                Mount::Share { target, .. } => Some(target.as_str()),
+                _ => None,
+            })
+            .collect();
+        let inside = |path: &str| shares.iter().any(|t| within(path, t));
+        let program = self.argv.first().map_or("", String::as_str);
+        let searched: Vec<&str> = if program.contains('/') {
+            vec![program]
+        } else {
+            search_path(&self.env).split(':').collect()
+        };
+        let beneath = |path: &str| shares.iter().any(|t| path != *t && within(path, t));
+        !program.is_empty()
+            && searched.iter().all(|p| p.starts_with('/') && !inside(p))
+            && self.cwd.starts_with('/')
+            && !beneath(&self.cwd)
+            && self.mounts.iter().all(|m| !beneath(m.target()))
+    }
+}
+
+/// Whether `path` is `dir` or lies beneath it (both absolute); a path
+/// with `.` or `..` in it counts as beneath anything.
+fn within(path: &str, dir: &str) -> bool {
+    if path.split('/').any(|c| c == "." || c == "..") {
+        return true;
+    }
+    let dir = dir.trim_end_matches('/');
+    path == dir
+        || dir.is_empty()
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The guest's side of user-mode networking: a static IPv4 setup that
@@ -327,11 +392,19 @@ pub fn search_path(env: &[(String, String)]) -> &str {
 /// the files that running `program` (looked
 /// up in `path`, a `PATH` value, when it has no `/`) reads first in the
 /// page cache: the program and its interpreter (`#!` or ELF `PT_INTERP`).
+///
+/// With `run`, the whole run is readied as well: its shares and volumes
+/// mounted, its hostname set, and its program forked, exec'd and stopped
+/// before its first instruction, so that a run of exactly that spec (but
+/// for [`RunSpec::fresh`]'s fields) only refreshes what must be its own
+/// and lets it go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prepare {
     pub rootfs_device: String,
     pub program: String,
     pub path: String,
+    #[serde(default)]
+    pub run: Option<Box<RunSpec>>,
 }
 
 /// Why the workload could not be started.

@@ -12,6 +12,7 @@ mod control;
 mod error;
 mod eth0;
 mod export;
+mod forked;
 mod group;
 mod mounts;
 mod oom;
@@ -74,19 +75,28 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
     sys::fill_stdio().map_err(|e| Error::sys("opening /dev/null", e))?;
     sys::link_up(b"lo").map_err(|e| Error::sys("bringing up lo", e))?;
     let ports = ports::open_all().map_err(Error::Io)?;
+    // Before the hello, so that a snapshot holds them made.
+    refresh::open_random().map_err(|e| Error::sys("opening /dev/urandom", e))?;
+    let signals = ChildSignals::new().map_err(|e| Error::sys("signalfd", e))?;
     let control = control_slot.insert(Control::new(ports.control));
     control
         .send(&GuestMsg::Hello {
             version: PROTOCOL_VERSION,
         })
         .map_err(|e| Error::sys("sending hello", e))?;
-    let (spec, prepared) = wait_for_run(control)?;
+    let (spec, warm) = wait_for_run(control, &ports)?;
     stats::start(spec.stats);
-    if let Some(device) = &prepared {
+    if let Some(warm) = &warm {
         // A warm VM runs only the kind of spec it was readied for.
-        if spec.build.is_some() || spec.supervise.is_some() || *device != spec.rootfs_device {
+        let fits = match warm {
+            Warm::Root(device) => {
+                spec.build.is_none() && spec.supervise.is_none() && *device == spec.rootfs_device
+            }
+            Warm::Run(ready) => ready.spec == spec.fresh(),
+        };
+        if !fits {
             return Err(Error::Io(std::io::Error::other(
-                "the run spec does not match the root this warm VM has mounted",
+                "the run spec does not match what this warm VM has readied",
             )));
         }
     }
@@ -104,7 +114,6 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
         Some(_) => Some(mounts::open_upper().map_err(|e| Error::sys("opening the upper dir", e))?),
         None => None,
     };
-    let signals = ChildSignals::new().map_err(|e| Error::sys("signalfd", e))?;
     if let Some(group) = &spec.supervise {
         sys::close(ports.export);
         return group::run(
@@ -116,25 +125,35 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
             &signals,
         );
     }
-    let shares = volumes::open_shares(&spec.mounts)
-        .map_err(|e| Error::setup("mounting the host shares", e))?;
-    stats::mark("shares mounted");
-    match prepared {
-        Some(_) => mounts::set_hostname(&spec.hostname),
-        None => mounts::switch_root(&spec.rootfs_device, &spec.hostname),
-    }
-    .map_err(|e| Error::setup("preparing the root filesystem", e))?;
-    stats::mark("root switched");
-    let resolv = match &spec.network {
-        Some(net) => Some(
-            eth0::write_resolv("", net).map_err(|e| Error::sys("writing /etc/resolv.conf", e))?,
-        ),
-        None => None,
+    let warm_root = matches!(warm, Some(Warm::Root(_)));
+    let (mut ready, mounted) = match warm {
+        Some(Warm::Run(ready)) => (ready.child, true),
+        Some(Warm::Root(_)) => (None, false),
+        None => (None, false),
     };
-    volumes::mount_all(&spec.mounts, &shares, spec.read_only_root)
-        .map_err(|e| Error::setup("mounting volumes", e))?;
-    drop(shares);
-    stats::mark("volumes mounted");
+    let mut resolv = None;
+    if !mounted {
+        let shares = volumes::open_shares(&spec.mounts)
+            .map_err(|e| Error::setup("mounting the host shares", e))?;
+        stats::mark("shares mounted");
+        match warm_root {
+            true => mounts::set_hostname(&spec.hostname),
+            false => mounts::switch_root(&spec.rootfs_device, &spec.hostname),
+        }
+        .map_err(|e| Error::setup("preparing the root filesystem", e))?;
+        stats::mark("root switched");
+        resolv = match &spec.network {
+            Some(net) => Some(
+                eth0::write_resolv("", net)
+                    .map_err(|e| Error::sys("writing /etc/resolv.conf", e))?,
+            ),
+            None => None,
+        };
+        volumes::mount_all(&spec.mounts, &shares, spec.read_only_root)
+            .map_err(|e| Error::setup("mounting volumes", e))?;
+        drop(shares);
+        stats::mark("volumes mounted");
+    }
     if let (Some(build), Some(upper)) = (&spec.build, upper) {
         let restore = || match resolv {
             Some(previous) => eth0::restore_resolv("", previous)
@@ -153,11 +172,15 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
         Some(pty) => spawn::Stdio::Tty(&pty.slave),
         None => spawn::Stdio::ports(&ports),
     };
-    let pid = match spawn::spawn(&spawn::Program::of(&spec), stdio) {
+    let started = match ready.take() {
+        Some(child) => forked::release(&child, &spec).inspect(|_| stats::mark("workload released")),
+        None => spawn::spawn(&spawn::Program::of(&spec), stdio)
+            .inspect(|_| stats::mark("workload spawned")),
+    };
+    let pid = match started {
         Ok(pid) => pid,
         Err(msg) => return Ok(msg),
     };
-    stats::mark("workload spawned");
     // The workload holds the stdio ports now; the host sees them close
     // with it. A terminal's relay keeps stdin and stdout.
     let mut relay = pty.map(|pty| tty::Relay::new(pty, ports.stdin, ports.stdout));
@@ -185,18 +208,35 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
     Ok(outcome)
 }
 
+/// What a warm VM readied before its run spec came.
+enum Warm {
+    /// The root on this device entered, the program read ahead.
+    Root(String),
+    /// The whole run readied ([`forked`]).
+    Run(Box<forked::Ready>),
+}
+
 /// Reads control messages until the host says what to run; readies the
-/// VM for a warm snapshot first if asked. The root device already entered,
-/// if one was.
-fn wait_for_run(control: &mut Control) -> Result<(RunSpec, Option<String>), Error> {
-    let mut prepared = None;
+/// VM for a warm snapshot first if asked.
+fn wait_for_run(
+    control: &mut Control,
+    ports: &ports::Ports,
+) -> Result<(RunSpec, Option<Warm>), Error> {
+    let mut warm = None;
     loop {
         match control.recv()? {
-            HostMsg::Run(spec) => return Ok((*spec, prepared)),
-            HostMsg::Prepare(prepare) if prepared.is_none() => {
+            HostMsg::Run(spec) => return Ok((*spec, warm)),
+            HostMsg::Prepare(prepare) if warm.is_none() => {
                 warm::prepare(&prepare)
                     .map_err(|e| Error::setup("preparing the root filesystem", e))?;
-                prepared = Some(prepare.rootfs_device);
+                warm = Some(match &prepare.run {
+                    Some(run)
+                        if run.can_fork_ahead() && run.rootfs_device == prepare.rootfs_device =>
+                    {
+                        Warm::Run(Box::new(forked::ready(run, ports)?))
+                    }
+                    _ => Warm::Root(prepare.rootfs_device),
+                });
                 control
                     .send(&GuestMsg::Prepared)
                     .map_err(|e| Error::sys("reporting the root ready", e))?;

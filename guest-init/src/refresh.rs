@@ -2,6 +2,7 @@
 //! snapshot was taken: the wall clock and the random pool's seed.
 
 use std::io;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::sys;
 
@@ -40,12 +41,29 @@ pub fn add_entropy(seed: &[u8]) -> io::Result<()> {
             u32::from_ne_bytes(w)
         })
         .collect();
-    let fd = sys::open("/dev/urandom", libc::O_WRONLY | libc::O_CLOEXEC)?;
+    let fd = match RANDOM.load(Ordering::Relaxed) {
+        -1 => sys::open("/dev/urandom", libc::O_WRONLY | libc::O_CLOEXEC)?,
+        fd => fd,
+    };
     // SAFETY: `words` holds a rand_pool_info whose buf_size matches the
     // bytes that follow its header; the kernel only reads it.
     let added = sys::check(unsafe { libc::ioctl(fd, RNDADDENTROPY, words.as_ptr()) });
     // SAFETY: RNDRESEEDCRNG takes no argument.
     let reseeded = added.and_then(|_| sys::check(unsafe { libc::ioctl(fd, RNDRESEEDCRNG) }));
-    sys::close(fd);
+    if fd != RANDOM.load(Ordering::Relaxed) {
+        sys::close(fd);
+    }
     reseeded.map(drop)
+}
+
+/// /dev/urandom, opened before a snapshot is taken ([`open_random`]).
+static RANDOM: AtomicI32 = AtomicI32::new(-1);
+
+/// Opens /dev/urandom for [`add_entropy`] now, before the hello, so that
+/// a run restored from a snapshot does not: each system call is emulated
+/// guest kernel work on some hosts.
+pub fn open_random() -> io::Result<()> {
+    let fd = sys::open("/dev/urandom", libc::O_WRONLY | libc::O_CLOEXEC)?;
+    RANDOM.store(fd, Ordering::Relaxed);
+    Ok(())
 }

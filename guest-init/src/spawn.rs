@@ -161,6 +161,8 @@ struct Prepared {
     /// `gid` and then the supplementary groups: setgroups' list, made
     /// before the fork (the child allocates nothing).
     groups: Vec<libc::gid_t>,
+    /// PTRACE_TRACEME before the exec ([`spawn_stopped`]).
+    trace: bool,
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
@@ -216,6 +218,7 @@ impl Prepared {
             uid: spec.uid,
             gid: spec.gid,
             groups: [spec.gid].iter().chain(spec.groups).copied().collect(),
+            trace: false,
         })
     }
 }
@@ -223,12 +226,41 @@ impl Prepared {
 /// Starts a program. On success the pid; on failure the final message
 /// for the host (the failed child is already reaped).
 pub fn spawn(spec: &Program<'_>, stdio: Stdio<'_>) -> Result<libc::pid_t, GuestMsg> {
+    spawn_with(spec, stdio, false)
+}
+
+/// Starts a program traced by this process and stopped before its first
+/// instruction (the SIGTRAP after its exec): [`crate::forked`] lets it go.
+/// On success the pid; on failure the final message for the host.
+pub fn spawn_stopped(spec: &Program<'_>, stdio: Stdio<'_>) -> Result<libc::pid_t, GuestMsg> {
+    let pid = spawn_with(spec, stdio, true)?;
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child; status is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r == pid && libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGTRAP {
+            return Ok(pid);
+        }
+        let interrupted = r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
+        if !interrupted {
+            // SAFETY: kill on our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            reap(pid);
+            return Err(GuestMsg::Error {
+                message: format!("the workload did not stop after its exec (status {status:#x})"),
+            });
+        }
+    }
+}
+
+fn spawn_with(spec: &Program<'_>, stdio: Stdio<'_>, trace: bool) -> Result<libc::pid_t, GuestMsg> {
     let error = |what: &str, e: io::Error| GuestMsg::Error {
         message: sys::describe(what, &e),
     };
-    let prepared = Prepared::new(spec, stdio).map_err(|e| GuestMsg::Error {
+    let mut prepared = Prepared::new(spec, stdio).map_err(|e| GuestMsg::Error {
         message: e.to_string(),
     })?;
+    prepared.trace = trace;
     let prog = spec.argv.first().map_or("", String::as_str);
 
     let mut pipe = [0; 2];
@@ -348,6 +380,10 @@ unsafe fn child(p: &Prepared, fds: [RawFd; 3], report: RawFd) -> ! {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
 
         if libc::setsid() < 0 {
+            fail(Stage::Stdio, errno());
+        }
+        // Stopped by the kernel after its exec, until guest-init detaches.
+        if p.trace && libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
             fail(Stage::Stdio, errno());
         }
         // A session leader with no controlling terminal gets the first

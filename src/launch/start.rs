@@ -309,22 +309,27 @@ fn start_vm(
             // An image file that is not what its store says: no warm start.
             Ok(false) => {}
             Ok(true) => {
-                let plan = warm::plan(cache, &key, image, run);
-                if let Some(vm) = restore(spec, &plan.path) {
-                    warm::touch(&plan.path);
-                    return Ok((vm, Start::Warm, None));
-                }
-                match warm::asked_before(&plan).then(|| snapshot::try_lock(&plan.dir, &plan.name)) {
-                    // The first run of this program in this image.
-                    None => {}
-                    // Made by another cella while this one looked?
-                    Some(Ok(Some(lock))) => match restore(spec, &plan.path) {
-                        Some(vm) => return Ok((vm, Start::Warm, None)),
-                        None => warm_save = Some(WarmSave { plan, _lock: lock }),
-                    },
-                    // Another cella is making it: this run goes without.
-                    Some(Ok(None)) => {}
-                    Some(Err(e)) => warn(&e, "running without a warm snapshot"),
+                // The best that exists; else the best asked for before
+                // (a first ask is noted, and the next one is looked at).
+                for plan in warm::plans(cache, &key, image, run) {
+                    if let Some(vm) = restore(spec, &plan.path) {
+                        warm::touch(&plan.path);
+                        return Ok((vm, Start::Warm, None));
+                    }
+                    match warm::asked_before(&plan)
+                        .then(|| snapshot::try_lock(&plan.dir, &plan.name))
+                    {
+                        None => continue,
+                        // Made by another cella while this one looked?
+                        Some(Ok(Some(lock))) => match restore(spec, &plan.path) {
+                            Some(vm) => return Ok((vm, Start::Warm, None)),
+                            None => warm_save = Some(WarmSave { plan, _lock: lock }),
+                        },
+                        // Another cella is making it: this run goes without.
+                        Some(Ok(None)) => {}
+                        Some(Err(e)) => warn(&e, "running without a warm snapshot"),
+                    }
+                    break;
                 }
             }
             Err(e) => warn(&e, "running without a warm snapshot"),

@@ -46,31 +46,65 @@ pub fn dir(cache: &Path) -> PathBuf {
     cache.join("warm")
 }
 
-/// The warm snapshot of a run of `spec` with `disk` (image `image`, whose
-/// content has sha256 `digest`) as its root, in a VM whose plain snapshot
-/// has the key `base`. The caller has checked the digest ([`verified`]).
-pub fn plan(cache: &Path, base: &str, image: (&str, &str), spec: &RunSpec) -> WarmPlan {
-    let (id, digest) = image;
+/// The warm snapshots a run of `spec` may start from, best first, on the
+/// image `image` (its id and content digest) in a VM whose plain snapshot
+/// has the key `base`: one holding this very run ready, its program
+/// stopped before its first instruction ([`RunSpec::can_fork_ahead`];
+/// keyed by the whole spec but the clock and the entropy), then one
+/// holding its program's image mounted and read (keyed by the program
+/// and its PATH). The caller has checked the digest ([`verified`]).
+pub fn plans(cache: &Path, base: &str, image: (&str, &str), spec: &RunSpec) -> Vec<WarmPlan> {
     let program = spec.argv.first().cloned().unwrap_or_default();
     let prepare = Prepare {
         rootfs_device: spec.rootfs_device.clone(),
         program,
         path: search_path(&spec.env).to_owned(),
+        run: None,
     };
-    let mut h = Sha256::new();
-    h.update(b"cella-warm\0");
-    for field in [
+    let mut plans = Vec::with_capacity(2);
+    if spec.can_fork_ahead() {
+        let run = spec.fresh();
+        // serde_json writes a struct's fields in their declared order.
+        let json = serde_json::to_string(&run).unwrap_or_default();
+        let name = key(b"cella-warm-run\0", image, &[base, image.1, &json]);
+        plans.push(plan_at(
+            cache,
+            name,
+            Prepare {
+                run: Some(Box::new(run)),
+                ..prepare.clone()
+            },
+        ));
+    }
+    let fields = [
         base,
-        digest,
+        image.1,
         &prepare.rootfs_device,
         &prepare.program,
         &prepare.path,
-    ] {
+    ];
+    let name = key(b"cella-warm\0", image, &fields);
+    plans.push(plan_at(cache, name, prepare));
+    plans
+}
+
+/// `<image id>-<hash of fields>`.
+fn key(domain: &[u8], image: (&str, &str), fields: &[&str]) -> String {
+    let mut h = Sha256::new();
+    h.update(domain);
+    for field in fields {
         h.update((field.len() as u64).to_le_bytes());
         h.update(field.as_bytes());
     }
+    format!(
+        "{}-{}",
+        name_safe(image.0),
+        hex::encode(&h.finalize()[..16])
+    )
+}
+
+fn plan_at(cache: &Path, name: String, prepare: Prepare) -> WarmPlan {
     let dir = dir(cache);
-    let name = format!("{}-{}", name_safe(id), hex::encode(&h.finalize()[..16]));
     let path = dir.join(format!("{name}.{EXTENSION}"));
     WarmPlan {
         dir,
@@ -274,8 +308,10 @@ mod tests {
     #[test]
     fn the_key_changes_with_every_input_and_only_then() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let key =
-            |base: &str, id: (&str, &str), spec: &RunSpec| plan(dir.path(), base, id, spec).name;
+        let key = |base: &str, id: (&str, &str), spec: &RunSpec| {
+            let plans = plans(dir.path(), base, id, spec);
+            plans.last().expect("a plan").name.clone()
+        };
         let one = key("b", ("img1", "d1"), &spec("sh", None));
         assert!(one.starts_with("img1-"), "{one}");
         assert_eq!(one, key("b", ("img1", "d1"), &spec("sh", None)));
@@ -293,6 +329,62 @@ mod tests {
         let mut more = spec("sh", None);
         more.argv.push("-x".into());
         assert_eq!(one, key("b", ("img1", "d1"), &more));
+    }
+
+    #[test]
+    fn a_run_held_ready_is_keyed_by_its_whole_spec_but_what_is_fresh() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ready = |spec: &RunSpec| {
+            let plans = plans(dir.path(), "b", ("img", "d"), spec);
+            (plans.len() == 2).then(|| plans[0].name.clone())
+        };
+        let mut one = spec("sh", None);
+        one.cwd = "/work".into();
+        one.mounts.push(guest_init::Mount::Share {
+            target: "/work".into(),
+            share: 0,
+            read_only: false,
+        });
+        let name = ready(&one).expect("held ready");
+        assert_ne!(Some(name.clone()), ready(&spec("sh", None)));
+        let mut fresh = one.clone();
+        fresh.realtime_ns = 42;
+        fresh.entropy = vec![7; 32];
+        fresh.stats = true;
+        assert_eq!(ready(&fresh), Some(name.clone()));
+        for change in [
+            |s: &mut RunSpec| s.argv.push("-x".into()),
+            |s: &mut RunSpec| s.env.push(("A".into(), "1".into())),
+            |s: &mut RunSpec| s.uid = 1000,
+            |s: &mut RunSpec| s.hostname = "other".into(),
+            |s: &mut RunSpec| s.read_only_root = true,
+        ] {
+            let mut other = one.clone();
+            change(&mut other);
+            let got = ready(&other).expect("held ready");
+            assert_ne!(got, name);
+        }
+        // Not held ready: a terminal, a network, or anything looked up
+        // beneath a share (the working directory, the program, PATH, or
+        // another mount).
+        for change in [
+            |s: &mut RunSpec| s.tty = Some(guest_init::WinSize { rows: 1, cols: 1 }),
+            |s: &mut RunSpec| s.cwd = "/work/sub".into(),
+            |s: &mut RunSpec| s.cwd = "/work/../etc".into(),
+            |s: &mut RunSpec| s.argv[0] = "/work/run.sh".into(),
+            |s: &mut RunSpec| s.argv[0] = "bin/run".into(),
+            |s: &mut RunSpec| s.env.push(("PATH".into(), "/work/bin:/bin".into())),
+            |s: &mut RunSpec| s.env.push(("PATH".into(), ":/bin".into())),
+            |s: &mut RunSpec| {
+                s.mounts.push(guest_init::Mount::Empty {
+                    target: "/work/node_modules".into(),
+                })
+            },
+        ] {
+            let mut other = one.clone();
+            change(&mut other);
+            assert_eq!(ready(&other), None, "{other:?}");
+        }
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct Node {
     pub is_top: bool,
     /// The kernel's lookup count.
     pub refs: u64,
+    /// A share's top directory, known by the same ID from the server's
+    /// start to its end, whatever the lookup count ([`Nodes::pin`]).
+    pub pinned: bool,
 }
 
 impl Node {
@@ -56,6 +59,22 @@ impl Nodes {
             next_id: 2,
             max: MAX_NODES,
         }
+    }
+
+    /// Gives the nodes added from now on IDs from a random point above
+    /// 2^40, once the shares are pinned: a guest restored from a warm
+    /// snapshot may still hold IDs another server gave, which must name
+    /// nothing here rather than whatever this server gave the same ID.
+    pub fn start_ids_randomly(&mut self) {
+        let mut bytes = [0u8; 8];
+        // SAFETY: bytes is valid for writes of its length.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        let offset = if n == bytes.len() as isize {
+            u64::from_ne_bytes(bytes) >> 24
+        } else {
+            0
+        };
+        self.next_id = self.next_id.max((1 << 40) + offset);
     }
 
     pub fn get(&self, id: u64) -> Option<&Node> {
@@ -96,9 +115,32 @@ impl Nodes {
                 kind,
                 is_top,
                 refs: 1,
+                pinned: false,
             },
         );
         Ok(id)
+    }
+
+    /// Adds a share's top directory with the next ID and no lookups, for
+    /// good: a guest restored from a warm snapshot holds the top
+    /// directories it looked up under another server, by these IDs
+    /// (the shares are pinned in order, so share `i` is `2 + i`).
+    pub fn pin(&mut self, key: InodeKey, fd: OwnedFd) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_key.insert(key, id);
+        self.by_id.insert(
+            id,
+            Node {
+                fd,
+                key,
+                kind: libc::S_IFDIR,
+                is_top: true,
+                refs: 0,
+                pinned: true,
+            },
+        );
+        id
     }
 
     /// Counts one more lookup of an existing node.
@@ -115,16 +157,18 @@ impl Nodes {
             return;
         };
         node.refs = node.refs.saturating_sub(n);
-        if node.refs == 0 {
+        if node.refs == 0 && !node.pinned {
             let key = node.key;
             self.by_id.remove(&id);
             self.by_key.remove(&key);
         }
     }
 
+    /// Forgets every node but the pinned ones.
     pub fn clear(&mut self) {
-        self.by_id.clear();
-        self.by_key.clear();
+        self.by_id.retain(|_, node| node.pinned);
+        let by_id = &self.by_id;
+        self.by_key.retain(|_, id| by_id.contains_key(id));
     }
 }
 

@@ -224,10 +224,24 @@ impl Server {
             .unwrap_or_default();
         // SAFETY: geteuid and getegid cannot fail.
         let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let mut nodes = Nodes::new();
+        for (index, share) in opened.iter().enumerate() {
+            let key = InodeKey {
+                share: index,
+                dev: share.dev,
+                ino: share.ino,
+            };
+            let fd = share
+                .root
+                .try_clone()
+                .map_err(|e| std::io::Error::new(e.kind(), format!("share {index}: {e}")))?;
+            nodes.pin(key, fd);
+        }
+        nodes.start_ids_randomly();
         Ok(Server {
             shares: opened,
             options,
-            nodes: Nodes::new(),
+            nodes,
             handles: Handles::new(),
             proc_fd,
             euid,

@@ -566,10 +566,12 @@ fn forget_and_destroy_drop_nodes() {
 
     let fh = f.opendir(top).unwrap();
     f.call(fuse::DESTROY, 0, &[]).unwrap();
-    assert_eq!(f.server.nodes.len(), 0);
+    // Only the pinned share tops stay.
+    assert_eq!(f.server.nodes.len(), 1);
     assert_eq!(f.server.handles.len(), 0);
     f.init();
-    assert_eq!(f.getattr(top).unwrap_err(), libc::ENOENT);
+    assert!(f.getattr(top).is_ok());
+    assert_eq!(f.getattr(a).unwrap_err(), libc::ENOENT);
     let a = fuse::FsyncIn {
         fh,
         ..Default::default()
@@ -610,4 +612,27 @@ fn caps_and_small_reply_room() {
     );
     let big = f.call_with(fuse::GETATTR, 1, &[0; 16], ROOM).unwrap();
     assert_eq!(big.len(), fuse::AttrOut::SIZE);
+}
+
+#[test]
+fn share_tops_keep_their_ids_across_servers_and_nothing_else_does() {
+    // A guest restored from a warm snapshot holds the IDs an earlier
+    // server gave: a share's top is 2 + its index in every server, and
+    // no other ID of one server names anything in the next.
+    let mut one = Fixture::new(&[RW, RW]);
+    let mut two = Fixture::new(&[RW, RW]);
+    for (i, f) in [&mut one, &mut two].into_iter().enumerate() {
+        assert_eq!(f.share(0), 2, "server {i}");
+        assert_eq!(f.share(1), 3, "server {i}");
+    }
+    std::fs::write(one.path(0, "a"), b"").unwrap();
+    std::fs::write(two.path(0, "a"), b"").unwrap();
+    let a = one.lookup(2, "a").unwrap().nodeid;
+    let b = two.lookup(2, "a").unwrap().nodeid;
+    assert!(a > 1 << 40 && b > 1 << 40, "{a} {b}");
+    assert_ne!(a, b);
+    assert_eq!(two.getattr(a).unwrap_err(), libc::ENOENT);
+    // Forgotten however often, a top stays.
+    one.forget(2, u64::MAX);
+    assert!(one.getattr(2).is_ok());
 }

@@ -41,7 +41,10 @@ fn warm(p: &Project) {
 fn fresh(p: &Project) -> (String, u64, u64, u64) {
     let before = now();
     let mut cmd = p.cella();
-    cmd.env("CELLA_STATS", "1").arg("fresh");
+    // The plain snapshot's path: not a warm snapshot that holds the run.
+    cmd.env("CELLA_STATS", "1")
+        .env("CELLA_WARM", "0")
+        .arg("fresh");
     let out = wait_output(cmd.spawn().expect("spawn"), TIMEOUT);
     let after = now();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));

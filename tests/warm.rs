@@ -371,3 +371,127 @@ fn concurrent_runs_share_and_make_one_warm_snapshot() {
     let starts = all(3);
     assert_eq!(starts, ["warm"; 3]);
 }
+
+/// A `!Supervise` run asked for again is held ready too: both children
+/// stopped before their first instruction in their own roots, released
+/// with their own random bytes, the host's /work of now and their output
+/// and status as in a plain run.
+#[test]
+fn supervised_runs_are_held_ready_too() {
+    let commands = r#"  pair: !Supervise
+    mode: wait-all
+    children:
+      one: !Command
+        container: base
+        run: |
+          echo "one $(cat /work/note.txt) $(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' ')"
+      two: !Command
+        container: base
+        run: |
+          at=$(od -An -tx8 -w16 -v /proc/$$/auxv | awk '$1 == "0000000000000019" { print $2 }')
+          echo "two $(dd if=/proc/$$/mem bs=1 skip=$((0x$at)) count=16 2>/dev/null | od -An -tx1 | tr -d ' \n')"
+          exit 4
+"#;
+    let Some((p, _own)) = project(commands) else {
+        return;
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for (i, want) in ["restored", "restored", "warm", "warm"].iter().enumerate() {
+        if i == 3 {
+            std::fs::write(p.path().join("note.txt"), "later\n").expect("write");
+        }
+        let (out, start) = run(&p, &["pair"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(start, *want, "run {i}: {stderr}");
+        assert_eq!(out.status.code(), Some(4), "run {i}: {stderr}");
+        let note = if i == 3 { "later" } else { "first" };
+        let stdout = text(&out.stdout);
+        assert_eq!(stdout.lines().count(), 2, "run {i}: {stdout}");
+        assert!(
+            stdout.contains(&format!("one {note} ")) && stdout.contains("two "),
+            "run {i}: {stdout}"
+        );
+        if *want == "warm" {
+            assert!(
+                stderr.contains("s children released\n"),
+                "run {i}: {stderr}"
+            );
+        }
+        // Each child's random bytes and AT_RANDOM are its own, run after run.
+        for line in text(&out.stdout).lines() {
+            let random = line.rsplit(' ').next().expect("random").to_owned();
+            assert!(random.len() >= 16, "{line}");
+            assert!(!seen.contains(&random), "{random} seen before: {seen:?}");
+            seen.push(random);
+        }
+    }
+    assert_eq!(warm_files(&p).len(), 1, "{:?}", warm_files(&p));
+}
+
+/// An attacker's way around the guest's checks: a program path that is
+/// not under /work as a string, but leads there (`/proc/self/cwd` is the
+/// run's /work). The host's FUSE server sees the guest look beneath the
+/// share while it readies the run: the snapshot is not saved, the spec is
+/// marked so that no later run tries again, and every run runs the
+/// script /work holds then.
+#[test]
+fn a_run_that_reads_work_before_it_starts_is_never_held_ready() {
+    let commands = "  linked: !Command\n    container: base\n    run: [/proc/self/cwd/tool.sh]\n";
+    let Some((p, _own)) = project(commands) else {
+        return;
+    };
+    let tool = p.path().join("tool.sh");
+    let write_tool = |word: &str| {
+        std::fs::write(
+            &tool,
+            format!("#!/bin/sh\necho {word} $(cat /work/note.txt)\n"),
+        )
+        .expect("write");
+        let mut perm = std::fs::metadata(&tool).expect("stat").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&tool, perm).expect("chmod");
+    };
+    let unfit = || {
+        std::fs::read_dir(p.cache.join("warm"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "unfit"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    for (i, (word, want)) in [
+        ("one", "restored"),
+        ("two", "restored"),
+        ("three", "restored"),
+        ("four", "warm"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        write_tool(word);
+        let (out, start) = run(&p, &["linked"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "run {i}: {stderr}");
+        assert_eq!(text(&out.stdout), format!("{word} first\n"), "run {i}");
+        assert_eq!(start, want, "run {i}: {stderr}");
+        // Only the run that readied it (and was caught) released its
+        // program; no later run starts from such a snapshot.
+        assert_eq!(
+            stderr.contains("workload released"),
+            i == 1,
+            "run {i}: {stderr}"
+        );
+        match i {
+            // Readied, caught, not saved.
+            1 => {
+                assert!(!stderr.contains("warm snapshot saved"), "{stderr}");
+                assert_eq!(unfit(), 1);
+            }
+            // The image's warm snapshot of the program instead.
+            2 => assert!(stderr.contains("warm snapshot saved"), "{stderr}"),
+            _ => {}
+        }
+    }
+    assert_eq!(warm_files(&p).len(), 1, "{:?}", warm_files(&p));
+}

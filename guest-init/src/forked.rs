@@ -55,38 +55,64 @@ pub fn ready(spec: &RunSpec, ports: &Ports) -> Result<Ready, Error> {
     volumes::mount_all(&spec.mounts, &shares, spec.read_only_root)
         .map_err(|e| Error::setup("mounting volumes", e))?;
     drop(shares);
-    let child = spawn::spawn_stopped(&spawn::Program::of(spec), spawn::Stdio::ports(ports))
-        .ok()
-        .and_then(|pid| match checked(pid, &spec.mounts) {
-            Some(random_at) => {
-                prefault(pid);
-                Some(Child { pid, random_at })
-            }
-            None => {
-                kill(pid);
-                None
-            }
-        });
+    let child = start(
+        &spawn::Program::of(spec),
+        spawn::Stdio::ports(ports),
+        &spec.mounts,
+        "",
+    );
     Ok(Ready {
         spec: spec.fresh(),
         child,
     })
 }
 
+/// Starts `program` stopped before its first instruction, its pages
+/// faulted in; `None` if it cannot be started, or maps a file from one of
+/// `mounts`' shares (`root` is where its root is, seen from here).
+pub fn start(
+    program: &spawn::Program<'_>,
+    stdio: spawn::Stdio<'_>,
+    mounts: &[Mount],
+    root: &str,
+) -> Option<Child> {
+    let pid = spawn::spawn_stopped(program, stdio).ok()?;
+    match checked(pid, mounts, root) {
+        Some(random_at) => {
+            prefault(pid);
+            Some(Child { pid, random_at })
+        }
+        None => {
+            kill(pid);
+            None
+        }
+    }
+}
+
+/// The share targets of `mounts` as seen from here, under `root`.
+pub fn share_paths(mounts: &[Mount], root: &str) -> Vec<String> {
+    mounts
+        .iter()
+        .filter_map(|m| match m {
+            Mount::Share { target, .. } => Some(format!("{root}{target}")),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Where the stopped `pid` keeps its AT_RANDOM bytes, if it maps no file
 /// from a share.
-fn checked(pid: libc::pid_t, mounts: &[Mount]) -> Option<u64> {
+fn checked(pid: libc::pid_t, mounts: &[Mount], root: &str) -> Option<u64> {
     let maps = sys::read_text(&format!("/proc/{pid}/maps")).ok()?;
+    let targets = share_paths(mounts, root);
     let shared = maps.lines().any(|line| {
         let path = line.split_whitespace().nth(5).unwrap_or("");
-        mounts.iter().any(|m| match m {
-            Mount::Share { target, .. } => {
-                path == target
-                    || path
-                        .strip_prefix(target.trim_end_matches('/'))
-                        .is_some_and(|rest| rest.starts_with('/'))
-            }
-            _ => false,
+        targets.iter().any(|target| {
+            let target = target.trim_end_matches('/');
+            path == target
+                || path
+                    .strip_prefix(target)
+                    .is_some_and(|rest| rest.starts_with('/'))
         })
     });
     if shared {
@@ -170,10 +196,10 @@ fn random_address(auxv: &[u8]) -> Option<u64> {
     })
 }
 
-/// Lets the readied program of `spec` go, once the run's clock and
-/// entropy are set: fresh AT_RANDOM bytes, the shares' attributes fetched
-/// again, then detached. Its pid; on failure the final message.
-pub fn release(child: &Child, spec: &RunSpec) -> Result<libc::pid_t, GuestMsg> {
+/// Lets a readied program go, once the run's clock and entropy are set:
+/// fresh AT_RANDOM bytes, the attributes of its `shares` (their targets as
+/// seen from here) fetched again, then detached. Its pid; on failure the final message.
+pub fn release(child: &Child, shares: &[String]) -> Result<libc::pid_t, GuestMsg> {
     let failed = |what: &str, e: io::Error| {
         kill(child.pid);
         GuestMsg::Error {
@@ -208,11 +234,9 @@ pub fn release(child: &Child, spec: &RunSpec) -> Result<libc::pid_t, GuestMsg> {
             ));
         }
     }
-    for m in &spec.mounts {
-        if let Mount::Share { target, .. } = m {
-            // The attributes the snapshot cached are another run's.
-            refetch(target).map_err(|e| failed(&format!("stat {target}"), e))?;
-        }
+    for target in shares {
+        // The attributes the snapshot cached are another run's.
+        refetch(target).map_err(|e| failed(&format!("stat {target}"), e))?;
     }
     // SAFETY: detaching our own stopped tracee; no memory is passed.
     let r = unsafe { libc::ptrace(libc::PTRACE_DETACH, child.pid, 0, 0) };
@@ -277,7 +301,7 @@ mod tests {
         let auxv = read_bytes(&format!("/proc/{pid}/auxv")).expect("auxv");
         let random_at = random_address(&auxv).expect("AT_RANDOM");
         let child = Child { pid, random_at };
-        assert_eq!(release(&child, &spec).ok(), Some(pid));
+        assert_eq!(release(&child, &[]).ok(), Some(pid));
         let mut buf = [0u8; 64];
         let n = sys::read(fds[0], &mut buf).expect("read");
         assert_eq!(&buf[..n], b"go\n");

@@ -12,10 +12,12 @@ use guest_init::{ChildSpec, ExitCode, GuestMsg, HostMsg, NetConfig, Supervise, S
 use crate::control::Control;
 use crate::error::Error;
 use crate::eth0;
+use crate::forked;
 use crate::mounts::{self, ctx};
 use crate::oom::{self, Watchdog};
 use crate::ports::Ports;
 use crate::spawn::{self, Program, Stdio};
+use crate::stats;
 use crate::supervise::{self, control_pollfd, outcome, pollfd, ChildSignals};
 use crate::sys;
 use crate::volumes;
@@ -118,15 +120,27 @@ struct Child {
     pid: Option<libc::pid_t>,
 }
 
-/// Runs the children until the mode's rule says the run is over; the final message.
-pub fn run(
+/// What a `!Supervise` run makes before its children start: their roots
+/// with their mounts, /dev/null for their stdin, an stdout and an stderr
+/// pipe each; in a warm snapshot that holds the run ready, the children
+/// themselves, stopped before their first instruction.
+pub struct Prepared {
+    roots: Vec<String>,
+    null: RawFd,
+    /// Per child: stdout's read and write ends, stderr's; the write ends
+    /// are -1 once a started child holds them.
+    pipes: Vec<[RawFd; 4]>,
+    stopped: Vec<Option<forked::Child>>,
+}
+
+/// Makes the children's roots and pipes; with `ahead`, starts each child
+/// stopped ([`forked::start`]; one that cannot be is started by the run).
+pub fn prepare(
     group: &Supervise,
     hostname: &str,
     network: Option<&NetConfig>,
-    ports: &Ports,
-    control: &mut Control,
-    signals: &ChildSignals,
-) -> Result<GuestMsg, Error> {
+    ahead: bool,
+) -> Result<Prepared, Error> {
     mounts::initramfs_proc().map_err(|e| Error::setup("mounting /proc", e))?;
     mounts::set_hostname(hostname).map_err(Error::Io)?;
     let all_mounts: Vec<_> = group
@@ -158,8 +172,60 @@ pub fn run(
     drop(shares);
     let null =
         sys::open("/dev/null", libc::O_RDONLY).map_err(|e| Error::sys("opening /dev/null", e))?;
+    let mut pipes = Vec::new();
+    let mut stopped = Vec::new();
+    for (spec, root) in group.children.iter().zip(&roots) {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let child = match ahead {
+            true => forked::start(
+                &program(spec, root),
+                Stdio::Fds([null, out_w, err_w]),
+                &spec.mounts,
+                root,
+            ),
+            false => None,
+        };
+        if child.is_some() {
+            sys::close(out_w);
+            sys::close(err_w);
+            pipes.push([out_r, -1, err_r, -1]);
+        } else {
+            pipes.push([out_r, out_w, err_r, err_w]);
+        }
+        stopped.push(child);
+    }
+    Ok(Prepared {
+        roots,
+        null,
+        pipes,
+        stopped,
+    })
+}
+
+/// Runs the children until the mode's rule says the run is over; the
+/// final message. `prepared` is what a warm snapshot made ahead.
+pub fn run(
+    group: &Supervise,
+    spec: (&str, Option<&NetConfig>),
+    ports: &Ports,
+    control: &mut Control,
+    signals: &ChildSignals,
+    prepared: Option<Prepared>,
+) -> Result<GuestMsg, Error> {
+    let (hostname, network) = spec;
+    let Prepared {
+        roots,
+        null,
+        pipes,
+        mut stopped,
+    } = match prepared {
+        Some(prepared) => prepared,
+        None => prepare(group, hostname, network, false)?,
+    };
     let mut watchdog = Watchdog::new();
 
+    let mut released = false;
     let mut children = Vec::new();
     let mut outputs = Vec::new();
     let mut exits = Vec::new();
@@ -169,8 +235,7 @@ pub fn run(
         } else {
             Vec::new()
         };
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
+        let [out_r, out_w, err_r, err_w] = pipes[index];
         for (fd, port) in [(out_r, ports.stdout), (err_r, ports.stderr)] {
             outputs.push(Output {
                 fd,
@@ -179,9 +244,18 @@ pub fn run(
                 partial: Vec::new(),
             });
         }
-        let started = spawn::spawn(&program(spec, root), Stdio::Fds([null, out_w, err_w]));
-        sys::close(out_w);
-        sys::close(err_w);
+        let started = match stopped[index].take() {
+            Some(child) => {
+                released = true;
+                forked::release(&child, &forked::share_paths(&spec.mounts, root))
+            }
+            None => {
+                let started = spawn::spawn(&program(spec, root), Stdio::Fds([null, out_w, err_w]));
+                sys::close(out_w);
+                sys::close(err_w);
+                started
+            }
+        };
         let pid = match started {
             Ok(pid) => Some(pid),
             Err(msg) => {
@@ -201,6 +275,10 @@ pub fn run(
         });
     }
     sys::close(null);
+    stats::mark(match released {
+        true => "children released",
+        false => "children started",
+    });
     // Children read /dev/null; the relay keeps the stdout and stderr ports.
     sys::close(ports.stdin);
     control

@@ -134,42 +134,52 @@ impl RunSpec {
         }
     }
 
-    /// Whether a warm snapshot may hold this run's program ready: a plain
-    /// run with no terminal and no network, whose program, search path,
-    /// working directory and other mounts do not lie inside a host share
-    /// (only a share's top directory keeps its identity across restores:
-    /// anything the guest looked up beneath it would be stale, and the
-    /// program found then might not be the one the share holds now).
+    /// Whether a warm snapshot may hold this run ready: a run with no
+    /// terminal, no network and no build, whose program (each child's, for
+    /// a `!Supervise`) may be started ahead ([`may_start_ahead`]).
     pub fn can_fork_ahead(&self) -> bool {
-        if self.build.is_some()
-            || self.supervise.is_some()
-            || self.tty.is_some()
-            || self.network.is_some()
-        {
+        if self.build.is_some() || self.tty.is_some() || self.network.is_some() {
             return false;
         }
-        let shares: Vec<&str> = self
-            .mounts
-            .iter()
-            .filter_map(|m| match m {
-                Mount::Share { target, .. } => Some(target.as_str()),
-                _ => None,
-            })
-            .collect();
-        let inside = |path: &str| shares.iter().any(|t| within(path, t));
-        let program = self.argv.first().map_or("", String::as_str);
-        let searched: Vec<&str> = if program.contains('/') {
-            vec![program]
-        } else {
-            search_path(&self.env).split(':').collect()
-        };
-        let beneath = |path: &str| shares.iter().any(|t| path != *t && within(path, t));
-        !program.is_empty()
-            && searched.iter().all(|p| p.starts_with('/') && !inside(p))
-            && self.cwd.starts_with('/')
-            && !beneath(&self.cwd)
-            && self.mounts.iter().all(|m| !beneath(m.target()))
+        match &self.supervise {
+            Some(group) => {
+                !group.children.is_empty()
+                    && group
+                        .children
+                        .iter()
+                        .all(|c| may_start_ahead(&c.argv, &c.env, &c.cwd, &c.mounts))
+            }
+            None => may_start_ahead(&self.argv, &self.env, &self.cwd, &self.mounts),
+        }
     }
+}
+
+/// Whether a program may be started before its run: its program, search
+/// path, working directory and other mounts do not lie inside a host
+/// share (only a share's top directory keeps its identity across
+/// restores: anything the guest looked up beneath it would be stale, and
+/// the program found then might not be the one the share holds now).
+fn may_start_ahead(argv: &[String], env: &[(String, String)], cwd: &str, mounts: &[Mount]) -> bool {
+    let shares: Vec<&str> = mounts
+        .iter()
+        .filter_map(|m| match m {
+            Mount::Share { target, .. } => Some(target.as_str()),
+            _ => None,
+        })
+        .collect();
+    let inside = |path: &str| shares.iter().any(|t| within(path, t));
+    let program = argv.first().map_or("", String::as_str);
+    let searched: Vec<&str> = if program.contains('/') {
+        vec![program]
+    } else {
+        search_path(env).split(':').collect()
+    };
+    let beneath = |path: &str| shares.iter().any(|t| path != *t && within(path, t));
+    !program.is_empty()
+        && searched.iter().all(|p| p.starts_with('/') && !inside(p))
+        && cwd.starts_with('/')
+        && !beneath(cwd)
+        && mounts.iter().all(|m| !beneath(m.target()))
 }
 
 /// Whether `path` is `dir` or lies beneath it (both absolute); a path

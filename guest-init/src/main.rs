@@ -93,6 +93,7 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
                 spec.build.is_none() && spec.supervise.is_none() && *device == spec.rootfs_device
             }
             Warm::Run(ready) => ready.spec == spec.fresh(),
+            Warm::Group(readied, _) => **readied == spec.fresh(),
         };
         if !fits {
             return Err(Error::Io(std::io::Error::other(
@@ -116,20 +117,23 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
     };
     if let Some(group) = &spec.supervise {
         sys::close(ports.export);
+        let prepared = match warm {
+            Some(Warm::Group(_, prepared)) => Some(*prepared),
+            _ => None,
+        };
         return group::run(
             group,
-            &spec.hostname,
-            spec.network.as_ref(),
+            (&spec.hostname, spec.network.as_ref()),
             &ports,
             control,
             &signals,
+            prepared,
         );
     }
     let warm_root = matches!(warm, Some(Warm::Root(_)));
     let (mut ready, mounted) = match warm {
         Some(Warm::Run(ready)) => (ready.child, true),
-        Some(Warm::Root(_)) => (None, false),
-        None => (None, false),
+        Some(Warm::Root(_) | Warm::Group(..)) | None => (None, false),
     };
     let mut resolv = None;
     if !mounted {
@@ -173,7 +177,8 @@ fn run(control_slot: &mut Option<Control>) -> Result<GuestMsg, Error> {
         None => spawn::Stdio::ports(&ports),
     };
     let started = match ready.take() {
-        Some(child) => forked::release(&child, &spec).inspect(|_| stats::mark("workload released")),
+        Some(child) => forked::release(&child, &forked::share_paths(&spec.mounts, ""))
+            .inspect(|_| stats::mark("workload released")),
         None => spawn::spawn(&spawn::Program::of(&spec), stdio)
             .inspect(|_| stats::mark("workload spawned")),
     };
@@ -214,6 +219,8 @@ enum Warm {
     Root(String),
     /// The whole run readied ([`forked`]).
     Run(Box<forked::Ready>),
+    /// A `!Supervise` run readied, for this spec ([`RunSpec::fresh`]).
+    Group(Box<RunSpec>, Box<group::Prepared>),
 }
 
 /// Reads control messages until the host says what to run; readies the
@@ -227,6 +234,18 @@ fn wait_for_run(
         match control.recv()? {
             HostMsg::Run(spec) => return Ok((*spec, warm)),
             HostMsg::Prepare(prepare) if warm.is_none() => {
+                if let Some(run) = prepare.run.as_ref().filter(|r| r.can_fork_ahead()) {
+                    if let Some(group) = &run.supervise {
+                        // Each child has a root of its own; guest-init
+                        // stays in the initramfs.
+                        let prepared = group::prepare(group, &run.hostname, None, true)?;
+                        warm = Some(Warm::Group(Box::new(run.fresh()), Box::new(prepared)));
+                        control
+                            .send(&GuestMsg::Prepared)
+                            .map_err(|e| Error::sys("reporting the root ready", e))?;
+                        continue;
+                    }
+                }
                 warm::prepare(&prepare)
                     .map_err(|e| Error::setup("preparing the root filesystem", e))?;
                 warm = Some(match &prepare.run {

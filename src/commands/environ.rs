@@ -154,6 +154,19 @@ pub fn environment(
     Ok(env.into_iter().collect())
 }
 
+/// Whether a run takes variables from the host: `-e`, `-E`, or a
+/// `CELLAENV_`/`VAGGAENV_` variable. Such a run is never held ready in a
+/// warm snapshot, which would keep their values in the cache.
+pub fn passes_host_values(cli: &CliEnviron, host: &[(String, String)]) -> bool {
+    !cli.use_env.is_empty()
+        || !cli.set.is_empty()
+        || host.iter().any(|(k, _)| {
+            PASS_PREFIXES
+                .iter()
+                .any(|p| k.len() > p.len() && k.starts_with(p))
+        })
+}
+
 /// The host's environment, with the variables that are not UTF-8 left out.
 pub fn host_environment() -> Vec<(String, String)> {
     std::env::vars_os()

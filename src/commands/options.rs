@@ -67,7 +67,11 @@ impl RunOptions {
             timeout: self.timeout,
             limits: self.limits,
             knobs: self.knobs.clone(),
-            warm_image: None,
+            warm_images: Vec::new(),
+            hold_ready: !super::environ::passes_host_values(
+                &self.environ,
+                &super::environ::host_environment(),
+            ),
         }
     }
 

@@ -242,7 +242,7 @@ pub fn simple_command(
     let disk = program.image.open_rootfs()?;
     let info = &program.image.info;
     let launch_opts = LaunchOptions {
-        warm_image: Some((info.id.clone(), info.digest.clone())),
+        warm_images: vec![(info.id.clone(), info.digest.clone())],
         ..opts.launch()
     };
     Ok(launch::launch(

@@ -13,7 +13,7 @@ use super::volumes::intern;
 use crate::config::{Child, Config, Supervise, SuperviseMode};
 use crate::devices::virtio::fs::server::ShareSpec;
 use crate::image::store::Image;
-use crate::launch::{self, fs_server};
+use crate::launch::{self, fs_server, LaunchOptions};
 
 /// Drives a supervised VM may have: one per distinct image.
 pub const MAX_IMAGES: usize = 8;
@@ -156,12 +156,19 @@ pub fn run(
         .iter()
         .map(Image::open_rootfs)
         .collect::<Result<Vec<_>, _>>()?;
+    let launch_opts = LaunchOptions {
+        warm_images: images
+            .iter()
+            .map(|i| (i.info.id.clone(), i.info.digest.clone()))
+            .collect(),
+        ..opts.launch()
+    };
     Ok(launch::launch(
         disks,
         spec,
         Some(server),
         machine,
-        &opts.launch(),
+        &launch_opts,
         None,
     )?)
 }

@@ -54,9 +54,12 @@ pub struct LaunchOptions {
     /// The settings file's `limits`.
     pub limits: Limits,
     pub knobs: Knobs,
-    /// The id and digest of the image a plain run (one drive, no build,
-    /// no children) has as its root: such a run may use a warm snapshot.
-    pub warm_image: Option<(String, String)>,
+    /// The id and digest of the image in each drive, for a run that may
+    /// use a warm snapshot (a plain run, or a `!Supervise`; no build).
+    pub warm_images: Vec<(String, String)>,
+    /// Whether a warm snapshot may hold this run ready (not when its
+    /// environment has values from the host).
+    pub hold_ready: bool,
 }
 
 /// The virtio-fs server of a run: no page cache in the guest (see README),

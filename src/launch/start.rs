@@ -181,16 +181,30 @@ pub fn launch(
     };
     let cold_boot = opts.cold_boot || opts.knobs.cold_boot;
     let snapshots = opts.knobs.cache_dir.as_ref().filter(|_| !cold_boot);
-    // A plain run on one image may start from, or make, a warm snapshot.
-    let warm_image = match (&opts.warm_image, disks.as_slice()) {
-        (Some((id, digest)), [disk])
-            if !opts.knobs.no_warm && spec.build.is_none() && spec.supervise.is_none() =>
-        {
-            Some(((id.as_str(), digest.as_str()), disk))
-        }
-        _ => None,
-    };
-    let want_warm = warm_image.map(|(image, disk)| (image, disk, &spec));
+    // A plain run or a `!Supervise` whose images are known may start
+    // from, or make, a warm snapshot.
+    let beyond_tops = fs.as_ref().map(Server::beyond_tops);
+    let want_warm = (!opts.knobs.no_warm
+        && spec.build.is_none()
+        && !disks.is_empty()
+        && opts.warm_images.len() == disks.len())
+    .then(|| WantWarm {
+        images: opts
+            .warm_images
+            .iter()
+            .map(|(id, digest)| (id.as_str(), digest.as_str()))
+            .collect(),
+        disks: disks.as_slice(),
+        spec: &spec,
+        // Held ready only for this project's shares (a run restored from
+        // it has the layout of the run that made it), and never with
+        // values from the host in its environment.
+        shares: opts.hold_ready.then(|| {
+            fs.as_ref()
+                .map(Server::share_identities)
+                .unwrap_or_default()
+        }),
+    });
     let (vm, start, warm_save) = start_vm(&mut vm_spec, &init, snapshots, want_warm)?;
     let restored = matches!(start, Start::Restored | Start::Warm);
     let warm_restored = matches!(start, Start::Warm);
@@ -239,9 +253,22 @@ pub fn launch(
     };
     let warm_limit = opts.limits.warm_snapshots;
     let mut save_warm = |vm: &Vm| -> Result<(), GuestError> {
-        if let Some(save) = &warm_save {
-            save_warm_snapshot(vm, &save.plan, warm_limit, verbose);
+        let Some(save) = &warm_save else {
+            return Ok(());
+        };
+        let reached = beyond_tops
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed));
+        if save.plan.prepare.run.is_some() && reached {
+            // The guest looked beneath a share while it readied the run
+            // (a link into /work, a script there): not for another run.
+            warm::mark_unfit(&save.plan);
+            if verbose {
+                eprintln!("cella: this run cannot be held ready in a warm snapshot: it reads /work before it starts");
+            }
+            return Ok(());
         }
+        save_warm_snapshot(vm, &save.plan, warm_limit, verbose);
         Ok(())
     };
     let ready = control::Ready {
@@ -278,9 +305,16 @@ pub fn launch(
     }
 }
 
-/// What a run that may use a warm snapshot brings: its image's id and
-/// digest, the image file, and its spec.
-type WantWarm<'a> = ((&'a str, &'a str), &'a std::fs::File, &'a RunSpec);
+/// What a run that may use a warm snapshot brings.
+struct WantWarm<'a> {
+    /// The id and digest of the image in each drive.
+    images: Vec<(&'a str, &'a str)>,
+    /// The image files.
+    disks: &'a [std::fs::File],
+    spec: &'a RunSpec,
+    /// The identities of the run's shares when it may be held ready.
+    shares: Option<Vec<(u64, u64)>>,
+}
 
 /// A VM whose guest-init is, or will soon be, waiting for its run spec;
 /// restored from or saved to a snapshot under `cache_dir` if given. With
@@ -304,17 +338,31 @@ fn start_vm(
         }
     };
     let mut warm_save = None;
-    if let Some((image, disk, run)) = want_warm {
-        match warm::verified(cache, disk, image.1) {
+    if let Some(want) = want_warm {
+        let all_verified = want
+            .images
+            .iter()
+            .zip(want.disks)
+            .try_fold(true, |ok, (image, disk)| {
+                Ok::<_, SnapshotError>(ok && warm::verified(cache, disk, image.1)?)
+            });
+        match all_verified {
             // An image file that is not what its store says: no warm start.
             Ok(false) => {}
             Ok(true) => {
                 // The best that exists; else the best asked for before
                 // (a first ask is noted, and the next one is looked at).
-                for plan in warm::plans(cache, &key, image, run) {
+                // Once another cella makes one, later ones are only restored.
+                let mut may_make = true;
+                let plans =
+                    warm::plans(cache, &key, &want.images, want.spec, want.shares.as_deref());
+                for plan in plans {
                     if let Some(vm) = restore(spec, &plan.path) {
                         warm::touch(&plan.path);
                         return Ok((vm, Start::Warm, None));
+                    }
+                    if !may_make || warm::unfit(&plan) {
+                        continue;
                     }
                     match warm::asked_before(&plan)
                         .then(|| snapshot::try_lock(&plan.dir, &plan.name))
@@ -323,13 +371,18 @@ fn start_vm(
                         // Made by another cella while this one looked?
                         Some(Ok(Some(lock))) => match restore(spec, &plan.path) {
                             Some(vm) => return Ok((vm, Start::Warm, None)),
-                            None => warm_save = Some(WarmSave { plan, _lock: lock }),
+                            None => {
+                                warm_save = Some(WarmSave { plan, _lock: lock });
+                                break;
+                            }
                         },
-                        // Another cella is making it: this run goes without.
-                        Some(Ok(None)) => {}
-                        Some(Err(e)) => warn(&e, "running without a warm snapshot"),
+                        // Another cella is making it: this run makes none.
+                        Some(Ok(None)) => may_make = false,
+                        Some(Err(e)) => {
+                            warn(&e, "running without a warm snapshot");
+                            may_make = false;
+                        }
                     }
-                    break;
                 }
             }
             Err(e) => warn(&e, "running without a warm snapshot"),

@@ -5,6 +5,14 @@
 //! mounted yet. Nothing of a run is in one: the snapshot is taken before
 //! the run spec (clock, entropy, shares, environment) goes out.
 //!
+//! A run asked for again goes further (guest-init's forked.rs): the
+//! snapshot holds that run ready, its mounts made and its program stopped
+//! before its first instruction. That one does hold the run's argv and
+//! environment (from cella.yaml and the command line; a run given values
+//! from the host's environment is never held ready), and is keyed by the
+//! project's shares too. Its guest must not have looked beneath a share
+//! while readying it: the host's FUSE server tells ([`mark_unfit`]).
+//!
 //! Each is a file in snapshot.rs's format at `<cache>/warm/<image>-<key>.snap`:
 //! the image's id in the name, so `_clean` can drop those of images it
 //! removes; the key hashes the plain snapshot's key (the VM's shape, the
@@ -31,6 +39,8 @@ use super::snapshot::SnapshotError;
 const EXTENSION: &str = "snap";
 /// The marker of a warm snapshot asked for once ([`asked_before`]).
 const SEEN: &str = "seen";
+/// The marker of a run that cannot be held ready ([`mark_unfit`]).
+const UNFIT: &str = "unfit";
 
 /// Where a run's warm snapshot is, and what the guest readies for it.
 pub struct WarmPlan {
@@ -46,14 +56,28 @@ pub fn dir(cache: &Path) -> PathBuf {
     cache.join("warm")
 }
 
-/// The warm snapshots a run of `spec` may start from, best first, on the
-/// image `image` (its id and content digest) in a VM whose plain snapshot
-/// has the key `base`: one holding this very run ready, its program
-/// stopped before its first instruction ([`RunSpec::can_fork_ahead`];
-/// keyed by the whole spec but the clock and the entropy), then one
-/// holding its program's image mounted and read (keyed by the program
-/// and its PATH). The caller has checked the digest ([`verified`]).
-pub fn plans(cache: &Path, base: &str, image: (&str, &str), spec: &RunSpec) -> Vec<WarmPlan> {
+/// The warm snapshots a run of `spec` may start from, best first, with
+/// `images` (each drive's image id and content digest) in a VM whose
+/// plain snapshot has the key `base`: given its `shares`' host identities
+/// (device, inode), one holding this very run ready, its program (or
+/// each `!Supervise` child) stopped before its first instruction
+/// ([`RunSpec::can_fork_ahead`]; keyed by the whole spec but the clock
+/// and the entropy, and by the shares: runs restored from one share its
+/// address-space layout, which only this project's runs may know), then,
+/// for a plain run, one holding its
+/// image mounted and its program read (keyed by the program and its
+/// PATH). The file is named after the first image. The caller has
+/// checked the digests ([`verified`]).
+pub fn plans(
+    cache: &Path,
+    base: &str,
+    images: &[(&str, &str)],
+    spec: &RunSpec,
+    shares: Option<&[(u64, u64)]>,
+) -> Vec<WarmPlan> {
+    let Some(&image) = images.first() else {
+        return Vec::new();
+    };
     let program = spec.argv.first().cloned().unwrap_or_default();
     let prepare = Prepare {
         rootfs_device: spec.rootfs_device.clone(),
@@ -62,11 +86,16 @@ pub fn plans(cache: &Path, base: &str, image: (&str, &str), spec: &RunSpec) -> V
         run: None,
     };
     let mut plans = Vec::with_capacity(2);
-    if spec.can_fork_ahead() {
+    if let Some(shares) = shares.filter(|_| spec.can_fork_ahead()) {
         let run = spec.fresh();
         // serde_json writes a struct's fields in their declared order.
         let json = serde_json::to_string(&run).unwrap_or_default();
-        let name = key(b"cella-warm-run\0", image, &[base, image.1, &json]);
+        let shares: Vec<String> = shares.iter().map(|(d, i)| format!("{d}:{i}")).collect();
+        let mut fields = vec![base];
+        fields.extend(images.iter().map(|(_, digest)| *digest));
+        fields.push(&json);
+        fields.extend(shares.iter().map(String::as_str));
+        let name = key(b"cella-warm-run\0", image, &fields);
         plans.push(plan_at(
             cache,
             name,
@@ -75,6 +104,9 @@ pub fn plans(cache: &Path, base: &str, image: (&str, &str), spec: &RunSpec) -> V
                 ..prepare.clone()
             },
         ));
+    }
+    if spec.supervise.is_some() || images.len() != 1 {
+        return plans;
     }
     let fields = [
         base,
@@ -185,6 +217,21 @@ pub fn asked_before(plan: &WarmPlan) -> bool {
     false
 }
 
+/// Notes that the run of `plan` cannot be held ready (its guest looked
+/// beneath a share while readying it): later runs do not try again.
+pub fn mark_unfit(plan: &WarmPlan) {
+    let _ = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(plan.dir.join(format!("{}.{UNFIT}", plan.name)));
+}
+
+/// Whether [`mark_unfit`] marked `plan`.
+pub fn unfit(plan: &WarmPlan) -> bool {
+    plan.dir.join(format!("{}.{UNFIT}", plan.name)).exists()
+}
+
 /// Marks a warm snapshot used now, for [`bound`]'s order.
 pub fn touch(path: &Path) {
     if let Ok(f) = File::options().write(true).open(path) {
@@ -262,7 +309,7 @@ pub fn remove_markers(dir: &Path) {
     };
     for e in entries.flatten() {
         let path = e.path();
-        if path.extension().is_some_and(|x| x == SEEN) {
+        if path.extension().is_some_and(|x| x == SEEN || x == UNFIT) {
             let _ = std::fs::remove_file(&path);
         }
     }
@@ -287,7 +334,10 @@ pub fn remove_images(cache: &Path, ids: &[String]) -> usize {
         let ours = stem
             .rsplit_once('-')
             .is_some_and(|(image, _)| ids.iter().any(|id| id == image));
-        if ours && [EXTENSION, SEEN, "lock"].contains(&ext) && std::fs::remove_file(&path).is_ok() {
+        if ours
+            && [EXTENSION, SEEN, UNFIT, "lock"].contains(&ext)
+            && std::fs::remove_file(&path).is_ok()
+        {
             removed += usize::from(ext == EXTENSION);
         }
     }
@@ -309,7 +359,7 @@ mod tests {
     fn the_key_changes_with_every_input_and_only_then() {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = |base: &str, id: (&str, &str), spec: &RunSpec| {
-            let plans = plans(dir.path(), base, id, spec);
+            let plans = plans(dir.path(), base, &[id], spec, Some(&[(1, 2)]));
             plans.last().expect("a plan").name.clone()
         };
         let one = key("b", ("img1", "d1"), &spec("sh", None));
@@ -335,7 +385,7 @@ mod tests {
     fn a_run_held_ready_is_keyed_by_its_whole_spec_but_what_is_fresh() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ready = |spec: &RunSpec| {
-            let plans = plans(dir.path(), "b", ("img", "d"), spec);
+            let plans = plans(dir.path(), "b", &[("img", "d")], spec, Some(&[(1, 2)]));
             (plans.len() == 2).then(|| plans[0].name.clone())
         };
         let mut one = spec("sh", None);
@@ -346,6 +396,10 @@ mod tests {
             read_only: false,
         });
         let name = ready(&one).expect("held ready");
+        // Only for the project whose shares it was made with.
+        let elsewhere = plans(dir.path(), "b", &[("img", "d")], &one, Some(&[(1, 3)]));
+        assert_ne!(elsewhere[0].name, name);
+        assert_eq!(plans(dir.path(), "b", &[("img", "d")], &one, None).len(), 1);
         assert_ne!(Some(name.clone()), ready(&spec("sh", None)));
         let mut fresh = one.clone();
         fresh.realtime_ns = 42;
@@ -385,6 +439,61 @@ mod tests {
             change(&mut other);
             assert_eq!(ready(&other), None, "{other:?}");
         }
+    }
+
+    #[test]
+    fn a_supervised_run_is_held_ready_only_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = |name: &str, cwd: &str| guest_init::ChildSpec {
+            name: name.into(),
+            argv: vec!["sh".into()],
+            env: Vec::new(),
+            cwd: cwd.into(),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            rootfs_device: "/dev/vda".into(),
+            mounts: vec![guest_init::Mount::Share {
+                target: "/work".into(),
+                share: 0,
+                read_only: false,
+            }],
+            read_only_root: false,
+        };
+        let group = |children| {
+            let mut spec = RunSpec::new(Vec::new(), Vec::new());
+            spec.supervise = Some(guest_init::Supervise {
+                mode: guest_init::SuperviseMode::WaitAll,
+                kill_after_ms: 1000,
+                prefix: true,
+                children,
+            });
+            spec
+        };
+        let images = [("img", "d"), ("other", "e")];
+        let good = group(vec![child("a", "/work"), child("b", "/")]);
+        let plans = plans(dir.path(), "b", &images, &good, Some(&[(1, 2)]));
+        assert_eq!(plans.len(), 1, "no image-level snapshot for a group");
+        assert!(plans[0].name.starts_with("img-"));
+        assert!(plans[0].prepare.run.is_some());
+        let one_digest_changed = super::plans(
+            dir.path(),
+            "b",
+            &[("img", "d"), ("other", "f")],
+            &good,
+            Some(&[(1, 2)]),
+        );
+        assert_ne!(one_digest_changed[0].name, plans[0].name);
+        let bad = group(vec![child("a", "/work"), child("b", "/work/sub")]);
+        assert!(super::plans(dir.path(), "b", &images, &bad, Some(&[(1, 2)])).is_empty());
+        assert!(super::plans(
+            dir.path(),
+            "b",
+            &images,
+            &group(Vec::new()),
+            Some(&[(1, 2)])
+        )
+        .is_empty());
     }
 
     #[test]

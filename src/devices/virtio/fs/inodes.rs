@@ -65,16 +65,9 @@ impl Nodes {
     /// 2^40, once the shares are pinned: a guest restored from a warm
     /// snapshot may still hold IDs another server gave, which must name
     /// nothing here rather than whatever this server gave the same ID.
-    pub fn start_ids_randomly(&mut self) {
-        let mut bytes = [0u8; 8];
-        // SAFETY: bytes is valid for writes of its length.
-        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-        let offset = if n == bytes.len() as isize {
-            u64::from_ne_bytes(bytes) >> 24
-        } else {
-            0
-        };
-        self.next_id = self.next_id.max((1 << 40) + offset);
+    pub fn start_ids_randomly(&mut self) -> std::io::Result<()> {
+        self.next_id = self.next_id.max((1 << 40) + random_offset()?);
+        Ok(())
     }
 
     pub fn get(&self, id: u64) -> Option<&Node> {
@@ -172,6 +165,17 @@ impl Nodes {
     }
 }
 
+/// A random number below 2^40.
+fn random_offset() -> std::io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    // SAFETY: bytes is valid for writes of its length.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(u64::from_ne_bytes(bytes) >> 24)
+}
+
 /// What an open handle refers to.
 pub enum HandleKind {
     /// A regular file opened for I/O.
@@ -205,6 +209,13 @@ impl Handles {
             next: 1,
             max: MAX_HANDLES,
         }
+    }
+
+    /// Gives the handles opened from now on numbers from a random point
+    /// above 2^40, as [`Nodes::start_ids_randomly`] does for nodes.
+    pub fn start_randomly(&mut self) -> std::io::Result<()> {
+        self.next = self.next.max((1 << 40) + random_offset()?);
+        Ok(())
     }
 
     pub fn insert(&mut self, handle: Handle) -> SysResult<u64> {

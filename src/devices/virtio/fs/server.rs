@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -114,6 +115,9 @@ pub struct Server {
     pub(super) quota: Quota,
     initialized: bool,
     created: (u64, u32),
+    /// Set by the first request that reaches beyond the root and the
+    /// shares' top directories ([`Server::beyond_tops`]).
+    beyond: Arc<AtomicBool>,
 }
 
 /// Whether the request expects no reply.
@@ -237,19 +241,53 @@ impl Server {
                 .map_err(|e| std::io::Error::new(e.kind(), format!("share {index}: {e}")))?;
             nodes.pin(key, fd);
         }
-        nodes.start_ids_randomly();
+        nodes.start_ids_randomly()?;
+        let mut handles = Handles::new();
+        handles.start_randomly()?;
         Ok(Server {
             shares: opened,
             options,
             nodes,
-            handles: Handles::new(),
+            handles,
             proc_fd,
             euid,
             egid,
             quota: Quota::new(options.write_quota),
             initialized: false,
             created: (now.as_secs(), now.subsec_nanos()),
+            beyond: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// A flag that turns true once the guest has asked for anything
+    /// beneath a share's top directory (a lookup in it, an open, a node
+    /// below it): what a warm snapshot that holds a run ready must not
+    /// carry, since the next server knows none of those nodes, and what
+    /// the guest found there was this run's /work, not the next one's.
+    /// The guest's own checks are a string match; this sees every request.
+    pub fn beyond_tops(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.beyond)
+    }
+
+    /// The host identity (device, inode) of each share's directory.
+    pub fn share_identities(&self) -> Vec<(u64, u64)> {
+        self.shares.iter().map(|s| (s.dev, s.ino)).collect()
+    }
+
+    /// Notes a request that reaches beyond the root and the share tops.
+    fn note_reach(&self, h: &InHeader) {
+        let is_top = |id: u64| id == ROOT_ID || self.nodes.get(id).is_some_and(|n| n.pinned);
+        let reach = match h.opcode {
+            fuse::INIT | fuse::DESTROY | fuse::INTERRUPT | fuse::BATCH_FORGET | fuse::STATFS => {
+                false
+            }
+            fuse::LOOKUP => h.nodeid != ROOT_ID,
+            fuse::GETATTR | fuse::FORGET => !is_top(h.nodeid),
+            _ => true,
+        };
+        if reach {
+            self.beyond.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Serves one FUSE request (in header + its arguments, exactly the bytes
@@ -262,6 +300,7 @@ impl Server {
     pub fn handle(&mut self, request: &[u8], max_reply: usize) -> Option<Vec<u8>> {
         let header = InHeader::decode(request);
         if let Some(h) = &header {
+            self.note_reach(h);
             if no_reply(h.opcode) {
                 if let Some(body) = self.body(h, request) {
                     self.no_reply_op(h, body);
@@ -449,8 +488,10 @@ impl Server {
     /// Takes the FUSE session as started: for a VM restored from a warm
     /// snapshot, whose guest mounted the device (and had INIT answered by
     /// the server of the run that saved it) before it was saved. What INIT
-    /// agrees on is fixed by this code, so the guest's view holds; the
-    /// guest looked nothing up yet, so no node is missing.
+    /// agrees on is fixed by this code, so the guest's view holds. The
+    /// guest holds no node but the root and the share tops, whose IDs
+    /// every server gives alike (a snapshot whose guest reached further
+    /// is not saved: [`Server::beyond_tops`]).
     pub fn resume_session(&mut self) {
         self.initialized = true;
     }

@@ -636,3 +636,27 @@ fn share_tops_keep_their_ids_across_servers_and_nothing_else_does() {
     one.forget(2, u64::MAX);
     assert!(one.getattr(2).is_ok());
 }
+
+#[test]
+fn the_server_tells_when_the_guest_reached_beneath_a_share_top() {
+    // What a warm snapshot that holds a run ready may carry: the root and
+    // the share tops, nothing looked up beneath them.
+    let mut f = Fixture::new(&[RW]);
+    let flag = f.server.beyond_tops();
+    std::fs::write(f.path(0, "a"), b"").unwrap();
+    let top = f.share(0);
+    assert!(f.getattr(top).is_ok());
+    assert!(f.getattr(ROOT_ID).is_ok());
+    f.forget(top, 1);
+    assert!(!flag.load(std::sync::atomic::Ordering::Relaxed));
+    let _ = f.lookup(top, "missing");
+    assert!(flag.load(std::sync::atomic::Ordering::Relaxed));
+    let mut g = Fixture::new(&[RW]);
+    let flag = g.server.beyond_tops();
+    let top = g.share(0);
+    let _ = g.opendir(top);
+    assert!(
+        flag.load(std::sync::atomic::Ordering::Relaxed),
+        "a readdir of /work"
+    );
+}

@@ -219,4 +219,31 @@ fn tar_and_download_urls() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(after.len(), before.len(), "{after:?}");
+
+    // limits.downloads bounds the cache: a new download pushes the least
+    // recently used out (never itself), and a build that needs one again
+    // fetches it again.
+    let small = p.path().join("small.yaml");
+    fs::write(
+        &small,
+        "network: {allow-addresses: [127.0.0.1/32]}\nlimits: {image: 16Mi, downloads: 1}\n",
+    )
+    .expect("settings");
+    let kept = || {
+        fs::read_dir(cache.path().join("downloads/sha256"))
+            .expect("downloads")
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    };
+    let asked = log.lock().expect("log").len();
+    let (status, _, err) = cella_with(&p, &small, cache.path(), &["_build", "--force", "base"]);
+    assert_eq!(status, Some(0), "{err}");
+    assert_eq!(kept().len(), 2, "served from the cache: {:?}", kept());
+    fs::remove_dir_all(cache.path().join("downloads/urls")).expect("forget the URLs");
+    let (status, _, err) = cella_with(&p, &small, cache.path(), &["_build", "--force", "base"]);
+    assert_eq!(status, Some(0), "{err}");
+    assert!(log.lock().expect("log").len() > asked, "fetched again");
+    assert_eq!(kept(), vec![tool_sum], "only the last download is kept");
 }

@@ -193,5 +193,6 @@ pub fn fetch_ctx(opts: &RunOptions) -> FetchCtx {
         allow: opts.network_policy.allow_addresses.clone(),
         cache: opts.knobs.cache_dir.clone(),
         max_download: opts.limits.image,
+        keep_downloads: opts.limits.downloads,
     }
 }

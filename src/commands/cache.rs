@@ -59,10 +59,14 @@ pub fn cache(drop: bool, opts: &RunOptions) -> Result<i32, CommandError> {
             ago(now, e.used)
         ));
     }
+    let downloads = format!(
+        "files of !Tar and !Download URLs; at most {} (limits.downloads), least recently used removed first",
+        size_text(opts.limits.downloads)
+    );
     for (name, what) in [
         ("apt", "Debian packages downloaded by builds"),
         ("oci", "image blobs pulled from registries, by digest"),
-        ("downloads", "files of !Tar and !Download URLs"),
+        ("downloads", downloads.as_str()),
         ("kernel", "guest kernels built by scripts/build.sh"),
     ] {
         let bytes = du(&dir.join(name));

@@ -24,6 +24,7 @@
 //!   console-buffer: 256Ki            # one buffer a guest hands a console port
 //!   control-queue: 4Mi               # control messages held for or from a guest
 //!   warm-snapshots: 2Gi              # disk space of the warm snapshots in the cache
+//!   downloads: 8Gi                   # disk space of the files of !Tar and !Download URLs in the cache
 //! ```
 
 use std::path::PathBuf;
@@ -105,6 +106,9 @@ pub struct Limits {
     /// Bytes of disk the warm snapshots in the user's cache may take
     /// together; the least recently used go first.
     pub warm_snapshots: u64,
+    /// Bytes of disk the files of `!Tar` and `!Download` URLs in the
+    /// user's cache may take together; the least recently used go first.
+    pub downloads: u64,
 }
 
 impl Default for Limits {
@@ -117,6 +121,7 @@ impl Default for Limits {
             console_buffer: 256 << 10,
             control_queue: 4 << 20,
             warm_snapshots: 2 << 30,
+            downloads: 8 << 30,
         }
     }
 }
@@ -206,7 +211,7 @@ struct File {
 }
 
 /// The keys of `limits`, as written.
-const LIMIT_KEYS: [&str; 7] = [
+const LIMIT_KEYS: [&str; 8] = [
     "write",
     "image",
     "inodes",
@@ -214,6 +219,7 @@ const LIMIT_KEYS: [&str; 7] = [
     "console-buffer",
     "control-queue",
     "warm-snapshots",
+    "downloads",
 ];
 
 /// "LINE:COL: MESSAGE" at `node`.
@@ -398,6 +404,7 @@ fn parse(text: &str) -> Result<Settings, String> {
             console_buffer: size("console-buffer", defaults.console_buffer)?,
             control_queue: size("control-queue", defaults.control_queue)?,
             warm_snapshots: size("warm-snapshots", defaults.warm_snapshots)?,
+            downloads: size("downloads", defaults.downloads)?,
         },
     })
 }

@@ -2,12 +2,14 @@
 //! user's cache and reused (a new version of a file is expected to have a
 //! new URL), through the guarded client of `http`.
 //!
-//! `<cache>/downloads/<sha256 of the URL>` holds the file and
-//! `….sha256` its digest, both renamed into place only once the whole
-//! file is in (and, when the step gives a `sha256`, matches it), so a
-//! killed download leaves nothing that passes for one. A download is
-//! bounded by `limits.image`; redirects are followed by hand (https
-//! only, or http when the step pins the content with a `sha256`).
+//! `<cache>/downloads/sha256/HEX` holds a file by its content, renamed
+//! into place only once the whole file is in (and, when the step gives a
+//! `sha256`, matches it), so a killed download leaves nothing that passes
+//! for one; `downloads/urls/KEY` names the content a URL gave. A download
+//! is bounded by `limits.image`, and all of them together by
+//! `limits.downloads` (least recently used removed first); redirects are
+//! followed by hand (https only, or http when the step pins the content
+//! with a `sha256`).
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -31,6 +33,8 @@ pub struct Fetcher<'a> {
     pub guard: AddressGuard,
     /// The most bytes a download may have.
     pub max: u64,
+    /// The most bytes the downloaded files may take together.
+    pub keep: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +106,8 @@ impl Fetcher<'_> {
             let data = PathBuf::from(&digest);
             if matches!(blobs.lstat(&data), Ok(Some(m)) if m.kind == Kind::File) {
                 let file = blobs.open_file(&data).map_err(DownloadError::Cache)?;
+                // Used now: the last to go when the cache is bounded.
+                let _ = file.set_modified(std::time::SystemTime::now());
                 return Ok(Downloaded {
                     file,
                     sha256: digest,
@@ -109,6 +115,7 @@ impl Fetcher<'_> {
             }
         }
         let digest = self.download(url, &blobs, sha256)?;
+        bound(&blobs, &digest, self.keep);
         let tmp = PathBuf::from(format!(".{}.{}.tmp", key.display(), std::process::id()));
         let write = || -> Result<(), FsError> {
             let _ = urls.remove_file(&tmp);
@@ -254,6 +261,39 @@ impl Fetcher<'_> {
 }
 
 /// A redirect's Location made absolute against the URL that gave it.
+/// Removes the least recently used files in `blobs` (named by their
+/// sha256), never `keep`, until they take at most `limit` bytes together
+/// (`limits.downloads`). A file a run has open stays readable to it.
+fn bound(blobs: &Dir, keep: &str, limit: u64) {
+    let Ok(names) = blobs.names() else {
+        return;
+    };
+    let mut files: Vec<(i64, u64, PathBuf)> = names
+        .into_iter()
+        .filter_map(|name| {
+            let name = PathBuf::from(name);
+            let hex = name.to_str()?;
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            match blobs.lstat(&name) {
+                Ok(Some(m)) if m.kind == Kind::File => Some((m.mtime_ns, m.size, name)),
+                _ => None,
+            }
+        })
+        .collect();
+    let mut total: u64 = files.iter().map(|(_, size, _)| *size).sum();
+    files.sort();
+    for (_, size, name) in files {
+        if total <= limit {
+            break;
+        }
+        if name.as_os_str() != keep && blobs.remove_file(&name).unwrap_or(false) {
+            total = total.saturating_sub(size);
+        }
+    }
+}
+
 fn absolute(from: &str, location: &str) -> Option<String> {
     if location.starts_with("http://") || location.starts_with("https://") {
         return Some(location.to_owned());
@@ -281,5 +321,30 @@ mod tests {
             absolute("https://a.example/x", "http://b.example/").as_deref(),
             Some("http://b.example/")
         );
+    }
+
+    #[test]
+    fn the_least_recently_used_downloads_go_first_but_never_the_new_one() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let now = std::time::SystemTime::now();
+        let names: Vec<String> = (0..4).map(|i| format!("{i}").repeat(64)).collect();
+        for (i, name) in names.iter().enumerate() {
+            let path = tmp.path().join(name);
+            std::fs::write(&path, vec![0u8; 1000]).expect("write");
+            let f = File::options().write(true).open(&path).expect("open");
+            // names[0] is the oldest, names[3] the newest.
+            let at = now - std::time::Duration::from_secs(100 - 10 * i as u64);
+            f.set_modified(at).expect("mtime");
+        }
+        std::fs::write(tmp.path().join("not-a-digest"), vec![0u8; 5000]).expect("write");
+        std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("f".repeat(64))).expect("ln");
+        let dir = Dir::open(tmp.path()).expect("dir");
+        // The oldest is the one just fetched: it stays, the next go.
+        bound(&dir, &names[0], 2000);
+        let left = |name: &str| tmp.path().join(name).exists();
+        assert!(left(&names[0]) && left(&names[3]));
+        assert!(!left(&names[1]) && !left(&names[2]));
+        assert!(left("not-a-digest"), "only digests are counted and removed");
+        assert!(tmp.path().join("f".repeat(64)).symlink_metadata().is_ok());
     }
 }

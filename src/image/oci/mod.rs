@@ -56,6 +56,8 @@ pub struct FetchCtx {
     pub cache: Option<PathBuf>,
     /// The most bytes one download may have (limits.image).
     pub max_download: u64,
+    /// The most bytes the downloads in the cache may take (limits.downloads).
+    pub keep_downloads: u64,
 }
 
 impl FetchCtx {
@@ -65,6 +67,7 @@ impl FetchCtx {
             cache: self.cache.as_deref(),
             guard: AddressGuard::new(&self.allow),
             max: self.max_download,
+            keep: self.keep_downloads,
         }
     }
 }

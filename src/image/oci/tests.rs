@@ -161,6 +161,7 @@ static NO_REGISTRY: FetchCtx = FetchCtx {
     allow: Vec::new(),
     cache: None,
     max_download: 0,
+    keep_downloads: 0,
 };
 
 fn src(project: &Dir) -> Source<'_> {

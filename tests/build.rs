@@ -548,3 +548,74 @@ fn killed_and_concurrent_builds_leave_one_good_image() {
     let (stdout, _) = ok(&p, &["_run", "slow", "cat", "/done"]);
     assert_eq!(stdout, "done\n");
 }
+
+/// A tarball whose only top entry is `pkg-1.0/`, with an install script
+/// and a subdirectory.
+fn pkg_tarball() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, mode, data) in [
+        (
+            "pkg-1.0/install.sh",
+            0o755,
+            &b"#!/bin/sh\nset -e\nmkdir -p \"$1\"\necho installed > \"$1/hello\"\n"[..],
+        ),
+        ("pkg-1.0/sub/marker", 0o644, &b"m\n"[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(path).expect("path");
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, data).expect("append");
+    }
+    b.into_inner().expect("tar")
+}
+
+/// vagga's `!TarInstall`: the archive unpacked in /tmp, its script run
+/// in its only top directory (or in `subdir`), and nothing of it left.
+#[test]
+fn tar_install_runs_its_script_in_the_archive() {
+    let Some(a) = assets() else { return };
+    let p = project(
+        a,
+        "containers:\n  installed:\n    setup:\n    - !Tar { url: ./rootfs.tar }\n    \
+         - !TarInstall { url: ./pkg.tar, script: './install.sh /usr/local/share/pkg' }\n    \
+         - !TarInstall { url: ./pkg.tar, subdir: pkg-1.0/sub, script: 'pwd > /where; cat marker >> /where' }\n",
+    );
+    fs::write(p.path().join("pkg.tar"), pkg_tarball()).expect("write");
+    let (_, stderr) = ok(&p, &["_build", "installed"]);
+    assert!(stderr.contains("[2/7] !Tar ./pkg.tar"), "{stderr}");
+    let (stdout, _) = ok(
+        &p,
+        &[
+            "_run",
+            "installed",
+            "sh",
+            "-c",
+            "cat /usr/local/share/pkg/hello /where",
+        ],
+    );
+    assert_eq!(stdout, "installed\n/.cella-tarinstall-2/pkg-1.0/sub\nm\n");
+    // The unpacked archives are not in the image (a run's /tmp is a
+    // tmpfs of its own, so look at the image itself).
+    let root = p.path().join("root.tar");
+    ok(
+        &p,
+        &[
+            "_pack_image",
+            "-f",
+            root.to_str().expect("utf-8"),
+            "installed",
+        ],
+    );
+    let listing = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&root)
+        .output()
+        .expect("tar");
+    let listing = text(&listing.stdout);
+    assert!(listing.contains("usr/local/share/pkg/hello"), "{listing}");
+    assert!(!listing.contains("cella-tarinstall"), "{listing}");
+}

@@ -11,11 +11,13 @@
 //! stack protector and pointer guard, read by its first instructions) are
 //! rewritten with fresh ones; the shares' top directories keep their node
 //! IDs across restores (the host's server pins them), and their cached
-//! attributes are fetched again. Nothing beneath a share is looked up
-//! before the snapshot ([`guest_init::RunSpec::can_fork_ahead`]; the
-//! program's mappings are checked here too), so /work is the host's of
-//! now. Its address-space layout is the snapshot's: runs restored from
-//! one snapshot share it.
+//! attributes are fetched again. Nothing beneath a share may be looked
+//! up before the snapshot, so that /work is the host's of now: the spec
+//! is checked first ([`guest_init::RunSpec::can_fork_ahead`]), the
+//! program's mappings here, and the host's FUSE server, which sees every
+//! request, does not save a snapshot whose guest reached further. Its
+//! address-space layout is the snapshot's: runs restored from one
+//! snapshot share it (the host keys them by project).
 
 use std::io;
 
@@ -106,7 +108,9 @@ fn checked(pid: libc::pid_t, mounts: &[Mount], root: &str) -> Option<u64> {
     let maps = sys::read_text(&format!("/proc/{pid}/maps")).ok()?;
     let targets = share_paths(mounts, root);
     let shared = maps.lines().any(|line| {
-        let path = line.split_whitespace().nth(5).unwrap_or("");
+        // The path is the rest of the line from its first " /" (the
+        // fields before it hold no slash; the path may hold spaces).
+        let path = line.find(" /").map_or("", |at| &line[at + 1..]);
         targets.iter().any(|target| {
             let target = target.trim_end_matches('/');
             path == target

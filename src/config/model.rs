@@ -261,6 +261,7 @@ impl Step {
         "Build",
         "Debian",
         "Install",
+        "TarInstall",
     ];
 
     /// The step's YAML tag without the `!`.

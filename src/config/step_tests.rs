@@ -933,3 +933,50 @@ fn build_temporary_mounts() {
     ));
     assert!(err.contains("not both"), "{err}");
 }
+
+#[test]
+fn tar_install_stands_for_tar_sh_and_remove() {
+    let config = load_ok(&steps(
+        "    - !Tar { url: images/busybox.tar }\n    \
+         - !TarInstall { url: images/busybox.tar, subdir: \"it's/./x\", script: make install }\n    \
+         - !TarInstall\n      url: https://example.com/p.tar.gz\n",
+    ));
+    let setup = &config.containers["base"].setup;
+    assert_eq!(setup.len(), 7, "{setup:#?}");
+    assert_eq!(
+        setup[1].step,
+        Step::Tar {
+            url: "images/busybox.tar".into(),
+            rel: Some(PathBuf::from("images/busybox.tar")),
+            path: "/.cella-tarinstall-1".into(),
+            sha256: None,
+            subdir: None,
+        }
+    );
+    assert_eq!(
+        setup[2].step,
+        Step::Sh("cd '/.cella-tarinstall-1/it'\\''s/x'\nmake install".into())
+    );
+    assert_eq!(setup[3].step, Step::Remove("/.cella-tarinstall-1".into()));
+    assert_eq!(setup[2].pos, Pos { line: 5, column: 7 });
+    // No subdir: the archive's only top directory; vagga's default script.
+    let Step::Sh(script) = &setup[5].step else {
+        panic!("{:?}", setup[5]);
+    };
+    assert!(
+        script.starts_with("d=/.cella-tarinstall-2; n=0\n"),
+        "{script}"
+    );
+    assert!(
+        script.ends_with("cd \"$d\"\n./configure --prefix=/usr && make && make install"),
+        "{script}"
+    );
+    assert_eq!(
+        load_err(&steps("    - !TarInstall { url: images/busybox.tar, path: /x }\n")),
+        "/p/cella.yaml:4:46: containers.base.setup[0].path: unknown field, expected one of: url, sha256, subdir, script"
+    );
+    assert_eq!(
+        load_err(&steps("    - !TarInstall { url: images/busybox.tar, subdir: ../x }\n")),
+        "/p/cella.yaml:4:54: containers.base.setup[0].subdir: expected a directory inside the archive, found \"../x\""
+    );
+}

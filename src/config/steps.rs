@@ -14,6 +14,9 @@ use crate::hostfs::{FsError, Kind as HostKind, Shown};
 
 const TAR_FIELDS: &[&str] = &["url", "path", "sha256", "subdir"];
 const DOWNLOAD_FIELDS: &[&str] = &["url", "path", "mode", "sha256"];
+const TAR_INSTALL_FIELDS: &[&str] = &["url", "sha256", "subdir", "script"];
+/// `!TarInstall`'s script when it gives none, as in vagga.
+const TAR_INSTALL_SCRIPT: &str = "./configure --prefix=/usr && make && make install";
 const IMAGE_FIELDS: &[&str] = &["ref", "digest"];
 const COPY_FIELDS: &[&str] = &[
     "source",
@@ -33,6 +36,11 @@ const DEFAULT_UMASK: u32 = 0o002;
 /// What a vagga.yaml's `!Copy` skips when it names no `ignore-regex`:
 /// vagga's default (version control directories, editor backups).
 const VAGGA_IGNORE: &str = r"(^|/)\.(git|hg|svn|vagga)($|/)|~$|\.bak$|\.orig$|^#.*#$";
+
+/// `text` in single quotes for sh.
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
 
 /// What a project path must be for a step.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -61,6 +69,10 @@ impl Decoder<'_> {
                 let mut steps = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     let step_path = format!("{path}[{i}]");
+                    if item.tag.as_deref() == Some("TarInstall") {
+                        steps.extend(self.tar_install(item, &step_path, i)?);
+                        continue;
+                    }
                     steps.push(self.step(item, &step_path, i, container, refs)?);
                 }
                 Ok(steps)
@@ -191,6 +203,72 @@ impl Decoder<'_> {
                 .optional(&fields, "subdir", refs::archive_dir)?
                 .flatten(),
         })
+    }
+
+    /// vagga's `!TarInstall {url, sha256?, subdir?, script?}`, as the
+    /// three steps it stands for: the archive unpacked (`!Tar`) into a
+    /// directory of its own at the root (a build VM's /tmp is a tmpfs,
+    /// which would hide it), its install script run there (`!Sh`, in
+    /// `subdir`, else in the archive's only top directory if it has just
+    /// one, else at its root; default `./configure --prefix=/usr && make
+    /// && make install`), and the directory removed.
+    fn tar_install(
+        &self,
+        node: &Node,
+        path: &str,
+        index: usize,
+    ) -> Result<Vec<SetupStep>, ConfigError> {
+        let fields = self.fields(node, path, TAR_INSTALL_FIELDS)?;
+        let url_node = self.required(&fields, "url")?;
+        let url_path = fields.path_of("url");
+        let url = self.string(url_node, &url_path)?;
+        let sha256 = self.optional(&fields, "sha256", scalars::sha256)?;
+        let rel = match self.url_or_file(url_node, &url_path, &url, sha256.is_some())? {
+            Some(rel) => {
+                self.exists(url_node.pos, &url_path, &rel, Kind::File)?;
+                Some(rel)
+            }
+            None => None,
+        };
+        let subdir = self.optional(&fields, "subdir", refs::archive_dir)?;
+        let script = match fields.get("script") {
+            Some(script) if script.value != Value::Null => {
+                let text = self.string(script, &fields.path_of("script"))?;
+                if text.trim().is_empty() {
+                    return Err(ConfigError::EmptyRun {
+                        at: self.at(script.pos, &fields.path_of("script")),
+                    });
+                }
+                text
+            }
+            _ => TAR_INSTALL_SCRIPT.to_owned(),
+        };
+        let dir = format!("/.cella-tarinstall-{index}");
+        let enter = match subdir {
+            Some(Some(sub)) => format!("cd {}\n", quoted(&format!("{dir}/{sub}"))),
+            Some(None) => format!("cd {dir}\n"),
+            // The only entry, if it is a directory (vagga's rule).
+            None => format!(
+                "d={dir}; n=0\nfor e in \"$d\"/* \"$d\"/.[!.]* \"$d\"/..?*; do \
+                 if [ -e \"$e\" ] || [ -L \"$e\" ]; then n=$((n+1)); f=$e; fi; done\n\
+                 if [ \"$n\" = 1 ] && [ -d \"$f\" ] && [ ! -L \"$f\" ]; then d=$f; fi\ncd \"$d\"\n"
+            ),
+        };
+        let at = |step| SetupStep {
+            step,
+            pos: node.pos,
+        };
+        Ok(vec![
+            at(Step::Tar {
+                url,
+                rel,
+                path: dir.clone(),
+                sha256,
+                subdir: None,
+            }),
+            at(Step::Sh(format!("{enter}{script}"))),
+            at(Step::Remove(dir)),
+        ])
     }
 
     /// `!Download {url, path, mode?, sha256?}`.
@@ -587,7 +665,6 @@ fn vagga_advice(tag: &str) -> Option<&'static str> {
         "Git" | "GitInstall" => {
             "clone in a `!Sh` step of a container that has git, with `build-network: user`"
         }
-        "TarInstall" => "`!Tar` the archive into a directory, then `!Sh` its install script there",
         "BuildDeps" => "`!Install` the packages, and remove them in a `!Sh` step at the end",
         "RunAs" => "a `!Sh` step that runs `su` or `setpriv` for the user",
         "Unzip" => "`!Download` the archive, then `!Sh unzip` it in a container that has unzip",

@@ -97,21 +97,23 @@ impl Nodes {
         if self.by_id.len() >= self.max {
             return Err(libc::ENFILE);
         }
+        Ok(self.add(Node {
+            fd,
+            key,
+            kind,
+            is_top,
+            refs: 1,
+            pinned: false,
+        }))
+    }
+
+    /// Adds `node` with the next ID.
+    fn add(&mut self, node: Node) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.by_key.insert(key, id);
-        self.by_id.insert(
-            id,
-            Node {
-                fd,
-                key,
-                kind,
-                is_top,
-                refs: 1,
-                pinned: false,
-            },
-        );
-        Ok(id)
+        self.by_key.insert(node.key, id);
+        self.by_id.insert(id, node);
+        id
     }
 
     /// Adds a share's top directory with the next ID and no lookups, for
@@ -119,21 +121,14 @@ impl Nodes {
     /// directories it looked up under another server, by these IDs
     /// (the shares are pinned in order, so share `i` is `2 + i`).
     pub fn pin(&mut self, key: InodeKey, fd: OwnedFd) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.by_key.insert(key, id);
-        self.by_id.insert(
-            id,
-            Node {
-                fd,
-                key,
-                kind: libc::S_IFDIR,
-                is_top: true,
-                refs: 0,
-                pinned: true,
-            },
-        );
-        id
+        self.add(Node {
+            fd,
+            key,
+            kind: libc::S_IFDIR,
+            is_top: true,
+            refs: 0,
+            pinned: true,
+        })
     }
 
     /// Counts one more lookup of an existing node.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::checks::Reference;
-use super::decode::{join, Decoder};
+use super::decode::{join, Decoder, Fields};
 use super::error::{ConfigError, Pos};
 use super::model::{CopyStep, DebianStep, ImageSource, ImageStep, InputProblem, SetupStep, Step};
 use super::refs;
@@ -181,17 +181,7 @@ impl Decoder<'_> {
 
     fn tar(&self, node: &Node, path: &str) -> Result<Step, ConfigError> {
         let fields = self.fields(node, path, TAR_FIELDS)?;
-        let url_node = self.required(&fields, "url")?;
-        let url_path = fields.path_of("url");
-        let url = self.string(url_node, &url_path)?;
-        let sha256 = self.optional(&fields, "sha256", scalars::sha256)?;
-        let rel = match self.url_or_file(url_node, &url_path, &url, sha256.is_some())? {
-            Some(rel) => {
-                self.exists(url_node.pos, &url_path, &rel, Kind::File)?;
-                Some(rel)
-            }
-            None => None,
-        };
+        let (url, rel, sha256) = self.archive(&fields)?;
         Ok(Step::Tar {
             url,
             rel,
@@ -203,6 +193,27 @@ impl Decoder<'_> {
                 .optional(&fields, "subdir", refs::archive_dir)?
                 .flatten(),
         })
+    }
+
+    /// The `url` and `sha256` of `!Tar` or `!TarInstall`: the URL as
+    /// written, the project file it names (none for an http(s) URL), and
+    /// the sha256.
+    fn archive(
+        &self,
+        fields: &Fields<'_>,
+    ) -> Result<(String, Option<PathBuf>, Option<String>), ConfigError> {
+        let url_node = self.required(fields, "url")?;
+        let url_path = fields.path_of("url");
+        let url = self.string(url_node, &url_path)?;
+        let sha256 = self.optional(fields, "sha256", scalars::sha256)?;
+        let rel = match self.url_or_file(url_node, &url_path, &url, sha256.is_some())? {
+            Some(rel) => {
+                self.exists(url_node.pos, &url_path, &rel, Kind::File)?;
+                Some(rel)
+            }
+            None => None,
+        };
+        Ok((url, rel, sha256))
     }
 
     /// vagga's `!TarInstall {url, sha256?, subdir?, script?}`, as the
@@ -219,17 +230,7 @@ impl Decoder<'_> {
         index: usize,
     ) -> Result<Vec<SetupStep>, ConfigError> {
         let fields = self.fields(node, path, TAR_INSTALL_FIELDS)?;
-        let url_node = self.required(&fields, "url")?;
-        let url_path = fields.path_of("url");
-        let url = self.string(url_node, &url_path)?;
-        let sha256 = self.optional(&fields, "sha256", scalars::sha256)?;
-        let rel = match self.url_or_file(url_node, &url_path, &url, sha256.is_some())? {
-            Some(rel) => {
-                self.exists(url_node.pos, &url_path, &rel, Kind::File)?;
-                Some(rel)
-            }
-            None => None,
-        };
+        let (url, rel, sha256) = self.archive(&fields)?;
         let subdir = self.optional(&fields, "subdir", refs::archive_dir)?;
         let script = match fields.get("script") {
             Some(script) if script.value != Value::Null => {

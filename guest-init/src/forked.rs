@@ -79,13 +79,14 @@ pub fn start(
     root: &str,
 ) -> Option<Child> {
     let pid = spawn::spawn_stopped(program, stdio).ok()?;
-    match checked(pid, mounts, root) {
-        Some(random_at) => {
-            prefault(pid);
+    let maps = sys::read_text(&format!("/proc/{pid}/maps")).ok();
+    match maps.and_then(|maps| checked(pid, &maps, mounts, root).map(|at| (at, maps))) {
+        Some((random_at, maps)) => {
+            prefault(pid, &maps);
             Some(Child { pid, random_at })
         }
         None => {
-            kill(pid);
+            spawn::kill(pid);
             None
         }
     }
@@ -102,21 +103,17 @@ pub fn share_paths(mounts: &[Mount], root: &str) -> Vec<String> {
         .collect()
 }
 
-/// Where the stopped `pid` keeps its AT_RANDOM bytes, if it maps no file
-/// from a share.
-fn checked(pid: libc::pid_t, mounts: &[Mount], root: &str) -> Option<u64> {
-    let maps = sys::read_text(&format!("/proc/{pid}/maps")).ok()?;
+/// Where the stopped `pid`, whose /proc/PID/maps is `maps`, keeps its
+/// AT_RANDOM bytes, if it maps no file from a share.
+fn checked(pid: libc::pid_t, maps: &str, mounts: &[Mount], root: &str) -> Option<u64> {
     let targets = share_paths(mounts, root);
     let shared = maps.lines().any(|line| {
         // The path is the rest of the line from its first " /" (the
         // fields before it hold no slash; the path may hold spaces).
-        let path = line.find(" /").map_or("", |at| &line[at + 1..]);
-        targets.iter().any(|target| {
-            let target = target.trim_end_matches('/');
-            path == target
-                || path
-                    .strip_prefix(target)
-                    .is_some_and(|rest| rest.starts_with('/'))
+        line.find(" /").is_some_and(|at| {
+            targets
+                .iter()
+                .any(|t| guest_init::within(&line[at + 1..], t))
         })
     });
     if shared {
@@ -129,14 +126,12 @@ fn checked(pid: libc::pid_t, mounts: &[Mount], root: &str) -> Option<u64> {
 const MAX_PREFAULT: u64 = 16 << 20;
 const PAGE: u64 = 4096;
 
-/// Faults the stopped `pid`'s mapped pages in, as the tracer: read
-/// through /proc/PID/mem, and written back where the mapping is private
-/// and writable (its copy made), so that the run takes no fault for
-/// them. A page that cannot be reached is left to fault in the run.
-fn prefault(pid: libc::pid_t) {
-    let Ok(maps) = sys::read_text(&format!("/proc/{pid}/maps")) else {
-        return;
-    };
+/// Faults the stopped `pid`'s mapped pages (its /proc/PID/maps is
+/// `maps`) in, as the tracer: read through /proc/PID/mem, and written
+/// back where the mapping is private and writable (its copy made), so
+/// that the run takes no fault for them. A page that cannot be reached
+/// is left to fault in the run.
+fn prefault(pid: libc::pid_t, maps: &str) {
     let Ok(mem) = sys::open(&format!("/proc/{pid}/mem"), libc::O_RDWR | libc::O_CLOEXEC) else {
         return;
     };
@@ -205,7 +200,7 @@ fn random_address(auxv: &[u8]) -> Option<u64> {
 /// seen from here) fetched again, then detached. Its pid; on failure the final message.
 pub fn release(child: &Child, shares: &[String]) -> Result<libc::pid_t, GuestMsg> {
     let failed = |what: &str, e: io::Error| {
-        kill(child.pid);
+        spawn::kill(child.pid);
         GuestMsg::Error {
             message: sys::describe(what, &e),
         }
@@ -269,16 +264,6 @@ fn refetch(path: &str) -> io::Result<()> {
         )
     })
     .map(drop)
-}
-
-/// Kills and reaps a readied program that will not run.
-pub fn kill(pid: libc::pid_t) {
-    // SAFETY: kill and waitpid on our own child.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, libc::__WALL);
-    }
 }
 
 #[cfg(test)]

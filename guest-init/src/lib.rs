@@ -184,7 +184,7 @@ fn may_start_ahead(argv: &[String], env: &[(String, String)], cwd: &str, mounts:
 
 /// Whether `path` is `dir` or lies beneath it (both absolute); a path
 /// with `.` or `..` in it counts as beneath anything.
-fn within(path: &str, dir: &str) -> bool {
+pub fn within(path: &str, dir: &str) -> bool {
     if path.split('/').any(|c| c == "." || c == "..") {
         return true;
     }

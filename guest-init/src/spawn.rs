@@ -243,9 +243,7 @@ pub fn spawn_stopped(spec: &Program<'_>, stdio: Stdio<'_>) -> Result<libc::pid_t
         }
         let interrupted = r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
         if !interrupted {
-            // SAFETY: kill on our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            reap(pid);
+            kill(pid);
             return Err(GuestMsg::Error {
                 message: format!("the workload did not stop after its exec (status {status:#x})"),
             });
@@ -320,6 +318,13 @@ fn spawn_with(spec: &Program<'_>, stdio: Stdio<'_>, trace: bool) -> Result<libc:
             message: "the workload's child process failed to report".into(),
         }),
     }
+}
+
+/// Kills and reaps our own child `pid` (stopped or not).
+pub fn kill(pid: libc::pid_t) {
+    // SAFETY: kill on our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    reap(pid);
 }
 
 fn reap(pid: libc::pid_t) {

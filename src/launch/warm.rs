@@ -204,32 +204,37 @@ fn name_safe(id: &str) -> String {
 /// snapshot: making one costs a run more than restoring it saves, and
 /// most programs in a CI job's images run once.
 pub fn asked_before(plan: &WarmPlan) -> bool {
-    let marker = plan.dir.join(format!("{}.{SEEN}", plan.name));
-    if marker.exists() {
+    if marker(plan, SEEN).exists() {
         return true;
     }
     let _ = crate::hostfs::Dir::create_private(&plan.dir);
-    let _ = File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&marker);
+    mark(plan, SEEN);
     false
 }
 
 /// Notes that the run of `plan` cannot be held ready (its guest looked
 /// beneath a share while readying it): later runs do not try again.
 pub fn mark_unfit(plan: &WarmPlan) {
-    let _ = File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(plan.dir.join(format!("{}.{UNFIT}", plan.name)));
+    mark(plan, UNFIT);
 }
 
 /// Whether [`mark_unfit`] marked `plan`.
 pub fn unfit(plan: &WarmPlan) -> bool {
-    plan.dir.join(format!("{}.{UNFIT}", plan.name)).exists()
+    marker(plan, UNFIT).exists()
+}
+
+/// The marker file of kind `ext` ([`SEEN`], [`UNFIT`]) of `plan`.
+fn marker(plan: &WarmPlan, ext: &str) -> PathBuf {
+    plan.dir.join(format!("{}.{ext}", plan.name))
+}
+
+/// Makes `plan`'s marker of kind `ext`, if it is not there.
+fn mark(plan: &WarmPlan, ext: &str) {
+    let _ = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(marker(plan, ext));
 }
 
 /// Marks a warm snapshot used now, for [`bound`]'s order.

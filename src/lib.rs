@@ -6,5 +6,6 @@ pub mod devices;
 pub mod hostfs;
 pub mod image;
 pub mod launch;
+pub mod sandbox;
 pub mod text;
 pub mod vmm;

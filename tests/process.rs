@@ -278,8 +278,10 @@ fn supervise_modes_selection_localhost_and_signals() {
     );
     assert!(secs < 120.0, "took {secs} s");
 
-    // SIGTERM to cella stops every child; cella is one process with
-    // threads and no children.
+    // SIGTERM to cella stops every child. cella has one child process,
+    // the VM's; all its threads (a vCPU among them) run under a seccomp
+    // filter, with no capability and no way to gain one, and it starts no
+    // process of its own.
     let mut cmd = p.cella();
     cmd.args(["first-fails", "--only", "long"])
         .stdout(Stdio::piped());
@@ -289,14 +291,23 @@ fn supervise_modes_selection_localhost_and_signals() {
     let first = lines.next().and_then(Result::ok);
     assert_eq!(first.as_deref(), Some("[long] long-up"));
     let pid = child.id();
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("tasks")
-        .count();
-    assert!(tasks > 1, "the vCPU runs in a thread of cella");
+    let vm = children_of(pid);
+    assert_eq!(vm.len(), 1, "cella has one child, the VM's process: {vm:?}");
+    let threads = common::thread_status(vm[0]);
+    assert!(
+        threads.iter().any(|t| t.starts_with("vcpu0 ")),
+        "the vCPU runs in a thread of the VM's process: {threads:?}"
+    );
+    for t in &threads {
+        assert!(
+            t.ends_with(" Seccomp=2 NoNewPrivs=1 CapEff=0000000000000000"),
+            "every thread of the VM's process is filtered and unprivileged: {threads:?}"
+        );
+    }
     assert_eq!(
-        children_of(pid),
+        children_of(vm[0]),
         Vec::<u32>::new(),
-        "cella has no child processes"
+        "the VM's process has no child processes"
     );
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };

@@ -27,6 +27,10 @@ pub struct Knobs {
     /// `CELLA_WARM=0`: restore only the plain snapshot, never a warm one
     /// (a run's image mounted and its program read), nor make one.
     pub no_warm: bool,
+    /// `CELLA_SECCOMP=log`: the VM process's seccomp filters log what they
+    /// would forbid (in the kernel's log) instead of stopping the VM; for
+    /// finding what a filter lacks
+    pub seccomp_log: bool,
     /// `CELLA_STATS` set: print where a run's time and memory go (bench/).
     pub stats: bool,
     /// `CELLA_PASST_LOG`: passt's log file (and a capture beside it).
@@ -62,6 +66,7 @@ impl Knobs {
             kernel_args: text("CELLA_KERNEL_ARGS"),
             cold_boot: var("CELLA_COLD_BOOT").is_some_and(|v| v != OsStr::new("0")),
             no_warm: var("CELLA_WARM").is_some_and(|v| v == OsStr::new("0")),
+            seccomp_log: var("CELLA_SECCOMP").is_some_and(|v| v == OsStr::new("log")),
             stats: var("CELLA_STATS").is_some(),
             passt_log: var("CELLA_PASST_LOG"),
             source_date_epoch: text("SOURCE_DATE_EPOCH"),

@@ -26,4 +26,6 @@ pub enum LaunchError {
     Share(#[source] std::io::Error),
     #[error(transparent)]
     Guest(#[from] GuestError),
+    #[error(transparent)]
+    Process(#[from] crate::sandbox::SandboxError),
 }

@@ -14,11 +14,13 @@ use super::machine::{LaunchOptions, Machine};
 use super::passt::{self, Passt};
 use super::snapshot::{self, CreateLock, SnapshotError};
 use super::warm::{self, WarmPlan};
-use super::{initramfs, stats};
+use super::{initramfs, stats, terminal};
 use crate::devices::virtio::console::ConsoleLimits;
 use crate::devices::virtio::fs::server::Server;
+use crate::devices::virtio::net_filter::Filter;
 use crate::image::host::stable_digest;
 use crate::image::store::BuiltWith;
+use crate::sandbox::{self, ChainError};
 use crate::text::error_chain;
 use crate::vmm::{self, Restore, Vm, VmSpec};
 
@@ -134,6 +136,10 @@ struct WarmSave {
 /// Runs `spec` in a VM of `machine`'s size with `disks` in its drives (one
 /// drive per disk, at least one: the drives and the size are the VM's
 /// shape, and each shape has a snapshot of its own); the exit status.
+///
+/// The VM runs in a process of its own (`sandbox`), which drops every
+/// privilege before the guest runs; passt, a program of the host, is
+/// started here first.
 pub fn launch(
     disks: Vec<std::fs::File>,
     spec: RunSpec,
@@ -147,6 +153,80 @@ pub fn launch(
     }
     stats::mark("start");
     let (kernel, init) = assets(opts)?;
+    // passt first: a published port that is taken fails before the boot.
+    let (passt, backend) = match &machine.network {
+        Some(plan) => {
+            let (passt, stream) = Passt::start(plan, opts.knobs.passt_log.as_deref())?;
+            (Some(passt), Some((stream, passt::filter(plan))))
+        }
+        None => (None, None),
+    };
+    let terminal = terminal::Saved::of(libc::STDIN_FILENO);
+    let mut build = build;
+    let ended = sandbox::in_child(&control::FORWARDED_SIGNALS, || {
+        sandbox::caps::drop_privileges().map_err(|e| ChainError::of(&e))?;
+        sandbox::seccomp::log_only(opts.knobs.seccomp_log);
+        let mut io = build.as_deref_mut();
+        let status = run_vm(
+            (kernel, init),
+            disks,
+            spec,
+            fs,
+            machine,
+            opts,
+            backend,
+            io.as_deref_mut(),
+        )
+        .map_err(|e| ChainError::of(&e))?;
+        let export_error = io.and_then(|io| {
+            let flushed = io.export.flush().err();
+            io.error.take().or(flushed).map(|e| e.to_string())
+        });
+        Ok(Ended {
+            status,
+            step: build.as_ref().and_then(|io| io.step),
+            export_error,
+        })
+    });
+    drop(passt);
+    let ended = match ended {
+        Ok(ended) => ended,
+        Err(e) => {
+            // A process that died may have left the terminal raw.
+            if let (sandbox::SandboxError::Killed(..), Some(t)) = (&e, &terminal) {
+                t.put_back();
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some(io) = build {
+        io.step = ended.step;
+        io.error = ended.export_error.map(std::io::Error::other);
+    }
+    Ok(ended.status)
+}
+
+/// What a VM's process reports back: the exit status and, for a build,
+/// the step it reached and a failure to write its export stream.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Ended {
+    status: i32,
+    step: Option<u32>,
+    export_error: Option<String>,
+}
+
+/// [`launch`]'s part in the VM's process.
+#[allow(clippy::too_many_arguments)]
+fn run_vm(
+    (kernel, init): (PathBuf, PathBuf),
+    disks: Vec<std::fs::File>,
+    spec: RunSpec,
+    fs: Option<Server>,
+    machine: Machine,
+    opts: &LaunchOptions,
+    backend: Option<(std::os::unix::net::UnixStream, Filter)>,
+    build: Option<&mut BuildIo<'_>>,
+) -> Result<i32, LaunchError> {
     let drives = disks.len().max(1);
     let mut vm_spec = VmSpec {
         kernel,
@@ -168,17 +248,11 @@ pub fn launch(
             control_queue: bytes(opts.limits.control_queue),
         },
     };
-    // passt first: a published port that is taken fails before the boot.
     let mut spec = spec;
     spec.stats = opts.knobs.stats;
-    let (passt, backend) = match &machine.network {
-        Some(plan) => {
-            spec.network = Some(passt::guest_config());
-            let (passt, stream) = Passt::start(plan, opts.knobs.passt_log.as_deref())?;
-            (Some(passt), Some((stream, passt::filter(plan))))
-        }
-        None => (None, None),
-    };
+    if machine.network.is_some() {
+        spec.network = Some(passt::guest_config());
+    }
     let cold_boot = opts.cold_boot || opts.knobs.cold_boot;
     let snapshots = opts.knobs.cache_dir.as_ref().filter(|_| !cold_boot);
     // A plain run or a `!Supervise` whose images are known may start
@@ -289,7 +363,6 @@ pub fn launch(
     };
     let net_fd = backend.and_then(|(stream, filter)| vm.set_net_backend(stream, filter));
     let outcome = control::run(&vm, spec, limits, restored, ready, build, net_fd)?;
-    drop(passt);
     // For bench/: how much host memory the VMM itself costs.
     if stats::enabled() {
         if let Some((peak, guest)) = vm.memory_stats() {

@@ -69,6 +69,24 @@ pub fn restore_saved() {
     }
 }
 
+/// A terminal's settings as they were, to put back after a VM's process
+/// that may have left the terminal raw died without restoring it.
+pub struct Saved(RawFd, libc::termios);
+
+impl Saved {
+    /// `fd`'s settings now, if it is a terminal.
+    pub fn of(fd: RawFd) -> Option<Saved> {
+        is_terminal(fd)
+            .then(|| get_termios(fd).ok())
+            .flatten()
+            .map(|t| Saved(fd, t))
+    }
+
+    pub fn put_back(&self) {
+        let _ = set_termios(self.0, &self.1);
+    }
+}
+
 /// Raw mode on a terminal for as long as the guard lives: input arrives
 /// byte by byte, unechoed, with no signal keys or line editing, and output
 /// is passed through untranslated (as `cfmakeraw` sets it). Dropping the

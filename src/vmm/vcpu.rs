@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal;
 
@@ -15,6 +16,7 @@ use super::boot::{self, BootEntry};
 use super::error::VmError;
 use super::state::{self, StateError, VcpuState};
 use crate::devices::bus::{lock, Bus};
+use crate::sandbox::seccomp;
 
 /// Why a vCPU stopped running.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +274,12 @@ pub fn run(
     stopped: EventFd,
 ) {
     set_long_slice();
+    // Before the guest runs a single instruction on this vCPU.
+    if let Err(e) = seccomp::install(seccomp::Kind::Vcpu) {
+        *lock(&stop) = Some(VcpuStop::RunError(crate::text::error_chain(&e, ": ")));
+        let _ = stopped.write(1);
+        return;
+    }
     let reason = loop {
         pause.check(&vcpu);
         match vcpu.run() {

@@ -306,3 +306,38 @@ pub fn cella_with(
     let out = wait_output(child, Duration::from_secs(300));
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
+
+/// Each thread of process `pid` other than KVM's own kernel workers, as
+/// "NAME Seccomp=N NoNewPrivs=N CapEff=HEX" from its /proc status.
+pub fn thread_status(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let name = field("Name");
+        // KVM's kernel workers (kvm-nx-lpage-recovery) share the thread
+        // group but run no code of cella's.
+        if name.starts_with("kvm-") {
+            continue;
+        }
+        out.push(format!(
+            "{name} Seccomp={} NoNewPrivs={} CapEff={}",
+            field("Seccomp"),
+            field("NoNewPrivs"),
+            field("CapEff")
+        ));
+    }
+    out.sort();
+    out
+}

@@ -20,6 +20,9 @@ use guest_init::{
     encode, DecodeError, Decoder, GuestMsg, HostMsg, Prepare, RunSpec, WinSize, PORT_CONTROL,
     PORT_EXPORT, PORT_STDERR, PORT_STDIN, PORT_STDOUT, PROTOCOL_VERSION,
 };
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::iterator::SignalsInfo;
+use signal_hook::low_level::siginfo::Cause;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
@@ -28,6 +31,7 @@ use super::stats::mark;
 use super::terminal::{self, RawMode};
 use crate::devices::bus::lock;
 use crate::devices::virtio::console::RX_HIGH_WATER;
+use crate::sandbox::seccomp;
 use crate::text::{escape, Escaped};
 use crate::vmm::Vm;
 use protocol::{Protocol, Violation};
@@ -178,6 +182,12 @@ fn spawn_stdin(ready: EventFd) -> std::io::Result<Receiver<Input>> {
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
+            if let Err(e) = seccomp::install(seccomp::Kind::Stdin) {
+                eprintln!("cella: {}", crate::text::error_chain(&e, ": "));
+                let _ = tx.send(Input::Eof);
+                let _ = ready.write(1);
+                return;
+            }
             let mut stdin = std::io::stdin().lock();
             let mut buf = vec![0u8; 64 * 1024];
             loop {
@@ -240,15 +250,29 @@ impl Drop for Forwarding {
 fn spawn_signals(ready: EventFd) -> std::io::Result<(Receiver<i32>, Forwarding)> {
     default_outside_sessions()?;
     let caught = FORWARDED_SIGNALS.iter().chain(&[libc::SIGWINCH]);
-    let mut signals = signal_hook::iterator::Signals::new(caught)?;
+    let mut signals = SignalsInfo::<WithOrigin>::new(caught)?;
     FORWARDING.store(true, Ordering::SeqCst);
     let forwarding = Forwarding(signals.handle());
     let (tx, rx) = sync_channel(64);
+    // In a VM's process, a signal another process sent went to cella too,
+    // which passes it on: only cella's and the kernel's (a terminal's
+    // keys, which reach the whole process group) count, so none counts twice.
+    let parent = crate::sandbox::parent_pid();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            for sig in signals.forever() {
-                if tx.send(sig).is_err() {
+            if let Err(e) = seccomp::install(seccomp::Kind::Signals) {
+                eprintln!("cella: {}", crate::text::error_chain(&e, ": "));
+                return;
+            }
+            for origin in signals.forever() {
+                let sent_by = origin.process.map(|p| p.pid);
+                if let (Cause::Sent(_), Some(parent)) = (origin.cause, parent) {
+                    if sent_by != Some(parent) {
+                        continue;
+                    }
+                }
+                if tx.send(origin.signal).is_err() {
                     return;
                 }
                 let _ = ready.write(1);
@@ -373,6 +397,9 @@ pub fn run<'b, 'c, 'd>(
     add(timer.as_raw_fd(), Token::BootTimer).map_err(io)?;
     let mut run_timer = TimerFd::new().map_err(errno)?;
     add(run_timer.as_raw_fd(), Token::RunTimer).map_err(io)?;
+    // Before the first request of the guest is looked at; after the
+    // threads above started, so they have only filters of their own.
+    seccomp::install(seccomp::Kind::Vmm).map_err(|e| io(std::io::Error::other(e)))?;
 
     let mut session = Session {
         vm,

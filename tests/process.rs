@@ -309,6 +309,17 @@ fn supervise_modes_selection_localhost_and_signals() {
         Vec::<u32>::new(),
         "the VM's process has no child processes"
     );
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        for ns in ["net", "mnt", "ipc", "uts"] {
+            let of = |p: u32| std::fs::read_link(format!("/proc/{p}/ns/{ns}")).ok();
+            assert_ne!(
+                of(pid),
+                of(vm[0]),
+                "under root the VM's process has a {ns} namespace of its own"
+            );
+        }
+    }
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let rest: Vec<String> = lines.map_while(Result::ok).collect();

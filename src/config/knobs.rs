@@ -28,9 +28,10 @@ pub struct Knobs {
     /// (a run's image mounted and its program read), nor make one.
     pub no_warm: bool,
     /// `CELLA_SECCOMP=log`: the VM process's seccomp filters log what they
-    /// would forbid (in the kernel's log) instead of stopping the VM; for
-    /// finding what a filter lacks
-    pub seccomp_log: bool,
+    /// would forbid (in the kernel's log) instead of stopping the VM, for
+    /// finding what a filter lacks; `off`: no filters, for bench/ (cella
+    /// warns on every run)
+    pub seccomp: Option<String>,
     /// `CELLA_STATS` set: print where a run's time and memory go (bench/).
     pub stats: bool,
     /// `CELLA_PASST_LOG`: passt's log file (and a capture beside it).
@@ -66,7 +67,7 @@ impl Knobs {
             kernel_args: text("CELLA_KERNEL_ARGS"),
             cold_boot: var("CELLA_COLD_BOOT").is_some_and(|v| v != OsStr::new("0")),
             no_warm: var("CELLA_WARM").is_some_and(|v| v == OsStr::new("0")),
-            seccomp_log: var("CELLA_SECCOMP").is_some_and(|v| v == OsStr::new("log")),
+            seccomp: var("CELLA_SECCOMP").map(|v| v.to_string_lossy().into_owned()),
             stats: var("CELLA_STATS").is_some(),
             passt_log: var("CELLA_PASST_LOG"),
             source_date_epoch: text("SOURCE_DATE_EPOCH"),

@@ -28,4 +28,6 @@ pub enum LaunchError {
     Guest(#[from] GuestError),
     #[error(transparent)]
     Process(#[from] crate::sandbox::SandboxError),
+    #[error("{0}")]
+    Knob(String),
 }

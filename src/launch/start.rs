@@ -153,6 +153,18 @@ pub fn launch(
     }
     stats::mark("start");
     let (kernel, init) = assets(opts)?;
+    let seccomp = opts.knobs.seccomp.as_deref();
+    let mode = sandbox::seccomp::Mode::parse(seccomp).ok_or_else(|| {
+        LaunchError::Knob(format!(
+            "CELLA_SECCOMP={:?}: it takes on, log or off",
+            seccomp.unwrap_or_default()
+        ))
+    })?;
+    if mode == sandbox::seccomp::Mode::Off {
+        eprintln!(
+            "cella: warning: CELLA_SECCOMP=off: the VM's threads run without seccomp filters"
+        );
+    }
     // passt first: a published port that is taken fails before the boot.
     let (passt, backend) = match &machine.network {
         Some(plan) => {
@@ -165,7 +177,7 @@ pub fn launch(
     let mut build = build;
     let ended = sandbox::in_child(&control::FORWARDED_SIGNALS, || {
         sandbox::caps::drop_privileges().map_err(|e| ChainError::of(&e))?;
-        sandbox::seccomp::log_only(opts.knobs.seccomp_log);
+        sandbox::seccomp::set_mode(mode);
         let mut io = build.as_deref_mut();
         let status = run_vm(
             (kernel, init),

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# What the second wall costs: the VM's own process (a fork per VM), its
+# dropped capabilities and namespaces, and the seccomp filters of its
+# threads. Prints medians side by side, as ratios; not a test.
+#
+#   bench/sandbox.sh [RUNS]   (default 5; BEFORE=REV, default fdf0452, is
+#                              the last revision without the sandbox)
+#
+# Three cellas in the same invocation, same kernel, guest-init and cache:
+# this one; this one with CELLA_SECCOMP=off (no filters: what the
+# filters cost); and cella at BEFORE (no VM process: what it all costs).
+# Each runs `_run base true` (held ready in a warm snapshot) and a /work
+# workload: a 16 MiB file written and read back, then 40 small files
+# written, read and removed, all through virtio-fs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-5}
+rev=${BEFORE:-fdf0452}
+source bench/common.sh
+
+scripts/build.sh
+cella=$PWD/target/release/cella
+install_peers hyperfine
+
+work=$(mktemp -d /tmp/cella-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+export CELLA_CACHE_DIR=$work/cache
+build_revision "$rev"
+make_project
+cd "$proj"
+io='dd if=/dev/zero of=/work/big bs=1M count=16 2>/dev/null && cat /work/big >/dev/null && rm /work/big && i=0 && while [ $i -lt 40 ]; do echo $i >/work/s$i; i=$((i+1)); done && cat /work/s* >/dev/null && rm /work/s*'
+echo "== first runs: build the image, boot, save the snapshots ==" >&2
+for c in "$cella" "$before"; do
+    "$c" _run base true
+    "$c" _run base true
+    "$c" _run base sh -c "$io"
+    "$c" _run base sh -c "$io"
+done
+
+t_on=$(bench on "$runs" "$cella _run base true")
+t_off=$(CELLA_SECCOMP=off bench off "$runs" "$cella _run base true")
+t_before=$(bench before "$runs" "$before _run base true")
+io_on=$(bench io_on "$runs" "$cella _run base sh -c '$io'")
+io_off=$(CELLA_SECCOMP=off bench io_off "$runs" "$cella _run base sh -c '$io'")
+io_before=$(bench io_before "$runs" "$before _run base sh -c '$io'")
+
+ratio() { python3 -c 'import sys; print(f"{float(sys.argv[1])/float(sys.argv[2]):.2f}x")' "$1" "$2"; }
+printf '%-34s %10s %10s %10s %14s %14s\n' measure sandbox no-filter "at $rev" "filters cost" "sandbox cost"
+printf '%-34s %9.3fs %9.3fs %9.3fs %14s %14s\n' "_run base true (held ready)" "$t_on" "$t_off" "$t_before" "$(ratio "$t_on" "$t_off")" "$(ratio "$t_on" "$t_before")"
+printf '%-34s %9.3fs %9.3fs %9.3fs %14s %14s\n' "/work: 16 MiB + 40 files" "$io_on" "$io_off" "$io_before" "$(ratio "$io_on" "$io_off")" "$(ratio "$io_on" "$io_before")"

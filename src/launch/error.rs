@@ -30,4 +30,6 @@ pub enum LaunchError {
     Process(#[from] crate::sandbox::SandboxError),
     #[error("{0}")]
     Knob(String),
+    #[error(transparent)]
+    Jail(#[from] crate::sandbox::jail::JailError),
 }

@@ -378,7 +378,7 @@ pub fn discard(path: &Path, snapshot_ino: Option<u64>) {
 
 /// Makes `dir` (the user's snapshot directory) if missing and takes group
 /// and other permissions from it: the snapshots in it hold guest memory.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     crate::hostfs::Dir::create_private(dir)
         .map(drop)
         .map_err(|e| std::io::Error::other(e.to_string()))

@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use guest_init::{ExitCode, RunSpec, PORT_NAMES};
@@ -177,6 +178,7 @@ pub fn launch(
     let mut build = build;
     let ended = sandbox::in_child(&control::FORWARDED_SIGNALS, || {
         sandbox::caps::drop_privileges().map_err(|e| ChainError::of(&e))?;
+        let confined = jail((&kernel, &init), fs.as_ref(), opts).map_err(|e| ChainError::of(&e))?;
         sandbox::seccomp::set_mode(mode);
         let mut io = build.as_deref_mut();
         let status = run_vm(
@@ -198,6 +200,7 @@ pub fn launch(
             status,
             step: build.as_ref().and_then(|io| io.step),
             export_error,
+            confined,
         })
     });
     drop(passt);
@@ -215,7 +218,46 @@ pub fn launch(
         io.step = ended.step;
         io.error = ended.export_error.map(std::io::Error::other);
     }
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if opts.verbose && ended.confined != "fully" && !SAID.swap(true, Ordering::SeqCst) {
+        eprintln!(
+            "cella: this kernel's Landlock confines the VM's process {}: it can open more host files than it needs",
+            match ended.confined.as_str() {
+                "partly" => "only in part (it is older than Landlock ABI 6)",
+                _ => "not at all (this kernel has no Landlock, or it is off)",
+            }
+        );
+    }
     Ok(ended.status)
+}
+
+/// Confines the VM's process (its one thread, before the VM's threads
+/// start) to what a run opens: the kernel and guest-init, the cache's
+/// snapshot directories (made here first) and the shares. How far this
+/// kernel confines it: "fully", "partly" or "not".
+fn jail(
+    (kernel, init): (&Path, &Path),
+    fs: Option<&Server>,
+    opts: &LaunchOptions,
+) -> Result<String, LaunchError> {
+    let mut write = Vec::new();
+    if let Some(cache) = &opts.knobs.cache_dir {
+        for dir in [cache.join("snapshots"), warm::dir(cache)] {
+            snapshot::private_dir(&dir).map_err(LaunchError::Share)?;
+            write.push(dir);
+        }
+    }
+    let confined = sandbox::jail::confine(&sandbox::jail::Jail {
+        read: vec![kernel.to_path_buf(), init.to_path_buf()],
+        write,
+        shares: fs.map(Server::share_roots).unwrap_or_default(),
+    })?;
+    Ok(match confined {
+        sandbox::jail::Confined::Fully => "fully",
+        sandbox::jail::Confined::Partly => "partly",
+        sandbox::jail::Confined::Not => "not",
+    }
+    .to_owned())
 }
 
 /// What a VM's process reports back: the exit status and, for a build,
@@ -225,6 +267,8 @@ struct Ended {
     status: i32,
     step: Option<u32>,
     export_error: Option<String>,
+    /// How far Landlock confined the process: "fully", "partly", "not".
+    confined: String,
 }
 
 /// [`launch`]'s part in the VM's process.

@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub mod caps;
+pub mod jail;
 pub mod seccomp;
 
 /// The most a VM process may reply: a status and an error chain.
@@ -314,5 +315,44 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(e, SandboxError::Forbidden), "{e}");
+    }
+
+    #[test]
+    fn a_confined_process_opens_only_what_its_jail_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let inside = dir.path().join("in");
+        let outside = dir.path().join("out");
+        std::fs::create_dir(&inside).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "s").unwrap();
+        let share = tempfile::tempdir().unwrap();
+        let (i, o, s) = (inside.clone(), outside.clone(), share.path().to_owned());
+        let seen: Vec<bool> = in_child(&[], move || {
+            let share_fd = std::fs::File::open(&s).unwrap();
+            let confined = jail::confine(&jail::Jail {
+                read: Vec::new(),
+                write: vec![i.clone()],
+                shares: vec![std::os::fd::AsFd::as_fd(&share_fd)],
+            })
+            .map_err(|e| ChainError::of(&e))?;
+            Ok(vec![
+                confined == jail::Confined::Fully,
+                std::fs::write(i.join("f"), "x").is_ok(),
+                std::fs::write(s.join("f"), "x").is_ok(),
+                std::fs::read(o.join("secret")).is_ok(),
+                std::fs::write(o.join("new"), "x").is_ok(),
+                std::fs::read("/etc/passwd").is_ok(),
+                std::fs::read("/proc/self/status").is_ok(),
+                !std::path::Path::new("/dev/kvm").exists()
+                    || std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open("/dev/kvm")
+                        .is_ok(),
+            ])
+        })
+        .unwrap();
+        assert_eq!(seen, [true, true, true, false, false, false, true, true]);
+        assert!(!outside.join("new").exists());
     }
 }

@@ -269,6 +269,11 @@ impl Server {
         Arc::clone(&self.beyond)
     }
 
+    /// Each share's directory, as the server reaches it.
+    pub fn share_roots(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        self.shares.iter().map(|s| s.root.as_fd()).collect()
+    }
+
     /// The host identity (device, inode) of each share's directory.
     pub fn share_identities(&self) -> Vec<(u64, u64)> {
         self.shares.iter().map(|s| (s.dev, s.ino)).collect()

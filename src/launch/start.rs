@@ -207,9 +207,16 @@ pub fn launch(
     let ended = match ended {
         Ok(ended) => ended,
         Err(e) => {
-            // A process that died may have left the terminal raw.
-            if let (sandbox::SandboxError::Killed(..), Some(t)) = (&e, &terminal) {
-                t.put_back();
+            if let sandbox::SandboxError::Killed(sig, ..) = &e {
+                // A process that died may have left the terminal raw.
+                if let Some(t) = &terminal {
+                    t.put_back();
+                }
+                // Stopped by a signal cella passes on (Ctrl-C during a
+                // boot): cella ends by it too, as a single process would.
+                if control::FORWARDED_SIGNALS.contains(sig) {
+                    let _ = signal_hook::low_level::emulate_default_handler(*sig);
+                }
             }
             return Err(e.into());
         }

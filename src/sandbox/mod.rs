@@ -36,6 +36,9 @@ static CHILD: AtomicI32 = AtomicI32::new(0);
 static IN_CHILD: AtomicBool = AtomicBool::new(false);
 /// The parent of a VM process, as it was when the process started.
 static PARENT: AtomicI32 = AtomicI32::new(0);
+/// Set in a VM process once it handles the forwarded signals itself;
+/// until then they act as by default there.
+static TAKEN_OVER: AtomicBool = AtomicBool::new(false);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -94,6 +97,12 @@ impl std::error::Error for ChainError {
 /// Whether this process is a VM's process.
 pub fn in_vm_process() -> bool {
     IN_CHILD.load(Ordering::SeqCst)
+}
+
+/// Called by a VM's process that now handles the forwarded signals
+/// itself (their default action stays its own business).
+pub fn signals_taken_over() {
+    TAKEN_OVER.store(true, Ordering::SeqCst);
 }
 
 /// The pid of cella, in a VM's process; else None.
@@ -228,6 +237,11 @@ fn forward(signals: &[i32]) -> Result<(), SandboxError> {
         for &sig in signals {
             let action = move |info: &libc::siginfo_t| {
                 if IN_CHILD.load(Ordering::SeqCst) {
+                    // A VM's process that does not handle it yet (a cold
+                    // boot, Ctrl-C) ends as the signal says.
+                    if !TAKEN_OVER.load(Ordering::SeqCst) {
+                        let _ = signal_hook::low_level::emulate_default_handler(sig);
+                    }
                     return;
                 }
                 let child = CHILD.load(Ordering::SeqCst);

@@ -231,6 +231,7 @@ fn default_outside_sessions() -> std::io::Result<()> {
             unsafe { signal_hook::low_level::register(sig, action) }
                 .map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))?;
         }
+        crate::sandbox::signals_taken_over();
         Ok(())
     });
     result.map_err(std::io::Error::from_raw_os_error)

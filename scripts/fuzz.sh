@@ -27,8 +27,13 @@ declare -A max_len=(
     [build_export]=65536 [tar_import]=65536 [config_yaml]=16384
     [snapshot_load]=16384 [oci_image]=32768
 )
-scratch=$(mktemp -d)
+# The targets make and remove temporary directories for every input: on
+# tmpfs that is ten times faster than on a disk.
+shm=/dev/shm
+[[ -d $shm && -w $shm ]] || shm=${TMPDIR:-/tmp}
+scratch=$(mktemp -d -p "$shm" cella-fuzz.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
+mkdir "$scratch/tmp"
 failed=()
 for target in $(ls fuzz_targets | sed 's/\.rs$//'); do
     corpus="$scratch/corpus-$target"
@@ -36,7 +41,7 @@ for target in $(ls fuzz_targets | sed 's/\.rs$//'); do
     mkdir -p "$corpus" "$artifacts"
     cp corpus/"$target"/* "$corpus"/ 2>/dev/null || true
     log="$scratch/$target.log"
-    if target/"$triple"/release/"$target" "$corpus" \
+    if TMPDIR="$scratch/tmp" target/"$triple"/release/"$target" "$corpus" \
         -max_total_time="$seconds" -max_len="${max_len[$target]:-16384}" \
         -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
         -artifact_prefix="$artifacts" >"$log" 2>&1; then

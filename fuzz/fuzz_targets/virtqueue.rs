@@ -103,10 +103,11 @@ fuzz_target!(|data: &[u8]| {
             run(&mut t, ops, |net, op| {
                 match op.arg % 3 {
                     // Frames from the backend (passt's framing: a 4-byte
-                    // big-endian length, then the frame), cut from memory.
+                    // big-endian length, then the frame), cut from memory:
+                    // value's low half is where, its high half how long.
                     0 => {
-                        let at = (op.value as usize) % memory.len().max(1);
-                        let len = usize::from(op.arg) * 8;
+                        let at = (op.value & 0xffff) as usize;
+                        let len = (op.value >> 16) as usize;
                         let bytes = memory.get(at..(at + len).min(memory.len()));
                         let _ = peer.write(bytes.unwrap_or_default());
                         net.backend_ready();

@@ -66,7 +66,7 @@ fn init_in() -> Vec<u8> {
         major: 7,
         minor: 38,
         max_readahead: 128 << 10,
-        flags: u32::MAX & !(1 << 30),
+        flags: !(1 << 30),
         flags2: 0,
         unused: [0; 11],
     }
@@ -487,7 +487,7 @@ fn virtqueue_seeds() -> Vec<Vec<u8>> {
         d.mem.write_slice(&framed, GuestAddress(at)).expect("frame");
         d.next_buf += framed.len() as u64;
         d.op(virtq::KICK, 0, 1);
-        d.op(virtq::HOST, ((framed.len() + 7) / 8 * 3) as u8, at as u32);
+        d.op(virtq::HOST, 0, (framed.len() as u32) << 16 | at as u32);
         d.op(virtq::KICK, 0, 0);
         seeds.push(d.finish(2));
     }

@@ -23,7 +23,7 @@ echo "fuzz: built in $((SECONDS - start)) s" >&2
 
 # The longest input each target takes: its corpus files stay well below.
 declare -A max_len=(
-    [fuse_server]=16384 [virtqueue]=20000 [control_protocol]=16384
+    [fuse_server]=16384 [virtqueue]=24576 [control_protocol]=16384
     [build_export]=65536 [tar_import]=65536 [config_yaml]=16384
     [snapshot_load]=16384 [oci_image]=32768
 )

@@ -24,7 +24,12 @@ fuzz_target!(|data: &[u8]| {
         .with_limit(IMAGE_LIMIT);
     seed_tree(&mut tree, &mut writer);
     let mut reader = data;
-    if apply_export(&mut tree, &mut writer, &mut reader, 1_700_000_000).is_ok() {
+    let applied = apply_export(&mut tree, &mut writer, &mut reader, 1_700_000_000);
+    // CELLA_FUZZ_DEBUG=1 when replaying an input says how far it got.
+    if std::env::var_os("CELLA_FUZZ_DEBUG").is_some() {
+        eprintln!("{} inodes: {applied:?}", tree.inodes.len());
+    }
+    if applied.is_ok() {
         // What the build does with a tree the stream left: write it.
         let _ = writer.finish(&tree);
     }

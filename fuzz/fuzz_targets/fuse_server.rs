@@ -12,7 +12,7 @@
 use std::os::unix::fs::symlink;
 use std::time::Duration;
 
-use cella::devices::virtio::fs::fuse::{self, InHeader, OutHeader, Wire};
+use cella::devices::virtio::fs::fuse::{self, EntryOut, InHeader, OutHeader, Wire};
 use cella::devices::virtio::fs::server::{Server, ServerOptions, ShareSpec};
 use cella::hostfs::Dir;
 use cella_fuzz::{fuse_input, Bytes};
@@ -51,24 +51,47 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut server = Server::new(shares, options).expect("server");
 
+    // CELLA_FUZZ_DEBUG=1 when replaying an input shows each reply.
+    let debug = std::env::var_os("CELLA_FUZZ_DEBUG").is_some();
     let mut input = Bytes(data.get(1..).unwrap_or_default());
     let mut unique = 0u64;
+    // Node ids and file handles the replies gave, oldest first.
+    let (mut nodes, mut handles): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
     while unique < MAX_REQUESTS as u64 {
         let Some(req) = fuse_input::decode(&mut input) else {
             break;
         };
         unique += 1;
-        let len = if req.lying_len {
-            req.args.len()
-        } else {
-            InHeader::SIZE + req.args.len()
-        };
         let id = if req.user { 1000 } else { 0 };
+        let mut nodeid = match req.node {
+            n if n < fuse_input::SEEN => u64::from(n),
+            n => fuse_input::nth_last(&nodes, usize::from(n - fuse_input::SEEN))
+                .unwrap_or(u64::from(n)),
+        };
+        if req.far {
+            nodeid <<= 32;
+        }
+        let mut args = req.args.to_vec();
+        let pick = usize::from(args.first().copied().unwrap_or(0));
+        let (at, value) = match req.patch {
+            fuse_input::PATCH_FH => (0, fuse_input::nth_last(&handles, pick)),
+            fuse_input::PATCH_FH_AT_8 => (8, fuse_input::nth_last(&handles, pick)),
+            fuse_input::PATCH_NODE => (0, fuse_input::nth_last(&nodes, pick)),
+            _ => (0, None),
+        };
+        if let (Some(value), Some(slot)) = (value, args.get_mut(at..at + 8)) {
+            slot.copy_from_slice(&value.to_le_bytes());
+        }
+        let len = if req.lying_len {
+            args.len()
+        } else {
+            InHeader::SIZE + args.len()
+        };
         let mut bytes = InHeader {
             len: len as u32,
             opcode: req.opcode,
             unique,
-            nodeid: req.nodeid,
+            nodeid,
             uid: id,
             gid: id,
             pid: 1,
@@ -76,7 +99,7 @@ fuzz_target!(|data: &[u8]| {
             padding: 0,
         }
         .to_bytes();
-        bytes.extend_from_slice(req.args);
+        bytes.extend_from_slice(&args);
         let Some(out) = server.handle(&bytes, req.room) else {
             assert!(
                 matches!(
@@ -94,11 +117,32 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         let h = OutHeader::decode(&out).expect("a reply header");
+        if debug {
+            let (op, e, n) = (req.opcode, h.error, out.len());
+            eprintln!("opcode {op} node {nodeid}: error {e}, {n} bytes");
+        }
         assert_eq!(h.len as usize, out.len(), "reply length");
         assert_eq!(h.unique, unique, "reply unique");
         assert!(h.error <= 0 && h.error > -4096, "errno {}", h.error);
         if h.error != 0 {
             assert_eq!(out.len(), OutHeader::SIZE, "an error with a payload");
+            continue;
+        }
+        // Remember what the reply named, for later requests.
+        let u64_at = |at: usize| {
+            out.get(OutHeader::SIZE + at..OutHeader::SIZE + at + 8)
+                .and_then(u64::decode)
+        };
+        match req.opcode {
+            fuse::LOOKUP | fuse::MKDIR | fuse::MKNOD | fuse::SYMLINK | fuse::LINK => {
+                nodes.extend(u64_at(0).filter(|&n| n != 0))
+            }
+            fuse::CREATE => {
+                nodes.extend(u64_at(0).filter(|&n| n != 0));
+                handles.extend(u64_at(EntryOut::SIZE));
+            }
+            fuse::OPEN | fuse::OPENDIR => handles.extend(u64_at(0)),
+            _ => {}
         }
     }
     drop(server);

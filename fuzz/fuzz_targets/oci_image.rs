@@ -102,13 +102,17 @@ fuzz_target!(|data: &[u8]| {
     let mut writer = ImageWriter::new(&image)
         .expect("image writer")
         .with_limit(IMAGE_LIMIT);
+    // CELLA_FUZZ_DEBUG=1 when replaying an input says how far it got.
+    let debug = std::env::var_os("CELLA_FUZZ_DEBUG").is_some();
     match oci::import(&src, &step, &mut tree, &mut writer) {
         Ok(mut config) => {
             drop(writer);
-            if let Err(e) = oci::resolve_user(&mut config, &tree, &image) {
-                drop(e.to_string());
+            let user = oci::resolve_user(&mut config, &tree, &image);
+            if debug {
+                eprintln!("imported {} inodes; user: {user:?}", tree.inodes.len());
             }
         }
+        Err(e) if debug => eprintln!("{}", cella::text::error_chain(&e, ": ")),
         Err(e) => drop(e.to_string()),
     }
 });
@@ -120,6 +124,9 @@ fn tarball(files: &[(String, &[u8])]) -> Vec<u8> {
         let mut h = tar::Header::new_ustar();
         h.set_size(bytes.len() as u64);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1);
         h.set_entry_type(tar::EntryType::Regular);
         b.append_data(&mut h, Path::new(name), *bytes)
             .expect("tar entry");

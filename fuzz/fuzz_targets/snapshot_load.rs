@@ -43,8 +43,15 @@ fuzz_target!(|data: &[u8]| {
         file.set_len(mem_offset + mem_len).expect("memory");
     }
     drop(file);
-    match snapshot::load(&path) {
-        Ok(snap) => drop(snap.state.devices.len()),
-        Err(e) => drop(e.to_string()),
+    let loaded = snapshot::load(&path);
+    // CELLA_FUZZ_DEBUG=1 when replaying an input says how far it got.
+    if std::env::var_os("CELLA_FUZZ_DEBUG").is_some() {
+        match &loaded {
+            Ok(snap) => eprintln!("loaded: {} vCPUs", snap.state.vcpus.len()),
+            Err(e) => eprintln!("{}", cella::text::error_chain(e, ": ")),
+        }
+    }
+    if let Err(e) = loaded {
+        drop(e.to_string());
     }
 });

@@ -44,6 +44,10 @@ fuzz_target!(|data: &[u8]| {
         let subdir = (mode & 4 != 0).then_some(&b"sub"[..]);
         import_subdir(tarball, archive, &mut tree, dest, subdir, &mut writer).map(drop)
     };
+    // CELLA_FUZZ_DEBUG=1 when replaying an input says how far it got.
+    if std::env::var_os("CELLA_FUZZ_DEBUG").is_some() {
+        eprintln!("{} inodes: {imported:?}", tree.inodes.len());
+    }
     if imported.is_ok() {
         let _ = writer.finish(&tree);
     }

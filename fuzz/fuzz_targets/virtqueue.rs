@@ -28,6 +28,7 @@ use cella::devices::virtio::{Interrupt, VirtioDevice};
 use cella::hostfs::Dir;
 use cella_fuzz::virtq::{self, Op};
 use libfuzzer_sys::fuzz_target;
+use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -157,6 +158,13 @@ fn run<D: VirtioDevice>(t: &mut MmioTransport<D>, ops: &[Op], mut host: impl FnM
             virtq::KICK => t.notify(op.value as usize % 16),
             _ => host(&mut t.device, op),
         }
+    }
+    // CELLA_FUZZ_DEBUG=1 when replaying an input: how far each queue got.
+    if std::env::var_os("CELLA_FUZZ_DEBUG").is_some() {
+        let used: Vec<_> = t.device.queues().iter().map(|q| q.next_used()).collect();
+        let mut status = [0u8; 4];
+        t.read(0x70, &mut status);
+        eprintln!("status {status:?}, used per queue {used:?}");
     }
 }
 

@@ -52,51 +52,73 @@ impl<'a> Bytes<'a> {
 }
 
 /// fuse_server: a sequence of requests, each
-/// `[opcode u8][nodeid u8][flags u8][args_len u16 LE][args]`.
+/// `[opcode u8][node u8][flags u8][args_len u16 LE][args]`.
 ///
-/// flags: bits 0-2 pick the reply room from [`FUSE_ROOMS`]; bit 3 makes
-/// the header's `len` lie (args_len instead of the true length); bit 4
-/// sends as uid/gid 1000 instead of root; bit 5 gives a nodeid of
-/// `nodeid << 32 | nodeid` (far outside the table).
+/// The server names nodes and open files by numbers the guest cannot
+/// guess, so a request may refer to ones earlier replies gave: `node`
+/// below [`fuse_input::SEEN`] is the node id itself (1 is the root, 2 and
+/// 3 the shares' tops), from it on the id of the n-th last node a reply
+/// gave (LOOKUP, MKDIR, CREATE...).
+///
+/// flags: bits 0-2 pick the reply room from [`fuse_input::ROOMS`]; bit 3
+/// makes the header's `len` lie (args_len instead of the true length);
+/// bit 4 sends as uid/gid 1000 instead of root; bit 5 shifts the node id
+/// left by 32 (far outside the table); bits 6-7 patch a u64 of the args
+/// with an earlier reply's number, args[0] picking the n-th last one:
+/// 1, a file handle at offset 0 (READ, WRITE, RELEASE, ...), 2, a file
+/// handle at offset 8 (GETATTR, SETATTR), 3, a node id at offset 0
+/// (LINK's old node, RENAME's new directory).
 pub mod fuse_input {
     pub const ROOMS: [usize; 8] = [2 << 20, 0, 8, 16, 24, 80, 4096, 1 << 16];
+    pub const SEEN: u8 = 8;
+
+    pub const PATCH_NONE: u8 = 0;
+    pub const PATCH_FH: u8 = 1;
+    pub const PATCH_FH_AT_8: u8 = 2;
+    pub const PATCH_NODE: u8 = 3;
 
     pub struct Request<'a> {
         pub opcode: u32,
-        pub nodeid: u64,
+        pub node: u8,
+        pub far: bool,
         pub room: usize,
         pub lying_len: bool,
         pub user: bool,
+        pub patch: u8,
         pub args: &'a [u8],
     }
 
     pub fn decode<'a>(b: &mut super::Bytes<'a>) -> Option<Request<'a>> {
         let opcode = u32::from(b.u8()?);
-        let node = u64::from(b.u8()?);
+        let node = b.u8()?;
         let flags = b.u8()?;
         let len = usize::from(b.u16()?);
         let args = b.take_up_to(len);
         Some(Request {
             opcode,
-            nodeid: if flags & 32 != 0 {
-                node << 32 | node
-            } else {
-                node
-            },
+            node,
+            far: flags & 32 != 0,
             room: ROOMS[usize::from(flags & 7)],
             lying_len: flags & 8 != 0,
             user: flags & 16 != 0,
+            patch: flags >> 6,
             args,
         })
     }
 
-    /// One well-formed request, with the largest room and as root.
-    pub fn encode(out: &mut Vec<u8>, opcode: u32, nodeid: u8, args: &[u8]) {
+    /// One request with the largest room, as root; `patch` as in flags.
+    pub fn encode(out: &mut Vec<u8>, opcode: u32, node: u8, patch: u8, args: &[u8]) {
         out.push(opcode as u8);
-        out.push(nodeid);
-        out.push(0);
+        out.push(node);
+        out.push(patch << 6);
         out.extend_from_slice(&(args.len() as u16).to_le_bytes());
         out.extend_from_slice(args);
+    }
+
+    /// The n-th last of `seen`, if any.
+    pub fn nth_last(seen: &[u64], n: usize) -> Option<u64> {
+        let len = seen.len();
+        (len > 0).then(|| seen[len - 1 - n % len])
     }
 }
 
@@ -110,7 +132,7 @@ pub mod fuse_input {
 /// 3: a host-side event of the device (`arg` says which; see the target).
 pub mod virtq {
     pub const MEM_SIZE: usize = 0x10000;
-    pub const OPS: usize = 48;
+    pub const OPS: usize = 128;
     pub const HEADER: usize = 2 + OPS * 6;
     pub const DEVICES: u8 = 4;
 

@@ -92,7 +92,7 @@ fn fuse_seeds() -> Vec<Vec<u8>> {
         ..Default::default()
     };
     let write = fuse::WriteIn {
-        fh: 1,
+        fh: 0,
         size: 5,
         ..Default::default()
     };
@@ -103,38 +103,38 @@ fn fuse_seeds() -> Vec<Vec<u8>> {
         ..Default::default()
     };
     let cat = |parts: &[&[u8]]| parts.concat();
-    type Req = (u32, u8, Vec<u8>);
+    // Nodes: 1 the root, 2 share 0's top; L the last node a reply gave,
+    // L1 the one before. Patches put the last file handle (FH) or node
+    // (NODE) into the args (see cella_fuzz::fuse_input).
+    const L: u8 = fuse_input::SEEN;
+    const L1: u8 = fuse_input::SEEN + 1;
+    use fuse_input::{PATCH_FH as FH, PATCH_NODE as NODE};
+    type Req = (u32, u8, u8, Vec<u8>);
     let sessions: Vec<Vec<Req>> = vec![
-        vec![(fuse::INIT, 0, init_in())],
+        vec![(fuse::INIT, 0, 0, init_in())],
         vec![
-            (fuse::INIT, 0, init_in()),
-            (fuse::LOOKUP, 1, cs("0")),
-            (fuse::LOOKUP, 2, cs("file")),
-            (fuse::GETATTR, 4, fuse::GetattrIn::default().to_bytes()),
-            (fuse::OPEN, 4, open.clone()),
-            (fuse::READ, 4, read(1, 4096)),
+            (fuse::INIT, 0, 0, init_in()),
+            (fuse::LOOKUP, 1, 0, cs("0")),
+            (fuse::LOOKUP, 2, 0, cs("file")),
+            (fuse::GETATTR, L, 0, fuse::GetattrIn::default().to_bytes()),
+            (fuse::OPEN, L, 0, open.clone()),
+            (fuse::READ, L, FH, read(0, 4096)),
             (
                 fuse::LSEEK,
-                4,
-                [1u64.to_le_bytes(), 0u64.to_le_bytes(), 3u64.to_le_bytes()].concat(),
+                L,
+                FH,
+                [0u64.to_le_bytes(), 0u64.to_le_bytes(), 3u64.to_le_bytes()].concat(),
             ),
-            (
-                fuse::FLUSH,
-                4,
-                fuse::FlushIn {
-                    fh: 1,
-                    ..Default::default()
-                }
-                .to_bytes(),
-            ),
-            (fuse::RELEASE, 4, release(1).to_bytes()),
+            (fuse::FLUSH, L, FH, fuse::FlushIn::default().to_bytes()),
+            (fuse::RELEASE, L, FH, release(0).to_bytes()),
         ],
         vec![
-            (fuse::INIT, 0, init_in()),
-            (fuse::LOOKUP, 1, cs("0")),
+            (fuse::INIT, 0, 0, init_in()),
+            (fuse::LOOKUP, 1, 0, cs("0")),
             (
                 fuse::MKDIR,
                 2,
+                0,
                 cat(&[
                     &fuse::MkdirIn {
                         mode: 0o755,
@@ -146,7 +146,8 @@ fn fuse_seeds() -> Vec<Vec<u8>> {
             ),
             (
                 fuse::CREATE,
-                4,
+                L,
+                0,
                 cat(&[
                     &fuse::CreateIn {
                         flags: libc::O_RDWR as u32,
@@ -157,64 +158,61 @@ fn fuse_seeds() -> Vec<Vec<u8>> {
                     &cs("new"),
                 ]),
             ),
-            (fuse::WRITE, 5, cat(&[&write.to_bytes(), b"hello"])),
-            (fuse::SETATTR, 5, setattr.to_bytes()),
-            (
-                fuse::FSYNC,
-                5,
-                fuse::FsyncIn {
-                    fh: 1,
-                    ..Default::default()
-                }
-                .to_bytes(),
-            ),
+            (fuse::WRITE, L, FH, cat(&[&write.to_bytes(), b"hello"])),
+            (fuse::SETATTR, L, 0, setattr.to_bytes()),
+            (fuse::FSYNC, L, FH, fuse::FsyncIn::default().to_bytes()),
             (
                 fuse::FALLOCATE,
-                5,
+                L,
+                FH,
                 [
-                    1u64.to_le_bytes(),
+                    0u64.to_le_bytes(),
                     0u64.to_le_bytes(),
                     4096u64.to_le_bytes(),
                     0u64.to_le_bytes(),
                 ]
                 .concat(),
             ),
-            (fuse::RELEASE, 5, release(1).to_bytes()),
-            (fuse::UNLINK, 4, cs("new")),
-            (fuse::RMDIR, 2, cs("made")),
+            (fuse::READ, L, FH, read(0, 4096)),
+            (fuse::RELEASE, L, FH, release(0).to_bytes()),
+            (fuse::UNLINK, L1, 0, cs("new")),
+            (fuse::RMDIR, 2, 0, cs("made")),
         ],
         vec![
-            (fuse::INIT, 0, init_in()),
-            (fuse::LOOKUP, 1, cs("0")),
-            (fuse::OPENDIR, 2, fuse::OpenIn::default().to_bytes()),
-            (fuse::READDIRPLUS, 2, read(1, 4096)),
-            (fuse::READDIR, 2, read(1, 4096)),
-            (fuse::RELEASEDIR, 2, release(1).to_bytes()),
-            (fuse::STATFS, 2, Vec::new()),
+            (fuse::INIT, 0, 0, init_in()),
+            (fuse::LOOKUP, 1, 0, cs("0")),
+            (fuse::OPENDIR, 2, 0, fuse::OpenIn::default().to_bytes()),
+            (fuse::READDIRPLUS, 2, FH, read(0, 4096)),
+            (fuse::READDIR, 2, FH, read(0, 4096)),
+            (fuse::RELEASEDIR, 2, FH, release(0).to_bytes()),
+            (fuse::STATFS, 2, 0, Vec::new()),
             (
                 fuse::ACCESS,
                 2,
+                0,
                 [4u32.to_le_bytes(), 0u32.to_le_bytes()].concat(),
             ),
-            (fuse::LOOKUP, 1, cs("1")),
-            (fuse::LOOKUP, 3, cs("file")),
-            (fuse::OPENDIR, 1, fuse::OpenIn::default().to_bytes()),
-            (fuse::READDIR, 1, read(2, 4096)),
+            (fuse::LOOKUP, 1, 0, cs("1")),
+            (fuse::LOOKUP, L, 0, cs("file")),
+            (fuse::OPENDIR, 1, 0, fuse::OpenIn::default().to_bytes()),
+            (fuse::READDIRPLUS, 1, FH, read(0, 4096)),
         ],
         vec![
-            (fuse::INIT, 0, init_in()),
-            (fuse::LOOKUP, 1, cs("0")),
-            (fuse::SYMLINK, 2, cat(&[&cs("sl"), &cs("file")])),
-            (fuse::READLINK, 4, Vec::new()),
-            (fuse::LOOKUP, 2, cs("file")),
+            (fuse::INIT, 0, 0, init_in()),
+            (fuse::LOOKUP, 1, 0, cs("0")),
+            (fuse::SYMLINK, 2, 0, cat(&[&cs("sl"), &cs("file")])),
+            (fuse::READLINK, L, 0, Vec::new()),
+            (fuse::LOOKUP, 2, 0, cs("file")),
             (
                 fuse::LINK,
                 2,
-                cat(&[&fuse::LinkIn { oldnodeid: 5 }.to_bytes(), &cs("hard")]),
+                NODE,
+                cat(&[&fuse::LinkIn { oldnodeid: 0 }.to_bytes(), &cs("hard")]),
             ),
             (
                 fuse::RENAME,
                 2,
+                0,
                 cat(&[
                     &fuse::RenameIn { newdir: 2 }.to_bytes(),
                     &cs("hard"),
@@ -224,6 +222,7 @@ fn fuse_seeds() -> Vec<Vec<u8>> {
             (
                 fuse::RENAME2,
                 2,
+                0,
                 cat(&[
                     &fuse::Rename2In {
                         newdir: 2,
@@ -237,7 +236,8 @@ fn fuse_seeds() -> Vec<Vec<u8>> {
             ),
             (
                 fuse::SETXATTR,
-                5,
+                L,
+                0,
                 cat(&[
                     &fuse::SetxattrIn { size: 3, flags: 0 }.to_bytes(),
                     &cs("user.k"),
@@ -246,7 +246,8 @@ fn fuse_seeds() -> Vec<Vec<u8>> {
             ),
             (
                 fuse::GETXATTR,
-                5,
+                L,
+                0,
                 cat(&[
                     &fuse::GetxattrIn {
                         size: 64,
@@ -258,17 +259,19 @@ fn fuse_seeds() -> Vec<Vec<u8>> {
             ),
             (
                 fuse::LISTXATTR,
-                5,
+                L,
+                0,
                 fuse::GetxattrIn {
                     size: 64,
                     padding: 0,
                 }
                 .to_bytes(),
             ),
-            (fuse::REMOVEXATTR, 5, cs("user.k")),
+            (fuse::REMOVEXATTR, L, 0, cs("user.k")),
             (
                 fuse::MKNOD,
                 2,
+                0,
                 cat(&[
                     &fuse::MknodIn {
                         mode: libc::S_IFIFO | 0o644,
@@ -278,9 +281,17 @@ fn fuse_seeds() -> Vec<Vec<u8>> {
                     &cs("fifo"),
                 ]),
             ),
-            (fuse::FORGET, 4, fuse::ForgetIn { nlookup: 1 }.to_bytes()),
+            (fuse::LOOKUP, 2, 0, cs(".cella")),
+            (fuse::LOOKUP, 2, 0, cs("link")),
+            (
+                fuse::FORGET,
+                L1,
+                0,
+                fuse::ForgetIn { nlookup: 1 }.to_bytes(),
+            ),
             (
                 fuse::BATCH_FORGET,
+                0,
                 0,
                 cat(&[
                     &fuse::BatchForgetIn { count: 1, dummy: 0 }.to_bytes(),
@@ -291,7 +302,7 @@ fn fuse_seeds() -> Vec<Vec<u8>> {
                     .to_bytes(),
                 ]),
             ),
-            (fuse::DESTROY, 0, Vec::new()),
+            (fuse::DESTROY, 0, 0, Vec::new()),
         ],
     ];
     sessions
@@ -299,8 +310,8 @@ fn fuse_seeds() -> Vec<Vec<u8>> {
         .enumerate()
         .map(|(i, reqs)| {
             let mut out = vec![i as u8 & 1];
-            for (op, node, args) in reqs {
-                fuse_input::encode(&mut out, op, node, &args);
+            for (op, node, patch, args) in reqs {
+                fuse_input::encode(&mut out, op, node, patch, &args);
             }
             out
         })
@@ -370,7 +381,16 @@ impl Driver {
     /// writable one.
     fn chain(&mut self, q: u32, bufs: &[Result<&[u8], u32>]) {
         let base = GuestAddress(u64::from(q) * QSTRIDE);
+        // MockSplitQueue::create zeroes the avail ring's index: keep it.
+        let avail_idx = base.0 + 16 * u64::from(QSIZE) + 2;
+        let posted: u16 = self
+            .mem
+            .read_obj(GuestAddress(avail_idx))
+            .expect("avail idx");
         let mq = MockSplitQueue::create(&self.mem, base, QSIZE);
+        self.mem
+            .write_obj(posted, GuestAddress(avail_idx))
+            .expect("avail idx");
         let slot = self
             .queues
             .iter_mut()
@@ -753,6 +773,12 @@ fn tar_of(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
             0o644
         });
         h.set_mtime(1_600_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        if *kind == tar::EntryType::Char {
+            h.set_device_major(1).expect("major");
+            h.set_device_minor(3).expect("minor");
+        }
         if let Some(link) = link {
             h.set_link_name(link).expect("link name");
         }
@@ -793,6 +819,9 @@ fn tar_seeds() -> Vec<Vec<u8>> {
     let mut h = tar::Header::new_ustar();
     h.set_size(4);
     h.set_mode(0o755);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1);
     h.set_entry_type(E::Regular);
     pax.append_pax_extensions([
         ("SCHILY.xattr.security.capability", &b"\x01\x00\x00\x02"[..]),
@@ -907,9 +936,10 @@ fn oci_seeds() -> Vec<Vec<u8>> {
             b"root:x:0:\napp:x:1000:\nwheel:x:10:app\n",
             None,
         ),
+        ("etc/motd", E::Regular, b"hi\n", None),
     ]);
     let layer2 = tar_of(&[
-        ("etc/.wh.group", E::Regular, b"", None),
+        ("etc/.wh.motd", E::Regular, b"", None),
         ("home/app/", E::Directory, b"", None),
     ]);
     let config = br#"{"architecture":"amd64","os":"linux","config":{"User":"app:wheel","Env":["PATH=/usr/bin:/bin"],"Cmd":["sh"],"WorkingDir":"/home/app"},"rootfs":{"type":"layers","diff_ids":["@D3","@D4"]}}"#;
@@ -953,6 +983,9 @@ fn oci_seeds() -> Vec<Vec<u8>> {
         let mut h = tar::Header::new_ustar();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1);
         b.append_data(&mut h, name, &data[..]).expect("entry");
     }
     let archive = b.into_inner().expect("tar");

@@ -25,7 +25,7 @@ echo "fuzz: built in $((SECONDS - start)) s" >&2
 declare -A max_len=(
     [fuse_server]=16384 [virtqueue]=24576 [control_protocol]=16384
     [build_export]=65536 [tar_import]=65536 [config_yaml]=16384
-    [snapshot_load]=16384 [oci_image]=32768
+    [snapshot_load]=16384 [oci_image]=32768 [project_state]=65536
 )
 # The targets make and remove temporary directories for every input: on
 # tmpfs that is ten times faster than on a disk.

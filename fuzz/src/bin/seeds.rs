@@ -28,7 +28,7 @@ fn main() {
     let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "corpus".into()));
     let readme = std::fs::read_to_string("../README.md").expect("README.md");
     let config = std::fs::read_to_string("../cella.yaml").expect("cella.yaml");
-    let targets: [(&str, Vec<Vec<u8>>); 8] = [
+    let targets: [(&str, Vec<Vec<u8>>); 9] = [
         ("fuse_server", fuse_seeds()),
         ("virtqueue", virtqueue_seeds()),
         ("control_protocol", control_seeds()),
@@ -37,6 +37,7 @@ fn main() {
         ("config_yaml", yaml_seeds(&readme, &config)),
         ("snapshot_load", snapshot_seeds()),
         ("oci_image", oci_seeds()),
+        ("project_state", project_state_seeds()),
     ];
     for (name, seeds) in targets {
         let dir = out.join(name);
@@ -996,5 +997,64 @@ fn oci_seeds() -> Vec<Vec<u8>> {
         oci_docs::encode(4, &nested),
         oci_docs::encode(2, &docker),
         oci_docs::encode(3, &[&archive]),
+    ]
+}
+
+fn project_state_seeds() -> Vec<Vec<u8>> {
+    use cella::image::lock::{Lock, Locked};
+    use cella::image::store::BuiltWith;
+    use cella::image::{ImageWriter, Inode, Kind, Meta, Tree};
+    let mut lock = Lock::new();
+    let hex = |b: &[u8]| hex::encode(Sha256::digest(b));
+    lock.containers.insert(
+        "base".into(),
+        Locked {
+            image: hex(b"image"),
+            sha256: hex(b"file"),
+            epoch: 1_600_000_000,
+            build_network_user: true,
+            setup: vec![
+                serde_json::json!({"Tar": {"url": "./images/busybox.tar", "sha256": hex(b"tar")}}),
+            ],
+            built_with: Some(BuiltWith {
+                cella: "0.1.0".into(),
+                kernel: hex(b"kernel"),
+                guest_init: hex(b"init"),
+            }),
+            packages: vec!["busybox=1:1.35.0-4+b3".into()],
+        },
+    );
+    let empty = serde_json::to_vec_pretty(&Lock::new()).expect("lock");
+    let full = serde_json::to_vec_pretty(&lock).expect("lock");
+
+    let image = tempfile::tempfile().expect("image");
+    let mut writer = ImageWriter::new(&image).expect("writer");
+    let mut tree = Tree::new();
+    let dir = Meta::implicit_dir();
+    let data = writer.write_file_data(&mut &b"hello"[..]).expect("data");
+    let file = Inode {
+        meta: Meta {
+            perm: 0o644,
+            ..dir.clone()
+        },
+        kind: Kind::File(data),
+    };
+    tree.insert(b"/etc/motd", file, &dir).expect("insert");
+    let link = Inode {
+        meta: dir.clone(),
+        kind: Kind::Symlink(b"/etc/motd".to_vec()),
+    };
+    tree.insert(b"/motd", link, &dir).expect("insert");
+    let dev = Inode {
+        meta: dir.clone(),
+        kind: Kind::CharDevice { major: 1, minor: 3 },
+    };
+    tree.insert(b"/dev/null", dev, &dir).expect("insert");
+    let json = tree.to_json().expect("tree json");
+    vec![
+        [&[0u8][..], &empty].concat(),
+        [&[0u8][..], &full].concat(),
+        [&[1u8][..], &Tree::new().to_json().expect("json")].concat(),
+        [&[1u8][..], &json].concat(),
     ]
 }

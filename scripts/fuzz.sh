@@ -59,8 +59,10 @@ for target in $(ls fuzz_targets | sed 's/\.rs$//'); do
         tail -20 "$log" >&2
     fi
 done
+total=$(ls fuzz_targets | wc -l)
+echo "fuzz: built and ran in $((SECONDS - start)) s" >&2
+echo "fuzz: $((total - ${#failed[@]})) passed, ${#failed[@]} failed"
 if ((${#failed[@]})); then
-    echo "fuzz: ${#failed[@]} target(s) failed: ${failed[*]}" >&2
+    echo "fuzz: failed: ${failed[*]}" >&2
     exit 1
 fi
-echo "fuzz: every target ran ${seconds} s without a crash" >&2

@@ -14,6 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds=${1:-20}
 triple=x86_64-unknown-linux-gnu
+# CARGO_TARGET_DIR (say, one outside a CI's fresh clone) keeps the build.
+bin=${CARGO_TARGET_DIR:-target}/$triple/release
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 start=$SECONDS
@@ -41,11 +43,11 @@ for target in $(ls fuzz_targets | sed 's/\.rs$//'); do
     mkdir -p "$corpus" "$artifacts"
     cp corpus/"$target"/* "$corpus"/ 2>/dev/null || true
     log="$scratch/$target.log"
-    if TMPDIR="$scratch/tmp" target/"$triple"/release/"$target" "$corpus" \
+    if TMPDIR="$scratch/tmp" "$bin/$target" "$corpus" \
         -max_total_time="$seconds" -max_len="${max_len[$target]:-16384}" \
         -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
         -artifact_prefix="$artifacts" >"$log" 2>&1; then
-        stats=$(grep -E '^#[0-9]+ *DONE' "$log" | tail -1 | sed 's/^#[0-9]* *DONE *//' || true)
+        stats=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 | sed -E 's/^#([0-9]+)[[:space:]]+DONE[[:space:]]+/\1 runs, /' || true)
         echo "fuzz: $target ok: $stats" >&2
     else
         failed+=("$target")

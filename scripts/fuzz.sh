@@ -19,7 +19,11 @@ bin=${CARGO_TARGET_DIR:-target}/$triple/release
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 start=$SECONDS
-cargo build --locked --release --target "$triple" --bins -q
+# The root's Cargo.lock pins every version cella builds with; the fuzz
+# crate adds only libFuzzer (pinned in fuzz/Cargo.toml) on top of it, so
+# its lock is made from the root's each time rather than kept in step.
+cp ../Cargo.lock Cargo.lock
+cargo build --release --target "$triple" --bins -q
 echo "fuzz: built in $((SECONDS - start)) s" >&2
 ((seconds > 0)) || exit 0
 

@@ -4,9 +4,10 @@
 //! archives, snapshot state, OCI documents and the YAML of the README.
 //! The files are committed; run this again when an input format changes:
 //!
-//!     cd fuzz && cargo run --features seeds --bin seeds -- corpus
+//!     cd fuzz && cargo run --release --features seeds --bin seeds -- corpus
 //!
-//! (with scripts/fuzz.sh's RUSTFLAGS and --target, to reuse its build).
+//! (after scripts/fuzz.sh 0, with its RUSTFLAGS and --target, to reuse
+//! its build and Cargo.lock).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -16,3 +16,5 @@ python3 scripts/check-imports.py --self-test
 python3 scripts/check-imports.py
 cargo clippy --locked --workspace --all-targets -q -- -D warnings
 cargo test --locked --workspace
+# Every fuzz target, briefly, on its committed corpus (fuzz/README.md).
+scripts/fuzz.sh 15

@@ -30,7 +30,7 @@ mod pack_tests;
 mod progress;
 mod shell;
 pub mod store;
-mod tar_import;
+pub mod tar_import;
 #[cfg(test)]
 mod test_reader;
 #[cfg(test)]

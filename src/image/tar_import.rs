@@ -43,7 +43,7 @@ pub(super) fn import<R: BufRead>(
 /// [`import`] of only the directory `subdir` of the archive (vagga's
 /// `!Tar {subdir}`), its content unpacked at `dest`; entries elsewhere are
 /// skipped, and a hard link into them refused.
-pub(super) fn import_subdir<R: BufRead>(
+pub fn import_subdir<R: BufRead>(
     tarball: &Path,
     reader: R,
     tree: &mut Tree,
@@ -58,7 +58,7 @@ pub(super) fn import_subdir<R: BufRead>(
 /// `.wh.NAME` entries delete NAME and `.wh..wh..opq` empties its
 /// directory, of what the earlier layers put there only (the image
 /// spec's rule: a whiteout never hides an entry of its own layer).
-pub(super) fn import_layer<R: BufRead>(
+pub fn import_layer<R: BufRead>(
     tarball: &Path,
     reader: R,
     tree: &mut Tree,

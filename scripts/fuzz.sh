@@ -14,8 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds=${1:-20}
 triple=x86_64-unknown-linux-gnu
-# CARGO_TARGET_DIR (say, one outside a CI's fresh clone) keeps the build.
-bin=${CARGO_TARGET_DIR:-target}/$triple/release
+# The build is kept outside the checkout (cargo keys it by its inputs),
+# so a CI's fresh clone pays the 5.5-minute cold build once per machine.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cella/fuzz-target}
+bin=$CARGO_TARGET_DIR/$triple/release
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 start=$SECONDS

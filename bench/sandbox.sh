@@ -20,6 +20,9 @@ source bench/common.sh
 
 scripts/build.sh
 cella=$PWD/target/release/cella
+# Both cellas boot the same kernel and guest-init (the protocol did not change).
+export CELLA_KERNEL=$PWD/target/release/cella-vmlinux
+export CELLA_GUEST_INIT=$PWD/target/release/cella-guest-init
 install_peers hyperfine
 
 work=$(mktemp -d /tmp/cella-bench.XXXXXX)

@@ -22,6 +22,8 @@ pub enum LaunchError {
     ReadAsset(PathBuf, #[source] std::io::Error),
     #[error("cannot start the VM")]
     Vm(#[from] VmError),
+    #[error("cannot make the cache directory {}", .0.display())]
+    CacheDir(PathBuf, #[source] std::io::Error),
     #[error("cannot share a host directory with the guest")]
     Share(#[source] std::io::Error),
     #[error(transparent)]

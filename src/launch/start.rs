@@ -21,6 +21,7 @@ use crate::devices::virtio::fs::server::Server;
 use crate::devices::virtio::net_filter::Filter;
 use crate::image::host::stable_digest;
 use crate::image::store::BuiltWith;
+use crate::sandbox::jail::Confined;
 use crate::sandbox::{self, ChainError};
 use crate::text::error_chain;
 use crate::vmm::{self, Restore, Vm, VmSpec};
@@ -226,45 +227,40 @@ pub fn launch(
         io.error = ended.export_error.map(std::io::Error::other);
     }
     static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if opts.verbose && ended.confined != "fully" && !SAID.swap(true, Ordering::SeqCst) {
-        eprintln!(
-            "cella: this kernel's Landlock confines the VM's process {}: it can open more host files than it needs",
-            match ended.confined.as_str() {
-                "partly" => "only in part (it is older than Landlock ABI 6)",
-                _ => "not at all (this kernel has no Landlock, or it is off)",
-            }
-        );
+    let how = match ended.confined {
+        Confined::Fully => None,
+        Confined::Partly => Some("only in part (it is older than Landlock ABI 6)"),
+        Confined::Not => Some("not at all (this kernel has no Landlock, or it is off)"),
+    };
+    if let (true, Some(how)) = (opts.verbose, how) {
+        if !SAID.swap(true, Ordering::SeqCst) {
+            eprintln!("cella: this kernel's Landlock confines the VM's process {how}: it can open more host files than it needs");
+        }
     }
     Ok(ended.status)
 }
 
 /// Confines the VM's process (its one thread, before the VM's threads
 /// start) to what a run opens: the kernel and guest-init, the cache's
-/// snapshot directories (made here first) and the shares. How far this
-/// kernel confines it: "fully", "partly" or "not".
+/// snapshot directories (made here first) and the shares; how far this
+/// kernel confines it.
 fn jail(
     (kernel, init): (&Path, &Path),
     fs: Option<&Server>,
     opts: &LaunchOptions,
-) -> Result<String, LaunchError> {
+) -> Result<Confined, LaunchError> {
     let mut write = Vec::new();
     if let Some(cache) = &opts.knobs.cache_dir {
         for dir in [cache.join("snapshots"), warm::dir(cache)] {
-            snapshot::private_dir(&dir).map_err(LaunchError::Share)?;
+            snapshot::private_dir(&dir).map_err(|e| LaunchError::CacheDir(dir.clone(), e))?;
             write.push(dir);
         }
     }
-    let confined = sandbox::jail::confine(&sandbox::jail::Jail {
+    Ok(sandbox::jail::confine(&sandbox::jail::Jail {
         read: vec![kernel.to_path_buf(), init.to_path_buf()],
         write,
         shares: fs.map(Server::share_roots).unwrap_or_default(),
-    })?;
-    Ok(match confined {
-        sandbox::jail::Confined::Fully => "fully",
-        sandbox::jail::Confined::Partly => "partly",
-        sandbox::jail::Confined::Not => "not",
-    }
-    .to_owned())
+    })?)
 }
 
 /// What a VM's process reports back: the exit status and, for a build,
@@ -274,8 +270,8 @@ struct Ended {
     status: i32,
     step: Option<u32>,
     export_error: Option<String>,
-    /// How far Landlock confined the process: "fully", "partly", "not".
-    confined: String,
+    /// How far Landlock confined the process.
+    confined: Confined,
 }
 
 /// [`launch`]'s part in the VM's process.

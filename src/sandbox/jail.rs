@@ -39,7 +39,7 @@ pub struct Jail<'a> {
 }
 
 /// How far the kernel confined the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Confined {
     Fully,
     /// Landlock is there, but older than what cella asks for.

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> Result<i32, CommandError> {
+    cella::sandbox::helper::set_verbose(cli.verbose);
     let mut opts = commands::RunOptions {
         verbose: cli.verbose,
         cold_boot: cli.cold_boot,

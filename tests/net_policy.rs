@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{assets, text, Project};
+use common::{assets, text, HelperWatch, Project};
 
 /// A server on 127.0.0.1 that answers 404 and keeps the first line of
 /// every request (one entry per connection, empty if none came).
@@ -32,6 +32,8 @@ fn recording_server() -> (u16, Arc<Mutex<Vec<String>>>) {
             let head = String::from_utf8_lossy(&buf[..n]);
             let first = head.lines().next().unwrap_or_default().to_owned();
             seen.lock().expect("lock").push(first);
+            // Long enough for a test to look at the client while it waits.
+            std::thread::sleep(Duration::from_millis(100));
             let _ = stream.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
         }
     });
@@ -178,7 +180,9 @@ fn an_images_apt_configuration_runs_nothing_on_the_host() {
     // Allowed by the user, apt fetches from it, and still runs no hook of
     // the image's and takes no proxy from it (a proxied request would name
     // the whole URL).
+    let watch = HelperWatch::start(&["apt-get", "http"]);
     let out = p.run(&["--allow-address", "127.0.0.1", "_build", "evil"], None);
+    let helpers = watch.finish();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{stderr}");
     assert!(stderr.contains("`apt-get update` on the host"), "{stderr}");
@@ -193,6 +197,19 @@ fn an_images_apt_configuration_runs_nothing_on_the_host() {
     );
     assert_eq!(touched(), Vec::<String>::new(), "a hook ran on the host");
     assert!(!stderr.contains("[3/3] !Install"), "a VM ran: {stderr}");
+    // apt-get and its download method, which parse what the image's
+    // source sends, keep nothing of root's (sandbox::helper); under root
+    // they are in a mount namespace of their own.
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mnt = if root { "other" } else { "same" };
+    for name in ["apt-get", "apt-get/http"] {
+        assert_eq!(
+            helpers.get(name).map(String::as_str),
+            Some(format!("CapEff=0000000000000000 NoNewPrivs=1 mnt={mnt}").as_str()),
+            "{helpers:?}"
+        );
+    }
 }
 
 /// Values of cella.yaml that reach host programs' argv, written as an

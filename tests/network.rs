@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{assets, text, Project};
+use common::{assets, text, HelperWatch, Project};
 
 /// A one-page HTTP server on 127.0.0.1 that counts its connections.
 struct HostServer {
@@ -342,10 +342,33 @@ fn debian_container_with_installed_package() {
 
     // The build's own output, dpkg's included, is on stderr: stdout is
     // the command's alone.
+    let watch = HelperWatch::start(&["mmdebstrap", "apt-get"]);
     let out = build(&["_build", "deb"]);
+    let helpers = watch.finish();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stderr.contains("!Debian bookworm minbase"), "{stderr}");
+    // The host programs ran behind their wall (sandbox::helper): apt-get
+    // with nothing of root's, mmdebstrap under root with only chown,
+    // dac_override, fowner, fsetid, setgid, setuid, sys_chroot,
+    // sys_admin, mknod and setfcap.
+    // SAFETY: geteuid cannot fail.
+    let (mmdebstrap, mnt) = if unsafe { libc::geteuid() } == 0 {
+        ("00000000882400db", "other")
+    } else {
+        ("0000000000000000", "same")
+    };
+    assert_eq!(
+        helpers.get("apt-get").map(String::as_str),
+        Some(format!("CapEff=0000000000000000 NoNewPrivs=1 mnt={mnt}").as_str()),
+        "{helpers:?}"
+    );
+    let nnp = if mnt == "other" { 1 } else { 0 };
+    assert_eq!(
+        helpers.get("mmdebstrap").map(String::as_str),
+        Some(format!("CapEff={mmdebstrap} NoNewPrivs={nnp} mnt={mnt}").as_str()),
+        "{helpers:?}"
+    );
     assert!(stderr.contains("!Install hello"), "{stderr}");
     assert!(stderr.contains("Setting up hello (2.10"), "{stderr}");
     assert_eq!(stdout, "", "{stderr}");

@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use super::apt_sources::{self, SignedBy, Sources, SourcesError};
 use super::tree::{InodeId, Kind, Tree};
 use crate::config::netpolicy::AddressGuard;
+use crate::sandbox::helper;
 use crate::text::escape;
 
 /// A sources, preferences or keyring file read out of the image.
@@ -67,6 +68,8 @@ pub enum AptError {
     TooMany { path: String },
     #[error("the image's keyring {path} (named by signed-by) is not a file in the image")]
     NoKeyring { path: String },
+    #[error("cannot wall in apt-get on the host")]
+    Jail(#[source] crate::sandbox::jail::JailError),
     #[error("apt planned a package file with an unexpected name: {0}")]
     BadPlan(String),
     #[error("apt-get did not leave {} in the package cache", .0.display())]
@@ -433,7 +436,16 @@ pub fn resolve(
         &conf,
         apt_conf(&apt.root, &lists, &cache.archives).as_bytes(),
     )?;
-    let run = |what, args: &[&str]| apt_get(&apt.root, &conf, what, args);
+    // apt's temporary files (gpgv's) stay in the scratch root, where the
+    // wall lets it write.
+    let tmp = apt.root.join("tmp");
+    mkdir(&tmp)?;
+    let write = [
+        apt.root.as_path(),
+        lists.as_path(),
+        cache.archives.as_path(),
+    ];
+    let run = |what, args: &[&str]| apt_get(&apt.root, &conf, &write, what, args);
     run("update", &["update"])?;
     let mut install = vec!["install", "--no-install-recommends", "-y"];
     let mut simulate = install.clone();
@@ -504,19 +516,24 @@ Acquire::https::AllowRedirect \"false\";
     )
 }
 
-/// Runs the host's apt-get with `conf`, in `root`; its stdout, or its last
-/// lines in the error.
+/// Runs the host's apt-get with `conf`, in `root`, behind the helpers'
+/// wall (`sandbox::helper`), writing only beneath `write`; its stdout, or
+/// its last lines in the error.
 fn apt_get(
     root: &Path,
     conf: &Path,
+    write: &[&Path],
     what: &'static str,
     args: &[&str],
 ) -> Result<String, AptError> {
-    let out = Command::new("apt-get")
+    let mut cmd = Command::new("apt-get");
+    helper::confine(&mut cmd, helper::Program::AptGet, write).map_err(AptError::Jail)?;
+    let out = cmd
         .arg("-q")
         .args(args)
         .current_dir(root)
         .env("APT_CONFIG", conf)
+        .env("TMPDIR", root.join("tmp"))
         .env("LC_ALL", "C")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdin(Stdio::null())

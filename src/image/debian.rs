@@ -10,10 +10,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use std::os::unix::fs::DirBuilderExt;
+
 use super::apt::{AptCache, DpkgOp};
 use super::shell::shell_words;
 use crate::config::netpolicy::{AddressGuard, HttpUrl};
 use crate::config::{DebianStep, DEFAULT_DEBIAN_MIRROR};
+use crate::sandbox::helper;
 
 /// Where `!Install`'s build VM finds the shared .deb cache.
 pub const GUEST_ARCHIVES: &str = "/var/cache/apt/archives";
@@ -158,8 +161,12 @@ pub enum DebianError {
     NoCache,
     #[error("cannot create the package cache {}", .0.display())]
     Cache(PathBuf, #[source] std::io::Error),
+    #[error("cannot create mmdebstrap's scratch directory {}", .0.display())]
+    Scratch(PathBuf, #[source] std::io::Error),
     #[error("cannot start mmdebstrap")]
     Spawn(#[source] std::io::Error),
+    #[error("cannot wall in mmdebstrap on the host")]
+    Jail(#[source] crate::sandbox::jail::JailError),
     #[error("mmdebstrap failed ({status}); its last lines:\n{tail}")]
     Failed { status: String, tail: String },
     #[error("the !Debian mirror is refused: {0}")]
@@ -187,8 +194,23 @@ pub fn bootstrap(
     cache
         .create()
         .map_err(|e| DebianError::Cache(cache.archives.clone(), e))?;
+    // Its chroot is made in a directory of ours beside the tarball, where
+    // the wall lets it write.
+    let scratch = out.parent().unwrap_or(Path::new("."));
+    let tmp = scratch.join("mmdebstrap-tmp");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&tmp)
+        .map_err(|e| DebianError::Scratch(tmp.clone(), e))?;
     let mut cmd = mmdebstrap(step, mirror, out, &cache.archives);
-    cmd.env("SOURCE_DATE_EPOCH", epoch.to_string());
+    cmd.env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .env("TMPDIR", &tmp);
+    helper::confine(
+        &mut cmd,
+        helper::Program::Mmdebstrap,
+        &[scratch, cache.archives.as_path()],
+    )
+    .map_err(DebianError::Jail)?;
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => DebianError::NoMmdebstrap,
         _ => DebianError::Spawn(e),
@@ -209,6 +231,7 @@ pub fn bootstrap(
         }
     }
     let status = child.wait().map_err(DebianError::Spawn)?;
+    let _ = std::fs::remove_dir(&tmp);
     if status.success() {
         return Ok(());
     }
@@ -231,6 +254,9 @@ fn mmdebstrap(step: &DebianStep, mirror: &str, out: &Path, archives: &Path) -> C
     cmd.arg("--mode=unshare")
         .arg(format!("--variant={}", step.variant))
         .arg("--format=tar")
+        // Landlock forbids mounts (see `sandbox::helper`); the essential
+        // packages' scripts need none (minbase: the same bytes, checked).
+        .arg("--skip=chroot/mount")
         .arg("--aptopt=Acquire::http::AllowRedirect \"false\"")
         .arg("--aptopt=Acquire::https::AllowRedirect \"false\"")
         // sync-in fills the archive directory before the download, and

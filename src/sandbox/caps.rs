@@ -25,7 +25,7 @@ pub enum PrivilegeError {
 
 /// The securebits that keep a uid-0 process from regaining capabilities
 /// through execve or a uid change, each locked.
-const LOCKED_NOROOT: libc::c_ulong = 0x3f;
+pub(super) const LOCKED_NOROOT: libc::c_ulong = 0x3f;
 
 /// Drops what a VM's process does not need; once, in its only thread,
 /// before any other thread starts (capabilities are per thread, and a new

@@ -26,7 +26,7 @@ use landlock::{
 
 /// The newest Landlock this code asks for; older kernels give what they
 /// have (best effort), and [`confine`] says how much.
-const WANTED: ABI = ABI::V6;
+pub(super) const WANTED: ABI = ABI::V6;
 
 /// What the VM's process may open.
 pub struct Jail<'a> {

@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub mod caps;
+pub mod helper;
 pub mod jail;
 pub mod seccomp;
 

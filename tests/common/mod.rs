@@ -341,3 +341,113 @@ pub fn thread_status(pid: u32) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Watches this test's process tree, while a cella runs in it, for host
+/// programs cella starts (by their command name), and keeps the first
+/// look at each: "CapEff=HEX NoNewPrivs=N mnt=same|other", keyed by the
+/// watched names from the top down ("apt-get", "apt-get/http",
+/// "mmdebstrap/apt-get").
+pub struct HelperWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<std::collections::BTreeMap<String, String>>,
+}
+
+impl HelperWatch {
+    pub fn start(names: &'static [&'static str]) -> HelperWatch {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let own_mnt = std::fs::read_link("/proc/self/ns/mnt").ok();
+            let mut seen = std::collections::BTreeMap::new();
+            while !stopped.load(Ordering::SeqCst) {
+                for (pid, chain) in descendants(std::process::id()) {
+                    let watched: Vec<&str> = chain
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|c| names.contains(c))
+                        .collect();
+                    if !chain.last().is_some_and(|c| names.contains(&c.as_str())) {
+                        continue;
+                    }
+                    let key = watched.join("/");
+                    if seen.contains_key(&key) {
+                        continue;
+                    }
+                    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                        continue;
+                    };
+                    let field = |name: &str| {
+                        status
+                            .lines()
+                            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                            .map(|v| v.trim().to_owned())
+                            .unwrap_or_default()
+                    };
+                    let mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+                    let mnt = if mnt == own_mnt { "same" } else { "other" };
+                    seen.insert(
+                        key,
+                        format!(
+                            "CapEff={} NoNewPrivs={} mnt={mnt}",
+                            field("CapEff"),
+                            field("NoNewPrivs")
+                        ),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        });
+        HelperWatch { stop, thread }
+    }
+
+    /// What it saw.
+    pub fn finish(self) -> std::collections::BTreeMap<String, String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("watch thread")
+    }
+}
+
+/// Every process below `pid`, with the command names from the first
+/// below `pid` down to its own, from /proc's parent links.
+fn descendants(pid: u32) -> Vec<(u32, Vec<String>)> {
+    let mut procs = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "PID (COMM) STATE PPID ...": the name may hold spaces and ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            procs.push((child, ppid, comm));
+        }
+    }
+    let mut found: Vec<(u32, Vec<String>)> = vec![(pid, Vec::new())];
+    let mut i = 0;
+    while i < found.len() {
+        let (parent, chain) = found[i].clone();
+        for (child, _, comm) in procs.iter().filter(|(_, p, _)| *p == parent) {
+            let mut chain = chain.clone();
+            chain.push(comm.clone());
+            found.push((*child, chain));
+        }
+        i += 1;
+    }
+    found.remove(0);
+    found
+}

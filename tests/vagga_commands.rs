@@ -239,3 +239,69 @@ fn compressed_tarballs_are_imported_and_bombs_refused() {
         .collect();
     assert_eq!(before, after);
 }
+
+/// rust-quire's includes, under both file names: a container from an
+/// `!*IncludeMap`, commands merged from an `!*IncludeSeq`, steps spliced
+/// by `!*Unpack`. One build, one VM per file name; a hostile include
+/// (outside the project, through a link) is refused before anything runs.
+#[test]
+fn includes_build_and_run_under_both_names() {
+    let Some(a) = assets() else { return };
+    let p = Project::new(a, "");
+    let d = p.path();
+    std::fs::remove_file(d.join("cella.yaml")).expect("rm");
+    let files = [
+        (
+            "parts/containers/base.yaml",
+            "setup:\n- !Tar { url: ./rootfs.tar }\n- !*Unpack [!*Include ../steps.yaml]\n",
+        ),
+        (
+            "parts/steps.yaml",
+            "- !Text { /etc/included: from-steps }\n",
+        ),
+        (
+            "parts/commands/show.yaml",
+            "show: !Command\n  container: base\n  run: [cat, /etc/included]\n",
+        ),
+    ];
+    for (name, text) in files {
+        let path = d.join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+    let main = "containers: !*IncludeMap \"parts/containers/(*).yaml\"\n\
+                commands:\n  <<: !*IncludeSeq \"parts/commands/*.yaml\"\n";
+    for name in ["vagga.yaml", "cella.yaml"] {
+        std::fs::write(d.join(name), main).expect("write");
+        let (status, stdout, stderr) = run(&p, &["show"]);
+        assert_eq!(status, Some(0), "{name}: {stderr}");
+        assert_eq!(stdout, "from-steps", "{name}: {stderr}");
+        std::fs::remove_file(d.join(name)).expect("rm");
+    }
+
+    // An include through a link to a file outside: refused, one line
+    // with the place, nothing built or run.
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::write(outside.path().join("evil.yaml"), "setup: []\n").expect("write");
+    std::os::unix::fs::symlink(outside.path().join("evil.yaml"), d.join("evil.yaml"))
+        .expect("symlink");
+    std::fs::write(
+        d.join("vagga.yaml"),
+        "containers:\n  base: !*Include evil.yaml\ncommands: {}\n",
+    )
+    .expect("write");
+    let (status, stdout, stderr) = run(&p, &["_build", "base"]);
+    assert_eq!(status, Some(125), "{stderr}");
+    assert!(
+        stderr.contains("vagga.yaml:2:9: containers.base: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("is a symbolic link"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stdout.is_empty());
+    assert_eq!(
+        std::fs::read_dir(outside.path()).expect("ls").count(),
+        1,
+        "something changed outside"
+    );
+}

@@ -135,14 +135,13 @@ fn matching<'l>(
         None => Ok(locked),
         Some(d) => {
             let at = match (d.step, config.containers.get(name)) {
-                (Some(i), Some(c)) => format!(
-                    "containers.{name}.setup[{i}] ({}:{})",
-                    c.file.display(),
-                    c.setup
-                        .get(i)
-                        .map(|s| s.pos.to_string())
-                        .unwrap_or_default()
-                ),
+                (Some(i), Some(c)) => {
+                    let pos = c.setup.get(i).map(|s| s.pos).unwrap_or_default();
+                    format!(
+                        "containers.{name}.setup[{i}] ({}:{pos})",
+                        config.file_of(&c.file, pos).display(),
+                    )
+                }
                 _ => format!("containers.{name}"),
             };
             Err(CommandError::Locked(format!(

@@ -81,7 +81,7 @@ impl<'c> Walk<'c> {
             return Ok(());
         }
         let fallback = Location {
-            file: config.path.clone(),
+            file: config.file_of(&config.path, cmd.pos).to_path_buf(),
             pos: cmd.pos,
             field: format!("commands.{name}"),
         };
@@ -128,7 +128,7 @@ impl<'c> Walk<'c> {
         }
         if cont.build_network == Network::User {
             let fallback = Location {
-                file: config.path.clone(),
+                file: config.file_of(&cont.file, cont.pos).to_path_buf(),
                 pos: cont.pos,
                 field: format!("containers.{name}"),
             };

@@ -20,7 +20,7 @@ fn supervise<'c>(config: &'c Config, name: &str) -> &'c Supervise {
 }
 
 fn pos(line: usize, column: usize) -> Pos {
-    Pos { line, column }
+    Pos::new(line, column)
 }
 
 fn at(path: &Path, line: usize, column: usize, field: &str) -> Location {

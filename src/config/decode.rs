@@ -22,19 +22,7 @@ const CONTAINER_FIELDS: &[&str] = &[
     "build-network",
 ];
 
-/// `path.key`, quoting keys that would make the path ambiguous.
-pub(super) fn join(path: &str, key: &str) -> String {
-    let key = if key.is_empty() || key.contains(['.', ' ', '[', '"']) {
-        format!("{key:?}")
-    } else {
-        key.to_owned()
-    };
-    if path.is_empty() {
-        key
-    } else {
-        format!("{path}.{key}")
-    }
-}
+pub(super) use super::error::join;
 
 /// "!Tar" or "one of !Command, !Supervise".
 pub(super) fn tag_list(tags: &[&str]) -> String {
@@ -98,12 +86,23 @@ pub(super) struct Decoder<'a> {
     pub vagga: bool,
     /// What a config file may hold (limits.config).
     pub max_bytes: u64,
+    /// The files the config included, for positions in them.
+    pub includes: &'a std::cell::RefCell<super::include::Table>,
 }
 
 impl Decoder<'_> {
     pub(super) fn at(&self, pos: Pos, field: &str) -> Location {
+        let included = match pos.file {
+            0 => None,
+            n => self
+                .includes
+                .borrow()
+                .files
+                .get(usize::from(n) - 1)
+                .cloned(),
+        };
         Location {
-            file: self.file.to_path_buf(),
+            file: included.unwrap_or_else(|| self.file.to_path_buf()),
             pos,
             field: field.to_owned(),
         }
@@ -125,15 +124,6 @@ impl Decoder<'_> {
     pub(super) fn untagged(&self, node: &Node, path: &str) -> Result<(), ConfigError> {
         match &node.tag {
             None => Ok(()),
-            // rust-quire's includes, as vagga reads them.
-            Some(tag) if tag.starts_with("*Include") => Err(self.invalid(
-                node.pos,
-                path,
-                format!(
-                    "vagga's !{tag} is not supported yet: put the included text in this \
-                     file, or move whole containers and commands to a file named in `mixins`"
-                ),
-            )),
             Some(tag) => Err(ConfigError::UnexpectedTag {
                 at: self.at(node.pos, path),
                 tag: tag.clone(),
@@ -435,6 +425,7 @@ impl Decoder<'_> {
             deferred: Default::default(),
             vagga: self.vagga,
             max_bytes: self.max_bytes,
+            includes: self.includes,
         }
     }
 
@@ -448,6 +439,7 @@ impl Decoder<'_> {
             containers: BTreeMap::new(),
             commands: BTreeMap::new(),
             aliases: BTreeMap::new(),
+            includes: Vec::new(),
         };
         if let Some(root) = root {
             self.untagged(root, "")?;
@@ -459,6 +451,7 @@ impl Decoder<'_> {
             project: &self.project,
             vagga: self.vagga,
             max_bytes: self.max_bytes,
+            includes: self.includes,
         };
         let mixins = super::mixins::collect(&main, root);
         let decoders: Vec<Decoder<'_>> = mixins.iter().map(|m| self.for_mixin(&m.path)).collect();
@@ -511,6 +504,7 @@ impl Decoder<'_> {
                 Err(e) => super::mixins::warn(decoder.file, &e.to_string()),
             }
         }
+        config.includes = self.includes.borrow().files.clone();
         check_aliases(&mut config)?;
         check_init_commands(&config)?;
         check_prerequisites(&config)?;

@@ -9,13 +9,42 @@ use thiserror::Error;
 /// A 1-based position in the config file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Pos {
-    pub line: usize,
-    pub column: usize,
+    pub line: u32,
+    pub column: u32,
+    /// 0: the file of the container or command that holds it; n: the
+    /// n-th file the config included (`Config::file_of`).
+    pub file: u16,
+}
+
+impl Pos {
+    /// Lines and columns past `u32::MAX` (a config file is far smaller)
+    /// are shown as `u32::MAX`.
+    pub fn new(line: usize, column: usize) -> Pos {
+        Pos {
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            column: u32::try_from(column).unwrap_or(u32::MAX),
+            file: 0,
+        }
+    }
 }
 
 impl fmt::Display for Pos {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// `path.key`, quoting keys that would make the path ambiguous.
+pub(super) fn join(path: &str, key: &str) -> String {
+    let key = if key.is_empty() || key.contains(['.', ' ', '[', '"']) {
+        format!("{key:?}")
+    } else {
+        key.to_owned()
+    };
+    if path.is_empty() {
+        key
+    } else {
+        format!("{path}.{key}")
     }
 }
 

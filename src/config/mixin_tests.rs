@@ -115,24 +115,3 @@ fn a_cella_yaml_has_its_own_local_mixins() {
     );
     assert!(load(&d.join("cella.yaml"), 1 << 20).is_err());
 }
-
-#[test]
-fn includes_say_what_to_use() {
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "vagga.yaml",
-        "containers:\n  base: !*Include base.yaml\n",
-    );
-    let err = load(&dir.path().join("vagga.yaml"), 1 << 20)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.ends_with(
-            "vagga.yaml:2:9: containers.base: vagga's !*Include is not supported yet: put the \
-             included text in this file, or move whole containers and commands to a file \
-             named in `mixins`"
-        ),
-        "{err}"
-    );
-}

@@ -35,6 +35,8 @@ pub(super) struct Main<'a> {
     /// A vagga.yaml: vagga's local mixin names.
     pub vagga: bool,
     pub max_bytes: u64,
+    /// The config's included files, which a mixin's includes join.
+    pub includes: &'a std::cell::RefCell<super::include::Table>,
 }
 
 /// A mixin, read and parsed.
@@ -181,7 +183,7 @@ fn read(
     let max_bytes = *budget;
     *budget = budget.saturating_sub(bytes.len() as u64);
     let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
-    yaml::parse(&text, max_bytes).map_err(|e| {
+    let root = yaml::parse(&text, max_bytes).map_err(|e| {
         ConfigError::Syntax {
             at: super::Location {
                 file: path.to_path_buf(),
@@ -191,7 +193,19 @@ fn read(
             message: e.message,
         }
         .to_string()
-    })
+    })?;
+    // Its includes are relative to it.
+    let Some(root) = root else { return Ok(None) };
+    super::include::Includer {
+        project: decoder.project,
+        project_dir: decoder.project_dir,
+        file: path,
+        table: decoder.includes,
+        max_bytes: decoder.max_bytes,
+    }
+    .expand(root, rel.parent().unwrap_or(Path::new("")))
+    .map(Some)
+    .map_err(|e| e.to_string())
 }
 
 /// A skipped mixin, on stderr (control characters escaped).

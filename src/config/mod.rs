@@ -11,6 +11,9 @@ mod commands;
 mod decode;
 pub mod docopt;
 mod error;
+mod include;
+#[cfg(test)]
+mod include_tests;
 pub mod knobs;
 #[cfg(test)]
 mod mixin_tests;
@@ -146,7 +149,7 @@ fn read_limited(file: std::fs::File, path: &Path, max_bytes: u64) -> Result<Stri
         return Err(ConfigError::Syntax {
             at: Location {
                 file: path.to_path_buf(),
-                pos: Pos { line, column },
+                pos: Pos::new(line, column),
                 field: String::new(),
             },
             message: format!(
@@ -183,13 +186,29 @@ pub fn parse_limited(text: &str, path: &Path, max_bytes: u64) -> Result<Config, 
             false => e.message,
         },
     })?;
+    let includes = std::cell::RefCell::new(include::Table::default());
+    let project = Dir::open(&project_dir);
+    let root = match root {
+        Some(root) => Some(
+            include::Includer {
+                project: &project,
+                project_dir: &project_dir,
+                file: path,
+                table: &includes,
+                max_bytes,
+            }
+            .expand(root, Path::new(""))?,
+        ),
+        None => None,
+    };
     let decoder = decode::Decoder {
         file: path,
         project_dir: &project_dir,
-        project: Dir::open(&project_dir),
+        project,
         deferred: Default::default(),
         vagga: path.file_name().is_some_and(|n| n == "vagga.yaml"),
         max_bytes,
+        includes: &includes,
     };
     decoder.config(root.as_ref(), path.to_path_buf())
 }

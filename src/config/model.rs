@@ -16,6 +16,23 @@ pub struct Config {
     pub commands: BTreeMap<String, Command>,
     /// `aliases` of the commands: each other name, and the command's.
     pub aliases: BTreeMap<String, String>,
+    /// The files `!*Include` and its kin read (absolute): a position with
+    /// `file` n was read from the n-th.
+    pub includes: Vec<PathBuf>,
+}
+
+impl Config {
+    /// The file `pos` is in: an included file, or `holder` (the file of
+    /// the container or command it belongs to).
+    pub fn file_of<'a>(&'a self, holder: &'a std::path::Path, pos: Pos) -> &'a std::path::Path {
+        match pos.file {
+            0 => holder,
+            n => self
+                .includes
+                .get(usize::from(n) - 1)
+                .map_or(holder, PathBuf::as_path),
+        }
+    }
 }
 
 /// A container: a root filesystem built from its setup steps.

@@ -21,7 +21,7 @@ fn volumes(volumes: &str) -> String {
 fn step(step: Step, line: usize) -> SetupStep {
     SetupStep {
         step,
-        pos: Pos { line, column: 7 },
+        pos: Pos::new(line, 7),
     }
 }
 
@@ -236,10 +236,7 @@ commands:
                     name: "init-db".into(),
                     at: Location {
                         file: path.clone(),
-                        pos: Pos {
-                            line: 41,
-                            column: 50,
-                        },
+                        pos: Pos::new(41, 50),
                         field: "containers.base.volumes./p2.init-command".into(),
                     },
                 }),
@@ -958,7 +955,7 @@ fn tar_install_stands_for_tar_sh_and_remove() {
         Step::Sh("cd '/.cella-tarinstall-1/it'\\''s/x'\nmake install".into())
     );
     assert_eq!(setup[3].step, Step::Remove("/.cella-tarinstall-1".into()));
-    assert_eq!(setup[2].pos, Pos { line: 5, column: 7 });
+    assert_eq!(setup[2].pos, Pos::new(5, 7));
     // No subdir: the archive's only top directory; vagga's default script.
     let Step::Sh(script) = &setup[5].step else {
         panic!("{:?}", setup[5]);

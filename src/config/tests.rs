@@ -102,7 +102,7 @@ commands:
     assert_eq!(config.containers.len(), 1);
     let base = &config.containers["base"];
     assert_eq!(base.name, "base");
-    assert_eq!(base.pos, Pos { line: 3, column: 3 });
+    assert_eq!(base.pos, Pos::new(3, 3));
     assert_eq!(base.environ, env(&[("LANG", "C.UTF-8")]));
     assert_eq!(
         base.setup,
@@ -114,7 +114,7 @@ commands:
                 sha256: None,
                 subdir: None,
             },
-            pos: Pos { line: 5, column: 7 },
+            pos: Pos::new(5, 7),
         }]
     );
     assert_eq!(base.setup[0].step.tag(), "Tar");
@@ -123,7 +123,7 @@ commands:
     let test = &config.commands["test"];
     assert_eq!(test.name, "test");
     assert_eq!(test.description.as_deref(), Some("Run the test suite"));
-    assert_eq!(test.pos, Pos { line: 8, column: 3 });
+    assert_eq!(test.pos, Pos::new(8, 3));
     assert_eq!(test.kind.tag(), "Command");
     let test = simple(&config, "test");
     assert_eq!(test.container, "base");

@@ -14,7 +14,7 @@ use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Tag};
 use super::error::Pos;
 
 /// Upper bound on nodes after alias expansion, against "billion laughs".
-const MAX_NODES: usize = 250_000;
+pub(super) const MAX_NODES: usize = 250_000;
 
 /// A YAML node with its position (of its tag or anchor when it has one).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +48,11 @@ impl Node {
             Value::Seq(_) => "a list",
             Value::Map(_) => "a mapping",
         }
+    }
+
+    /// How many nodes this one holds, itself included.
+    pub fn nodes(&self) -> usize {
+        self.size().nodes
     }
 
     /// What a copy of this node costs: its nodes, and the bytes of its
@@ -104,10 +109,7 @@ pub(super) struct ParseError {
 }
 
 fn pos(mark: &Marker) -> Pos {
-    Pos {
-        line: mark.line(),
-        column: mark.col() + 1,
-    }
+    Pos::new(mark.line(), mark.col() + 1)
 }
 
 /// An empty sequence or mapping node, filled as its events arrive.
@@ -326,7 +328,7 @@ mod tests {
     }
 
     fn p(line: usize, column: usize) -> Pos {
-        Pos { line, column }
+        Pos::new(line, column)
     }
 
     fn scalar(node: &Node) -> &str {

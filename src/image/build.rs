@@ -328,7 +328,14 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             number: i + 1,
             total: self.container.setup.len(),
             tag: step.step.tag(),
-            at: format!("{}:{}", self.container.file.display(), step.pos),
+            at: format!(
+                "{}:{}",
+                self.ctx
+                    .config
+                    .file_of(&self.container.file, step.pos)
+                    .display(),
+                step.pos
+            ),
             source,
         }))
     }

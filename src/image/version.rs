@@ -213,7 +213,7 @@ impl<'a> Versions<'a> {
         let at = |source: Box<dyn std::error::Error + Send + Sync>| VersionError {
             at: format!(
                 "{}:{}: containers.{}.setup[{i}]",
-                c.file.display(),
+                self.config.file_of(&c.file, c.setup[i].pos).display(),
                 c.setup[i].pos,
                 c.name
             ),

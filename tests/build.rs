@@ -67,6 +67,10 @@ const FULL: &str = r#"containers:
         mkdir -p /opt/tree/sub && echo deep > /opt/tree/sub/file
         echo "epoch=$SOURCE_DATE_EPOCH"
         echo to-stderr >&2
+        cat /work/dep.txt > /from-work
+        pwd > /build-cwd
+        echo by-build > /work/by-build.txt
+        ls -a /work | grep -c '^\.cella$' > /sees-state || true
     - !Cmd [sh, -c, "echo cmd > /cmd.out"]
     - !Text { /etc/motd: "hi from text\n" }
     - !Copy { source: files, path: /srv }
@@ -131,6 +135,8 @@ fn every_step_lands_in_the_image() {
         test -e bin/vi || echo vi-removed
         test -e opt/tree || echo tree-removed
         test -e only-sh/sub/data.txt || echo data-not-included
+        cat from-work build-cwd sees-state
+        ls -A work
     "#;
     let (stdout, _) = ok(&p, &["_run", "full", "sh", "-c", script]);
     let expected = "\
@@ -154,8 +160,20 @@ run.sh
 vi-removed
 tree-removed
 data-not-included
+v1
+/work
+0
 ";
-    assert_eq!(stdout, expected);
+    // The build saw the project at /work, as vagga's builds do, and ran
+    // there; not .cella/; what it wrote there is in the project.
+    assert!(stdout.starts_with(expected), "{stdout}");
+    let listed: Vec<&str> = stdout[expected.len()..].lines().collect();
+    assert!(listed.contains(&"by-build.txt"), "{stdout}");
+    assert!(!listed.contains(&".cella"), "{stdout}");
+    assert_eq!(
+        fs::read_to_string(p.path().join("by-build.txt")).expect("by-build"),
+        "by-build\n"
+    );
 
     // Built on another image, and a path copied out of one.
     let (stdout, _) = ok(&p, &["_run", "child", "cat", "/etc/greeting"]);

@@ -11,12 +11,13 @@ use guest_init::{Build, Mount, RunSpec};
 use super::error::CommandError;
 use super::options::RunOptions;
 use super::project::Project;
+use super::volumes::WORK;
 use crate::config::{Config, Container, Network};
 use crate::devices::virtio::fs::server::ShareSpec;
 use crate::hostfs::Dir;
 use crate::image::build::{BatchNeeds, BatchOutcome, BuildCtx, BuildError, ProgramRunner};
 use crate::image::oci::FetchCtx;
-use crate::image::store::{BuiltWith, Image, Store};
+use crate::image::store::{BuiltWith, Image, Store, STATE_DIR};
 use crate::image::version::{self, Versions};
 use crate::image::{apt, debian};
 use crate::launch::passt::NetPlan;
@@ -25,6 +26,8 @@ use crate::launch::{self, fs_server, BuildIo, Machine};
 /// Boots build VMs with the run's options (verbose, cold boot).
 struct VmRunner<'a> {
     opts: &'a RunOptions,
+    /// The project directory, shared at /work as vagga's builds see it.
+    project: &'a std::path::Path,
     /// What the VMs boot, hashed on first use.
     tools: Option<BuiltWith>,
 }
@@ -53,7 +56,18 @@ impl ProgramRunner for VmRunner<'_> {
                 allow: self.opts.network_policy.allow_addresses.clone(),
             });
         }
-        let mut server = None;
+        // The project at /work, read-write, as vagga's builds see it (and
+        // as commands do): `!Sh "make -C /work"` works; the guest never
+        // sees cella's own state in .cella/. It is a mount, so nothing
+        // written there lands in the image.
+        let mut project = ShareSpec::new(Dir::open(self.project)?, false, Vec::new())?;
+        project.hidden.push(STATE_DIR.into());
+        let mut shares = vec![project];
+        spec.mounts.push(Mount::Share {
+            target: WORK.to_owned(),
+            share: 0,
+            read_only: false,
+        });
         if needs.apt_cache {
             let cache = self
                 .opts
@@ -69,14 +83,14 @@ impl ProgramRunner for VmRunner<'_> {
             // read-only: dpkg only reads the .debs, and what a build VM
             // could write there the host's apt would read next.
             let archives = Dir::open(&cache.archives)?;
-            let shares = vec![ShareSpec::new(archives, true, Vec::new())?];
+            shares.push(ShareSpec::new(archives, true, Vec::new())?);
             spec.mounts.push(Mount::Share {
                 target: debian::GUEST_ARCHIVES.to_owned(),
-                share: 0,
+                share: 1,
                 read_only: true,
             });
-            server = Some(fs_server(shares, &self.opts.limits)?);
         }
+        let server = Some(fs_server(shares, &self.opts.limits)?);
         let mut io = BuildIo::new(export);
         let status = launch::launch(
             vec![disk.try_clone()?],
@@ -149,7 +163,11 @@ pub fn build_in<'c>(
     force: bool,
     opts: &RunOptions,
 ) -> Result<Image, CommandError> {
-    let mut runner = VmRunner { opts, tools: None };
+    let mut runner = VmRunner {
+        opts,
+        project: &config.project_dir,
+        tools: None,
+    };
     BuildCtx {
         config,
         store,

@@ -576,7 +576,8 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 banner: self.banner(i),
                 argv: program_argv(&self.container.setup[i].step),
                 env: env.clone().into_iter().collect(),
-                cwd: "/".to_owned(),
+                // vagga's builds run in the project.
+                cwd: "/work".to_owned(),
             })
             .collect();
         if let Step::Install(packages) = &self.container.setup[start].step {

@@ -305,3 +305,73 @@ fn includes_build_and_run_under_both_names() {
         "something changed outside"
     );
 }
+
+/// vagga's `!Container NAME` volume (another container's root,
+/// read-only) and `!Snapshot { container }` (the same, writable, its
+/// writes gone with the VM), in a command and in a `!Supervise` child
+/// whose sibling runs in that container (one drive for both), under
+/// both file names.
+#[test]
+fn other_containers_mount_as_volumes() {
+    let Some(a) = assets() else { return };
+    let p = Project::new(a, "");
+    let d = p.path();
+    std::fs::remove_file(d.join("cella.yaml")).expect("rm");
+    let yaml = r#"containers:
+  base:
+    setup: [!Tar { url: ./rootfs.tar }]
+  tools:
+    setup:
+    - !Tar { url: ./rootfs.tar }
+    - !Text { /etc/tool: "from tools\n" }
+commands:
+  look: !Command
+    container: base
+    volumes:
+      /tools: !Container tools
+      /snap: !Snapshot { container: tools, size: 1Mi }
+    run: |
+      cat /tools/etc/tool
+      touch /tools/x 2>/dev/null || echo read-only
+      echo changed > /snap/etc/tool
+      cat /snap/etc/tool /tools/etc/tool
+      test -e /etc/tool || echo not-in-base
+  both: !Supervise
+    mode: wait-all-successful
+    children:
+      a: !Command { container: tools, run: "cat /etc/tool" }
+      b: !Command
+        container: base
+        volumes: { /t: !Container tools }
+        run: "cat /t/etc/tool"
+"#;
+    for name in ["cella.yaml", "vagga.yaml"] {
+        std::fs::write(d.join(name), yaml).expect("write");
+        let (status, stdout, stderr) = run(&p, &["look"]);
+        assert_eq!(status, Some(0), "{name}: {stderr}");
+        assert_eq!(
+            stdout, "from tools\nread-only\nchanged\nfrom tools\nnot-in-base\n",
+            "{name}: {stderr}"
+        );
+        std::fs::remove_file(d.join(name)).expect("rm");
+    }
+    std::fs::write(d.join("vagga.yaml"), yaml).expect("write");
+    let (status, stdout, stderr) = run(&p, &["both"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(
+        stdout.matches("from tools").count(),
+        2,
+        "{stdout}\n{stderr}"
+    );
+
+    // A volume naming no container is an error with its place.
+    std::fs::write(
+        d.join("vagga.yaml"),
+        yaml.replace("/tools: !Container tools", "/tools: !Container nope"),
+    )
+    .expect("write");
+    let (status, _, stderr) = run(&p, &["look"]);
+    assert_eq!(status, Some(125), "{stderr}");
+    assert!(stderr.contains("vagga.yaml:12:"), "{stderr}");
+    assert!(stderr.contains("nope"), "{stderr}");
+}

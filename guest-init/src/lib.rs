@@ -283,6 +283,17 @@ pub enum Mount {
         size: Option<u64>,
         owner: Option<(u32, u32)>,
     },
+    /// Another image (erofs) in drive `drive` (`/dev/vda` is 0), its
+    /// root at `target`: read-only (vagga's `!Container` volume), or with
+    /// `writable`, its writes in a tmpfs of `size` that vanish with the
+    /// VM (`!Snapshot { container }`).
+    Image {
+        target: String,
+        drive: u32,
+        writable: bool,
+        size: Option<u64>,
+        owner: Option<(u32, u32)>,
+    },
 }
 
 impl Mount {
@@ -291,9 +302,20 @@ impl Mount {
             Mount::Share { target, .. }
             | Mount::Tmpfs { target, .. }
             | Mount::Empty { target }
-            | Mount::Snapshot { target, .. } => target,
+            | Mount::Snapshot { target, .. }
+            | Mount::Image { target, .. } => target,
         }
     }
+}
+
+/// The device of drive `drive`: `/dev/vda`, `/dev/vdb`, ….
+pub fn drive_device(drive: u32) -> String {
+    let letter = u8::try_from(drive)
+        .ok()
+        .and_then(|d| b'a'.checked_add(d))
+        .filter(|l| *l <= b'z')
+        .unwrap_or(b'z');
+    format!("/dev/vd{}", char::from(letter))
 }
 
 /// The build steps that run programs, as one batch in one VM: each runs

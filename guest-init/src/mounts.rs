@@ -130,6 +130,16 @@ fn mount_lower(device: &str, lower: &str) -> io::Result<()> {
     }
 }
 
+/// Mounts the erofs image in `device` read-only at `target` (another
+/// container's root, as a volume), once the host has put it in.
+pub fn mount_image(device: &str, target: &str) -> io::Result<()> {
+    mount_lower(device, target)?;
+    let flags =
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+    sys::mount("none", target, None, flags, None)
+        .map_err(|e| ctx(&format!("remount {target} nosuid"), e))
+}
+
 /// The initramfs's root directory, opened before anything covers it.
 static INITRAMFS: AtomicI32 = AtomicI32::new(-1);
 

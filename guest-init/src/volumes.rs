@@ -220,6 +220,18 @@ pub fn mount_all(mounts: &[Mount], shares: &Shares, read_only_root: bool) -> io:
                 tmpfs(target, NOSUID_NODEV | libc::MS_RDONLY, 0o755, Some(4096))?;
             }
             Mount::Snapshot { size, owner, .. } => snapshot(target, index, *size, *owner)?,
+            Mount::Image {
+                drive,
+                writable,
+                size,
+                owner,
+                ..
+            } => {
+                crate::mounts::mount_image(&guest_init::drive_device(*drive), target)?;
+                if *writable {
+                    snapshot(target, index, *size, *owner)?;
+                }
+            }
         }
     }
     if read_only_root {

@@ -153,7 +153,8 @@ impl<'c> Walk<'c> {
                 Volume::Snapshot {
                     container: Some(name),
                     ..
-                } => self.container(name)?,
+                }
+                | Volume::Container(name) => self.container(name)?,
                 _ => {}
             }
         }

@@ -20,6 +20,9 @@ const DEFAULT_HOSTNAME: &str = "cella";
 /// A program ready to go into a VM.
 pub struct Program {
     pub image: Image,
+    /// The images `mounts` mount (`Mount::Image::drive` n is the n-th,
+    /// from 1), each built if needed.
+    pub volume_images: Vec<Image>,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: String,
@@ -48,6 +51,11 @@ pub fn prepare(
     let volumes = volumes::merged(&cont.volumes, Some(&command.volumes));
     let plan = volumes::plan(project, &volumes, opts)?;
     let image = image_for_run(config, project, &command.container, opts)?;
+    let volume_images = plan
+        .images
+        .iter()
+        .map(|name| image_for_run(config, project, name, opts))
+        .collect::<Result<Vec<_>, _>>()?;
     let image_config = image.info.config.clone().unwrap_or_default();
     let env = environ::environment(
         &project.dir,
@@ -92,6 +100,7 @@ pub fn prepare(
     };
     Ok(Program {
         image,
+        volume_images,
         argv,
         env,
         cwd,

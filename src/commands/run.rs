@@ -239,14 +239,22 @@ pub fn simple_command(
     spec.tty = terminal();
     let server = fs_server(program.shares, &opts.limits)?;
     let machine = opts.machine(command.resources, command.network, &command.ports);
-    let disk = program.image.open_rootfs()?;
+    let mut disks = vec![program.image.open_rootfs()?];
+    for image in &program.volume_images {
+        disks.push(image.open_rootfs()?);
+    }
     let info = &program.image.info;
     let launch_opts = LaunchOptions {
-        warm_images: vec![(info.id.clone(), info.digest.clone())],
+        // A warm snapshot holds only a run's own root: with other images
+        // mounted the run restores the plain one.
+        warm_images: match program.volume_images.is_empty() {
+            true => vec![(info.id.clone(), info.digest.clone())],
+            false => Vec::new(),
+        },
         ..opts.launch()
     };
     Ok(launch::launch(
-        vec![disk],
+        disks,
         spec,
         Some(server),
         machine,

@@ -100,18 +100,21 @@ pub fn run(
     let mut shares: Vec<ShareSpec> = Vec::new();
     let mut children = Vec::new();
     let mut hostname = None;
+    let mut volume_images = false;
     for child in selected {
         let program = prepare(config, project, &child.command, &[], opts)?;
-        let drive = match images
-            .iter()
-            .position(|i| i.info.id == program.image.info.id)
-        {
-            Some(drive) => drive,
-            None => {
-                images.push(program.image);
-                images.len() - 1
-            }
-        };
+        // Each image once, in the drive of its index.
+        let mut drive_of =
+            |image: Image| match images.iter().position(|i| i.info.id == image.info.id) {
+                Some(drive) => drive,
+                None => {
+                    images.push(image);
+                    images.len() - 1
+                }
+            };
+        let drive = drive_of(program.image);
+        volume_images |= !program.volume_images.is_empty();
+        let volume_drives: Vec<usize> = program.volume_images.into_iter().map(drive_of).collect();
         if images.len() > MAX_IMAGES {
             return Err(CommandError::Usage(format!(
                 "{name}: its children use more than {MAX_IMAGES} containers"
@@ -121,6 +124,26 @@ pub fn run(
             .mounts
             .into_iter()
             .map(|m| merge_share(m, &program.shares, &mut shares))
+            .map(|m| match m {
+                // The child's own drive numbers (from 1) as the VM's.
+                Mount::Image {
+                    target,
+                    drive,
+                    writable,
+                    size,
+                    owner,
+                } => Mount::Image {
+                    target,
+                    drive: volume_drives
+                        .get((drive as usize).wrapping_sub(1))
+                        .and_then(|d| u32::try_from(*d).ok())
+                        .unwrap_or(u32::MAX),
+                    writable,
+                    size,
+                    owner,
+                },
+                other => other,
+            })
             .collect();
         hostname.get_or_insert(program.hostname);
         children.push(ChildSpec {
@@ -131,7 +154,7 @@ pub fn run(
             uid: program.uid,
             gid: program.gid,
             groups: program.groups,
-            rootfs_device: format!("/dev/vd{}", char::from(b'a' + drive as u8)),
+            rootfs_device: guest_init::drive_device(u32::try_from(drive).unwrap_or(u32::MAX)),
             mounts,
             read_only_root: program.read_only_root,
         });
@@ -157,10 +180,14 @@ pub fn run(
         .map(Image::open_rootfs)
         .collect::<Result<Vec<_>, _>>()?;
     let launch_opts = LaunchOptions {
-        warm_images: images
-            .iter()
-            .map(|i| (i.info.id.clone(), i.info.digest.clone()))
-            .collect(),
+        // A warm snapshot holds the children's roots only.
+        warm_images: match volume_images {
+            false => images
+                .iter()
+                .map(|i| (i.info.id.clone(), i.info.digest.clone()))
+                .collect(),
+            true => Vec::new(),
+        },
         ..opts.launch()
     };
     Ok(launch::launch(

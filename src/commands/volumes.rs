@@ -43,8 +43,8 @@ pub enum VolumeError {
         #[source]
         source: Box<FsError>,
     },
-    #[error("volume {target}: !Snapshot of another container (`container: {container}`) is not supported yet")]
-    SnapshotContainer { target: String, container: String },
+    #[error("volume {target}: a run mounts at most {MAX_VOLUME_IMAGES} other containers")]
+    TooManyImages { target: String },
     #[error("cache directory \"{name}\"")]
     CacheDir {
         name: String,
@@ -82,8 +82,35 @@ pub struct Plan {
     pub mounts: Vec<Mount>,
     /// The host directories, indexed as `Mount::Share::share`.
     pub shares: Vec<ShareSpec>,
+    /// The containers whose images are mounted (`!Container`,
+    /// `!Snapshot { container }`): `Mount::Image::drive` n is the n-th
+    /// (from 1; drive 0 is the run's own root).
+    pub images: Vec<String>,
     /// The project directory's device and inode: its share hides `.cella`.
     project: (u64, u64),
+}
+
+/// The most other containers one run mounts: with its own root, a VM
+/// has at most 8 drives.
+pub const MAX_VOLUME_IMAGES: usize = 7;
+
+impl Plan {
+    /// The drive of container `name`'s image, from 1, added if new.
+    fn image(&mut self, name: &str, target: &str) -> Result<u32, VolumeError> {
+        let index = match self.images.iter().position(|n| n == name) {
+            Some(i) => i,
+            None if self.images.len() >= MAX_VOLUME_IMAGES => {
+                return Err(VolumeError::TooManyImages {
+                    target: target.to_owned(),
+                })
+            }
+            None => {
+                self.images.push(name.to_owned());
+                self.images.len() - 1
+            }
+        };
+        Ok(u32::try_from(index + 1).unwrap_or(u32::MAX))
+    }
 }
 
 /// The volumes of a run: the container's, then the command's over them.
@@ -108,6 +135,7 @@ pub fn plan(
     let mut plan = Plan {
         mounts: Vec::new(),
         shares: Vec::new(),
+        images: Vec::new(),
         project: (meta.dev, meta.ino),
     };
     if !volumes.contains_key(WORK) {
@@ -190,19 +218,30 @@ pub fn plan(
                 owner_gid,
                 container,
             } => {
-                if let Some(container) = container {
-                    return Err(VolumeError::SnapshotContainer {
+                let owner = (owner_uid.is_some() || owner_gid.is_some())
+                    .then(|| (owner_uid.unwrap_or(0), owner_gid.unwrap_or(0)));
+                match container {
+                    Some(name) => Mount::Image {
                         target: target.clone(),
-                        container: container.clone(),
-                    });
-                }
-                Mount::Snapshot {
-                    target: target.clone(),
-                    size: *size,
-                    owner: (owner_uid.is_some() || owner_gid.is_some())
-                        .then(|| (owner_uid.unwrap_or(0), owner_gid.unwrap_or(0))),
+                        drive: plan.image(name, target)?,
+                        writable: true,
+                        size: *size,
+                        owner,
+                    },
+                    None => Mount::Snapshot {
+                        target: target.clone(),
+                        size: *size,
+                        owner,
+                    },
                 }
             }
+            Volume::Container(name) => Mount::Image {
+                target: target.clone(),
+                drive: plan.image(name, target)?,
+                writable: false,
+                size: None,
+                owner: None,
+            },
         };
         plan.mounts.push(mount);
     }
@@ -530,6 +569,50 @@ mod tests {
             } => assert_eq!((*share, *read_only), (2, true)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn other_containers_get_a_drive_each() {
+        // `c` itself is the one other container this config has.
+        let (_dir, config, project) = setup(
+            "      /a: !Container c\n      /b: !Snapshot { container: c, size: 1Mi }\n      /c: !Snapshot {}\n",
+        );
+        let plan = plan(
+            &project,
+            &config.containers["c"].volumes,
+            &RunOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(plan.images, ["c"]);
+        let drives: Vec<_> = plan
+            .mounts
+            .iter()
+            .filter_map(|m| match m {
+                Mount::Image {
+                    target,
+                    drive,
+                    writable,
+                    size,
+                    ..
+                } => Some((target.as_str(), *drive, *writable, *size)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            drives,
+            [("/a", 1, false, None), ("/b", 1, true, Some(1 << 20))]
+        );
+        assert!(matches!(&plan.mounts[2], Mount::Snapshot { target, .. } if target == "/c"));
+
+        // A project cannot make a VM of a thousand drives.
+        let many: BTreeMap<String, Volume> = (0..=MAX_VOLUME_IMAGES)
+            .map(|i| (format!("/v{i}"), Volume::Container(format!("c{i}"))))
+            .collect();
+        let err = super::plan(&project, &many, &RunOptions::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "volume /v7: a run mounts at most 7 other containers"
+        );
     }
 
     #[test]

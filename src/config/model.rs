@@ -345,7 +345,11 @@ pub enum Volume {
     /// `!CacheDir NAME`: a directory of the project's `.cella/cache/`,
     /// writable, kept between runs and shared by every command naming it.
     CacheDir(String),
-    /// `!Snapshot {size?, owner-uid?, owner-gid?, container?}`.
+    /// `!Container NAME`: the root of another container's image,
+    /// read-only.
+    Container(String),
+    /// `!Snapshot {size?, owner-uid?, owner-gid?, container?}`: with
+    /// `container`, that container's root rather than the directory.
     Snapshot {
         size: Option<u64>,
         owner_uid: Option<u32>,
@@ -390,6 +394,7 @@ impl Volume {
         "Persistent",
         "CacheDir",
         "Snapshot",
+        "Container",
     ];
 }
 

@@ -644,12 +644,12 @@ fn bad_volumes() {
     assert_eq!(
         load_err(&volumes("      /tmp: !Tmp {}\n")),
         "/p/cella.yaml:4:13: containers.base.volumes./tmp: unknown tag !Tmp, \
-         expected one of !Tmpfs, !BindRW, !BindRO, !Empty, !Persistent, !CacheDir, !Snapshot"
+         expected one of !Tmpfs, !BindRW, !BindRO, !Empty, !Persistent, !CacheDir, !Snapshot, !Container"
     );
     assert_eq!(
         load_err(&volumes("      /tmp: { size: 1 }\n")),
         "/p/cella.yaml:4:13: containers.base.volumes./tmp: missing tag, \
-         expected one of !Tmpfs, !BindRW, !BindRO, !Empty, !Persistent, !CacheDir, !Snapshot"
+         expected one of !Tmpfs, !BindRW, !BindRO, !Empty, !Persistent, !CacheDir, !Snapshot, !Container"
     );
     assert_eq!(
         load_err(&volumes("      /e: !Empty x\n")),

@@ -66,6 +66,16 @@ impl Decoder<'_> {
                     .map_err(|message| self.invalid(node.pos, path, message))?;
                 Volume::CacheDir(name)
             }
+            "Container" => {
+                let name = self.tagged_string(node, path)?;
+                refs.push(Reference {
+                    from: owner.to_owned(),
+                    to: name.clone(),
+                    at: self.at(node.pos, path),
+                    step: None,
+                });
+                Volume::Container(name)
+            }
             "Snapshot" => {
                 let fields = self.fields(node, path, SNAPSHOT_FIELDS)?;
                 let container = match fields.get("container") {

@@ -375,3 +375,40 @@ commands:
     assert!(stderr.contains("vagga.yaml:12:"), "{stderr}");
     assert!(stderr.contains("nope"), "{stderr}");
 }
+
+/// vagga's `!CacheDirs`: a build's directory kept between builds in the
+/// project's cache (the one a `!CacheDir` volume mounts), never in the
+/// image.
+#[test]
+fn cache_dirs_outlive_builds_and_stay_out_of_images() {
+    let Some(a) = assets() else { return };
+    let p = Project::new(a, "");
+    let d = p.path();
+    std::fs::remove_file(d.join("cella.yaml")).expect("rm");
+    std::fs::write(
+        d.join("vagga.yaml"),
+        r#"containers:
+  cached:
+    setup:
+    - !Tar { url: ./rootfs.tar }
+    - !CacheDirs { /var/cache/dl: dl }
+    - !Sh "echo built >> /var/cache/dl/log; wc -l < /var/cache/dl/log > /builds"
+commands:
+  show: !Command
+    container: cached
+    volumes: { /c: !CacheDir dl }
+    run: "cat /builds; wc -l < /c/log; ls -A /var/cache/dl | wc -l"
+"#,
+    )
+    .expect("write");
+    for _ in 0..2 {
+        let (status, stdout, stderr) = run(&p, &["_build", "--force", "cached"]);
+        assert_eq!(status, Some(0), "{stderr}");
+        assert_eq!(stdout, "", "{stderr}");
+    }
+    let (status, stdout, stderr) = run(&p, &["show"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(stdout, "2\n2\n0\n", "{stderr}");
+    let log = std::fs::read_to_string(d.join(".cella/cache/dl/log")).expect("cache");
+    assert_eq!(log, "built\nbuilt\n");
+}

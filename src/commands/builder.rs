@@ -11,7 +11,7 @@ use guest_init::{Build, Mount, RunSpec};
 use super::error::CommandError;
 use super::options::RunOptions;
 use super::project::Project;
-use super::volumes::WORK;
+use super::volumes::{CACHES, WORK};
 use crate::config::{Config, Container, Network};
 use crate::devices::virtio::fs::server::ShareSpec;
 use crate::hostfs::Dir;
@@ -28,6 +28,8 @@ struct VmRunner<'a> {
     opts: &'a RunOptions,
     /// The project directory, shared at /work as vagga's builds see it.
     project: &'a std::path::Path,
+    /// The project's store (`.cella/`), for `!CacheDirs`.
+    store: &'a Store,
     /// What the VMs boot, hashed on first use.
     tools: Option<BuiltWith>,
 }
@@ -89,6 +91,24 @@ impl ProgramRunner for VmRunner<'_> {
                 share: 1,
                 read_only: true,
             });
+        }
+        // `!CacheDirs`: the project's cache directories (those `!CacheDir`
+        // volumes mount), writable, kept between builds; never through a
+        // link, and only the user's own.
+        if !needs.caches.is_empty() {
+            let parent = self.store.subdir(CACHES)?;
+            for (target, name) in &needs.caches {
+                let rel = std::path::Path::new(name);
+                parent.mkdir(rel, 0o700)?;
+                let dir = parent.open_dir(rel)?;
+                dir.check_owner()?;
+                spec.mounts.push(Mount::Share {
+                    target: target.clone(),
+                    share: u32::try_from(shares.len()).unwrap_or(u32::MAX),
+                    read_only: false,
+                });
+                shares.push(ShareSpec::new(dir, false, Vec::new())?);
+            }
         }
         let server = Some(fs_server(shares, &self.opts.limits)?);
         let mut io = BuildIo::new(export);
@@ -166,6 +186,7 @@ pub fn build_in<'c>(
     let mut runner = VmRunner {
         opts,
         project: &config.project_dir,
+        store,
         tools: None,
     };
     BuildCtx {

@@ -314,7 +314,7 @@ fn store_share(
 
 const VOLUMES: &str = "volumes";
 /// Where `!CacheDir` volumes live in `.cella/`.
-const CACHES: &str = "cache";
+pub const CACHES: &str = "cache";
 
 /// The host directory of a bind, opened: in the project, or under a
 /// directory the user allowed, reached beneath it without following any

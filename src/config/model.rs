@@ -148,6 +148,11 @@ pub enum Step {
     Remove(String),
     /// `!Env {K: V}`: environment for the later build steps of this container.
     Env(BTreeMap<String, String>),
+    /// `!CacheDirs {/guest/path: NAME}`: for the later program steps of
+    /// this container, the project's cache directory NAME
+    /// (`.cella/cache/NAME`, the one a `!CacheDir NAME` volume mounts)
+    /// at each path, kept between builds, as vagga's.
+    CacheDirs(BTreeMap<String, String>),
     /// `!Depends path`: the content of a project file or directory joins the image id.
     Depends {
         /// As written.
@@ -274,6 +279,7 @@ impl Step {
         "EmptyDir",
         "Remove",
         "Env",
+        "CacheDirs",
         "Depends",
         "Build",
         "Debian",
@@ -296,6 +302,7 @@ impl Step {
             Step::EmptyDir(_) => "EmptyDir",
             Step::Remove(_) => "Remove",
             Step::Env(_) => "Env",
+            Step::CacheDirs(_) => "CacheDirs",
             Step::Depends { .. } => "Depends",
             Step::Build { .. } => "Build",
             Step::Debian(_) => "Debian",

@@ -977,3 +977,29 @@ fn tar_install_stands_for_tar_sh_and_remove() {
         "/p/cella.yaml:4:54: containers.base.setup[0].subdir: expected a directory inside the archive, found \"../x\""
     );
 }
+
+#[test]
+fn cache_dirs_map_guest_paths_to_cache_names() {
+    let (_dir, path) = project(
+        "vagga.yaml",
+        "containers:\n  base:\n    setup:\n    - !CacheDirs { /tmp/pip//http/: pip-http, /root/.npm: npm }\n",
+    );
+    let config = load(&path, 1 << 20).unwrap();
+    let Step::CacheDirs(dirs) = &config.containers["base"].setup[0].step else {
+        panic!("{:?}", config.containers["base"].setup)
+    };
+    let dirs: Vec<(&str, &str)> = dirs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(dirs, [("/root/.npm", "npm"), ("/tmp/pip/http", "pip-http")]);
+    for (yaml, want) in [
+        ("{ /x: ../up }", "expected a volume name"),
+        ("{ /x: a/b }", "expected a volume name"),
+        ("{ relative: a }", "containers.base.setup[0].relative"),
+        ("{ /: a }", "outside / itself and /work"),
+        ("{ /work/cache: a }", "outside / itself and /work"),
+        ("[a]", "expected a mapping"),
+    ] {
+        let err = load_err(&steps(&format!("    - !CacheDirs {yaml}\n")));
+        assert!(err.contains("/p/cella.yaml:4:"), "{yaml}: {err}");
+        assert!(err.contains(want), "{yaml}: {err}");
+    }
+}

@@ -147,6 +147,7 @@ impl Decoder<'_> {
             "EmptyDir" => Step::EmptyDir(self.tagged_container_path(node, path)?),
             "Remove" => Step::Remove(self.tagged_container_path(node, path)?),
             "Env" => Step::Env(self.variables(node, path)?),
+            "CacheDirs" => Step::CacheDirs(self.cache_dirs(node, path)?),
             "Depends" => {
                 let text = self.tagged_string(node, path)?;
                 let rel = self.project_path(node.pos, path, &text)?;
@@ -647,6 +648,40 @@ impl Decoder<'_> {
     }
 }
 
+/// The most cache directories one `!CacheDirs` maps.
+const MAX_CACHE_DIRS: usize = 16;
+
+impl Decoder<'_> {
+    /// `!CacheDirs`: absolute guest paths (normalised) to cache names.
+    fn cache_dirs(&self, node: &Node, path: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut dirs = BTreeMap::new();
+        for entry in self.entries(node, path)? {
+            let dir_path = join(path, &entry.key);
+            let guest = scalars::container_path(&entry.key)
+                .map_err(|message| self.invalid(entry.key_pos, &dir_path, message))?;
+            if guest == "/" || guest == "/work" || guest.starts_with("/work/") {
+                return Err(self.invalid(
+                    entry.key_pos,
+                    &dir_path,
+                    "a cache directory goes outside / itself and /work (the project)".into(),
+                ));
+            }
+            let name = self.string(entry.value, &dir_path)?;
+            scalars::volume_name(&name)
+                .map_err(|message| self.invalid(entry.value.pos, &dir_path, message))?;
+            dirs.insert(guest, name);
+            if dirs.len() > MAX_CACHE_DIRS {
+                return Err(self.invalid(
+                    entry.key_pos,
+                    &dir_path,
+                    format!("at most {MAX_CACHE_DIRS} cache directories"),
+                ));
+            }
+        }
+        Ok(dirs)
+    }
+}
+
 /// What to write instead of a vagga step cella does not have.
 fn vagga_advice(tag: &str) -> Option<&'static str> {
     const PACKAGES: &str = "run the package manager in a `!Sh` step with `build-network: user` \
@@ -669,7 +704,6 @@ fn vagga_advice(tag: &str) -> Option<&'static str> {
         "BuildDeps" => "`!Install` the packages, and remove them in a `!Sh` step at the end",
         "RunAs" => "a `!Sh` step that runs `su` or `setpriv` for the user",
         "Unzip" => "`!Download` the archive, then `!Sh unzip` it in a container that has unzip",
-        "CacheDirs" => "build caches are not kept between builds yet",
         "Py2Install"
         | "Py3Install"
         | "Py2Requirements"

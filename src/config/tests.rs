@@ -65,7 +65,7 @@ pub(super) fn simple(config: &Config, name: &str) -> SimpleCommand {
 }
 
 const STEP_TAGS: &str = "one of !Tar, !Download, !Image, !Container, !Sh, !Cmd, !Text, !Copy, \
-                         !EnsureDir, !EmptyDir, !Remove, !Env, !Depends, !Build, !Debian, !Install, \
+                         !EnsureDir, !EmptyDir, !Remove, !Env, !CacheDirs, !Depends, !Build, !Debian, !Install, \
                          !TarInstall";
 
 pub(super) const BASE: &str = "\

@@ -60,12 +60,14 @@ pub trait ProgramRunner {
 }
 
 /// What a batch's build VM needs besides its root.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchNeeds {
     /// A NIC (`!Install`, or `build-network: user`).
     pub network: bool,
     /// The shared apt cache mounted (`!Install`).
     pub apt_cache: bool,
+    /// `!CacheDirs`: guest path → the project's cache directory name.
+    pub caches: Vec<(String, String)>,
 }
 
 /// What a build needs besides the container.
@@ -291,6 +293,11 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             Step::Copy(c) => format!("{} to {}", c.source, c.path),
             Step::EnsureDir(p) | Step::EmptyDir(p) | Step::Remove(p) => p.clone(),
             Step::Env(vars) => vars.keys().cloned().collect::<Vec<_>>().join(" "),
+            Step::CacheDirs(dirs) => dirs
+                .iter()
+                .map(|(path, name)| format!("{path}={name}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             Step::Depends { path, .. } => path.clone(),
             Step::Build {
                 container,
@@ -419,7 +426,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 self.env.extend(vars.clone());
                 Ok(())
             }
-            Step::Depends { .. } => Ok(()),
+            Step::Depends { .. } | Step::CacheDirs(_) => Ok(()),
             Step::Build {
                 container,
                 source,
@@ -567,9 +574,19 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         env.extend(self.env.clone());
         let setup = &self.container.setup[start..end];
         let installs = setup.iter().any(|s| matches!(s.step, Step::Install(_)));
+        // The cache directories of the `!CacheDirs` before the batch.
+        let caches = self.container.setup[..start]
+            .iter()
+            .filter_map(|s| match &s.step {
+                Step::CacheDirs(dirs) => Some(dirs.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect::<BTreeMap<String, String>>();
         let needs = BatchNeeds {
             network: installs || self.container.build_network == Network::User,
             apt_cache: installs,
+            caches: caches.into_iter().collect(),
         };
         let mut steps: Vec<BuildStep> = (start..end)
             .map(|i| BuildStep {

@@ -307,6 +307,7 @@ impl<'a> Versions<'a> {
             Step::EmptyDir(path) => json!({ "EmptyDir": path }),
             Step::Remove(path) => json!({ "Remove": path }),
             Step::Env(vars) => json!({ "Env": vars }),
+            Step::CacheDirs(dirs) => json!({ "CacheDirs": dirs }),
             Step::Depends { path, rel } => {
                 let content = self
                     .tree_digest(rel, &Filter::default())

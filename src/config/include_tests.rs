@@ -6,22 +6,8 @@
 use std::fs;
 use std::path::Path;
 
+use super::mixin_tests::{command_text as run_text, write};
 use super::*;
-
-fn write(dir: &Path, name: &str, text: &str) {
-    let path = dir.join(name);
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).unwrap();
-    }
-    fs::write(path, text).unwrap();
-}
-
-fn run_text(config: &Config, name: &str) -> String {
-    match &config.commands[name].kind {
-        CommandKind::Command(c) => c.run.last().cloned().unwrap_or_default(),
-        CommandKind::Supervise(_) => panic!("{name} is a !Supervise"),
-    }
-}
 
 fn load_err(path: &Path) -> String {
     load(path, 1 << 20).unwrap_err().to_string()

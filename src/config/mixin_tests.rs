@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::*;
 
-fn write(dir: &Path, name: &str, text: &str) {
+pub(super) fn write(dir: &Path, name: &str, text: &str) {
     let path = dir.join(name);
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).unwrap();
@@ -16,7 +16,7 @@ fn write(dir: &Path, name: &str, text: &str) {
     fs::write(path, text).unwrap();
 }
 
-fn command_text(config: &Config, name: &str) -> String {
+pub(super) fn command_text(config: &Config, name: &str) -> String {
     match &config.commands[name].kind {
         CommandKind::Command(c) => c.run.last().cloned().unwrap_or_default(),
         CommandKind::Supervise(_) => panic!("{name} is a !Supervise"),

@@ -307,6 +307,15 @@ pub fn cella_with(
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
+/// The value of line `name` of a /proc status file, or "".
+pub fn status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// Each thread of process `pid` other than KVM's own kernel workers, as
 /// "NAME Seccomp=N NoNewPrivs=N CapEff=HEX" from its /proc status.
 pub fn thread_status(pid: u32) -> Vec<String> {
@@ -318,13 +327,7 @@ pub fn thread_status(pid: u32) -> Vec<String> {
         let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
             continue;
         };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}:")))
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_default()
-        };
+        let field = |name: &str| status_field(&status, name);
         let name = field("Name");
         // KVM's kernel workers (kvm-nx-lpage-recovery) share the thread
         // group but run no code of cella's.
@@ -377,13 +380,7 @@ impl HelperWatch {
                     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
                         continue;
                     };
-                    let field = |name: &str| {
-                        status
-                            .lines()
-                            .find_map(|l| l.strip_prefix(&format!("{name}:")))
-                            .map(|v| v.trim().to_owned())
-                            .unwrap_or_default()
-                    };
+                    let field = |name: &str| status_field(&status, name);
                     let mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
                     let mnt = if mnt == own_mnt { "same" } else { "other" };
                     seen.insert(

@@ -116,8 +116,9 @@ fn wait_for_media(device: &str, deadline: Instant) -> io::Result<()> {
     }
 }
 
-/// Mounts the root device read-only at `lower`, waiting briefly for its device node.
-fn mount_lower(device: &str, lower: &str) -> io::Result<()> {
+/// Mounts the root device read-only at `lower`, waiting briefly for its
+/// device node (also another container's root, as a volume).
+pub fn mount_lower(device: &str, lower: &str) -> io::Result<()> {
     let deadline = Instant::now() + DEVICE_TIMEOUT;
     wait_for_media(device, deadline)?;
     loop {
@@ -128,16 +129,6 @@ fn mount_lower(device: &str, lower: &str) -> io::Result<()> {
             other => return other.map_err(|e| ctx(&format!("mount erofs {device} on {lower}"), e)),
         }
     }
-}
-
-/// Mounts the erofs image in `device` read-only at `target` (another
-/// container's root, as a volume), once the host has put it in.
-pub fn mount_image(device: &str, target: &str) -> io::Result<()> {
-    mount_lower(device, target)?;
-    let flags =
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
-    sys::mount("none", target, None, flags, None)
-        .map_err(|e| ctx(&format!("remount {target} nosuid"), e))
 }
 
 /// The initramfs's root directory, opened before anything covers it.

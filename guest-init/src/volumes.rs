@@ -227,7 +227,8 @@ pub fn mount_all(mounts: &[Mount], shares: &Shares, read_only_root: bool) -> io:
                 owner,
                 ..
             } => {
-                crate::mounts::mount_image(&guest_init::drive_device(*drive), target)?;
+                crate::mounts::mount_lower(&guest_init::drive_device(*drive), target)?;
+                remount(target, NOSUID_NODEV | libc::MS_RDONLY)?;
                 if *writable {
                     snapshot(target, index, *size, *owner)?;
                 }

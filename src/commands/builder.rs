@@ -11,7 +11,7 @@ use guest_init::{Build, Mount, RunSpec};
 use super::error::CommandError;
 use super::options::RunOptions;
 use super::project::Project;
-use super::volumes::{CACHES, WORK};
+use super::volumes::{store_dir, CACHES, WORK};
 use crate::config::{Config, Container, Network};
 use crate::devices::virtio::fs::server::ShareSpec;
 use crate::hostfs::Dir;
@@ -95,20 +95,14 @@ impl ProgramRunner for VmRunner<'_> {
         // `!CacheDirs`: the project's cache directories (those `!CacheDir`
         // volumes mount), writable, kept between builds; never through a
         // link, and only the user's own.
-        if !needs.caches.is_empty() {
-            let parent = self.store.subdir(CACHES)?;
-            for (target, name) in &needs.caches {
-                let rel = std::path::Path::new(name);
-                parent.mkdir(rel, 0o700)?;
-                let dir = parent.open_dir(rel)?;
-                dir.check_owner()?;
-                spec.mounts.push(Mount::Share {
-                    target: target.clone(),
-                    share: u32::try_from(shares.len()).unwrap_or(u32::MAX),
-                    read_only: false,
-                });
-                shares.push(ShareSpec::new(dir, false, Vec::new())?);
-            }
+        for (target, name) in &needs.caches {
+            let dir = store_dir(self.store, CACHES, name, true)?;
+            spec.mounts.push(Mount::Share {
+                target: target.clone(),
+                share: u32::try_from(shares.len()).unwrap_or(u32::MAX),
+                read_only: false,
+            });
+            shares.push(ShareSpec::new(dir, false, Vec::new())?);
         }
         let server = Some(fs_server(shares, &self.opts.limits)?);
         let mut io = BuildIo::new(export);

@@ -13,7 +13,7 @@ use super::project::Project;
 use crate::config::{Bind, Config, HostDir, Location, Volume};
 use crate::devices::virtio::fs::server::ShareSpec;
 use crate::hostfs::{Dir, FsError, Kind, Shown};
-use crate::image::store::STATE_DIR;
+use crate::image::store::{Store, STATE_DIR};
 
 /// Where the project is in every guest.
 pub const WORK: &str = "/work";
@@ -299,17 +299,29 @@ fn store_share(
     create: bool,
     target: &str,
 ) -> Result<Mount, FsError> {
-    let parent = project.store.subdir(subdir).map_err(|e| e.0)?;
-    if create {
-        parent.mkdir(Path::new(name), 0o700)?;
-    }
-    let dir = parent.open_dir(Path::new(name))?;
-    dir.check_owner()?;
+    let dir = store_dir(&project.store, subdir, name, create)?;
     Ok(Mount::Share {
         target: target.to_owned(),
         share: plan.share(dir, false)?,
         read_only: false,
     })
+}
+
+/// `.cella/SUBDIR/NAME` of `store`, made first if `create`: reached
+/// without following a link, and refused unless it is the user's own.
+pub(super) fn store_dir(
+    store: &Store,
+    subdir: &str,
+    name: &str,
+    create: bool,
+) -> Result<Dir, FsError> {
+    let parent = store.subdir(subdir).map_err(|e| e.0)?;
+    if create {
+        parent.mkdir(Path::new(name), 0o700)?;
+    }
+    let dir = parent.open_dir(Path::new(name))?;
+    dir.check_owner()?;
+    Ok(dir)
 }
 
 const VOLUMES: &str = "volumes";

@@ -8,7 +8,7 @@ use super::checks::{
     check_aliases, check_init_commands, check_prerequisites, check_references, Reference,
 };
 use super::error::{ConfigError, Location, Pos};
-use super::model::{Config, Container, EnvironFile, BUILTIN_COMMANDS};
+use super::model::{included_file, Config, Container, EnvironFile, BUILTIN_COMMANDS};
 use super::scalars;
 use super::yaml::{Node, Value};
 
@@ -92,17 +92,11 @@ pub(super) struct Decoder<'a> {
 
 impl Decoder<'_> {
     pub(super) fn at(&self, pos: Pos, field: &str) -> Location {
-        let included = match pos.file {
-            0 => None,
-            n => self
-                .includes
-                .borrow()
-                .files
-                .get(usize::from(n) - 1)
-                .cloned(),
-        };
+        let table = self.includes.borrow();
         Location {
-            file: included.unwrap_or_else(|| self.file.to_path_buf()),
+            file: included_file(&table.files, pos)
+                .unwrap_or(self.file)
+                .to_path_buf(),
             pos,
             field: field.to_owned(),
         }

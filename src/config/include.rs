@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 
 use super::error::{join, ConfigError, Location, Pos};
+use super::model::included_file;
 use super::settings;
 use super::yaml::{self, Node, Value};
 use crate::hostfs::{walk, Dir, EntryKind, Filter, FsError, Kind};
@@ -217,7 +218,7 @@ impl Includer<'_> {
         pos: Pos,
         at: &At<'_>,
     ) -> Result<Vec<(PathBuf, String)>, ConfigError> {
-        let project = self.project_dir(pos, at)?;
+        let project = self.held_project(pos, at)?;
         let fs_error = |e: FsError| self.invalid(pos, at, crate::text::error_chain(&e, ": "));
         match project.lstat(&pattern.dir).map_err(fs_error)? {
             None => return Ok(Vec::new()),
@@ -258,7 +259,8 @@ impl Includer<'_> {
         Ok(found)
     }
 
-    fn project_dir(&self, pos: Pos, at: &At<'_>) -> Result<&Dir, ConfigError> {
+    /// The project directory, held open.
+    fn held_project(&self, pos: Pos, at: &At<'_>) -> Result<&Dir, ConfigError> {
         self.project.as_ref().map_err(|e| {
             self.invalid(
                 pos,
@@ -280,20 +282,21 @@ impl Includer<'_> {
                 format!("includes nested more than {MAX_DEPTH} deep"),
             ));
         }
+        let path = self.project_dir.join(rel);
+        // The error reads the table: no borrow of it may be held then.
+        if self.table.borrow().files.len() >= MAX_INCLUDES {
+            return Err(self.invalid(
+                pos,
+                at,
+                format!("more than {MAX_INCLUDES} included files in all"),
+            ));
+        }
         let index = {
             let mut table = self.table.borrow_mut();
-            if table.files.len() >= MAX_INCLUDES {
-                return Err(self.invalid(
-                    pos,
-                    at,
-                    format!("more than {MAX_INCLUDES} included files in all"),
-                ));
-            }
-            table.files.push(self.project_dir.join(rel));
+            table.files.push(path.clone());
             table.files.len()
         };
-        let path = self.project_dir.join(rel);
-        let project = self.project_dir(pos, at)?;
+        let project = self.held_project(pos, at)?;
         let bytes = project
             .read(rel, self.max_bytes)
             .map_err(|e| self.invalid(pos, at, crate::text::error_chain(&e, ": ")))?;
@@ -347,16 +350,9 @@ impl Includer<'_> {
     }
 
     fn invalid(&self, pos: Pos, at: &At<'_>, message: String) -> ConfigError {
-        let file = match pos.file {
-            0 => self.file.to_path_buf(),
-            n => self
-                .table
-                .borrow()
-                .files
-                .get(usize::from(n) - 1)
-                .cloned()
-                .unwrap_or_else(|| self.file.to_path_buf()),
-        };
+        let file = included_file(&self.table.borrow().files, pos)
+            .unwrap_or(self.file)
+            .to_path_buf();
         ConfigError::Invalid {
             at: Location {
                 file,

@@ -169,6 +169,17 @@ fn hostile_includes_are_refused_with_their_place() {
     );
     let err = load_err(&main);
     assert!(err.contains("more than 64 included files"), "{err}");
+    // The same from inside an included file, whose position names it.
+    let inner: String = (0..70).map(|i| format!("c{i}: *x\n")).collect();
+    write(
+        &d,
+        "many.yaml",
+        &format!("_x: &x !*Include one.yaml\n{inner}"),
+    );
+    write(&d, "cella.yaml", "containers: !*Include many.yaml\n");
+    let err = load_err(&main);
+    assert!(err.contains("many.yaml:"), "{err}");
+    assert!(err.contains("more than 64 included files"), "{err}");
     // An included file is held to limits.config.
     write(&d, "big.yaml", &format!("# {}\n", "x".repeat(2000)));
     write(

@@ -25,14 +25,17 @@ impl Config {
     /// The file `pos` is in: an included file, or `holder` (the file of
     /// the container or command it belongs to).
     pub fn file_of<'a>(&'a self, holder: &'a std::path::Path, pos: Pos) -> &'a std::path::Path {
-        match pos.file {
-            0 => holder,
-            n => self
-                .includes
-                .get(usize::from(n) - 1)
-                .map_or(holder, PathBuf::as_path),
-        }
+        included_file(&self.includes, pos).unwrap_or(holder)
     }
+}
+
+/// The included file `pos` is in, of those `files` lists (`Pos::file` n
+/// is the n-th); None for a position in the file holding it (0).
+pub(super) fn included_file(files: &[PathBuf], pos: Pos) -> Option<&std::path::Path> {
+    usize::from(pos.file)
+        .checked_sub(1)
+        .and_then(|i| files.get(i))
+        .map(PathBuf::as_path)
 }
 
 /// A container: a root filesystem built from its setup steps.

@@ -142,7 +142,7 @@ pub fn confine(
     let ruleset = if nnp { ruleset(write)? } else { None };
     let confined = match (&ruleset, abi_version()) {
         (None, _) => Confined::Not,
-        (Some(_), v) if v >= 6 => Confined::Fully,
+        (Some(_), v) if v >= WANTED as i64 => Confined::Fully,
         (Some(_), _) => Confined::Partly,
     };
     say(program, confined);
@@ -244,8 +244,10 @@ fn ruleset(write: &[&Path]) -> Result<Option<OwnedFd>, JailError> {
             Err(_) if !write.contains(&path.as_path()) => continue,
             Err(e) => return Err(JailError::Open(path, e)),
         };
-        // A file takes only a file's rights.
-        let dir = path.metadata().map(|m| m.is_dir()).unwrap_or(false);
+        // A file takes only a file's rights; asked of the fd just opened,
+        // not of the path again.
+        let dir = rustix::fs::fstat(&fd)
+            .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir());
         let access = if dir {
             access
         } else {

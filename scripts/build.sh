@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # g++: libfuzzer-sys compiles libFuzzer for scripts/fuzz.sh.
-packages=(gcc g++ make flex bison bc libelf-dev libssl-dev cpio xz-utils erofs-utils linux-source-6.12 passt mmdebstrap uidmap python3 skopeo podman runc umoci docker-registry)
+packages=(gcc g++ make flex bison bc libelf-dev libssl-dev cpio xz-utils erofs-utils linux-source-6.12 passt mmdebstrap uidmap git python3 skopeo podman runc umoci docker-registry)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,6 +11,7 @@ mod commands;
 mod decode;
 pub mod docopt;
 mod error;
+mod git;
 mod include;
 #[cfg(test)]
 mod include_tests;
@@ -41,12 +42,13 @@ use std::path::{Path, PathBuf};
 use crate::hostfs::{Dir, FsError, Kind};
 
 pub use error::{ConfigError, Location, Pos};
+pub use git::{is_commit_id, GitScheme, GitUrl};
 pub use knobs::Knobs;
 pub use model::{
     Bind, Child, Command, CommandInfo, CommandKind, Config, Container, CopyStep, DebianStep,
-    EnvironFile, HostDir, ImageSource, ImageStep, NameRef, Network, Pid1Mode, PortMap, RegistryRef,
-    Resources, SetupStep, SimpleCommand, Step, Supervise, SuperviseMode, Volume, WriteMode,
-    BUILTIN_COMMANDS, DEFAULT_DEBIAN_MIRROR,
+    EnvironFile, GitStep, HostDir, ImageSource, ImageStep, NameRef, Network, Pid1Mode, PortMap,
+    RegistryRef, Resources, SetupStep, SimpleCommand, Step, Supervise, SuperviseMode, Volume,
+    WriteMode, BUILTIN_COMMANDS, DEFAULT_DEBIAN_MIRROR,
 };
 pub use settings::{Limits, NetworkPolicy, Registries, Settings, SettingsError};
 

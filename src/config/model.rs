@@ -169,6 +169,9 @@ pub enum Step {
     /// `!Install [packages]`: apt-get install in a build VM with a NIC,
     /// the .debs cached in the user's cache directory; never empty.
     Install(Vec<String>),
+    /// `!Git {url, revision?, branch?, path}`: a repository's tree at
+    /// `path`, fetched on the host (see `config::git`).
+    Git(GitStep),
     /// `!Build {container, source?, path? | temporary-mount?}`: copy
     /// `source` (default `/`) out of another container's image to `path`
     /// (default: `source`); with `temporary-mount`, there only until the
@@ -180,6 +183,20 @@ pub enum Step {
         /// `temporary-mount`: gone from the finished image.
         temporary: bool,
     },
+}
+
+/// The body of `!Git`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitStep {
+    /// As written; parses as a [`super::git::GitUrl`] (checked), and is
+    /// https unless `revision` is a full commit id (checked).
+    pub url: String,
+    /// A branch, tag or commit id (checked: no option, range or `..`).
+    pub revision: Option<String>,
+    /// A branch (checked as `revision`).
+    pub branch: Option<String>,
+    /// Where the tree goes, absolute.
+    pub path: String,
 }
 
 /// The body of `!Debian`.
@@ -288,6 +305,8 @@ impl Step {
         "Debian",
         "Install",
         "TarInstall",
+        "Git",
+        "GitInstall",
     ];
 
     /// The step's YAML tag without the `!`.
@@ -310,6 +329,7 @@ impl Step {
             Step::Build { .. } => "Build",
             Step::Debian(_) => "Debian",
             Step::Install(_) => "Install",
+            Step::Git(_) => "Git",
         }
     }
 

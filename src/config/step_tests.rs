@@ -1003,3 +1003,82 @@ fn cache_dirs_map_guest_paths_to_cache_names() {
         assert!(err.contains(want), "{yaml}: {err}");
     }
 }
+
+#[test]
+fn git_and_git_install() {
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let config = load_ok(&steps(&format!(
+        "    - !Git {{ url: 'https://example.org/x.git', path: /src/x, branch: main }}\n    \
+         - !GitInstall {{ url: 'git://127.0.0.1:9/y', revision: {sha}, subdir: sub, script: make }}\n",
+    )));
+    let setup = &config.containers["base"].setup;
+    assert_eq!(
+        setup[0].step,
+        Step::Git(GitStep {
+            url: "https://example.org/x.git".into(),
+            revision: None,
+            branch: Some("main".into()),
+            path: "/src/x".into(),
+        })
+    );
+    assert_eq!(
+        setup[1].step,
+        Step::Git(GitStep {
+            url: "git://127.0.0.1:9/y".into(),
+            revision: Some(sha.into()),
+            branch: None,
+            path: "/.cella-gitinstall-1".into(),
+        })
+    );
+    assert_eq!(
+        setup[2].step,
+        Step::Sh("cd '/.cella-gitinstall-1/sub'\nmake".into())
+    );
+    assert_eq!(setup[3].step, Step::Remove("/.cella-gitinstall-1".into()));
+    assert_eq!(setup[3].pos, Pos::new(5, 7));
+    for (step, want) in [
+        (
+            "!Git { url: 'git://example.org/x', path: /x }",
+            "/p/cella.yaml:4:19: containers.base.setup[0].url: git://example.org/x is not \
+             authenticated, so it needs a `revision` that is a full commit id (40 hex digits), \
+             which pins what may come; found no revision (or use https://)",
+        ),
+        (
+            "!Git { url: 'http://example.org/x', revision: v1, path: /x }",
+            "found a revision that is not a full commit id",
+        ),
+        (
+            "!Git { url: 'ext::sh -c touch% /tmp/pwned', path: /x }",
+            "/p/cella.yaml:4:19: containers.base.setup[0].url: expected an https://, http:// \
+             or git:// URL, found \"ext::sh -c touch% /tmp/pwned\": git's remote helpers",
+        ),
+        (
+            "!Git { url: 'https://e.org/x', revision: --upload-pack=touch, path: /x }",
+            "containers.base.setup[0].revision: expected a branch, tag or commit id",
+        ),
+        (
+            "!Git { url: 'https://e.org/x', branch: 'a..b', path: /x }",
+            "containers.base.setup[0].branch: expected a branch",
+        ),
+        (
+            "!Git { url: 'https://e.org/x' }",
+            "containers.base.setup[0].path",
+        ),
+        (
+            "!Git { url: 'https://e.org/x', path: /a/../b }",
+            "containers.base.setup[0].path",
+        ),
+        (
+            "!GitInstall { url: 'https://e.org/x' }",
+            "containers.base.setup[0].script",
+        ),
+        (
+            "!GitInstall { url: 'https://e.org/x', script: make, path: /x }",
+            "containers.base.setup[0].path: unknown field",
+        ),
+    ] {
+        let err = load_err(&steps(&format!("    - {step}\n")));
+        assert!(err.contains(want), "{step}: {err}");
+        assert!(err.starts_with("/p/cella.yaml:4:"), "{step}: {err}");
+    }
+}

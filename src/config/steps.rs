@@ -69,9 +69,16 @@ impl Decoder<'_> {
                 let mut steps = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     let step_path = format!("{path}[{i}]");
-                    if item.tag.as_deref() == Some("TarInstall") {
-                        steps.extend(self.tar_install(item, &step_path, i)?);
-                        continue;
+                    match item.tag.as_deref() {
+                        Some("TarInstall") => {
+                            steps.extend(self.tar_install(item, &step_path, i)?);
+                            continue;
+                        }
+                        Some("GitInstall") => {
+                            steps.extend(self.git_install(item, &step_path, i)?);
+                            continue;
+                        }
+                        _ => {}
                     }
                     steps.push(self.step(item, &step_path, i, container, refs)?);
                 }
@@ -101,6 +108,7 @@ impl Decoder<'_> {
         let step = match self.variant(node, path, Step::TAGS)? {
             "Tar" => self.tar(node, path)?,
             "Download" => self.download(node, path)?,
+            "Git" => self.git(node, path)?,
             "Image" => {
                 if index != 0 {
                     return Err(self.invalid(
@@ -698,9 +706,6 @@ fn vagga_advice(tag: &str) -> Option<&'static str> {
             "add the repository in a `!Sh` step (with `build-network: user`), then `!Install`"
         }
         "SubConfig" => "copy the other config's container into this cella.yaml",
-        "Git" | "GitInstall" => {
-            "clone in a `!Sh` step of a container that has git, with `build-network: user`"
-        }
         "BuildDeps" => "`!Install` the packages, and remove them in a `!Sh` step at the end",
         "RunAs" => "a `!Sh` step that runs `su` or `setpriv` for the user",
         "Unzip" => "`!Download` the archive, then `!Sh unzip` it in a container that has unzip",

@@ -66,7 +66,7 @@ pub(super) fn simple(config: &Config, name: &str) -> SimpleCommand {
 
 const STEP_TAGS: &str = "one of !Tar, !Download, !Image, !Container, !Sh, !Cmd, !Text, !Copy, \
                          !EnsureDir, !EmptyDir, !Remove, !Env, !CacheDirs, !Depends, !Build, !Debian, !Install, \
-                         !TarInstall";
+                         !TarInstall, !Git, !GitInstall";
 
 pub(super) const BASE: &str = "\
 containers:

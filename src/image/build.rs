@@ -26,7 +26,7 @@ use super::tree::{Inode, Kind, Meta, Tree};
 use super::version::Versions;
 use super::{apt, debian};
 use crate::config::netpolicy::AddressGuard;
-use crate::config::{Config, Container, CopyStep, DebianStep, Limits, Network, Step};
+use crate::config::{Config, Container, CopyStep, Limits, Network, Step};
 use crate::hostfs::{walk, EntryKind, Filter};
 
 pub use super::build_error::{BuildError, StepError, StepFailure};
@@ -285,6 +285,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             Step::Tar { url, path, .. } if path == "/" => url.clone(),
             Step::Tar { url, path, .. } => format!("{url} at {path}"),
             Step::Download { url, path, .. } => format!("{url} to {path}"),
+            Step::Git(git) => format!("{} to {}", git.url, git.path),
             Step::Image(image) => image.reference.clone(),
             Step::Container(name) => name.clone(),
             Step::Sh(script) => script.clone(),
@@ -379,6 +380,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 mode,
                 sha256,
             } => self.download(url, path, *mode, sha256.as_deref()),
+            Step::Git(git) => self.git(git, i),
             Step::Container(name) => self.start_from(name),
             Step::Image(image) => self.image(image),
             Step::Text(files) => {
@@ -458,29 +460,6 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             Step::Debian(debian) => self.debian(debian),
             Step::Sh(_) | Step::Cmd(_) | Step::Install(_) => Ok(()),
         }
-    }
-
-    /// `!Debian`: mmdebstrap's tarball, imported as `!Tar` would.
-    fn debian(&mut self, step: &DebianStep) -> Result<(), StepFailure> {
-        let rel = Path::new("debian.tar");
-        let tarball = self.build.path.join(rel);
-        let guard = AddressGuard::new(self.ctx.allow_addresses);
-        debian::bootstrap(
-            step,
-            self.epoch,
-            &tarball,
-            &guard,
-            self.ctx.cache_dir.as_deref(),
-        )
-        .map_err(|e| StepFailure::Other(e.into()))?;
-        let result = self
-            .build
-            .dir
-            .open_file(rel)
-            .map_err(StepFailure::from)
-            .and_then(|file| self.tar(file, &tarball, "/", None, None));
-        let _ = self.build.dir.remove_file(rel);
-        result
     }
 
     /// `!Container NAME`: a copy of that image's data and tree to build on.

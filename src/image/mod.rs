@@ -20,6 +20,7 @@ mod erofs;
 mod error;
 mod export;
 mod fileio;
+pub mod git;
 pub mod host;
 mod http;
 pub mod lock;

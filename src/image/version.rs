@@ -285,6 +285,11 @@ impl<'a> Versions<'a> {
                     .insert(image.reference.clone(), resolved.top.clone());
                 json!({"Image": {"manifest": resolved.digest}})
             }
+            // As vagga: without a revision, the first commit fetched stays
+            // until the step changes or the image is rebuilt by hand.
+            Step::Git(git) => json!({"Git": {
+                "url": git.url, "revision": git.revision, "branch": git.branch, "path": git.path,
+            }}),
             Step::Container(name) => json!({"Container": self.id(name)?}),
             Step::Sh(script) => json!({ "Sh": script }),
             Step::Cmd(argv) => json!({ "Cmd": argv }),

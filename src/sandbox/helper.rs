@@ -1,13 +1,14 @@
 //! The wall around the host programs a build starts: apt-get, which
 //! reads the package lists and .debs of a source the image names (with a
-//! key the image brings), and mmdebstrap, which makes a `!Debian` root.
+//! key the image brings), mmdebstrap, which makes a `!Debian` root, and
+//! git, which fetches a pack from a server the project names (`!Git`).
 //! Their parsers are not ours, so they get what the VM's process gets,
 //! as far as each can work with it, set up between fork and exec:
 //!
 //! - under root, mount, IPC, UTS and cgroup namespaces of their own (not
-//!   the network: both download);
-//! - apt-get: no capability in any set, root locked out of getting them
-//!   back through exec (securebits), no-new-privs;
+//!   the network: they download);
+//! - apt-get and git: no capability in any set, root locked out of
+//!   getting them back through exec (securebits), no-new-privs;
 //! - mmdebstrap under root: only the ten capabilities its unshare mode
 //!   uses to make a root owned by root (chown, set-id bits, device nodes,
 //!   chroot, its own mount namespace), found by removing each and
@@ -95,6 +96,8 @@ pub enum Program {
     AptGet,
     /// mmdebstrap in its unshare mode.
     Mmdebstrap,
+    /// git, fetching and archiving `!Git`'s commit: needs nothing of root's.
+    Git,
 }
 
 impl Program {
@@ -102,6 +105,7 @@ impl Program {
         match self {
             Program::AptGet => "apt-get",
             Program::Mmdebstrap => "mmdebstrap",
+            Program::Git => "git",
         }
     }
 }
@@ -131,14 +135,14 @@ pub fn confine(
     let root = has(Capability::CAP_SYS_ADMIN);
     let setpcap = has(Capability::CAP_SETPCAP);
     let keep: u64 = match program {
-        Program::AptGet => 0,
+        Program::AptGet | Program::Git => 0,
         Program::Mmdebstrap => MMDEBSTRAP_CAPS
             .iter()
             .fold(0, |mask, c| mask | 1 << c.index()),
     };
     // Without root, no-new-privs would disarm mmdebstrap's newuidmap, and
     // Landlock needs one or the other.
-    let nnp = root || program == Program::AptGet;
+    let nnp = root || program != Program::Mmdebstrap;
     let ruleset = if nnp { ruleset(write)? } else { None };
     let confined = match (&ruleset, abi_version()) {
         (None, _) => Confined::Not,
@@ -157,6 +161,26 @@ pub fn confine(
     // takes no lock, as a hook between fork and exec must.
     unsafe { cmd.pre_exec(move || hook.run()) };
     Ok(confined)
+}
+
+/// Bounds each file `cmd`'s program writes to `max` bytes (RLIMIT_FSIZE:
+/// past it, the write fails and SIGXFSZ stops the program).
+pub fn limit_file_size(cmd: &mut Command, max: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: max,
+        rlim_max: max,
+    };
+    // SAFETY: setrlimit reads the struct on the stack of the closure,
+    // which outlives the call; a system call only, as a hook between fork
+    // and exec must be.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
 }
 
 /// Set under `-v`: cella then says once when a helper runs less walled
@@ -378,9 +402,34 @@ mod tests {
     }
 
     /// A helper writes only beneath what it is given, reads no file of
-    /// the user's outside it, and keeps no capability.
+    /// the user's outside it, and keeps no capability: apt-get and git.
     #[test]
-    fn apt_get_is_walled_in() {
+    fn apt_get_and_git_are_walled_in() {
+        walled_in(Program::AptGet);
+        walled_in(Program::Git);
+    }
+
+    /// A file past the bound stops the program with SIGXFSZ.
+    #[test]
+    fn file_size_is_bounded() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "head -c 5000 /dev/zero > big"])
+            .current_dir(dir.path());
+        limit_file_size(&mut cmd, 4096);
+        let status = cmd.status().unwrap();
+        assert!(!status.success());
+        let len = std::fs::metadata(dir.path().join("big")).unwrap().len();
+        assert_eq!(len, 4096, "{status:?}");
+        // head is stopped by the signal; sh reports it as 128 + SIGXFSZ.
+        assert!(
+            status.signal() == Some(libc::SIGXFSZ) || status.code() == Some(128 + libc::SIGXFSZ),
+            "{status:?}"
+        );
+    }
+
+    fn walled_in(program: Program) {
         let inside = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("secret"), "s").unwrap();
@@ -397,7 +446,7 @@ mod tests {
         );
         let mut cmd = Command::new("/bin/sh");
         cmd.args(["-c", &script]);
-        let confined = confine(&mut cmd, Program::AptGet, &[inside.path()]).unwrap();
+        let confined = confine(&mut cmd, program, &[inside.path()]).unwrap();
         let out = cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}");

@@ -1,14 +1,17 @@
 //! The build steps that bring files in from outside the project's tree:
-//! `!Tar` (a project file or a downloaded URL), `!Download` and
-//! `!Image`, each streamed straight into the image being built.
+//! `!Tar` (a project file or a downloaded URL), `!Download`, `!Git`,
+//! `!Debian` and `!Image`, each streamed straight into the image being built.
 
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
 use super::{writer, Builder, HashingReader, StepFailure};
-use crate::config::ImageStep;
+use crate::config::netpolicy::AddressGuard;
+use crate::config::{DebianStep, GitStep, ImageStep};
+use crate::image::debian;
 use crate::image::download::Downloaded;
+use crate::image::git;
 use crate::image::oci;
 use crate::image::progress::{Progress, ProgressReader};
 use crate::image::tar_import;
@@ -42,6 +45,69 @@ impl Builder<'_, '_, '_> {
             .fetcher()
             .fetch(url, sha256)
             .map_err(|e| StepFailure::Other(e.into()))
+    }
+
+    /// `!Git`: the commit's tree at `step.path`, fetched and archived by
+    /// the host's git (walled) in a scratch directory of the build's.
+    pub(super) fn git(&mut self, step: &GitStep, index: usize) -> Result<(), StepFailure> {
+        let scratch = self.build.path.join(format!("git-{index}"));
+        let guard = AddressGuard::new(self.ctx.allow_addresses);
+        let other = |e: git::GitError| StepFailure::Other(e.into());
+        let fetched = git::fetch(step, &scratch, &guard, self.limits.image).map_err(other)?;
+        let result = self.git_archive(&fetched, step);
+        fetched.remove();
+        result
+    }
+
+    fn git_archive(&mut self, fetched: &git::Fetched, step: &GitStep) -> Result<(), StepFailure> {
+        let other = |e: git::GitError| StepFailure::Other(e.into());
+        let mut child = fetched.archive().map_err(other)?;
+        let shown = PathBuf::from(format!("{}@{}", step.url, fetched.commit));
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            return fetched.finish(child).map_err(other);
+        };
+        let mut writer = writer(&self.work, &self.limits)?;
+        let imported = tar_import::import_subdir(
+            &shown,
+            BufReader::with_capacity(64 * 1024, stdout),
+            &mut self.tree,
+            step.path.as_bytes(),
+            None,
+            &mut writer,
+        );
+        if imported.is_err() {
+            let _ = child.kill();
+        }
+        // The rest (git's trailing zeros) read, so that git ends.
+        let finished = imported.map_err(StepFailure::Tar).and_then(|mut rest| {
+            io::copy(&mut rest, &mut io::sink()).map_err(|e| StepFailure::io("read", &shown, e))
+        });
+        let status = fetched.finish(child).map_err(other);
+        finished.and(status)
+    }
+
+    /// `!Debian`: mmdebstrap's tarball, imported as `!Tar` would.
+    pub(super) fn debian(&mut self, step: &DebianStep) -> Result<(), StepFailure> {
+        let rel = Path::new("debian.tar");
+        let tarball = self.build.path.join(rel);
+        let guard = AddressGuard::new(self.ctx.allow_addresses);
+        debian::bootstrap(
+            step,
+            self.epoch,
+            &tarball,
+            &guard,
+            self.ctx.cache_dir.as_deref(),
+        )
+        .map_err(|e| StepFailure::Other(e.into()))?;
+        let result = self
+            .build
+            .dir
+            .open_file(rel)
+            .map_err(StepFailure::from)
+            .and_then(|file| self.tar(file, &tarball, "/", None, None));
+        let _ = self.build.dir.remove_file(rel);
+        result
     }
 
     /// `!Download`: `url`'s file (downloaded once) at `path`, root's,

@@ -134,7 +134,8 @@ fn git_steps_fetch_one_commit_behind_the_wall() {
         ),
     )
     .expect("yaml");
-    let cache = tempfile::tempdir().expect("cache");
+    // The shared cache: its VM snapshots spare each run a cold boot.
+    let cache = p.cache.clone();
     let closed = p.path().join("closed.yaml");
     fs::write(&closed, "").expect("settings");
     let open = p.path().join("open.yaml");
@@ -164,7 +165,7 @@ fn git_steps_fetch_one_commit_behind_the_wall() {
             .cella()
             .current_dir(bad.path())
             .env("CELLA_SETTINGS", &open)
-            .env("CELLA_CACHE_DIR", cache.path())
+            .env("CELLA_CACHE_DIR", &cache)
             .args(["_build", "x"])
             .spawn()
             .expect("cella");
@@ -183,20 +184,15 @@ fn git_steps_fetch_one_commit_behind_the_wall() {
     assert_eq!(tree(bad.path()), vec![bad.path().join("cella.yaml")]);
 
     // A loopback server needs the user's leave.
-    let (status, _, err) = cella_with(&p, &closed, cache.path(), &["_build", "src"]);
+    let (status, _, err) = cella_with(&p, &closed, &cache, &["_build", "src"]);
     assert_ne!(status, Some(0), "{err}");
     assert!(err.contains("127.0.0.1 is a loopback address"), "{err}");
 
-    let (status, _, err) = cella_with(&p, &open, cache.path(), &["_build", "src"]);
+    let (status, _, err) = cella_with(&p, &open, &cache, &["_build", "src"]);
     assert_eq!(status, Some(0), "{err}");
     let root = p.path().join("root.tar");
     let root_arg = root.to_str().expect("utf-8");
-    let (status, _, err) = cella_with(
-        &p,
-        &open,
-        cache.path(),
-        &["_pack_image", "-f", root_arg, "src"],
-    );
+    let (status, _, err) = cella_with(&p, &open, &cache, &["_pack_image", "-f", root_arg, "src"]);
     assert_eq!(status, Some(0), "{err}");
     // The pinned commit, not the tip; the tree as committed, whatever
     // its .gitattributes ask; no .git.
@@ -226,14 +222,9 @@ fn git_steps_fetch_one_commit_behind_the_wall() {
     fs::remove_file(&root).expect("rm");
 
     // !GitInstall: the script runs in the tree's subdir, the tree is gone after.
-    let (status, _, err) = cella_with(&p, &open, cache.path(), &["_build", "inst"]);
+    let (status, _, err) = cella_with(&p, &open, &cache, &["_build", "inst"]);
     assert_eq!(status, Some(0), "{err}");
-    let (status, _, err) = cella_with(
-        &p,
-        &open,
-        cache.path(),
-        &["_pack_image", "-f", root_arg, "inst"],
-    );
+    let (status, _, err) = cella_with(&p, &open, &cache, &["_pack_image", "-f", root_arg, "inst"]);
     assert_eq!(status, Some(0), "{err}");
     assert_eq!(member(&root, "installed").as_deref(), Some("installed\n"));
     let listing = Command::new("tar")

@@ -1,7 +1,7 @@
 //! The settings' `network.allow: false` (the CI setting), applied before
 //! anything builds or boots: a project that asks for a network (a
 //! command's `network: user` and `ports`, a container's `build-network:
-//! user`) anywhere a run would reach fails, naming the place in
+//! user` or language package step) anywhere a run would reach fails, naming the place in
 //! cella.yaml. `--network user` on the command line is the user's own
 //! grant and wins; `--network none` overrides the commands' (not the
 //! builds') network, so they are not asked.
@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::error::CommandError;
 use super::options::RunOptions;
-use crate::config::{CommandKind, Config, Location, Network, SimpleCommand, Volume};
+use crate::config::{CommandKind, Config, Location, Network, SimpleCommand, Step, Volume};
 
 /// Checks command `name`, its prerequisites, the init commands of its
 /// volumes and every container they build.
@@ -134,6 +134,20 @@ impl<'c> Walk<'c> {
             };
             let what = "asks for a network in its build (`build-network: user`)";
             return Err(self.forbidden(cont.build_network_at.as_ref(), fallback, what));
+        }
+        if let Some(step) = cont
+            .setup
+            .iter()
+            .find(|s| matches!(s.step, Step::Package { .. }))
+        {
+            let at = Location {
+                file: config.file_of(&cont.file, step.pos).to_path_buf(),
+                pos: step.pos,
+                field: format!("containers.{name}.setup"),
+            };
+            let what = "runs a language package manager in its build, which downloads \
+                        (`!Py3Install`, `!NpmInstall`, `!GemInstall` and the like)";
+            return Err(self.forbidden(Some(&at), at.clone(), what));
         }
         for step in &cont.setup {
             if let Some(used) = step.step.uses() {

@@ -93,9 +93,11 @@ impl fmt::Display for GitUrl {
     }
 }
 
-/// A full commit id: 40 hex digits (SHA-1) or 64 (SHA-256).
+/// A full commit id: 40 hex digits. (A SHA-256 repository's 64 are not
+/// taken: the repository cella fetches into is SHA-1, where 64 hex
+/// digits would name a ref, which pins nothing.)
 pub fn is_commit_id(text: &str) -> bool {
-    matches!(text.len(), 40 | 64) && text.bytes().all(|b| b.is_ascii_hexdigit())
+    text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A `revision` or `branch`: a git ref name or a commit id, in a form no
@@ -266,5 +268,6 @@ mod tests {
         assert!(is_commit_id(&"0a".repeat(20)));
         assert!(!is_commit_id(&"0g".repeat(20)));
         assert!(!is_commit_id("abc123"));
+        assert!(!is_commit_id(&"ab".repeat(32)));
     }
 }

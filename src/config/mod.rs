@@ -21,6 +21,7 @@ mod mixin_tests;
 mod mixins;
 mod model;
 pub mod netpolicy;
+mod packages;
 mod refs;
 mod scalars;
 pub mod settings;
@@ -32,6 +33,8 @@ mod yaml;
 mod command_tests;
 #[cfg(test)]
 mod net_tests;
+#[cfg(test)]
+mod package_tests;
 #[cfg(test)]
 mod step_tests;
 #[cfg(test)]

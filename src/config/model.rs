@@ -169,6 +169,17 @@ pub enum Step {
     /// `!Install [packages]`: apt-get install in a build VM with a NIC,
     /// the .debs cached in the user's cache directory; never empty.
     Install(Vec<String>),
+    /// A language package manager run in a build VM with the build's
+    /// network: what vagga's `!Py3Install`, `!NpmInstall`, `!GemInstall`
+    /// and the like stand for after their `!Install` and `!CacheDirs`
+    /// (see `config::packages`); `script` by `sh -exc`.
+    Package {
+        /// The vagga step's tag, for messages.
+        tag: &'static str,
+        /// What it installs, for the build's output.
+        summary: String,
+        script: String,
+    },
     /// `!Git {url, revision?, branch?, path}`: a repository's tree at
     /// `path`, fetched on the host (see `config::git`).
     Git(GitStep),
@@ -307,6 +318,15 @@ impl Step {
         "TarInstall",
         "Git",
         "GitInstall",
+        "Py3Install",
+        "Py3Requirements",
+        "PipConfig",
+        "NpmInstall",
+        "NpmDependencies",
+        "NpmConfig",
+        "GemInstall",
+        "GemBundle",
+        "GemConfig",
     ];
 
     /// The step's YAML tag without the `!`.
@@ -330,6 +350,7 @@ impl Step {
             Step::Debian(_) => "Debian",
             Step::Install(_) => "Install",
             Step::Git(_) => "Git",
+            Step::Package { tag, .. } => tag,
         }
     }
 

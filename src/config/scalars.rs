@@ -448,6 +448,18 @@ pub(super) fn regex(text: &str) -> Result<(), String> {
     }
 }
 
+/// `text` in single quotes for sh.
+pub(super) fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// What a project path must be for a step.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    File,
+    FileOrDirectory,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -875,7 +875,7 @@ fn vagga_steps_cella_lacks_say_what_to_use() {
          `build-network: user`)"
     );
     assert!(load_err(&steps("    - !Ubuntu trusty\n")).contains("!Image docker://ubuntu:24.04"));
-    assert!(load_err(&steps("    - !Py3Install [flask]\n")).contains("package manager"));
+    assert!(load_err(&steps("    - !ComposerInstall [x]\n")).contains("package manager"));
 }
 
 #[test]

@@ -9,6 +9,7 @@ use super::error::{ConfigError, Pos};
 use super::model::{CopyStep, DebianStep, ImageSource, ImageStep, InputProblem, SetupStep, Step};
 use super::refs;
 use super::scalars;
+use super::scalars::{quoted, Kind};
 use super::yaml::{Node, Value};
 use crate::hostfs::{FsError, Kind as HostKind, Shown};
 
@@ -37,18 +38,6 @@ const DEFAULT_UMASK: u32 = 0o002;
 /// vagga's default (version control directories, editor backups).
 const VAGGA_IGNORE: &str = r"(^|/)\.(git|hg|svn|vagga)($|/)|~$|\.bak$|\.orig$|^#.*#$";
 
-/// `text` in single quotes for sh.
-fn quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
-}
-
-/// What a project path must be for a step.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    File,
-    FileOrDirectory,
-}
-
 impl Decoder<'_> {
     /// The field `setup` of the container `container`: an untagged list of
     /// steps. The containers the steps name go to `refs`.
@@ -67,8 +56,13 @@ impl Decoder<'_> {
             Value::Null => Ok(Vec::new()),
             Value::Seq(items) => {
                 let mut steps = Vec::with_capacity(items.len());
+                let mut languages = super::packages::Languages::default();
                 for (i, item) in items.iter().enumerate() {
                     let step_path = format!("{path}[{i}]");
+                    if let Some(more) = self.language(item, &step_path, &mut languages)? {
+                        steps.extend(more);
+                        continue;
+                    }
                     match item.tag.as_deref() {
                         Some("TarInstall") => {
                             steps.extend(self.tar_install(item, &step_path, i)?);
@@ -590,7 +584,12 @@ impl Decoder<'_> {
 
     /// A path of the project (see `scalars::project_path`), relative to the
     /// project directory.
-    fn project_path(&self, pos: Pos, path: &str, text: &str) -> Result<PathBuf, ConfigError> {
+    pub(super) fn project_path(
+        &self,
+        pos: Pos,
+        path: &str,
+        text: &str,
+    ) -> Result<PathBuf, ConfigError> {
         scalars::project_path(text).map_err(|message| self.invalid(pos, path, message))
     }
 
@@ -598,7 +597,13 @@ impl Decoder<'_> {
     /// exists and is of the `kind` wanted ([`Decoder::check_exists`]): a
     /// missing input fails the container's build, not the loading of
     /// cella.yaml.
-    fn exists(&self, pos: Pos, path: &str, rel: &Path, kind: Kind) -> Result<(), ConfigError> {
+    pub(super) fn exists(
+        &self,
+        pos: Pos,
+        path: &str,
+        rel: &Path,
+        kind: Kind,
+    ) -> Result<(), ConfigError> {
         let problem = match self.check_exists(pos, path, rel, kind) {
             Ok(()) => return Ok(()),
             Err(ConfigError::MissingFile { at, path }) => InputProblem::Missing { at, path },
@@ -709,21 +714,12 @@ fn vagga_advice(tag: &str) -> Option<&'static str> {
         "BuildDeps" => "`!Install` the packages, and remove them in a `!Sh` step at the end",
         "RunAs" => "a `!Sh` step that runs `su` or `setpriv` for the user",
         "Unzip" => "`!Download` the archive, then `!Sh unzip` it in a container that has unzip",
-        "Py2Install"
-        | "Py3Install"
-        | "Py2Requirements"
-        | "Py3Requirements"
-        | "PipConfig"
-        | "NpmInstall"
-        | "NpmDependencies"
-        | "NpmConfig"
-        | "YarnDependencies"
-        | "GemInstall"
-        | "GemBundle"
-        | "GemConfig"
-        | "ComposerInstall"
-        | "ComposerDependencies"
-        | "ComposerConfig" => PACKAGES,
+        "Py2Install" | "Py2Requirements" => {
+            "Debian 12 has no Python 2: use `!Py3Install` or `!Py3Requirements`"
+        }
+        "YarnDependencies" | "ComposerInstall" | "ComposerDependencies" | "ComposerConfig" => {
+            PACKAGES
+        }
         _ => return None,
     })
 }

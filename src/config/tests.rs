@@ -66,7 +66,8 @@ pub(super) fn simple(config: &Config, name: &str) -> SimpleCommand {
 
 const STEP_TAGS: &str = "one of !Tar, !Download, !Image, !Container, !Sh, !Cmd, !Text, !Copy, \
                          !EnsureDir, !EmptyDir, !Remove, !Env, !CacheDirs, !Depends, !Build, !Debian, !Install, \
-                         !TarInstall, !Git, !GitInstall";
+                         !TarInstall, !Git, !GitInstall, !Py3Install, !Py3Requirements, !PipConfig, \
+                         !NpmInstall, !NpmDependencies, !NpmConfig, !GemInstall, !GemBundle, !GemConfig";
 
 pub(super) const BASE: &str = "\
 containers:

@@ -286,6 +286,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             Step::Tar { url, path, .. } => format!("{url} at {path}"),
             Step::Download { url, path, .. } => format!("{url} to {path}"),
             Step::Git(git) => format!("{} to {}", git.url, git.path),
+            Step::Package { summary, .. } => summary.clone(),
             Step::Image(image) => image.reference.clone(),
             Step::Container(name) => name.clone(),
             Step::Sh(script) => script.clone(),
@@ -458,7 +459,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
                 self.build_from(container, source, path)
             }
             Step::Debian(debian) => self.debian(debian),
-            Step::Sh(_) | Step::Cmd(_) | Step::Install(_) => Ok(()),
+            Step::Sh(_) | Step::Cmd(_) | Step::Install(_) | Step::Package { .. } => Ok(()),
         }
     }
 
@@ -553,6 +554,8 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
         env.extend(self.env.clone());
         let setup = &self.container.setup[start..end];
         let installs = setup.iter().any(|s| matches!(s.step, Step::Install(_)));
+        // A language package manager downloads in the VM.
+        let packages = setup.iter().any(|s| matches!(s.step, Step::Package { .. }));
         // The cache directories of the `!CacheDirs` before the batch.
         let caches = self.container.setup[..start]
             .iter()
@@ -563,7 +566,7 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             .flatten()
             .collect::<BTreeMap<String, String>>();
         let needs = BatchNeeds {
-            network: installs || self.container.build_network == Network::User,
+            network: installs || packages || self.container.build_network == Network::User,
             apt_cache: installs,
             caches: caches.into_iter().collect(),
         };
@@ -745,12 +748,17 @@ fn load_tree(image: &Image) -> Result<Tree, StepFailure> {
 }
 
 fn is_program(step: &Step) -> bool {
-    matches!(step, Step::Sh(_) | Step::Cmd(_) | Step::Install(_))
+    matches!(
+        step,
+        Step::Sh(_) | Step::Cmd(_) | Step::Install(_) | Step::Package { .. }
+    )
 }
 
 fn program_argv(step: &Step) -> Vec<String> {
     match step {
-        Step::Sh(script) => vec!["/bin/sh".into(), "-exc".into(), script.clone()],
+        Step::Sh(script) | Step::Package { script, .. } => {
+            vec!["/bin/sh".into(), "-exc".into(), script.clone()]
+        }
         Step::Cmd(argv) => argv.clone(),
         // `!Install`'s comes from the host's apt: see `Builder::batch`.
         _ => Vec::new(),

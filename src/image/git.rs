@@ -18,14 +18,22 @@
 //! - the address checked against the user's network policy, then pinned:
 //!   curl is told to connect to the checked addresses
 //!   (`http.curloptResolve`), a git:// URL is rewritten to the address;
-//! - every object checked as it comes (`transfer.fsckObjects`), kept in one
-//!   pack, and each file it writes bounded by `limits.image` (RLIMIT_FSIZE);
+//! - every object checked as it comes (`transfer.fsckObjects`, which
+//!   the dumb http transport skips, so `git fsck --strict` runs after each
+//!   fetch), kept in one pack;
+//! - each file it writes bounded by `limits.image` (RLIMIT_FSIZE), its
+//!   memory by [`MAX_MEMORY`] (RLIMIT_DATA: a pack of a few hundred bytes
+//!   can hold a delta that expands to gigabytes), one thread for packs;
+//! - each git bounded in time, and killed with the processes it started
+//!   (its own process group);
+//! - a `revision` that is a commit id checked against what was fetched;
 //! - the repository's `.gitattributes` unable to change what is archived
-//!   (`export-subst`, `export-ignore` are overridden);
-//! - each git bounded in time.
+//!   (`export-subst`, `export-ignore`, `ident`, `text`/`eol`, `filter` and
+//!   `working-tree-encoding` are overridden), and modes as committed
+//!   (`tar.umask=022`).
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::net::IpAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -41,7 +49,13 @@ const FETCH_TIME: Duration = Duration::from_secs(20 * 60);
 /// How long the local commands (init, rev-parse) may take.
 const LOCAL_TIME: Duration = Duration::from_secs(60);
 /// The end of git's stderr kept for an error.
-const TAIL: u64 = 4096;
+const TAIL: usize = 4096;
+/// What one git may allocate.
+pub const MAX_MEMORY: u64 = 3 << 30;
+/// Attributes that would make the archive differ from the commit, off
+/// for every path; `$GIT_DIR/info/attributes` wins over the tree's.
+const ATTRIBUTES: &str =
+    "* -export-subst -export-ignore -ident -text -eol -crlf -filter -working-tree-encoding\n";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -55,8 +69,10 @@ pub enum GitError {
     Spawn(#[source] io::Error),
     #[error("cannot make git's scratch directory {}", .0.display())]
     Scratch(PathBuf, #[source] io::Error),
-    #[error("git is confined by nothing")]
+    #[error("cannot set up the wall around git")]
     Jail(#[from] crate::sandbox::jail::JailError),
+    #[error("cannot write {}", .0.display())]
+    Write(PathBuf, #[source] io::Error),
     #[error("`git {what}` of {url} failed; its last lines:\n{tail}")]
     Failed {
         what: &'static str,
@@ -73,6 +89,12 @@ pub enum GitError {
     TooLarge { what: &'static str, url: String },
     #[error("{url} has no commit {revision:?}")]
     NoRevision { url: String, revision: String },
+    #[error("{url} gave commit {got} for revision {revision}")]
+    WrongCommit {
+        url: String,
+        revision: String,
+        got: String,
+    },
 }
 
 /// A fetched commit, ready to archive.
@@ -104,9 +126,8 @@ pub fn fetch(
         .mode(0o700)
         .create(scratch)
         .map_err(|e| GitError::Scratch(scratch.to_owned(), e))?;
-    let repo = scratch.join("repo.git");
     let mut fetched = Fetched {
-        repo,
+        repo: scratch.join("repo.git"),
         scratch: scratch.to_owned(),
         commit: String::new(),
         url: step.url.clone(),
@@ -126,12 +147,11 @@ pub fn fetch(
     )?;
     // Highest precedence of all attributes: the archive is the tree as
     // committed, whatever the repository's .gitattributes say.
-    fs::write(
-        f.repo.join("info/attributes"),
-        "* -export-subst -export-ignore\n",
-    )
-    .map_err(|e| GitError::Scratch(f.repo.clone(), e))?;
-    let fetch = |args: &[&str]| -> Result<(), GitError> {
+    let info = f.repo.join("info");
+    fs::create_dir_all(&info)
+        .and_then(|()| fs::write(info.join("attributes"), ATTRIBUTES))
+        .map_err(|e| GitError::Write(info.join("attributes"), e))?;
+    let fetch = |args: &[&str]| -> Result<String, GitError> {
         let mut all = Vec::new();
         for pin in &pins {
             all.extend(["-c".to_owned(), format!("http.curloptResolve={pin}")]);
@@ -139,25 +159,41 @@ pub fn fetch(
         all.extend(["fetch", "--quiet", "--no-tags", "--no-recurse-submodules"].map(str::to_owned));
         all.extend(args.iter().map(|a| (*a).to_owned()));
         let args: Vec<&str> = all.iter().map(String::as_str).collect();
-        f.run("fetch", &args, &f.repo, FETCH_TIME).map(|_| ())
+        f.run("fetch", &args, &f.repo, FETCH_TIME)
     };
     let target = "refs/cella/fetched";
     let wanted = step.revision.as_deref();
+    let branch = step.branch.as_deref();
     // The one commit, shallow, where the server gives it so.
-    let tip = match (wanted, step.branch.as_deref()) {
+    let tip = match (wanted, branch) {
         (Some(rev), _) if is_commit_id(rev) => Some(rev.to_owned()),
         (Some(_), _) => None,
         (None, Some(branch)) => Some(format!("refs/heads/{branch}")),
         (None, None) => Some("HEAD".to_owned()),
     };
-    let shallow =
-        tip.is_some_and(|tip| fetch(&["--depth=1", &remote, &format!("+{tip}:{target}")]).is_ok());
-    let resolve = match shallow {
-        true => format!("{}^{{commit}}", wanted.unwrap_or(target)),
-        // A tag, a short id, or a server that gives no single commit:
-        // the branches and tags, whole.
-        false => {
-            let specs = match step.branch.as_deref() {
+    let shallow = match &tip {
+        Some(tip) => match fetch(&["--depth=1", &remote, &format!("+{tip}:{target}")]) {
+            Ok(_) => true,
+            // A server that gives no single commit, or no shallow one
+            // (dumb http): fetched whole below. Not after a bound was hit.
+            Err(GitError::Failed { .. }) => false,
+            Err(e) => return Err(e),
+        },
+        None => false,
+    };
+    let resolve = match (shallow, wanted) {
+        (true, Some(rev)) => rev.to_owned(),
+        (true, None) => target.to_owned(),
+        // No revision: the branch's or the remote HEAD's commit, whole.
+        (false, None) => {
+            let tip = tip.unwrap_or_else(|| "HEAD".to_owned());
+            fetch(&[&remote, &format!("+{tip}:{target}")])?;
+            target.to_owned()
+        }
+        // A tag, a short id, or an id the server gives only with the
+        // rest: the branch, or all branches and tags.
+        (false, Some(rev)) => {
+            let specs = match branch {
                 Some(b) => vec![format!("+refs/heads/{b}:refs/heads/{b}")],
                 None => vec![
                     "+refs/heads/*:refs/heads/*".to_owned(),
@@ -167,9 +203,17 @@ pub fn fetch(
             let mut args = vec![remote.as_str()];
             args.extend(specs.iter().map(String::as_str));
             fetch(&args)?;
-            format!("{}^{{commit}}", wanted.unwrap_or("HEAD"))
+            rev.to_owned()
         }
     };
+    // What the transport did not check (dumb http), checked here.
+    f.run(
+        "fsck",
+        &["fsck", "--strict", "--no-dangling", "--no-progress"],
+        &f.repo,
+        FETCH_TIME,
+    )?;
+    let spec = format!("{resolve}^{{commit}}");
     let out = f.run(
         "rev-parse",
         &[
@@ -177,7 +221,7 @@ pub fn fetch(
             "--verify",
             "--quiet",
             "--end-of-options",
-            &resolve,
+            &spec,
         ],
         &f.repo,
         LOCAL_TIME,
@@ -187,44 +231,41 @@ pub fn fetch(
         _ => {
             return Err(GitError::NoRevision {
                 url: step.url.clone(),
-                revision: wanted
-                    .or(step.branch.as_deref())
-                    .unwrap_or("HEAD")
-                    .to_owned(),
+                revision: wanted.or(branch).unwrap_or("HEAD").to_owned(),
             })
         }
     };
+    // An id is a pin only if it is what came.
+    if let Some(rev) = wanted.filter(|r| is_commit_id(r)) {
+        if !commit.eq_ignore_ascii_case(rev) {
+            return Err(GitError::WrongCommit {
+                url: step.url.clone(),
+                revision: rev.to_owned(),
+                got: commit,
+            });
+        }
+    }
     fetched.commit = commit;
     Ok(fetched)
 }
 
 impl Fetched {
-    /// `git archive` of the commit, its tar on the child's stdout.
-    pub fn archive(&self) -> Result<Child, GitError> {
-        let err_path = self.scratch.join("archive.err");
-        let err = File::create(&err_path).map_err(|e| GitError::Scratch(err_path, e))?;
+    /// `git archive` of the commit, its tar on the child's stdout; its
+    /// stderr's tail kept by a thread.
+    pub fn archive(&self) -> Result<Running, GitError> {
         let mut cmd = self.command(&self.repo)?;
         cmd.args(["archive", "--format=tar", "--end-of-options", &self.commit])
             .stdout(Stdio::piped())
-            .stderr(err);
-        cmd.spawn().map_err(spawn_error)
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(spawn_error)?;
+        let stderr = tail_of(child.stderr.take());
+        Ok(Running { child, stderr })
     }
 
-    /// Waits for `child` (an archive), bounded; Ok when it succeeded.
-    pub fn finish(&self, mut child: Child) -> Result<(), GitError> {
-        match wait(&mut child, LOCAL_TIME * 10) {
-            Some(status) if status.success() => Ok(()),
-            Some(_) => Err(GitError::Failed {
-                what: "archive",
-                url: self.url.clone(),
-                tail: tail(&self.scratch.join("archive.err"), TAIL),
-            }),
-            None => Err(GitError::Timeout {
-                what: "archive",
-                url: self.url.clone(),
-                limit: LOCAL_TIME * 10,
-            }),
-        }
+    /// Waits for `running` (an archive), bounded; Ok when it succeeded.
+    pub fn finish(&self, running: Running) -> Result<(), GitError> {
+        self.wait_for("archive", running, LOCAL_TIME * 10)
+            .map(|_| ())
     }
 
     /// Removes the scratch directory.
@@ -236,7 +277,7 @@ impl Fetched {
     fn command(&self, dir: &Path) -> Result<Command, GitError> {
         let mut cmd = Command::new("git");
         helper::confine(&mut cmd, helper::Program::Git, &[&self.scratch])?;
-        helper::limit_file_size(&mut cmd, self.max_file);
+        helper::limit_resources(&mut cmd, self.max_file, MAX_MEMORY);
         cmd.env_clear()
             .env(
                 "PATH",
@@ -252,26 +293,24 @@ impl Fetched {
             .env("GIT_ASKPASS", "/bin/false")
             .env("GIT_NO_REPLACE_OBJECTS", "1")
             .env("GIT_ALLOW_PROTOCOL", self.protocol)
-            .args([
-                "-c",
-                "core.hooksPath=/dev/null",
-                "-c",
-                "transfer.fsckObjects=true",
-                "-c",
-                "transfer.unpackLimit=1",
-                "-c",
-                "http.followRedirects=false",
-                "-c",
-                "http.proxy=",
-                "-c",
-                "http.lowSpeedLimit=1024",
-                "-c",
-                "http.lowSpeedTime=60",
-                "-c",
-                "gc.auto=0",
-                "-c",
-                "maintenance.auto=false",
-            ])
+            .args(
+                [
+                    "core.hooksPath=/dev/null",
+                    "core.autocrlf=false",
+                    "transfer.fsckObjects=true",
+                    "transfer.unpackLimit=1",
+                    "pack.threads=1",
+                    "tar.umask=022",
+                    "http.followRedirects=false",
+                    "http.proxy=",
+                    "http.lowSpeedLimit=1024",
+                    "http.lowSpeedTime=60",
+                    "gc.auto=0",
+                    "maintenance.auto=false",
+                ]
+                .iter()
+                .flat_map(|c| ["-c", c]),
+            )
             .current_dir(dir)
             .stdin(Stdio::null());
         Ok(cmd)
@@ -285,24 +324,42 @@ impl Fetched {
         dir: &Path,
         limit: Duration,
     ) -> Result<String, GitError> {
-        let err_path = self.scratch.join(format!("{what}.err"));
         let out_path = self.scratch.join(format!("{what}.out"));
-        let file = |p: &Path| File::create(p).map_err(|e| GitError::Scratch(p.to_owned(), e));
+        let out = File::create(&out_path).map_err(|e| GitError::Scratch(out_path.clone(), e))?;
         let mut cmd = self.command(dir)?;
-        cmd.args(args)
-            .stdout(file(&out_path)?)
-            .stderr(file(&err_path)?);
+        cmd.args(args).stdout(out).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(spawn_error)?;
-        let status = wait(&mut child, limit).ok_or_else(|| GitError::Timeout {
-            what,
-            url: self.url.clone(),
-            limit,
-        })?;
+        let stderr = tail_of(child.stderr.take());
+        self.wait_for(what, Running { child, stderr }, limit)?;
+        let mut text = String::new();
+        File::open(&out_path)
+            .and_then(|f| f.take(4096).read_to_string(&mut text))
+            .map_err(|e| GitError::Scratch(out_path, e))?;
+        Ok(text)
+    }
+
+    /// Waits for `running` within `limit`, killing its process group
+    /// past it; the error says what ended it.
+    fn wait_for(
+        &self,
+        what: &'static str,
+        mut running: Running,
+        limit: Duration,
+    ) -> Result<(), GitError> {
+        let status = wait(&mut running.child, limit);
+        let tail = running.stderr.join().unwrap_or_default();
+        let Some(status) = status else {
+            return Err(GitError::Timeout {
+                what,
+                url: self.url.clone(),
+                limit,
+            });
+        };
         if status.success() {
-            return Ok(tail(&out_path, 256));
+            return Ok(());
         }
-        use std::os::unix::process::ExitStatusExt;
-        if status.signal() == Some(libc::SIGXFSZ) {
+        // SIGXFSZ stops the one that wrote (index-pack, under fetch).
+        if self.file_at_bound() {
             return Err(GitError::TooLarge {
                 what,
                 url: self.url.clone(),
@@ -311,9 +368,59 @@ impl Fetched {
         Err(GitError::Failed {
             what,
             url: self.url.clone(),
-            tail: tail(&err_path, TAIL),
+            tail,
         })
     }
+
+    /// Whether a pack being written reached the file bound.
+    fn file_at_bound(&self) -> bool {
+        let Ok(entries) = fs::read_dir(self.repo.join("objects/pack")) else {
+            return false;
+        };
+        entries
+            .flatten()
+            .any(|e| e.metadata().is_ok_and(|m| m.len() >= self.max_file))
+    }
+}
+
+/// A git that is running, and the thread keeping its stderr's tail.
+pub struct Running {
+    pub child: Child,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Running {
+    /// Stops it and what it started.
+    pub fn kill(&mut self) {
+        helper::kill_group(self.child.id());
+    }
+}
+
+/// Reads `stderr` to its end on a thread, keeping the last [`TAIL`]
+/// bytes, each line escaped.
+fn tail_of(stderr: Option<std::process::ChildStderr>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut kept: Vec<u8> = Vec::new();
+        if let Some(mut err) = stderr {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > 2 * TAIL {
+                    kept.drain(..kept.len() - TAIL);
+                }
+            }
+        }
+        let start = kept.len().saturating_sub(TAIL);
+        String::from_utf8_lossy(&kept[start..])
+            .trim()
+            .lines()
+            .map(|l| crate::text::escape(l).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
 }
 
 fn spawn_error(e: io::Error) -> GitError {
@@ -331,24 +438,12 @@ fn wait(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> 
             return Some(status);
         }
         if Instant::now() >= end {
-            let _ = child.kill();
+            helper::kill_group(child.id());
             let _ = child.wait();
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// The last `max` bytes of the file at `path`, as text.
-fn tail(path: &Path, max: u64) -> String {
-    let Ok(mut file) = File::open(path) else {
-        return String::new();
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = file.seek(SeekFrom::Start(len.saturating_sub(max)));
-    let mut buf = Vec::new();
-    let _ = file.take(max).read_to_end(&mut buf);
-    crate::text::escape(String::from_utf8_lossy(&buf).trim()).into_owned()
 }
 
 /// The URL git is given, and the `http.curloptResolve` entries that make

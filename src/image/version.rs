@@ -292,6 +292,9 @@ impl<'a> Versions<'a> {
             }}),
             Step::Container(name) => json!({"Container": self.id(name)?}),
             Step::Sh(script) => json!({ "Sh": script }),
+            Step::Package { tag, script, .. } => {
+                json!({ "Package": {"tag": tag, "script": script} })
+            }
             Step::Cmd(argv) => json!({ "Cmd": argv }),
             Step::Text(files) => json!({ "Text": files }),
             Step::Copy(copy) => {

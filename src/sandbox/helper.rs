@@ -163,24 +163,43 @@ pub fn confine(
     Ok(confined)
 }
 
-/// Bounds each file `cmd`'s program writes to `max` bytes (RLIMIT_FSIZE:
-/// past it, the write fails and SIGXFSZ stops the program).
-pub fn limit_file_size(cmd: &mut Command, max: u64) {
-    let limit = libc::rlimit {
-        rlim_cur: max,
-        rlim_max: max,
+/// Bounds what `cmd`'s program may take: each file it writes to
+/// `max_file` bytes (RLIMIT_FSIZE: past it, the write fails and SIGXFSZ
+/// stops the program), its heap and private mappings to `max_data`
+/// (RLIMIT_DATA: an allocation past it fails). It runs in a process group
+/// of its own, so that [`kill_group`] stops what it started too.
+pub fn limit_resources(cmd: &mut Command, max_file: u64, max_data: u64) {
+    let limit = |n: u64| libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
     };
-    // SAFETY: setrlimit reads the struct on the stack of the closure,
-    // which outlives the call; a system call only, as a hook between fork
-    // and exec must be.
+    let (file, data) = (limit(max_file), limit(max_data));
+    cmd.process_group(0);
+    // SAFETY: setrlimit reads the structs on the stack of the closure,
+    // which outlive the calls; system calls only, as a hook between fork
+    // and exec must make.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) < 0 {
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &file) < 0
+                || libc::setrlimit(libc::RLIMIT_DATA, &data) < 0
+            {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
         })
     };
+}
+
+/// Kills the process group `pid` leads (see [`limit_resources`]).
+pub fn kill_group(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    if pid > 0 {
+        // SAFETY: killpg takes integers; `pid` is a child's that has not
+        // been reaped, so its group is still ours to signal.
+        unsafe { libc::killpg(pid, libc::SIGKILL) };
+    }
 }
 
 /// Set under `-v`: cella then says once when a helper runs less walled
@@ -417,7 +436,7 @@ mod tests {
         let mut cmd = Command::new("/bin/sh");
         cmd.args(["-c", "head -c 5000 /dev/zero > big"])
             .current_dir(dir.path());
-        limit_file_size(&mut cmd, 4096);
+        limit_resources(&mut cmd, 4096, 1 << 30);
         let status = cmd.status().unwrap();
         assert!(!status.success());
         let len = std::fs::metadata(dir.path().join("big")).unwrap().len();

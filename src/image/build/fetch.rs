@@ -61,30 +61,32 @@ impl Builder<'_, '_, '_> {
 
     fn git_archive(&mut self, fetched: &git::Fetched, step: &GitStep) -> Result<(), StepFailure> {
         let other = |e: git::GitError| StepFailure::Other(e.into());
-        let mut child = fetched.archive().map_err(other)?;
         let shown = PathBuf::from(format!("{}@{}", step.url, fetched.commit));
-        let Some(stdout) = child.stdout.take() else {
-            let _ = child.kill();
-            return fetched.finish(child).map_err(other);
-        };
         let mut writer = writer(&self.work, &self.limits)?;
-        let imported = tar_import::import_subdir(
-            &shown,
-            BufReader::with_capacity(64 * 1024, stdout),
-            &mut self.tree,
-            step.path.as_bytes(),
-            None,
-            &mut writer,
-        );
+        let mut running = fetched.archive().map_err(other)?;
+        let imported = match running.child.stdout.take() {
+            Some(stdout) => tar_import::import_subdir(
+                &shown,
+                BufReader::with_capacity(64 * 1024, stdout),
+                &mut self.tree,
+                step.path.as_bytes(),
+                None,
+                &mut writer,
+            )
+            .map_err(StepFailure::Tar)
+            // The rest (git's trailing zeros) read, so that git ends.
+            .and_then(|mut rest| {
+                io::copy(&mut rest, &mut io::sink())
+                    .map(drop)
+                    .map_err(|e| StepFailure::io("read", &shown, e))
+            }),
+            None => Ok(()),
+        };
         if imported.is_err() {
-            let _ = child.kill();
+            running.kill();
         }
-        // The rest (git's trailing zeros) read, so that git ends.
-        let finished = imported.map_err(StepFailure::Tar).and_then(|mut rest| {
-            io::copy(&mut rest, &mut io::sink()).map_err(|e| StepFailure::io("read", &shown, e))
-        });
-        let status = fetched.finish(child).map_err(other);
-        finished.and(status)
+        let status = fetched.finish(running).map_err(other);
+        imported.and(status)
     }
 
     /// `!Debian`: mmdebstrap's tarball, imported as `!Tar` would.

@@ -104,6 +104,11 @@ impl ProgramRunner for VmRunner<'_> {
             });
             shares.push(ShareSpec::new(dir, false, Vec::new())?);
         }
+        // Parents before children, so that a cache at /var/cache does not
+        // cover the .deb cache mounted beneath it (stable: equal depths
+        // keep their order).
+        spec.mounts
+            .sort_by_key(|m| m.target().split('/').filter(|c| !c.is_empty()).count());
         let server = Some(fs_server(shares, &self.opts.limits)?);
         let mut io = BuildIo::new(export);
         let status = launch::launch(

@@ -122,6 +122,12 @@ pub fn fetch(
         .check_reachable(guard)
         .map_err(|m| GitError::Refused(m.replace(&url.location.to_string(), &url.to_string())))?;
     let (remote, pins) = pinned(&url, guard)?;
+    if !pins.is_empty() && url.scheme == GitScheme::Http && !git_pins_addresses() {
+        return Err(GitError::Refused(format!(
+            "{url}: the host's git is older than 2.37, which cannot be held to the \
+             addresses cella checked (http.curloptResolve); use https:// or an IP address"
+        )));
+    }
     fs::DirBuilder::new()
         .mode(0o700)
         .create(scratch)
@@ -423,6 +429,34 @@ fn tail_of(stderr: Option<std::process::ChildStderr>) -> std::thread::JoinHandle
     })
 }
 
+/// Whether the host's git honours `http.curloptResolve` (2.37 and
+/// later); https is held by TLS to the name either way.
+fn git_pins_addresses() -> bool {
+    static PINS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PINS.get_or_init(|| {
+        let out = Command::new("git")
+            .arg("--version")
+            .env_clear()
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        text.ok().is_some_and(|t| version_at_least(&t, (2, 37)))
+    })
+}
+
+/// Whether `git version X.Y...` is at least `want`.
+fn version_at_least(text: &str, want: (u32, u32)) -> bool {
+    let Some(v) = text.trim().strip_prefix("git version ") else {
+        return false;
+    };
+    let mut parts = v.split(['.', ' ']).map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= want,
+        _ => false,
+    }
+}
+
 fn spawn_error(e: io::Error) -> GitError {
     match e.kind() {
         io::ErrorKind::NotFound => GitError::NoGit,
@@ -490,6 +524,18 @@ fn pinned(url: &GitUrl, guard: &AddressGuard) -> Result<(String, Vec<String>), G
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_versions() {
+        assert!(version_at_least("git version 2.39.5\n", (2, 37)));
+        assert!(version_at_least("git version 3.0", (2, 37)));
+        assert!(!version_at_least("git version 2.34.1", (2, 37)));
+        assert!(!version_at_least("hub version 2.40", (2, 37)));
+        assert!(
+            git_pins_addresses(),
+            "the test machine's git is 2.39 or later"
+        );
+    }
 
     #[test]
     fn pins_what_was_checked() {

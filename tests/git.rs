@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assets, cella_with, text, tree, wait_output, Project};
+use common::{assets, cella_with, tar_member, text, tree, wait_output, Project};
 
 /// `git daemon` on 127.0.0.1, stopped by pid when dropped.
 struct Daemon(Child);
@@ -100,15 +100,6 @@ fn daemon(base: &Path) -> (Daemon, u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
     (d, port)
-}
-
-/// The content of `path` in the tarball `tar`, or None.
-fn member(tar: &Path, path: &str) -> Option<String> {
-    let out = Command::new("tar")
-        .args(["-xOf", tar.to_str().expect("utf-8"), path])
-        .output()
-        .expect("tar");
-    out.status.success().then(|| text(&out.stdout))
 }
 
 #[test]
@@ -197,16 +188,19 @@ fn git_steps_fetch_one_commit_behind_the_wall() {
     // The pinned commit, not the tip; the tree as committed, whatever
     // its .gitattributes ask; no .git.
     assert_eq!(
-        member(&root, "opt/repo/hello.txt").as_deref(),
+        tar_member(&root, "opt/repo/hello.txt").as_deref(),
         Some("first\n")
     );
-    assert_eq!(member(&root, "opt/tip/hello.txt").as_deref(), Some("tip\n"));
     assert_eq!(
-        member(&root, "opt/repo/subst.txt").as_deref(),
+        tar_member(&root, "opt/tip/hello.txt").as_deref(),
+        Some("tip\n")
+    );
+    assert_eq!(
+        tar_member(&root, "opt/repo/subst.txt").as_deref(),
         Some("$Format:%H$\n")
     );
     assert_eq!(
-        member(&root, "opt/repo/ignored.txt").as_deref(),
+        tar_member(&root, "opt/repo/ignored.txt").as_deref(),
         Some("kept\n")
     );
     let listing = Command::new("tar")
@@ -226,7 +220,10 @@ fn git_steps_fetch_one_commit_behind_the_wall() {
     assert_eq!(status, Some(0), "{err}");
     let (status, _, err) = cella_with(&p, &open, &cache, &["_pack_image", "-f", root_arg, "inst"]);
     assert_eq!(status, Some(0), "{err}");
-    assert_eq!(member(&root, "installed").as_deref(), Some("installed\n"));
+    assert_eq!(
+        tar_member(&root, "installed").as_deref(),
+        Some("installed\n")
+    );
     let listing = Command::new("tar")
         .args(["-tf", root_arg])
         .output()

@@ -11,9 +11,8 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
 
-use common::{assets, cella_with, text, Project};
+use common::{assets, cella_with, tar_member, Project};
 
 /// Records its arguments, its cache variables and the VM's NICs.
 const STAND_IN: &str = r#"#!/bin/sh
@@ -45,14 +44,6 @@ fn stand_ins() -> Vec<u8> {
         b.append(&h, STAND_IN.as_bytes()).expect("append");
     }
     b.into_inner().expect("tar")
-}
-
-fn member(tar: &Path, path: &str) -> Option<String> {
-    let out = std::process::Command::new("tar")
-        .args(["-xOf", tar.to_str().expect("utf-8"), path])
-        .output()
-        .expect("tar");
-    out.status.success().then(|| text(&out.stdout))
 }
 
 #[test]
@@ -96,7 +87,7 @@ fn language_steps_run_their_tool_with_cache_and_network() {
     let root_arg = root.to_str().expect("utf-8");
     let (status, _, err) = cella_with(&p, &open, &cache, &["_pack_image", "-f", root_arg, "py"]);
     assert_eq!(status, Some(0), "{err}");
-    let log = member(&root, "standin.log").expect("the stand-in ran");
+    let log = tar_member(&root, "standin.log").expect("the stand-in ran");
     for want in [
         "tool: fakepy\narg: -m\narg: pip\narg: install\n",
         "arg: --no-input\n",
@@ -123,7 +114,7 @@ fn language_steps_run_their_tool_with_cache_and_network() {
     // The pip cache is there for the three tools after it, npm's for two.
     assert_eq!(runs("pip-cache"), "ran\n".repeat(4));
     assert_eq!(runs("npm-cache"), "ran\n".repeat(2));
-    assert_eq!(member(&root, "tmp/pip-cache/runs"), None);
+    assert_eq!(tar_member(&root, "tmp/pip-cache/runs"), None);
     fs::remove_file(&root).expect("rm");
 
     // The requirements file versions the image (vagga's `_version_hash`).

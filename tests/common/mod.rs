@@ -307,6 +307,15 @@ pub fn cella_with(
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
+/// The content of `path` in the tarball `tar`, or None.
+pub fn tar_member(tar: &Path, path: &str) -> Option<String> {
+    let out = Command::new("tar")
+        .args(["-xOf", tar.to_str().expect("utf-8"), path])
+        .output()
+        .expect("tar");
+    out.status.success().then(|| text(&out.stdout))
+}
+
 /// The value of line `name` of a /proc status file, or "".
 pub fn status_field(status: &str, name: &str) -> String {
     status

@@ -354,7 +354,14 @@ impl Decoder<'_> {
     ) -> Result<(String, PathBuf, Vec<&'static str>), ConfigError> {
         if node.value == Value::Null {
             let (text, rel) = self.project_file(None, node.pos, path, "package.json")?;
-            return Ok((text, rel, vec!["dependencies", "devDependencies"]));
+            // vagga's defaults: package, dev and bundled.
+            let kinds = vec![
+                "dependencies",
+                "devDependencies",
+                "bundledDependencies",
+                "bundleDependencies",
+            ];
+            return Ok((text, rel, kinds));
         }
         let f = self.fields(node, path, NPM_DEPS_FIELDS)?;
         let (text, rel) =

@@ -148,6 +148,8 @@ impl Decoder<'_> {
         let Some(tag) = node.tag.as_deref() else {
             return Ok(None);
         };
+        // In order: a file's `!Depends` (pushed by its arm), `!Install`,
+        // `!CacheDirs`, the tool.
         let mut out = Vec::new();
         let mut push = |step| {
             out.push(SetupStep {
@@ -299,7 +301,6 @@ impl Decoder<'_> {
             summary,
             script,
         });
-        // The `!Depends` first, so that its file versions the rest.
         Ok(Some(out))
     }
 

@@ -285,18 +285,19 @@ impl HttpUrl {
         }
     }
 
-    /// Fails, saying why, unless every address the host is or resolves to
-    /// is one `guard` permits. A name that resolves to nothing fails too.
-    /// What this cannot see: the name resolving differently when the
-    /// fetcher resolves it again (DNS rebinding).
-    pub fn check_reachable(&self, guard: &AddressGuard) -> Result<(), String> {
+    /// The addresses the host is or resolves to, checked: fails, saying
+    /// why, unless `guard` permits every one. A name that resolves to
+    /// nothing fails too. What this cannot see: the name resolving
+    /// differently when a fetcher resolves it again (DNS rebinding), unless
+    /// the fetcher is held to these addresses (as `!Git`'s git is).
+    pub fn check_reachable(&self, guard: &AddressGuard) -> Result<Vec<IpAddr>, String> {
         let addresses = self
             .addresses()
             .map_err(|e| format!("cannot resolve the host of {self}: {e}"))?;
         if addresses.is_empty() {
             return Err(format!("the host of {self} has no address"));
         }
-        for ip in addresses {
+        for &ip in &addresses {
             if let Err(kind) = guard.check(ip) {
                 let host = match &self.host {
                     UrlHost::Name(name) => format!("{name} resolves to {ip}, "),
@@ -309,7 +310,7 @@ impl HttpUrl {
                 ));
             }
         }
-        Ok(())
+        Ok(addresses)
     }
 }
 
@@ -514,6 +515,9 @@ mod tests {
         assert!(e.contains("is a loopback address"), "{e}");
         let allowed = AddressGuard::with_host_addresses(&["127.0.0.0/8".parse().unwrap()], vec![]);
         let url = HttpUrl::parse("http://127.0.0.1:8000/").unwrap();
-        assert_eq!(url.check_reachable(&allowed), Ok(()));
+        assert_eq!(
+            url.check_reachable(&allowed),
+            Ok(vec!["127.0.0.1".parse::<IpAddr>().unwrap()])
+        );
     }
 }

@@ -32,7 +32,7 @@
 //!   `working-tree-encoding` are overridden), and modes as committed
 //!   (`tar.umask=022`).
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
 use std::net::IpAddr;
 use std::os::unix::fs::DirBuilderExt;
@@ -118,10 +118,11 @@ pub fn fetch(
 ) -> Result<Fetched, GitError> {
     let url = GitUrl::parse(&step.url).map_err(GitError::Url)?;
     // Said of the URL as written (the check parses it as http).
-    url.location
+    let addresses = url
+        .location
         .check_reachable(guard)
         .map_err(|m| GitError::Refused(m.replace(&url.location.to_string(), &url.to_string())))?;
-    let (remote, pins) = pinned(&url, guard)?;
+    let (remote, pins) = pinned(&url, &addresses);
     if !pins.is_empty() && url.scheme == GitScheme::Http && !git_pins_addresses() {
         return Err(GitError::Refused(format!(
             "{url}: the host's git is older than 2.37, which cannot be held to the \
@@ -322,7 +323,9 @@ impl Fetched {
         Ok(cmd)
     }
 
-    /// Runs git with `args` in `dir` within `limit`; its stdout (bounded).
+    /// Runs git with `args` in `dir` within `limit`; the end of its
+    /// stdout. Both streams come through pipes: nothing is opened in the
+    /// scratch directory once a git has written there.
     fn run(
         &self,
         what: &'static str,
@@ -330,18 +333,14 @@ impl Fetched {
         dir: &Path,
         limit: Duration,
     ) -> Result<String, GitError> {
-        let out_path = self.scratch.join(format!("{what}.out"));
-        let out = File::create(&out_path).map_err(|e| GitError::Scratch(out_path.clone(), e))?;
         let mut cmd = self.command(dir)?;
-        cmd.args(args).stdout(out).stderr(Stdio::piped());
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(spawn_error)?;
+        let stdout = tail_of(child.stdout.take());
         let stderr = tail_of(child.stderr.take());
         self.wait_for(what, Running { child, stderr }, limit)?;
-        let mut text = String::new();
-        File::open(&out_path)
-            .and_then(|f| f.take(4096).read_to_string(&mut text))
-            .map_err(|e| GitError::Scratch(out_path, e))?;
-        Ok(text)
+        let out = stdout.join().unwrap_or_default();
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// Waits for `running` within `limit`, killing its process group
@@ -353,7 +352,7 @@ impl Fetched {
         limit: Duration,
     ) -> Result<(), GitError> {
         let status = wait(&mut running.child, limit);
-        let tail = running.stderr.join().unwrap_or_default();
+        let tail = escaped_lines(&running.stderr.join().unwrap_or_default());
         let Some(status) = status else {
             return Err(GitError::Timeout {
                 what,
@@ -392,7 +391,7 @@ impl Fetched {
 /// A git that is running, and the thread keeping its stderr's tail.
 pub struct Running {
     pub child: Child,
-    stderr: std::thread::JoinHandle<String>,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
 }
 
 impl Running {
@@ -402,14 +401,14 @@ impl Running {
     }
 }
 
-/// Reads `stderr` to its end on a thread, keeping the last [`TAIL`]
-/// bytes, each line escaped.
-fn tail_of(stderr: Option<std::process::ChildStderr>) -> std::thread::JoinHandle<String> {
+/// Reads `stream` to its end on a thread, keeping its last [`TAIL`]
+/// bytes.
+fn tail_of<R: Read + Send + 'static>(stream: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut kept: Vec<u8> = Vec::new();
-        if let Some(mut err) = stderr {
+        if let Some(mut stream) = stream {
             let mut buf = [0u8; 8192];
-            while let Ok(n) = err.read(&mut buf) {
+            while let Ok(n) = stream.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
@@ -420,13 +419,18 @@ fn tail_of(stderr: Option<std::process::ChildStderr>) -> std::thread::JoinHandle
             }
         }
         let start = kept.len().saturating_sub(TAIL);
-        String::from_utf8_lossy(&kept[start..])
-            .trim()
-            .lines()
-            .map(|l| crate::text::escape(l).into_owned())
-            .collect::<Vec<_>>()
-            .join("\n")
+        kept.split_off(start)
     })
+}
+
+/// `bytes` as text for a message, each line escaped.
+fn escaped_lines(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .trim()
+        .lines()
+        .map(|l| crate::text::escape(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Whether the host's git honours `http.curloptResolve` (2.37 and
@@ -482,21 +486,9 @@ fn wait(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> 
 
 /// The URL git is given, and the `http.curloptResolve` entries that make
 /// curl connect only to the addresses checked.
-fn pinned(url: &GitUrl, guard: &AddressGuard) -> Result<(String, Vec<String>), GitError> {
-    let UrlHost::Name(name) = &url.location.host else {
-        return Ok((url.to_string(), Vec::new()));
-    };
-    let addresses: Vec<IpAddr> = url
-        .location
-        .addresses()
-        .map_err(|e| GitError::Refused(format!("cannot resolve the host of {url}: {e}")))?
-        .into_iter()
-        .filter(|ip| guard.check(*ip).is_ok())
-        .collect();
-    let Some(first) = addresses.first() else {
-        return Err(GitError::Refused(format!(
-            "the host of {url} has no address"
-        )));
+fn pinned(url: &GitUrl, addresses: &[IpAddr]) -> (String, Vec<String>) {
+    let (UrlHost::Name(name), Some(first)) = (&url.location.host, addresses.first()) else {
+        return (url.to_string(), Vec::new());
     };
     let literal = |ip: &IpAddr| match ip {
         IpAddr::V4(a) => a.to_string(),
@@ -512,13 +504,13 @@ fn pinned(url: &GitUrl, guard: &AddressGuard) -> Result<(String, Vec<String>), G
             scheme: url.scheme,
             location,
         };
-        return Ok((rewritten.to_string(), Vec::new()));
+        return (rewritten.to_string(), Vec::new());
     }
     let list: Vec<String> = addresses.iter().map(literal).collect();
-    Ok((
+    (
         url.to_string(),
         vec![format!("{name}:{}:{}", url.port(), list.join(","))],
-    ))
+    )
 }
 
 #[cfg(test)]
@@ -539,16 +531,16 @@ mod tests {
 
     #[test]
     fn pins_what_was_checked() {
-        let guard = AddressGuard::with_host_addresses(&["127.0.0.0/8".parse().unwrap()], vec![]);
+        let checked: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap()];
         let url = GitUrl::parse("https://localhost:8443/r.git").unwrap();
-        let (remote, pins) = pinned(&url, &guard).unwrap();
+        let (remote, pins) = pinned(&url, &checked);
         assert_eq!(remote, "https://localhost:8443/r.git");
         assert_eq!(pins, vec!["localhost:8443:127.0.0.1".to_owned()]);
         let url = GitUrl::parse("git://localhost/r.git").unwrap();
-        let (remote, pins) = pinned(&url, &guard).unwrap();
+        let (remote, pins) = pinned(&url, &checked);
         assert_eq!(remote, "git://127.0.0.1/r.git");
         assert!(pins.is_empty());
         let url = GitUrl::parse("git://127.0.0.1:9/r").unwrap();
-        assert_eq!(pinned(&url, &guard).unwrap().0, "git://127.0.0.1:9/r");
+        assert_eq!(pinned(&url, &checked).0, "git://127.0.0.1:9/r");
     }
 }

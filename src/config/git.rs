@@ -16,7 +16,7 @@ use super::error::ConfigError;
 use super::model::{GitStep, SetupStep, Step};
 use super::netpolicy::HttpUrl;
 use super::refs;
-use super::scalars;
+use super::scalars::{self, quoted};
 use super::yaml::{Node, Value};
 
 const GIT_FIELDS: &[&str] = &["url", "revision", "branch", "path"];
@@ -151,12 +151,7 @@ impl Decoder<'_> {
         let (url, revision, branch) = self.git_source(&fields)?;
         let subdir = self.optional(&fields, "subdir", refs::archive_dir)?;
         let script_node = self.required(&fields, "script")?;
-        let script = self.string(script_node, &fields.path_of("script"))?;
-        if script.trim().is_empty() {
-            return Err(ConfigError::EmptyRun {
-                at: self.at(script_node.pos, &fields.path_of("script")),
-            });
-        }
+        let script = self.install_script(script_node, &fields.path_of("script"))?;
         let dir = format!("/.cella-gitinstall-{index}");
         let enter = match subdir.flatten() {
             Some(sub) => format!("{dir}/{sub}"),
@@ -173,10 +168,7 @@ impl Decoder<'_> {
                 branch,
                 path: dir.clone(),
             })),
-            at(Step::Sh(format!(
-                "cd '{}'\n{script}",
-                enter.replace('\'', "'\\''")
-            ))),
+            at(Step::Sh(format!("cd {}\n{script}", quoted(&enter)))),
             at(Step::Remove(dir)),
         ])
     }

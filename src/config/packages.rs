@@ -166,8 +166,8 @@ impl Decoder<'_> {
                 "NpmConfig" => {
                     let f = self.fields(node, path, NPM_CONFIG_FIELDS)?;
                     state.npm = Npm {
-                        npm_exe: self.exe(&f, ["npm-exe", "npm_exe"], "npm")?,
-                        install_node: self.flag(&f, ["install-node", "install_node"], true)?,
+                        npm_exe: self.exe(&f, &["npm-exe", "npm_exe"], "npm")?,
+                        install_node: self.flag(&f, &["install-node", "install_node"], true)?,
                     };
                     return Ok(Some(Vec::new()));
                 }
@@ -175,10 +175,10 @@ impl Decoder<'_> {
                     let f = self.fields(node, path, GEM_CONFIG_FIELDS)?;
                     // `update_gem` is read and checked, not acted on:
                     // Debian's rubygems refuses `gem update --system`.
-                    self.flag(&f, ["update_gem", "update-gem"], true)?;
+                    self.flag(&f, &["update_gem", "update-gem"], true)?;
                     state.gem = Gem {
-                        gem_exe: self.exe(&f, ["gem_exe", "gem-exe"], "gem")?,
-                        install_ruby: self.flag(&f, ["install_ruby", "install-ruby"], true)?,
+                        gem_exe: self.exe(&f, &["gem_exe", "gem-exe"], "gem")?,
+                        install_ruby: self.flag(&f, &["install_ruby", "install-ruby"], true)?,
                     };
                     return Ok(Some(Vec::new()));
                 }
@@ -187,7 +187,8 @@ impl Decoder<'_> {
                         let specs = self.specs(node, path)?;
                         (specs.join(" "), specs.iter().map(|s| quoted(s)).collect())
                     } else {
-                        let (text, rel) = self.requirements(node, path, "requirements.txt")?;
+                        let (text, rel) =
+                            self.project_file(Some(node), node.pos, path, "requirements.txt")?;
                         push(Step::Depends {
                             path: text.clone(),
                             rel: rel.clone(),
@@ -308,13 +309,13 @@ impl Decoder<'_> {
         let f = self.fields(node, path, PIP_FIELDS)?;
         let list = |name| self.spec_list(&f, name);
         Ok(Pip {
-            dependencies: self.flag(&f, ["dependencies", "dependencies"], false)?,
+            dependencies: self.flag(&f, &["dependencies"], false)?,
             index_urls: list("index-urls")?,
             find_links: list("find-links")?,
             trusted_hosts: list("trusted-hosts")?,
-            cache_wheels: self.flag(&f, ["cache-wheels", "cache-wheels"], true)?,
-            install_python: self.flag(&f, ["install-python", "install-python"], true)?,
-            python_exe: self.exe(&f, ["python-exe", "python-exe"], "python3")?,
+            cache_wheels: self.flag(&f, &["cache-wheels"], true)?,
+            install_python: self.flag(&f, &["install-python"], true)?,
+            python_exe: self.exe(&f, &["python-exe"], "python3")?,
         })
     }
 
@@ -334,16 +335,6 @@ impl Decoder<'_> {
         let rel = self.project_path(pos, path, &text)?;
         self.exists(pos, path, &rel, Kind::File)?;
         Ok((text, rel))
-    }
-
-    /// `!Py3Requirements FILE`.
-    fn requirements(
-        &self,
-        node: &Node,
-        path: &str,
-        default: &str,
-    ) -> Result<(String, PathBuf), ConfigError> {
-        self.project_file(Some(node), node.pos, path, default)
     }
 
     /// `!NpmDependencies` or `!NpmDependencies {file, package, dev, peer,
@@ -379,7 +370,7 @@ impl Decoder<'_> {
             ),
             ("optional", false, &["optionalDependencies"][..]),
         ] {
-            if self.flag(&f, [name, name], default)? {
+            if self.flag(&f, &[name], default)? {
                 kinds.extend_from_slice(keys);
             }
         }
@@ -464,11 +455,11 @@ impl Decoder<'_> {
         }
     }
 
-    /// A boolean field under either of its spellings, else `default`.
+    /// A boolean field under any of its spellings, else `default`.
     fn flag(
         &self,
         fields: &Fields<'_>,
-        names: [&str; 2],
+        names: &[&str],
         default: bool,
     ) -> Result<bool, ConfigError> {
         for name in names {
@@ -479,11 +470,11 @@ impl Decoder<'_> {
         Ok(default)
     }
 
-    /// A program's name or path under either spelling, else `default`.
+    /// A program's name or path under any of its spellings, else `default`.
     fn exe(
         &self,
         fields: &Fields<'_>,
-        names: [&str; 2],
+        names: &[&str],
         default: &str,
     ) -> Result<String, ConfigError> {
         for name in names {

@@ -237,13 +237,7 @@ impl Decoder<'_> {
         let subdir = self.optional(&fields, "subdir", refs::archive_dir)?;
         let script = match fields.get("script") {
             Some(script) if script.value != Value::Null => {
-                let text = self.string(script, &fields.path_of("script"))?;
-                if text.trim().is_empty() {
-                    return Err(ConfigError::EmptyRun {
-                        at: self.at(script.pos, &fields.path_of("script")),
-                    });
-                }
-                text
+                self.install_script(script, &fields.path_of("script"))?
             }
             _ => TAR_INSTALL_SCRIPT.to_owned(),
         };
@@ -273,6 +267,18 @@ impl Decoder<'_> {
             at(Step::Sh(format!("{enter}{script}"))),
             at(Step::Remove(dir)),
         ])
+    }
+
+    /// The `script` of `!TarInstall` or `!GitInstall`: a string with
+    /// something to run.
+    pub(super) fn install_script(&self, node: &Node, path: &str) -> Result<String, ConfigError> {
+        let text = self.string(node, path)?;
+        if text.trim().is_empty() {
+            return Err(ConfigError::EmptyRun {
+                at: self.at(node.pos, path),
+            });
+        }
+        Ok(text)
     }
 
     /// `!Download {url, path, mode?, sha256?}`.

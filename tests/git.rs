@@ -51,9 +51,12 @@ fn repository(dir: &Path) -> (String, String) {
     fs::write(dir.join("hello.txt"), "first\n").expect("write");
     fs::write(dir.join("subst.txt"), "$Format:%H$\n").expect("write");
     fs::write(dir.join("ignored.txt"), "kept\n").expect("write");
+    // Committed as "$Id$\n"; archived with these attributes it would be
+    // "$Id: <blob id> $\r\n".
+    fs::write(dir.join("ident.txt"), "$Id$\n").expect("write");
     fs::write(
         dir.join(".gitattributes"),
-        "subst.txt export-subst\nignored.txt export-ignore\n",
+        "subst.txt export-subst\nignored.txt export-ignore\nident.txt ident eol=crlf\n",
     )
     .expect("write");
     fs::create_dir(dir.join("tools")).expect("mkdir");
@@ -183,8 +186,22 @@ fn git_steps_fetch_one_commit_behind_the_wall() {
     assert_eq!(status, Some(0), "{err}");
     let root = p.path().join("root.tar");
     let root_arg = root.to_str().expect("utf-8");
-    let (status, _, err) = cella_with(&p, &open, &cache, &["_pack_image", "-f", root_arg, "src"]);
-    assert_eq!(status, Some(0), "{err}");
+    // The container's image as a tarball at `root`, and its `tar -tv` listing.
+    let pack = |container: &str| -> String {
+        let (status, _, err) = cella_with(
+            &p,
+            &open,
+            &cache,
+            &["_pack_image", "-f", root_arg, container],
+        );
+        assert_eq!(status, Some(0), "{err}");
+        let listing = Command::new("tar")
+            .args(["-tvf", root_arg])
+            .output()
+            .expect("tar");
+        text(&listing.stdout)
+    };
+    let listing = pack("src");
     // The pinned commit, not the tip; the tree as committed, whatever
     // its .gitattributes ask; no .git.
     assert_eq!(
@@ -203,13 +220,28 @@ fn git_steps_fetch_one_commit_behind_the_wall() {
         tar_member(&root, "opt/repo/ignored.txt").as_deref(),
         Some("kept\n")
     );
-    let listing = Command::new("tar")
-        .args(["-tvf", root_arg])
-        .output()
-        .expect("tar");
-    let listing = text(&listing.stdout);
+    assert_eq!(
+        tar_member(&root, "opt/repo/ident.txt").as_deref(),
+        Some("$Id$\n")
+    );
     assert!(
         listing.contains("opt/repo/link -> /etc/passwd"),
+        "{listing}"
+    );
+    // Modes as committed, not git archive's default umask 002.
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.ends_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line(" opt/repo/hello.txt").starts_with("-rw-r--r--"),
+        "{listing}"
+    );
+    assert!(
+        line(" opt/repo/tools/").starts_with("drwxr-xr-x"),
         "{listing}"
     );
     assert!(!listing.contains(".git/"), "{listing}");
@@ -218,21 +250,12 @@ fn git_steps_fetch_one_commit_behind_the_wall() {
     // !GitInstall: the script runs in the tree's subdir, the tree is gone after.
     let (status, _, err) = cella_with(&p, &open, &cache, &["_build", "inst"]);
     assert_eq!(status, Some(0), "{err}");
-    let (status, _, err) = cella_with(&p, &open, &cache, &["_pack_image", "-f", root_arg, "inst"]);
-    assert_eq!(status, Some(0), "{err}");
+    let listing = pack("inst");
     assert_eq!(
         tar_member(&root, "installed").as_deref(),
         Some("installed\n")
     );
-    let listing = Command::new("tar")
-        .args(["-tf", root_arg])
-        .output()
-        .expect("tar");
-    assert!(
-        !text(&listing.stdout).contains("cella-gitinstall"),
-        "{}",
-        text(&listing.stdout)
-    );
+    assert!(!listing.contains("cella-gitinstall"), "{listing}");
     fs::remove_file(&root).expect("rm");
 
     // Nothing outside the project changed; the served repository neither.

@@ -143,9 +143,9 @@ fn every_step_lands_in_the_image() {
 etc/greeting 640 12:34 regular file
 etc/greeting.link 777 0:0 symbolic link
 etc/null 644 0:0 character special file
-srv 755 0:0 directory
-srv/run.sh 755 0:0 regular file
-srv/sub/data.txt 644 0:0 regular file
+srv 775 0:0 directory
+srv/run.sh 775 0:0 regular file
+srv/sub/data.txt 664 0:0 regular file
 only-sh/run.sh 700 0:0 regular file
 var/lib/made/here 755 0:0 directory
 etc/motd 644 0:0 regular file

@@ -314,6 +314,21 @@ impl Decoder<'_> {
         }
     }
 
+    /// A boolean field under any of its spellings, else `default`.
+    pub(super) fn flag(
+        &self,
+        fields: &Fields<'_>,
+        names: &[&str],
+        default: bool,
+    ) -> Result<bool, ConfigError> {
+        for name in names {
+            if let Some(v) = self.optional(fields, name, super::scalars::boolean)? {
+                return Ok(v);
+            }
+        }
+        Ok(default)
+    }
+
     /// A name of a container or command: not empty, not reserved, and
     /// printable (cella prints names in its own messages).
     pub(super) fn name(&self, entry: &Entry<'_>, path: &str) -> Result<String, ConfigError> {

@@ -8,6 +8,7 @@
 
 mod checks;
 mod commands;
+mod copy;
 mod decode;
 pub mod docopt;
 mod error;
@@ -32,6 +33,8 @@ mod yaml;
 #[cfg(test)]
 mod command_tests;
 #[cfg(test)]
+mod copy_tests;
+#[cfg(test)]
 mod net_tests;
 #[cfg(test)]
 mod package_tests;
@@ -50,8 +53,8 @@ pub use knobs::Knobs;
 pub use model::{
     Bind, Child, Command, CommandInfo, CommandKind, Config, Container, CopyStep, DebianStep,
     EnvironFile, GitStep, HostDir, ImageSource, ImageStep, NameRef, Network, Pid1Mode, PortMap,
-    RegistryRef, Resources, SetupStep, SimpleCommand, Step, Supervise, SuperviseMode, Volume,
-    WriteMode, BUILTIN_COMMANDS, DEFAULT_DEBIAN_MIRROR,
+    RegistryRef, Resources, Selection, SetupStep, SimpleCommand, Step, Supervise, SuperviseMode,
+    Volume, WriteMode, BUILTIN_COMMANDS, DEFAULT_DEBIAN_MIRROR,
 };
 pub use settings::{Limits, NetworkPolicy, Registries, Settings, SettingsError};
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::error::{ConfigError, Location, Pos};
+use crate::hostfs::Filter;
 
 /// A loaded and validated cella.yaml (or vagga.yaml).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,6 +163,8 @@ pub enum Step {
         path: String,
         /// Relative to the project directory; it existed when loaded.
         rel: PathBuf,
+        /// Which files under a directory count.
+        select: Selection,
     },
     /// `!Debian {suite, variant?, mirror?}`: a Debian root made by
     /// mmdebstrap on the host. Only as the first step (checked).
@@ -275,7 +278,7 @@ pub struct RegistryRef {
 }
 
 /// The body of `!Copy`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CopyStep {
     /// As written: relative to the project directory, or absolute under `/work`.
     pub source: String,
@@ -284,15 +287,50 @@ pub struct CopyStep {
     pub rel: PathBuf,
     /// Destination in the container, absolute.
     pub path: String,
-    /// Only paths (relative to `source`, `/`-separated) matching this are copied.
-    pub include_regex: Option<String>,
-    /// Paths matching this are skipped (checked as a valid regex, like include).
-    pub exclude_regex: Option<String>,
+    /// Which files under `source` are copied.
+    pub select: Selection,
     /// Owner of the copies; default 0.
     pub owner_uid: Option<u32>,
     pub owner_gid: Option<u32>,
-    /// Bits cleared from the source's permissions; default 0o002.
+    /// Bits cleared from vagga's modes (0o777 for directories and files
+    /// their owner may run, 0o666 for other files); default 0o002.
     pub umask: u32,
+    /// vagga's `preserve-permissions`: the source's mode bits (all
+    /// 0o7777 of them) instead, and no umask.
+    pub preserve_permissions: bool,
+    /// vagga's `preserve-times`: the source's mtimes instead of the
+    /// build epoch (they then join the image id).
+    pub preserve_times: bool,
+}
+
+/// Which files under a project path `!Copy` and `!Depends` take: vagga's
+/// regexes or its glob `rules` (never both).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Only paths (relative to the source, `/`-separated) matching this are taken.
+    pub include_regex: Option<String>,
+    /// Paths matching this are skipped.
+    pub exclude_regex: Option<String>,
+    /// vagga's `rules`, its default ones first unless `no-default-rules`.
+    pub rules: Option<Vec<String>>,
+}
+
+impl Selection {
+    /// The walk filter (the rules and regexes were checked when loaded).
+    pub fn filter(&self) -> Result<Filter, String> {
+        match &self.rules {
+            Some(rules) => Filter::rules(rules),
+            None => Filter::new(self.include_regex.as_deref(), self.exclude_regex.as_deref())
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// `rules` holds no rule that takes files (vagga warns: nothing is copied).
+    pub fn takes_nothing(&self) -> bool {
+        self.rules
+            .as_ref()
+            .is_some_and(|rules| rules.iter().all(|r| r.starts_with('!')))
+    }
 }
 
 impl Step {

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use super::decode::{Decoder, Fields};
 use super::error::ConfigError;
-use super::model::{SetupStep, Step};
+use super::model::{Selection, SetupStep, Step};
 use super::scalars::{quoted, Kind};
 use super::yaml::{Node, Value};
 
@@ -192,6 +192,7 @@ impl Decoder<'_> {
                         push(Step::Depends {
                             path: text.clone(),
                             rel: rel.clone(),
+                            select: Selection::default(),
                         });
                         (text, vec!["-r".to_owned(), work_path(&rel)])
                     };
@@ -230,6 +231,7 @@ impl Decoder<'_> {
                     push(Step::Depends {
                         path: text.clone(),
                         rel: rel.clone(),
+                        select: Selection::default(),
                     });
                     let script = format!(
                         "node -e {} {} {} > /tmp/.cella-npm-deps\n\
@@ -265,6 +267,7 @@ impl Decoder<'_> {
                     push(Step::Depends {
                         path: text.clone(),
                         rel: rel.clone(),
+                        select: Selection::default(),
                     });
                     let dir = work_path(&rel.parent().map(PathBuf::from).unwrap_or_default());
                     let script = format!(
@@ -453,21 +456,6 @@ impl Decoder<'_> {
                 _ => Err(self.wrong_type(node, &path, "a list of strings")),
             },
         }
-    }
-
-    /// A boolean field under any of its spellings, else `default`.
-    fn flag(
-        &self,
-        fields: &Fields<'_>,
-        names: &[&str],
-        default: bool,
-    ) -> Result<bool, ConfigError> {
-        for name in names {
-            if let Some(v) = self.optional(fields, name, super::scalars::boolean)? {
-                return Ok(v);
-            }
-        }
-        Ok(default)
     }
 
     /// A program's name or path under any of its spellings, else `default`.

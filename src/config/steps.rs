@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::checks::Reference;
 use super::decode::{join, Decoder, Fields};
 use super::error::{ConfigError, Pos};
-use super::model::{CopyStep, DebianStep, ImageSource, ImageStep, InputProblem, SetupStep, Step};
+use super::model::{DebianStep, ImageSource, ImageStep, InputProblem, SetupStep, Step};
 use super::refs;
 use super::scalars;
 use super::scalars::{quoted, Kind};
@@ -19,24 +19,8 @@ const TAR_INSTALL_FIELDS: &[&str] = &["url", "sha256", "subdir", "script"];
 /// `!TarInstall`'s script when it gives none, as in vagga.
 const TAR_INSTALL_SCRIPT: &str = "./configure --prefix=/usr && make && make install";
 const IMAGE_FIELDS: &[&str] = &["ref", "digest"];
-const COPY_FIELDS: &[&str] = &[
-    "source",
-    "path",
-    "include-regex",
-    "exclude-regex",
-    "ignore-regex",
-    "owner-uid",
-    "owner-gid",
-    "umask",
-];
 const BUILD_FIELDS: &[&str] = &["container", "source", "path", "temporary-mount"];
 const DEBIAN_FIELDS: &[&str] = &["suite", "variant", "mirror"];
-
-/// The umask of `!Copy` when none is given, as in vagga.
-const DEFAULT_UMASK: u32 = 0o002;
-/// What a vagga.yaml's `!Copy` skips when it names no `ignore-regex`:
-/// vagga's default (version control directories, editor backups).
-const VAGGA_IGNORE: &str = r"(^|/)\.(git|hg|svn|vagga)($|/)|~$|\.bak$|\.orig$|^#.*#$";
 
 impl Decoder<'_> {
     /// The field `setup` of the container `container`: an untagged list of
@@ -150,12 +134,7 @@ impl Decoder<'_> {
             "Remove" => Step::Remove(self.tagged_container_path(node, path)?),
             "Env" => Step::Env(self.variables(node, path)?),
             "CacheDirs" => Step::CacheDirs(self.cache_dirs(node, path)?),
-            "Depends" => {
-                let text = self.tagged_string(node, path)?;
-                let rel = self.project_path(node.pos, path, &text)?;
-                self.exists(node.pos, path, &rel, Kind::FileOrDirectory)?;
-                Step::Depends { path: text, rel }
-            }
+            "Depends" => self.depends(node, path)?,
             "Build" => self.build(node, path, container, refs)?,
             "Debian" => {
                 if index != 0 {
@@ -504,44 +483,6 @@ impl Decoder<'_> {
             }
         }
         Ok(files)
-    }
-
-    fn copy(&self, node: &Node, path: &str) -> Result<CopyStep, ConfigError> {
-        let fields = self.fields(node, path, COPY_FIELDS)?;
-        let source_node = self.required(&fields, "source")?;
-        let source_path = fields.path_of("source");
-        let source = self.string(source_node, &source_path)?;
-        let rel = self.project_path(source_node.pos, &source_path, &source)?;
-        self.exists(source_node.pos, &source_path, &rel, Kind::FileOrDirectory)?;
-        let dest = self.required(&fields, "path")?;
-        let regex = |text: &str| scalars::regex(text).map(|()| text.to_owned());
-        // vagga spells it `ignore-regex`; in a vagga.yaml it has vagga's
-        // default, in a cella.yaml none.
-        let exclude = match (fields.get("exclude-regex"), fields.get("ignore-regex")) {
-            (Some(node), Some(_)) => {
-                return Err(self.invalid(
-                    node.pos,
-                    &fields.path_of("exclude-regex"),
-                    "give `exclude-regex` or vagga's `ignore-regex`, not both".to_owned(),
-                ))
-            }
-            (_, Some(_)) => self.optional(&fields, "ignore-regex", regex)?,
-            (Some(_), None) => self.optional(&fields, "exclude-regex", regex)?,
-            (None, None) if self.is_vagga() => Some(VAGGA_IGNORE.to_owned()),
-            (None, None) => None,
-        };
-        Ok(CopyStep {
-            source,
-            rel,
-            path: self.parsed(dest, &fields.path_of("path"), scalars::container_path)?,
-            include_regex: self.optional(&fields, "include-regex", regex)?,
-            exclude_regex: exclude,
-            owner_uid: self.optional(&fields, "owner-uid", scalars::uint32)?,
-            owner_gid: self.optional(&fields, "owner-gid", scalars::uint32)?,
-            umask: self
-                .optional(&fields, "umask", scalars::mode)?
-                .unwrap_or(DEFAULT_UMASK),
-        })
     }
 
     fn build(

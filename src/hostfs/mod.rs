@@ -21,6 +21,7 @@
 //! settings, the user's cache), opened with [`Dir::open`]; everything
 //! below it is reached through the `Dir`.
 
+mod rules;
 #[cfg(test)]
 mod tests;
 mod walk;
@@ -36,6 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 
+pub use rules::{MAX_RULES, MAX_RULE_LEN};
 pub use walk::{walk, Entry, EntryKind, Filter, MAX_NAME_LEN};
 
 /// What failed, on which host path (shown with control characters escaped:

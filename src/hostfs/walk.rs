@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use regex::bytes::Regex;
 
+use super::rules::{Decision, Rules};
 use super::{Dir, FsError, Kind, Meta};
 use std::os::unix::ffi::OsStrExt;
 
@@ -24,6 +25,8 @@ pub struct Entry {
     pub kind: EntryKind,
     /// `st_mode & 0o7777`.
     pub perm: u32,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
 }
 
 impl Entry {
@@ -49,12 +52,14 @@ pub enum EntryKind {
     Fifo,
 }
 
-/// Which paths under the source [`walk`] returns (vagga's `include-regex` / `exclude-regex`).
+/// Which paths under the source [`walk`] returns: vagga's
+/// `include-regex` / `exclude-regex`, or its glob `rules` (see
+/// [`super::rules`]). The source itself (empty relative path) is never
+/// filtered.
 ///
 /// Both regexes are searched (unanchored, like vagga: use `^`/`$`) in the path
 /// relative to the source, '/'-joined, without a leading slash (`src/main.rs`);
-/// they work on bytes, so non-UTF-8 names can match too. The source itself
-/// (empty relative path) is never filtered. For every other path:
+/// they work on bytes, so non-UTF-8 names can match too. For every other path:
 /// - `exclude` wins: a matching path is left out, and a matching directory is
 ///   not descended into, so nothing under it is returned either;
 /// - with `include` set, a non-directory is returned only if its own path
@@ -66,10 +71,11 @@ pub enum EntryKind {
 ///
 /// Nothing else is skipped: no implicit `.git` or `.cella` exclusion (vagga
 /// has none either), exclude those explicitly.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Filter {
     include: Option<Regex>,
     exclude: Option<Regex>,
+    rules: Option<Rules>,
 }
 
 impl Filter {
@@ -77,15 +83,32 @@ impl Filter {
         Ok(Filter {
             include: include.map(Regex::new).transpose()?,
             exclude: exclude.map(Regex::new).transpose()?,
+            rules: None,
         })
     }
 
-    fn excluded(&self, rel: &[u8]) -> bool {
-        self.exclude.as_ref().is_some_and(|re| re.is_match(rel))
+    /// vagga's `rules` (defaults included by the caller); the error names the rule.
+    pub fn rules<S: AsRef<str>>(rules: &[S]) -> Result<Filter, String> {
+        Ok(Filter {
+            include: None,
+            exclude: None,
+            rules: Some(Rules::new(rules)?),
+        })
     }
 
-    fn included(&self, rel: &[u8]) -> bool {
-        self.include.as_ref().is_none_or(|re| re.is_match(rel))
+    fn decide(&self, rel: &[u8], is_dir: bool) -> Decision {
+        if let Some(rules) = &self.rules {
+            return rules.decide(rel, is_dir);
+        }
+        if self.exclude.as_ref().is_some_and(|re| re.is_match(rel)) {
+            return Decision::Skip;
+        }
+        let included = self.include.as_ref().is_none_or(|re| re.is_match(rel));
+        match (is_dir, included) {
+            (true, own) => Decision::Enter { own },
+            (false, true) => Decision::Take,
+            (false, false) => Decision::Skip,
+        }
     }
 }
 
@@ -147,24 +170,24 @@ fn walk_dir(
             child_rel.push(b'/');
         }
         child_rel.extend_from_slice(name.as_bytes());
-        if filter.excluded(&child_rel) {
-            continue;
-        }
         // Gone since the listing: skip it, as if listed a moment later.
         let Some(meta) = dir.lstat(name_path)? else {
             continue;
         };
-        if meta.kind == Kind::Dir {
-            let at = out.len();
-            let own_match = filter.included(&child_rel);
-            push_entry(dir, name_path, out, child_rel.clone(), &meta)?;
-            let child = dir.open_dir(name_path)?;
-            walk_dir(&child, &child_rel, filter, out, depth + 1)?;
-            if !own_match && out.len() == at + 1 {
-                out.truncate(at);
+        match filter.decide(&child_rel, meta.kind == Kind::Dir) {
+            Decision::Skip => {}
+            Decision::Take => {
+                push_entry(dir, name_path, out, child_rel, &meta)?;
             }
-        } else if filter.included(&child_rel) {
-            push_entry(dir, name_path, out, child_rel, &meta)?;
+            Decision::Enter { own } => {
+                let at = out.len();
+                push_entry(dir, name_path, out, child_rel.clone(), &meta)?;
+                let child = dir.open_dir(name_path)?;
+                walk_dir(&child, &child_rel, filter, out, depth + 1)?;
+                if !own && out.len() == at + 1 {
+                    out.truncate(at);
+                }
+            }
         }
         if out.len() > MAX_ENTRIES {
             return Err(too_many(dir, "files", MAX_ENTRIES));
@@ -207,6 +230,7 @@ fn push_entry(
         rel,
         kind,
         perm: meta.perm,
+        mtime_ns: meta.mtime_ns,
     });
     Ok(true)
 }

@@ -18,6 +18,7 @@ use super::erofs::ImageWriter;
 use super::export::apply_export;
 pub use super::fileio::HashingReader;
 
+mod copy;
 mod fetch;
 use super::progress::Progress;
 use super::shell::shell_words;
@@ -26,8 +27,7 @@ use super::tree::{Inode, Kind, Meta, Tree};
 use super::version::Versions;
 use super::{apt, debian};
 use crate::config::netpolicy::AddressGuard;
-use crate::config::{Config, Container, CopyStep, Limits, Network, Step};
-use crate::hostfs::{walk, EntryKind, Filter};
+use crate::config::{Config, Container, Limits, Network, Step};
 
 pub use super::build_error::{BuildError, StepError, StepFailure};
 
@@ -504,40 +504,6 @@ impl<'a, 'c, 'v> Builder<'a, 'c, 'v> {
             .store
             .get(&id)
             .ok_or_else(|| StepFailure::NotBuilt(name.to_owned()))
-    }
-
-    fn copy(&mut self, copy: &CopyStep) -> Result<(), StepFailure> {
-        let filter = Filter::new(copy.include_regex.as_deref(), copy.exclude_regex.as_deref())
-            .map_err(|e| StepFailure::Other(e.into()))?;
-        let project = self.ctx.versions.project();
-        let entries = walk(project, &copy.rel, &filter)?;
-        let (uid, gid) = (copy.owner_uid.unwrap_or(0), copy.owner_gid.unwrap_or(0));
-        let parents = self.meta(0o755, 0, 0);
-        let mut writer = writer(&self.work, &self.limits)?;
-        for entry in entries {
-            let mut dest = copy.path.trim_end_matches('/').as_bytes().to_vec();
-            if !entry.rel.is_empty() {
-                dest.push(b'/');
-                dest.extend_from_slice(&entry.rel);
-            }
-            let perm = (entry.perm & !copy.umask & 0o7777) as u16;
-            let meta = self.meta(perm, uid, gid);
-            let kind = match &entry.kind {
-                EntryKind::Dir => Kind::Dir(Default::default()),
-                EntryKind::File { .. } => {
-                    let mut file = project.open_file(&entry.path(&copy.rel))?;
-                    Kind::File(
-                        writer
-                            .write_file_data(&mut file)
-                            .map_err(StepFailure::Image)?,
-                    )
-                }
-                EntryKind::Symlink(target) => Kind::Symlink(target.clone()),
-                EntryKind::Fifo => Kind::Fifo,
-            };
-            self.tree.insert(&dest, Inode { meta, kind }, &parents)?;
-        }
-        Ok(())
     }
 
     /// Runs setup steps `start..end` (all `!Sh`/`!Cmd`) in one build VM.

@@ -15,10 +15,10 @@ use sha2::{Digest, Sha256};
 use super::host::{self, DigestCache, HostError};
 use super::oci::{self, FetchCtx};
 use super::FORMAT_VERSION;
-use crate::config::{Config, Container, ImageSource, ImageStep, Network, Step};
+use crate::config::{Config, Container, ImageSource, ImageStep, Network, Selection, Step};
 
 /// Bump when the meaning of a step changes, so old images are rebuilt.
-const STEPS_VERSION: &str = "cella-steps-1";
+const STEPS_VERSION: &str = "cella-steps-2";
 
 /// What ids are ids of: the steps' meaning and the image format. Locks
 /// from a cella where it differs cannot match this one's ids.
@@ -298,29 +298,45 @@ impl<'a> Versions<'a> {
             Step::Cmd(argv) => json!({ "Cmd": argv }),
             Step::Text(files) => json!({ "Text": files }),
             Step::Copy(copy) => {
-                let filter =
-                    Filter::new(copy.include_regex.as_deref(), copy.exclude_regex.as_deref())
-                        .map_err(|e| at(e.into()))?;
+                let filter = copy.select.filter().map_err(|e| at(e.into()))?;
                 let content = self
-                    .tree_digest(&copy.rel, &filter)
+                    .tree_digest(&copy.rel, &filter, copy.preserve_times)
                     .map_err(|e| at(e.into()))?;
-                json!({"Copy": {
+                let select = &copy.select;
+                let mut value = json!({"Copy": {
                     "source": copy.source, "path": copy.path,
-                    "include": copy.include_regex, "exclude": copy.exclude_regex,
+                    "include": select.include_regex, "exclude": select.exclude_regex,
                     "uid": copy.owner_uid, "gid": copy.owner_gid, "umask": copy.umask,
                     "content": content,
-                }})
+                }});
+                if let Some(rules) = &select.rules {
+                    value["Copy"]["rules"] = json!(rules);
+                }
+                if copy.preserve_permissions {
+                    value["Copy"]["preserve_permissions"] = json!(true);
+                }
+                if copy.preserve_times {
+                    value["Copy"]["preserve_times"] = json!(true);
+                }
+                value
             }
             Step::EnsureDir(path) => json!({ "EnsureDir": path }),
             Step::EmptyDir(path) => json!({ "EmptyDir": path }),
             Step::Remove(path) => json!({ "Remove": path }),
             Step::Env(vars) => json!({ "Env": vars }),
             Step::CacheDirs(dirs) => json!({ "CacheDirs": dirs }),
-            Step::Depends { path, rel } => {
+            Step::Depends { path, rel, select } => {
+                let filter = select.filter().map_err(|e| at(e.into()))?;
                 let content = self
-                    .tree_digest(rel, &Filter::default())
+                    .tree_digest(rel, &filter, false)
                     .map_err(|e| at(e.into()))?;
-                json!({"Depends": {"path": path, "content": content}})
+                let mut value = json!({"Depends": {"path": path, "content": content}});
+                if *select != Selection::default() {
+                    value["Depends"]["include"] = json!(select.include_regex);
+                    value["Depends"]["exclude"] = json!(select.exclude_regex);
+                    value["Depends"]["rules"] = json!(select.rules);
+                }
+                value
             }
             Step::Build {
                 container,
@@ -343,10 +359,26 @@ impl<'a> Versions<'a> {
         })
     }
 
-    fn tree_digest(&mut self, rel: &Path, filter: &Filter) -> Result<String, HostError> {
+    /// The digest of the files under `rel` the filter takes; with
+    /// `times`, their mtimes count too (`!Copy`'s `preserve-times`).
+    fn tree_digest(
+        &mut self,
+        rel: &Path,
+        filter: &Filter,
+        times: bool,
+    ) -> Result<String, HostError> {
         let entries = walk(self.project, rel, filter)?;
         let digest = host::tree_digest(self.project, rel, &entries, &mut self.cache)?;
-        Ok(hex::encode(digest))
+        if !times {
+            return Ok(hex::encode(digest));
+        }
+        let mut hasher = Sha256::new();
+        frame(&mut hasher, &digest);
+        for entry in &entries {
+            frame(&mut hasher, &entry.rel);
+            frame(&mut hasher, &entry.mtime_ns.to_le_bytes());
+        }
+        Ok(hex::encode(hasher.finalize()))
     }
 }
 

@@ -35,10 +35,16 @@ const YAML: &str = r#"containers:
       preserve-times: true
     - !Copy { source: app/run.sh, path: /one.sh, umask: 0o022 }
     - !Copy { source: app, path: /none, rules: ['!*.o'] }
+    - !Copy { source: /rules/pkg, path: /rules/pkg/again, rules: ['/*.py'] }
+    - !Copy { source: /etc/passwd, path: /etc/passwd.copy, owner-uid: 7, preserve-times: true }
   plain:
     setup:
     - !Tar { url: ./rootfs.tar }
     - !Copy { source: app, path: /rules, rules: ['/*.py'] }
+  nosuch:
+    setup:
+    - !Tar { url: ./rootfs.tar }
+    - !Copy { source: /no/such, path: /x }
   dep:
     setup:
     - !Tar { url: ./rootfs.tar }
@@ -55,6 +61,9 @@ commands:
       stat -c '%n %Y' perms/main.py perms/pkg
       readlink perms/outside; readlink perms/outdir
       grep -rl host-secret regex rules perms none one.sh || echo no-secret
+      stat -c '%n %a %u:%g %Y' rules/pkg/again/mod.py etc/passwd.copy
+      cmp etc/passwd etc/passwd.copy && echo same-content
+      [ "$(stat -c %Y etc/passwd)" = "$(stat -c %Y etc/passwd.copy)" ] && echo same-time
 "#;
 
 fn write_app(app: &Path, outer: &Path) {
@@ -158,6 +167,9 @@ rules/missing
 rules/outside
 rules/pkg
 rules/pkg/__init__.py
+rules/pkg/again
+rules/pkg/again/__init__.py
+rules/pkg/again/mod.py
 rules/pkg/mod.py
 regex 775 0:0 0
 regex/run.sh 775 0:0 0
@@ -176,13 +188,38 @@ perms/pkg {pkg_mtime}
 {outer_path}/secret
 {outer_path}
 no-secret
+rules/pkg/again/mod.py 664 0:0 0
+etc/passwd.copy PASSWD_MODE 7:0 PASSWD_TIME
+same-content
+same-time
 ",
         secret_mtime = mtime(&d.join("app/secret.txt")),
         setuid_mtime = mtime(&d.join("app/setuid")),
         run_mtime = mtime(&d.join("app/run.sh")),
         pkg_mtime = mtime(&d.join("app/pkg")),
     );
+    // The lines that depend on the rootfs's /etc/passwd.
+    let passwd = stdout
+        .lines()
+        .find(|l| l.starts_with("etc/passwd.copy "))
+        .unwrap_or_default()
+        .to_owned();
+    let fields: Vec<&str> = passwd.split(' ').collect();
+    let expected = expected
+        .replace("PASSWD_MODE", fields.get(1).unwrap_or(&""))
+        .replace("PASSWD_TIME", fields.get(3).unwrap_or(&""));
+    assert!(
+        ["664", "775"].contains(fields.get(1).unwrap_or(&"")),
+        "{passwd}"
+    );
     assert_eq!(stdout, expected, "{stderr}");
+    // A source missing from the image fails its step, naming it.
+    let (status, _, stderr) = run(&p, &["_build", "nosuch"]);
+    assert_ne!(status, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("/no/such: no such file or directory in the image"),
+        "{stderr}"
+    );
 
     // preserve-times: an mtime joins the id; without it, it does not.
     let (all, plain, dep) = (version(&p, "all"), version(&p, "plain"), version(&p, "dep"));

@@ -50,8 +50,16 @@ impl Decoder<'_> {
         let source_node = self.required(&fields, "source")?;
         let source_path = fields.path_of("source");
         let source = self.string(source_node, &source_path)?;
-        let rel = self.project_path(source_node.pos, &source_path, &source)?;
-        self.exists(source_node.pos, &source_path, &rel, Kind::FileOrDirectory)?;
+        // As vagga: an absolute path outside /work is in the container.
+        let in_image = source.starts_with('/') && scalars::project_path(&source).is_err();
+        let rel = if in_image {
+            self.parsed(source_node, &source_path, scalars::container_path)?;
+            None
+        } else {
+            let rel = self.project_path(source_node.pos, &source_path, &source)?;
+            self.exists(source_node.pos, &source_path, &rel, Kind::FileOrDirectory)?;
+            Some(rel)
+        };
         let dest = self.required(&fields, "path")?;
         Ok(CopyStep {
             source,

@@ -193,3 +193,30 @@ fn depends_takes_vagga_fields() {
         "{err}"
     );
 }
+
+#[test]
+fn absolute_sources_outside_work_are_in_the_image() {
+    let config = vagga(&steps(
+        "    - !Copy { source: /var/lib/mysql, path: /usr/lib/mysql }\n    \
+         - !Copy { source: /work/src, path: /s }\n",
+    ));
+    let setup = &config.containers["base"].setup;
+    let Step::Copy(in_image) = &setup[0].step else {
+        panic!()
+    };
+    assert_eq!(in_image.rel, None);
+    assert_eq!(in_image.source, "/var/lib/mysql");
+    let Step::Copy(project) = &setup[1].step else {
+        panic!()
+    };
+    assert_eq!(project.rel.as_deref(), Some(std::path::Path::new("src")));
+    let err = load_err(&steps("    - !Copy { source: /var/../etc, path: /x }\n"));
+    assert!(
+        err.starts_with("/p/cella.yaml:4:23: containers.base.setup[0].source: "),
+        "{err}"
+    );
+    assert!(err.contains("\"..\""), "{err}");
+    // A relative path still names a project file, checked at build.
+    let err = input_err(&steps("    - !Copy { source: var/lib, path: /x }\n"));
+    assert!(err.contains("setup[0].source"), "{err}");
+}

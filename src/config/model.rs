@@ -280,11 +280,13 @@ pub struct RegistryRef {
 /// The body of `!Copy`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CopyStep {
-    /// As written: relative to the project directory, or absolute under `/work`.
+    /// As written: relative to the project directory, absolute under
+    /// `/work`, or another absolute path (in the image being built).
     pub source: String,
     /// `source` relative to the project directory (`/work/x` → `x`); it
-    /// existed when loaded.
-    pub rel: PathBuf,
+    /// existed when loaded. None when `source` is a path in the image
+    /// being built (vagga's copy inside the container).
+    pub rel: Option<PathBuf>,
     /// Destination in the container, absolute.
     pub path: String,
     /// Which files under `source` are copied.

@@ -119,7 +119,7 @@ commands:
         step(
             Step::Copy(CopyStep {
                 source: "src".into(),
-                rel: PathBuf::from("src"),
+                rel: Some(PathBuf::from("src")),
                 path: "/app/src".into(),
                 select: Selection {
                     include_regex: None,
@@ -136,7 +136,7 @@ commands:
         step(
             Step::Copy(CopyStep {
                 source: "/work/Cargo.lock".into(),
-                rel: PathBuf::from("Cargo.lock"),
+                rel: Some(PathBuf::from("Cargo.lock")),
                 path: "/app/Cargo.lock".into(),
                 select: Selection {
                     include_regex: Some(r"\.rs$".into()),
@@ -172,7 +172,7 @@ commands:
         step(
             Step::Copy(CopyStep {
                 source: "/work".into(),
-                rel: PathBuf::new(),
+                rel: Some(PathBuf::new()),
                 path: "/work".into(),
                 select: Selection {
                     include_regex: None,
@@ -189,7 +189,7 @@ commands:
         step(
             Step::Copy(CopyStep {
                 source: ".".into(),
-                rel: PathBuf::new(),
+                rel: Some(PathBuf::new()),
                 path: "/w".into(),
                 select: Selection {
                     include_regex: None,
@@ -484,8 +484,8 @@ fn project_paths() {
          \"src/../../x\" climbs out of the project directory"
     );
     assert_eq!(
-        load_err(&steps("    - !Copy { source: /etc/passwd, path: /x }\n")),
-        "/p/cella.yaml:4:23: containers.base.setup[0].source: \
+        load_err(&steps("    - !Depends /etc/passwd\n")),
+        "/p/cella.yaml:4:7: containers.base.setup[0]: \
          \"/etc/passwd\" is outside the project: expected a relative path or one under /work"
     );
     assert_eq!(

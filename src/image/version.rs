@@ -299,9 +299,15 @@ impl<'a> Versions<'a> {
             Step::Text(files) => json!({ "Text": files }),
             Step::Copy(copy) => {
                 let filter = copy.select.filter().map_err(|e| at(e.into()))?;
-                let content = self
-                    .tree_digest(&copy.rel, &filter, copy.preserve_times)
-                    .map_err(|e| at(e.into()))?;
+                // A source in the image is what the steps before made: no
+                // more to hash than the step (as vagga).
+                let content = match &copy.rel {
+                    Some(rel) => Some(
+                        self.tree_digest(rel, &filter, copy.preserve_times)
+                            .map_err(|e| at(e.into()))?,
+                    ),
+                    None => None,
+                };
                 let select = &copy.select;
                 let mut value = json!({"Copy": {
                     "source": copy.source, "path": copy.path,

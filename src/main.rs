@@ -34,7 +34,11 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             print_chain(&e);
-            ExitCode::from(guest_init::ExitCode::Cella)
+            // A build stopped by SIGINT/SIGTERM exits as the signal would.
+            match cella::launch::interrupted_by(&e) {
+                Some(sig) => ExitCode::from(guest_init::ExitCode::Signal(sig)),
+                None => ExitCode::from(guest_init::ExitCode::Cella),
+            }
         }
     }
 }

@@ -505,7 +505,8 @@ fn killed_and_concurrent_builds_leave_one_good_image() {
     // the first build is killed in it; later ones pass straight through.
     let deadline = now_secs() + 45;
     let yaml = format!(
-        "containers:\n  slow:\n    setup:\n    - !Tar {{ url: ./rootfs.tar }}\n    - !Sh \"while [ $(date +%s) -lt {deadline} ]; do sleep 1; done; echo done > /done\"\n"
+        "containers:\n  slow:\n    setup:\n    - !Tar {{ url: ./rootfs.tar }}\n    - !Sh \"while [ $(date +%s) -lt {deadline} ]; do sleep 1; done; echo done > /done\"\n  \
+         stubborn:\n    setup:\n    - !Tar {{ url: ./rootfs.tar }}\n    - !Sh \"trap '' TERM INT; while [ $(date +%s) -lt {deadline} ]; do sleep 1; done\"\n"
     );
     fs::write(p.path().join("cella.yaml"), yaml).expect("write");
 
@@ -535,6 +536,45 @@ fn killed_and_concurrent_builds_leave_one_good_image() {
     assert!(!images(&p).contains(&slow), "a killed build left an image");
     let out = p.run(&["--no-build", "_run", "slow", "true"], None);
     assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+
+    // One SIGTERM stops a build at once, even when its step ignores the
+    // signal (apt-get and dpkg hold it back): nothing is kept of it.
+    let mut child = p.cella();
+    child.args(["_build", "stubborn"]).stderr(Stdio::piped());
+    let mut child = child.spawn().expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader};
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("[2/2] !Sh") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(TIMEOUT)
+        .expect("the build never reached its !Sh step");
+    std::thread::sleep(Duration::from_secs(1));
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if sent.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("a build went on for 20 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(now_secs() < deadline, "the step ended by itself");
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+    let stubborn = version(&p, "stubborn");
+    assert!(
+        !images(&p).contains(&stubborn),
+        "an interrupted build left an image"
+    );
 
     while now_secs() <= deadline {
         std::thread::sleep(Duration::from_millis(200));

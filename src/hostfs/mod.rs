@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 
-pub use rules::{MAX_RULES, MAX_RULE_LEN};
+pub use rules::{Decision, MAX_RULES, MAX_RULE_LEN};
 pub use walk::{walk, Entry, EntryKind, Filter, MAX_NAME_LEN};
 
 /// What failed, on which host path (shown with control characters escaped:

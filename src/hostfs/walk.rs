@@ -96,7 +96,9 @@ impl Filter {
         })
     }
 
-    fn decide(&self, rel: &[u8], is_dir: bool) -> Decision {
+    /// What to do with `rel` (relative to the source, not empty), a
+    /// directory if `is_dir`; for walks of other trees than the host's.
+    pub fn decide(&self, rel: &[u8], is_dir: bool) -> Decision {
         if let Some(rules) = &self.rules {
             return rules.decide(rel, is_dir);
         }

@@ -34,4 +34,40 @@ pub enum LaunchError {
     Knob(String),
     #[error(transparent)]
     Jail(#[from] crate::sandbox::jail::JailError),
+    /// A build VM stopped because cella was told to stop (the build is
+    /// thrown away; cella exits as the signal's 128 + N).
+    #[error("interrupted by {}", crate::sandbox::signal_name(*.0))]
+    Interrupted(i32),
+}
+
+/// The signal that interrupted a build, if that is what `e` comes down to.
+pub fn interrupted_by(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(LaunchError::Interrupted(sig)) = err.downcast_ref::<LaunchError>() {
+            return Some(*sig);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{interrupted_by, LaunchError};
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+    #[test]
+    fn an_interruption_is_found_through_boxes_and_sources() {
+        let e = Outer(Box::new(LaunchError::Interrupted(libc::SIGTERM)));
+        assert_eq!(interrupted_by(&e), Some(libc::SIGTERM));
+        let e = LaunchError::Interrupted(libc::SIGINT);
+        assert_eq!(interrupted_by(&e), Some(libc::SIGINT));
+        let e = Outer(Box::new(LaunchError::Knob("x".into())));
+        assert_eq!(interrupted_by(&e), None);
+        assert_eq!(e.0.to_string(), "x");
+    }
 }

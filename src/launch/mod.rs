@@ -20,6 +20,6 @@ pub mod terminal;
 pub mod warm;
 
 pub use control::{BuildIo, GuestError};
-pub use error::LaunchError;
+pub use error::{interrupted_by, LaunchError};
 pub use machine::{fs_server, LaunchOptions, Machine, DEFAULT_CPUS, DEFAULT_MEMORY};
 pub use start::{built_with, kernel_cmdline, launch};

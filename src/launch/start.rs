@@ -182,7 +182,7 @@ pub fn launch(
         let confined = jail((&kernel, &init), fs.as_ref(), opts).map_err(|e| ChainError::of(&e))?;
         sandbox::seccomp::set_mode(mode);
         let mut io = build.as_deref_mut();
-        let status = run_vm(
+        let (status, interrupted) = run_vm(
             (kernel, init),
             disks,
             spec,
@@ -199,6 +199,7 @@ pub fn launch(
         });
         Ok(Ended {
             status,
+            interrupted,
             step: build.as_ref().and_then(|io| io.step),
             export_error,
             confined,
@@ -225,6 +226,11 @@ pub fn launch(
     if let Some(io) = build {
         io.step = ended.step;
         io.error = ended.export_error.map(std::io::Error::other);
+    }
+    if let Some(sig) = ended.interrupted {
+        // Not a step's status: the build stops here (an error of this
+        // process, so that cella exits as the signal says).
+        return Err(LaunchError::Interrupted(sig));
     }
     static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let how = match ended.confined {
@@ -268,6 +274,9 @@ fn jail(
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Ended {
     status: i32,
+    /// A build VM stopped by this stop signal cella got.
+    #[serde(default)]
+    interrupted: Option<i32>,
     step: Option<u32>,
     export_error: Option<String>,
     /// How far Landlock confined the process.
@@ -285,7 +294,7 @@ fn run_vm(
     opts: &LaunchOptions,
     backend: Option<(std::os::unix::net::UnixStream, Filter)>,
     build: Option<&mut BuildIo<'_>>,
-) -> Result<i32, LaunchError> {
+) -> Result<(i32, Option<i32>), LaunchError> {
     let drives = disks.len().max(1);
     let mut vm_spec = VmSpec {
         kernel,
@@ -421,6 +430,7 @@ fn run_vm(
         export: opts.limits.image,
     };
     let net_fd = backend.and_then(|(stream, filter)| vm.set_net_backend(stream, filter));
+    let is_build = build.is_some();
     let outcome = control::run(&vm, spec, limits, restored, ready, build, net_fd)?;
     // For bench/: how much host memory the VMM itself costs.
     if stats::enabled() {
@@ -430,11 +440,15 @@ fn run_vm(
             );
         }
     }
-    match outcome {
-        Outcome::Status(status) => Ok(status),
-        Outcome::Interrupted(sig) => Ok(ExitCode::Signal(sig).code()),
-        Outcome::TimedOut => Ok(ExitCode::Timeout.code()),
-    }
+    let code = match outcome {
+        Outcome::Status(status) => status,
+        Outcome::Interrupted(sig) if is_build => {
+            return Ok((ExitCode::Signal(sig).code(), Some(sig)))
+        }
+        Outcome::Interrupted(sig) => ExitCode::Signal(sig).code(),
+        Outcome::TimedOut => ExitCode::Timeout.code(),
+    };
+    Ok((code, None))
 }
 
 /// What a run that may use a warm snapshot brings.

@@ -269,7 +269,7 @@ fn forward(signals: &[i32]) -> Result<(), SandboxError> {
 }
 
 /// The name of the signals cella reports.
-fn signal_name(sig: i32) -> &'static str {
+pub fn signal_name(sig: i32) -> &'static str {
     match sig {
         libc::SIGSYS => "SIGSYS",
         libc::SIGKILL => "SIGKILL",
@@ -278,6 +278,7 @@ fn signal_name(sig: i32) -> &'static str {
         libc::SIGBUS => "SIGBUS",
         libc::SIGTERM => "SIGTERM",
         libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
         _ => "a signal",
     }
 }

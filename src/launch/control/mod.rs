@@ -462,6 +462,12 @@ pub fn run<'b, 'c, 'd>(
                         if [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT].contains(&sig) {
                             stop_requests += 1;
                         }
+                        if session.build.is_some() && stop_requests > 0 {
+                            // An interrupted build is thrown away: its VM
+                            // stops at once, whatever the step does with the
+                            // signal (apt-get and dpkg hold SIGTERM back).
+                            return Ok(Outcome::Interrupted(sig));
+                        }
                         if stop_requests >= FORCE_STOP_AFTER {
                             eprintln!("cella: stopping the VM ({stop_requests} stop signals)");
                             return Ok(Outcome::Interrupted(sig));

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::netpolicy::{AddressGuard, UrlHost};
 use crate::config::{is_commit_id, GitScheme, GitStep, GitUrl};
+use crate::hostfs::{Dir, Kind};
 use crate::sandbox::helper;
 
 /// How long one fetch may take.
@@ -50,6 +51,12 @@ const FETCH_TIME: Duration = Duration::from_secs(20 * 60);
 const LOCAL_TIME: Duration = Duration::from_secs(60);
 /// The end of git's stderr kept for an error.
 const TAIL: usize = 4096;
+/// At most this many files (and directories) a fetch may leave in the
+/// scratch directory: a dumb-http server's loose objects, a whole fetch's
+/// refs. Together they may take at most twice `limits.image` bytes.
+const MAX_FILES: u64 = 1_000_000;
+/// How often the scratch directory is measured while git runs.
+const MEASURE_EVERY: Duration = Duration::from_secs(1);
 /// What one git may allocate.
 pub const MAX_MEMORY: u64 = 3 << 30;
 /// Attributes that would make the archive differ from the commit, off
@@ -87,6 +94,15 @@ pub enum GitError {
     },
     #[error("`git {what}` of {url} wrote a file larger than limits.image and was stopped")]
     TooLarge { what: &'static str, url: String },
+    #[error(
+        "`git {what}` of {url} wrote more than {} MiB or {MAX_FILES} files in its scratch \
+         directory and was stopped", .max_total >> 20
+    )]
+    TooMuch {
+        what: &'static str,
+        url: String,
+        max_total: u64,
+    },
     #[error("{url} has no commit {revision:?}")]
     NoRevision { url: String, revision: String },
     #[error("{url} gave commit {got} for revision {revision}")]
@@ -351,14 +367,26 @@ impl Fetched {
         mut running: Running,
         limit: Duration,
     ) -> Result<(), GitError> {
-        let status = wait(&mut running.child, limit);
+        let max_total = self.max_file.saturating_mul(2);
+        let over = || scratch_over(&self.scratch, max_total, MAX_FILES);
+        let status = wait(&mut running.child, limit, &over);
         let tail = escaped_lines(&running.stderr.join().unwrap_or_default());
-        let Some(status) = status else {
-            return Err(GitError::Timeout {
-                what,
-                url: self.url.clone(),
-                limit,
-            });
+        let status = match status {
+            Waited::Exited(status) => status,
+            Waited::TimedOut => {
+                return Err(GitError::Timeout {
+                    what,
+                    url: self.url.clone(),
+                    limit,
+                })
+            }
+            Waited::TooMuch => {
+                return Err(GitError::TooMuch {
+                    what,
+                    url: self.url.clone(),
+                    max_total,
+                })
+            }
         };
         if status.success() {
             return Ok(());
@@ -377,14 +405,18 @@ impl Fetched {
         })
     }
 
-    /// Whether a pack being written reached the file bound.
+    /// Whether a pack being written reached the file bound (looked at
+    /// beneath the scratch directory's descriptor, no link followed).
     fn file_at_bound(&self) -> bool {
-        let Ok(entries) = fs::read_dir(self.repo.join("objects/pack")) else {
+        let Ok(pack) =
+            Dir::open(&self.scratch).and_then(|d| d.open_dir(Path::new("repo.git/objects/pack")))
+        else {
             return false;
         };
-        entries
-            .flatten()
-            .any(|e| e.metadata().is_ok_and(|m| m.len() >= self.max_file))
+        pack.names().unwrap_or_default().iter().any(|name| {
+            pack.lstat(Path::new(name))
+                .is_ok_and(|m| m.is_some_and(|m| m.size >= self.max_file))
+        })
     }
 }
 
@@ -468,20 +500,71 @@ fn spawn_error(e: io::Error) -> GitError {
     }
 }
 
-/// The child's status, or None (the child killed) past `limit`.
-fn wait(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let end = Instant::now() + limit;
+/// How a git ended.
+#[derive(Debug)]
+enum Waited {
+    Exited(std::process::ExitStatus),
+    /// Killed past its time.
+    TimedOut,
+    /// Killed when `over` said it had written too much.
+    TooMuch,
+}
+
+/// Waits for `child`, killing its process group past `limit` or once
+/// `over` (asked every [`MEASURE_EVERY`]) says so.
+fn wait(child: &mut Child, limit: Duration, over: &dyn Fn() -> bool) -> Waited {
+    let start = Instant::now();
+    let mut measured = start;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
+            return Waited::Exited(status);
         }
-        if Instant::now() >= end {
+        let stop = if start.elapsed() >= limit {
+            Some(Waited::TimedOut)
+        } else if measured.elapsed() >= MEASURE_EVERY {
+            measured = Instant::now();
+            over().then_some(Waited::TooMuch)
+        } else {
+            None
+        };
+        if let Some(stop) = stop {
             helper::kill_group(child.id());
             let _ = child.wait();
-            return None;
+            return stop;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether `scratch` holds more than `max_bytes` (files' apparent sizes) or
+/// more than `max_files` entries: walked beneath its descriptor, no link
+/// followed, no deeper than 64 directories, stopping at the first bound.
+fn scratch_over(scratch: &Path, max_bytes: u64, max_files: u64) -> bool {
+    let Ok(top) = Dir::open(scratch) else {
+        return false;
+    };
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut stack = vec![(top, 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        for name in dir.names().unwrap_or_default() {
+            files += 1;
+            let Ok(Some(meta)) = dir.lstat(Path::new(&name)) else {
+                continue;
+            };
+            if meta.kind != Kind::Dir {
+                bytes = bytes.saturating_add(meta.size);
+            }
+            if files > max_files || bytes > max_bytes {
+                return true;
+            }
+            if meta.kind == Kind::Dir && depth < 64 {
+                if let Ok(sub) = dir.open_dir(Path::new(&name)) {
+                    stack.push((sub, depth + 1));
+                }
+            }
+        }
+    }
+    false
 }
 
 /// The URL git is given, and the `http.curloptResolve` entries that make
@@ -542,5 +625,41 @@ mod tests {
         assert!(pins.is_empty());
         let url = GitUrl::parse("git://127.0.0.1:9/r").unwrap();
         assert_eq!(pinned(&url, &checked).0, "git://127.0.0.1:9/r");
+    }
+
+    #[test]
+    fn a_git_that_writes_too_many_files_is_stopped() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new("sh")
+            .args(["-c", "i=0; while :; do i=$((i+1)); : > f$i; done"])
+            .current_dir(dir.path())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let over = || scratch_over(dir.path(), u64::MAX, 500);
+        let started = Instant::now();
+        let waited = wait(&mut child, Duration::from_secs(60), &over);
+        assert!(matches!(waited, Waited::TooMuch), "{waited:?}");
+        assert!(started.elapsed() < Duration::from_secs(30));
+        // Killed: nothing more is written.
+        let count = fs::read_dir(dir.path()).unwrap().count();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), count);
+    }
+
+    #[test]
+    fn scratch_bytes_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        fs::write(dir.path().join("a/b/f"), vec![0u8; 5000]).unwrap();
+        assert!(!scratch_over(dir.path(), 10_000, 100));
+        assert!(scratch_over(dir.path(), 4_000, 100));
+        assert!(scratch_over(dir.path(), 10_000, 2));
+        // A link to a big tree is one small entry, not followed.
+        let big = tempfile::tempdir().unwrap();
+        fs::write(big.path().join("g"), vec![0u8; 50_000]).unwrap();
+        std::os::unix::fs::symlink(big.path(), dir.path().join("link")).unwrap();
+        assert!(!scratch_over(dir.path(), 10_000, 100));
     }
 }

@@ -495,6 +495,28 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// `cella _build NAME`, returned a second into NAME's second step (a
+/// `!Sh`).
+fn build_into_its_step(p: &Project, name: &str) -> std::process::Child {
+    let mut child = p.cella();
+    child.args(["_build", name]).stderr(Stdio::piped());
+    let mut child = child.spawn().expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader};
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("[2/2] !Sh") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(TIMEOUT)
+        .expect("the build never reached its !Sh step");
+    std::thread::sleep(Duration::from_secs(1));
+    child
+}
+
 #[test]
 fn killed_and_concurrent_builds_leave_one_good_image() {
     let Some(a) = assets() else { return };
@@ -510,22 +532,7 @@ fn killed_and_concurrent_builds_leave_one_good_image() {
     );
     fs::write(p.path().join("cella.yaml"), yaml).expect("write");
 
-    let mut child = p.cella();
-    child.args(["_build", "slow"]).stderr(Stdio::piped());
-    let mut child = child.spawn().expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::{BufRead, BufReader};
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("[2/2] !Sh") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(TIMEOUT)
-        .expect("the build never reached its !Sh step");
-    std::thread::sleep(Duration::from_secs(1));
+    let mut child = build_into_its_step(&p, "slow");
     child.kill().expect("kill -9");
     let _ = child.wait();
     assert!(
@@ -539,22 +546,7 @@ fn killed_and_concurrent_builds_leave_one_good_image() {
 
     // One SIGTERM stops a build at once, even when its step ignores the
     // signal (apt-get and dpkg hold it back): nothing is kept of it.
-    let mut child = p.cella();
-    child.args(["_build", "stubborn"]).stderr(Stdio::piped());
-    let mut child = child.spawn().expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::{BufRead, BufReader};
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("[2/2] !Sh") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(TIMEOUT)
-        .expect("the build never reached its !Sh step");
-    std::thread::sleep(Duration::from_secs(1));
+    let mut child = build_into_its_step(&p, "stubborn");
     let sent = Instant::now();
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

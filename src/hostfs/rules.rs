@@ -28,10 +28,17 @@ use std::os::unix::ffi::OsStrExt;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-/// At most this many rules a step may give, and this long each (bounded
-/// so a project cannot make cella compile a huge matcher).
+/// At most this many rules a step may give (its default rules come on
+/// top), this long each, with at most this many `/`-separated parts; and
+/// at most this much glob text all the rules stand for together. Bounded
+/// so that a project cannot make cella compile a huge matcher: a rule of
+/// n parts stands for n + 1 globs.
 pub const MAX_RULES: usize = 1024;
 pub const MAX_RULE_LEN: usize = 1024;
+const MAX_PARTS: usize = 64;
+const MAX_GLOB_TEXT: usize = 64 << 10;
+/// Room for the default rules put in front of a step's own.
+const MAX_DEFAULT_RULES: usize = 32;
 
 /// What [`Rules::decide`] says of one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,11 +76,12 @@ impl Rules {
     /// Compiles `rules` (the defaults already in front, if wanted). The
     /// error says which rule is wrong and why.
     pub fn new<S: AsRef<str>>(rules: &[S]) -> Result<Rules, String> {
-        if rules.len() > MAX_RULES {
+        if rules.len() > MAX_RULES + MAX_DEFAULT_RULES {
             return Err(format!("more than {MAX_RULES} rules"));
         }
         let mut set = GlobSetBuilder::new();
         let mut parts = Vec::new();
+        let mut text = 0usize;
         for rule in rules {
             let rule = rule.as_ref();
             if rule.len() > MAX_RULE_LEN {
@@ -82,7 +90,18 @@ impl Rules {
             if rule.contains(['\0', '\n']) {
                 return Err(format!("rule {rule:?} holds a NUL or newline"));
             }
+            if rule.split('/').count() > MAX_PARTS + 2 {
+                return Err(format!("rule {rule:?} has more than {MAX_PARTS} parts"));
+            }
             for (glob, part, literal_sep) in expand(rule)? {
+                text += glob.len();
+                if text > MAX_GLOB_TEXT {
+                    return Err(format!(
+                        "the rules stand for more than {} KiB of globs (a rule of n \
+                         parts stands for n + 1)",
+                        MAX_GLOB_TEXT >> 10
+                    ));
+                }
                 let glob = GlobBuilder::new(&glob)
                     .literal_separator(literal_sep)
                     .backslash_escape(false)
@@ -326,8 +345,16 @@ mod tests {
         let err = Rules::new(&["*.rs"]).unwrap_err();
         assert!(err.contains("does not start with `/`"), "{err}");
         assert!(Rules::new(&["/[z-a]"]).is_err());
-        let many = vec!["/x"; super::MAX_RULES + 1];
+        let many = vec!["/x"; super::MAX_RULES + super::MAX_DEFAULT_RULES + 1];
         assert!(Rules::new(&many).is_err());
+        // A rule of many parts stands for as many globs: bounded.
+        let deep = format!("/{}x", "*/".repeat(70));
+        assert!(Rules::new(&[deep.as_str()])
+            .unwrap_err()
+            .contains("more than 64 parts"));
+        let long = format!("/{}x", "*/".repeat(60));
+        let err = Rules::new(&vec![long.as_str(); 64]).unwrap_err();
+        assert!(err.contains("KiB of globs"), "{err}");
         assert!(Rules::new(&["/".repeat(2000)]).is_err());
         assert!(Rules::new(&["/a\nb"]).is_err());
         // Nothing to take is not an error (vagga warns).

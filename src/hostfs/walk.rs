@@ -13,9 +13,11 @@ use std::os::unix::ffi::OsStrExt;
 pub const MAX_NAME_LEN: usize = 255;
 /// Deeper than this, a walk stops with an error.
 const MAX_DEPTH: usize = 1024;
-/// More entries than this, a walk stops with an error (a project cannot
-/// make cella hold an unbounded list).
+/// More entries than this, or more bytes of paths than this, a walk
+/// stops with an error (a project cannot make cella hold an unbounded
+/// list: deep trees have long paths).
 const MAX_ENTRIES: usize = 2_000_000;
+const MAX_PATH_BYTES: usize = 256 << 20;
 
 /// One file found by [`walk`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +141,7 @@ pub fn walk(base: &Dir, source: &Path, filter: &Filter) -> Result<Vec<Entry>, Fs
     }
     if meta.kind == Kind::Dir {
         let dir = base.open_dir(source)?;
-        walk_dir(&dir, &[], filter, &mut out, 0)?;
+        walk_dir(&dir, &[], filter, &mut out, &mut 0, 0)?;
     }
     Ok(out)
 }
@@ -149,6 +151,7 @@ fn walk_dir(
     rel: &[u8],
     filter: &Filter,
     out: &mut Vec<Entry>,
+    path_bytes: &mut usize,
     depth: usize,
 ) -> Result<(), FsError> {
     if depth >= MAX_DEPTH {
@@ -172,6 +175,7 @@ fn walk_dir(
             child_rel.push(b'/');
         }
         child_rel.extend_from_slice(name.as_bytes());
+        let child_rel_len = child_rel.len();
         // Gone since the listing: skip it, as if listed a moment later.
         let Some(meta) = dir.lstat(name_path)? else {
             continue;
@@ -179,13 +183,15 @@ fn walk_dir(
         match filter.decide(&child_rel, meta.kind == Kind::Dir) {
             Decision::Skip => {}
             Decision::Take => {
+                *path_bytes += child_rel_len;
                 push_entry(dir, name_path, out, child_rel, &meta)?;
             }
             Decision::Enter { own } => {
+                *path_bytes += child_rel_len;
                 let at = out.len();
                 push_entry(dir, name_path, out, child_rel.clone(), &meta)?;
                 let child = dir.open_dir(name_path)?;
-                walk_dir(&child, &child_rel, filter, out, depth + 1)?;
+                walk_dir(&child, &child_rel, filter, out, path_bytes, depth + 1)?;
                 if !own && out.len() == at + 1 {
                     out.truncate(at);
                 }
@@ -193,6 +199,9 @@ fn walk_dir(
         }
         if out.len() > MAX_ENTRIES {
             return Err(too_many(dir, "files", MAX_ENTRIES));
+        }
+        if *path_bytes > MAX_PATH_BYTES {
+            return Err(too_many(dir, "bytes of paths", MAX_PATH_BYTES));
         }
     }
     Ok(())

@@ -870,6 +870,11 @@ fn yaml_seeds(readme: &str, config: &str) -> Vec<Vec<u8>> {
         b"x: &a [1, 2]\ny: *a\ncontainers:\n  c:\n    setup:\n    - !Tar { url: ./t.tar, path: /opt }\n    - !Sh \"true\"\n    environ: { A: b }\ncommands:\n  t: !Command { container: c, run: [sh] }\n"
             .to_vec(),
     );
+    // vagga's !Copy and !Depends selections: glob rules, classes, braces, escapes.
+    seeds.push(
+        b"containers:\n  c:\n    setup:\n    - !Copy { source: inc, path: /a, rules: ['/*.yaml', '!c/', '/{a,b}/**/x[0-9]?', '!\\!y'] }\n    - !Copy { source: /a, path: /b, no-default-rules: true, rules: ['/'], preserve-permissions: true, preserve-times: true, umask: 0o022 }\n    - !Depends { path: inc, rules: ['/c/'] }\n"
+            .to_vec(),
+    );
     seeds
 }
 

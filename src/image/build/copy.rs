@@ -4,7 +4,7 @@
 use super::{writer, Builder, StepFailure};
 use crate::config::CopyStep;
 use crate::hostfs::{walk, Decision, EntryKind, Filter};
-use crate::image::tree::{Inode, InodeId, Kind, Tree};
+use crate::image::tree::{self, Inode, InodeId, Kind, Meta, Tree, TreeError};
 
 impl Builder<'_, '_, '_> {
     pub(super) fn copy(&mut self, copy: &CopyStep) -> Result<(), StepFailure> {
@@ -70,35 +70,29 @@ impl Builder<'_, '_, '_> {
                 .into(),
             )
         })?;
-        // All of it is listed before anything is written, so a copy into
-        // itself (`/a` to `/a/b`) ends.
-        let mut entries = vec![(Vec::new(), top)];
+        // All of it is listed (metadata and all) before anything is
+        // written, so a copy into itself (`/a` to `/a/b`) ends and copies
+        // what was there. Each entry keeps its name and its parent's
+        // index, not its path: the list is bounded by `limits.inodes`.
+        let dest = tree::components(copy.path.as_bytes())?;
+        let mut walk = ImageWalk {
+            tree: &self.tree,
+            filter,
+            copy,
+            epoch: self.epoch,
+            at: (dest.len(), tree::join(&dest).len()),
+            items: Vec::new(),
+        };
+        walk.item(usize::MAX, Vec::new(), top)?;
         if self.tree.entries(top).is_some() {
-            image_walk(&self.tree, top, &[], filter, &mut entries, 0)?;
+            walk.dir(top, 0, &mut Vec::new(), 0)?;
         }
+        let items = walk.items;
         let parents = self.meta(0o755, 0, 0);
         let mut writer = writer(&self.work, &self.limits)?;
-        for (rel, id) in entries {
-            let Some(source) = self.tree.inodes.get(id) else {
-                continue;
-            };
-            let from = &source.meta;
-            let mode = match source.kind {
-                Kind::Dir(_) => ModeKind::Dir,
-                Kind::Symlink(_) => ModeKind::Link,
-                _ => ModeKind::Other,
-            };
-            let mut meta = self.meta(
-                copy_mode(copy, u32::from(from.perm), mode),
-                copy.owner_uid.unwrap_or(from.uid),
-                copy.owner_gid.unwrap_or(from.gid),
-            );
-            if copy.preserve_times {
-                meta.mtime = from.mtime;
-                meta.mtime_nsec = from.mtime_nsec;
-            }
-            let kind = match &source.kind {
-                Kind::Dir(_) => Kind::Dir(Default::default()),
+        let mut ids: Vec<InodeId> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let kind = match &item.kind {
                 Kind::File(data) => Kind::File(
                     writer
                         .write_file_range(&self.work, data.range())
@@ -106,8 +100,18 @@ impl Builder<'_, '_, '_> {
                 ),
                 other => other.clone(),
             };
-            let dest = dest_path(&copy.path, &rel);
-            self.tree.insert(&dest, Inode { meta, kind }, &parents)?;
+            let inode = Inode {
+                meta: item.meta.clone(),
+                kind,
+            };
+            let id = match ids.get(item.parent).copied() {
+                None => self.tree.insert(copy.path.as_bytes(), inode, &parents)?,
+                Some(dir) => self
+                    .tree
+                    .put(dir, &item.name, inode)
+                    .map_err(|kind| TreeError::new(&item_path(copy, &items, i), kind))?,
+            };
+            ids.push(id);
         }
         Ok(())
     }
@@ -116,46 +120,132 @@ impl Builder<'_, '_, '_> {
 /// Deeper than this, a walk of the image stops with an error.
 const MAX_DEPTH: usize = 1024;
 
-/// The entries under directory `dir` (at `rel`) that `filter` takes, as
-/// the project's walk picks them: pre-order, by name, a directory kept
-/// when taken itself or when something under it is.
-fn image_walk(
-    tree: &Tree,
-    dir: InodeId,
-    rel: &[u8],
-    filter: &Filter,
-    out: &mut Vec<(Vec<u8>, InodeId)>,
-    depth: usize,
-) -> Result<(), StepFailure> {
-    if depth >= MAX_DEPTH {
-        return Err(StepFailure::Other(
-            format!("more than {MAX_DEPTH} levels of directories").into(),
-        ));
-    }
-    let Some(entries) = tree.entries(dir) else {
-        return Ok(());
-    };
-    for (name, &child) in entries {
-        let mut child_rel = rel.to_vec();
-        if !child_rel.is_empty() {
-            child_rel.push(b'/');
+/// One entry `!Copy` takes from the image: what to put where.
+struct Item {
+    /// The index of its directory's item; `usize::MAX` for the source.
+    parent: usize,
+    name: Vec<u8>,
+    meta: Meta,
+    /// A file's data is where the source's is (copied when put); a
+    /// directory is empty (its entries are items of their own).
+    kind: Kind,
+}
+
+/// The walk of the image under a `!Copy` source.
+struct ImageWalk<'a> {
+    tree: &'a Tree,
+    filter: &'a Filter,
+    copy: &'a CopyStep,
+    epoch: i64,
+    /// The destination's depth and length.
+    at: (usize, usize),
+    items: Vec<Item>,
+}
+
+impl ImageWalk<'_> {
+    /// Lists inode `id` as an item under `parent`, with the metadata it
+    /// will have; the tree's bounds are checked here, before any copy.
+    fn item(&mut self, parent: usize, name: Vec<u8>, id: InodeId) -> Result<(), StepFailure> {
+        if self.items.len() >= self.tree.max_inodes() {
+            return Err(StepFailure::Other(
+                format!(
+                    "the copy would hold more than {} files (limits.inodes)",
+                    self.tree.max_inodes()
+                )
+                .into(),
+            ));
         }
-        child_rel.extend_from_slice(name);
-        let is_dir = tree.entries(child).is_some();
-        match filter.decide(&child_rel, is_dir) {
-            Decision::Skip => {}
-            Decision::Take => out.push((child_rel, child)),
-            Decision::Enter { own } => {
-                let at = out.len();
-                out.push((child_rel.clone(), child));
-                image_walk(tree, child, &child_rel, filter, out, depth + 1)?;
-                if !own && out.len() == at + 1 {
-                    out.truncate(at);
+        let Some(source) = self.tree.inodes.get(id) else {
+            return Ok(());
+        };
+        let (copy, from) = (self.copy, &source.meta);
+        let mode = match source.kind {
+            Kind::Dir(_) => ModeKind::Dir,
+            Kind::Symlink(_) => ModeKind::Link,
+            _ => ModeKind::Other,
+        };
+        let (mtime, mtime_nsec) = match copy.preserve_times {
+            true => (from.mtime, from.mtime_nsec),
+            false => (self.epoch, 0),
+        };
+        let meta = Meta {
+            perm: copy_mode(copy, u32::from(from.perm), mode),
+            uid: copy.owner_uid.unwrap_or(from.uid),
+            gid: copy.owner_gid.unwrap_or(from.gid),
+            mtime,
+            mtime_nsec,
+            ..Meta::default()
+        };
+        let kind = match &source.kind {
+            Kind::Dir(_) => Kind::Dir(Default::default()),
+            other => other.clone(),
+        };
+        self.items.push(Item {
+            parent,
+            name,
+            meta,
+            kind,
+        });
+        Ok(())
+    }
+
+    /// The entries under directory `dir` (item `index`, at `rel`) that the
+    /// filter takes, as the project's walk picks them: pre-order, by
+    /// name, a directory kept when taken itself or when something under
+    /// it is.
+    fn dir(
+        &mut self,
+        dir: InodeId,
+        index: usize,
+        rel: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), StepFailure> {
+        if depth >= MAX_DEPTH {
+            return Err(StepFailure::Other(
+                format!("more than {MAX_DEPTH} levels of directories").into(),
+            ));
+        }
+        let Some(entries) = self.tree.entries(dir) else {
+            return Ok(());
+        };
+        for (name, &child) in entries {
+            let len = rel.len();
+            if len > 0 {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(name);
+            let (at_depth, at_len) = self.at;
+            tree::check_path(at_depth + depth + 1, at_len + 1 + rel.len())
+                .map_err(|kind| TreeError::new(rel, kind))?;
+            let is_dir = self.tree.entries(child).is_some();
+            match self.filter.decide(rel, is_dir) {
+                Decision::Skip => {}
+                Decision::Take => self.item(index, name.clone(), child)?,
+                Decision::Enter { own } => {
+                    let at = self.items.len();
+                    self.item(index, name.clone(), child)?;
+                    self.dir(child, at, rel, depth + 1)?;
+                    if !own && self.items.len() == at + 1 {
+                        self.items.truncate(at);
+                    }
                 }
             }
+            rel.truncate(len);
         }
+        Ok(())
     }
-    Ok(())
+}
+
+/// The destination of item `i`, for a message.
+fn item_path(copy: &CopyStep, items: &[Item], i: usize) -> Vec<u8> {
+    let mut names = Vec::new();
+    let mut at = i;
+    while let Some(item) = items.get(at) {
+        names.push(item.name.as_slice());
+        at = item.parent;
+    }
+    names.reverse();
+    dest_path(&copy.path, &names.join(&b'/'))
 }
 
 /// `path` joined with `rel` (nothing for the source itself).

@@ -155,8 +155,12 @@ impl ImageWalk<'_> {
                 .into(),
             ));
         }
+        // Never missing in a tree cella made; an error rather than a
+        // skip, which would give the items after it the wrong parent.
         let Some(source) = self.tree.inodes.get(id) else {
-            return Ok(());
+            return Err(StepFailure::Other(
+                format!("the image's tree names inode {id}, which it does not hold").into(),
+            ));
         };
         let (copy, from) = (self.copy, &source.meta);
         let mode = match source.kind {

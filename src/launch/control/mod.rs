@@ -47,7 +47,8 @@ pub const FORWARDED_SIGNALS: [i32; 6] = [
 ];
 
 /// The third SIGINT/SIGTERM/SIGQUIT stops the VM even if the workload
-/// ignores them (as `docker compose` does on a third Ctrl-C).
+/// ignores them (as `docker compose` does on a third Ctrl-C); a build VM
+/// stops on the first.
 const FORCE_STOP_AFTER: u32 = 3;
 
 /// How many kernel log lines an error report shows.
@@ -420,6 +421,13 @@ pub fn run<'b, 'c, 'd>(
     let mut run_timer_armed = false;
     let mut stdin_done = false;
     let mut stop_requests = 0;
+    // An interrupted build is thrown away: its VM stops on the first stop
+    // signal, whatever the step does with it (apt-get and dpkg hold
+    // SIGTERM back).
+    let force_stop_after = match session.build {
+        Some(_) => 1,
+        None => FORCE_STOP_AFTER,
+    };
     let mut events = vec![EpollEvent::default(); 32];
     loop {
         // With guest work left over from the last pass, only look at what
@@ -462,14 +470,10 @@ pub fn run<'b, 'c, 'd>(
                         if [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT].contains(&sig) {
                             stop_requests += 1;
                         }
-                        if session.build.is_some() && stop_requests > 0 {
-                            // An interrupted build is thrown away: its VM
-                            // stops at once, whatever the step does with the
-                            // signal (apt-get and dpkg hold SIGTERM back).
-                            return Ok(Outcome::Interrupted(sig));
-                        }
-                        if stop_requests >= FORCE_STOP_AFTER {
-                            eprintln!("cella: stopping the VM ({stop_requests} stop signals)");
+                        if stop_requests >= force_stop_after {
+                            if session.build.is_none() {
+                                eprintln!("cella: stopping the VM ({stop_requests} stop signals)");
+                            }
                             return Ok(Outcome::Interrupted(sig));
                         }
                         session.send(&HostMsg::Signal(sig));
